@@ -1,0 +1,87 @@
+"""The gateway: the platform's one public entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from panthera.gateway.proxy import Proxy, RateLimits
+from panthera.gateway.upstreams import Upstream
+from panthera.kernel.http.app import create_app
+from panthera.kernel.ratelimit import RateLimiter
+from panthera.kernel.security.permissions import Authenticator
+from panthera.kernel.settings import Settings
+
+LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+
+
+def build_gateway(
+    settings: Settings,
+    *,
+    upstreams: Mapping[str, Upstream],
+    authenticator: Authenticator,
+    rate_limiter: RateLimiter,
+    on_start: Callable[[], Awaitable[None]] | None = None,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The gateway app: its own operational routes, and the proxy for everything else."""
+
+    async def upstreams_ready() -> bool:
+        results = [await upstream.ready() for upstream in upstreams.values()]
+        return all(results)
+
+    async def stop() -> None:
+        for upstream in upstreams.values():
+            await upstream.close()
+        if on_stop is not None:
+            await on_stop()
+
+    app = create_app(
+        name="gateway",
+        title="Panthera Gateway",
+        description="The single entry point: routing, token checks, rate limits, request ids.",
+        max_body_bytes=settings.max_request_body_bytes,
+        checks={"services": upstreams_ready},
+        on_start=on_start,
+        on_stop=stop,
+    )
+    proxy = Proxy(
+        upstreams,
+        authenticator=authenticator,
+        rate_limits=RateLimits(
+            rate_limiter,
+            per_ip_per_minute=settings.rate_limit_per_ip_per_minute,
+            per_ip_burst=settings.rate_limit_per_ip_burst,
+            per_user_per_minute=settings.rate_limit_per_user_per_minute,
+            per_user_burst=settings.rate_limit_per_user_burst,
+        ),
+    )
+    # Innermost of the middleware: the request already has its id, metrics,
+    # body limit and security headers; only the gateway's own paths reach FastAPI.
+    app.user_middleware.append(Middleware(_Dispatch, proxy=proxy))
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
+            expose_headers=["X-Request-ID", "X-Total-Count", "Link", "Retry-After", "ETag"],
+            max_age=600,
+        )
+    return app
+
+
+class _Dispatch:
+    def __init__(self, app: ASGIApp, *, proxy: Proxy) -> None:
+        self.app = app
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in LOCAL_PATHS:
+            await self.proxy(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,1 @@
+"""Shared, small and free of business rules: settings, persistence, events, HTTP, security."""

@@ -1,0 +1,196 @@
+"""One async SQLAlchemy engine per service, SQLite or PostgreSQL by URL, and its unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.types import TypeDecorator
+
+from panthera.kernel.events.envelope import Envelope, EventContract
+
+# Stable constraint names, so Alembic migrations are identical on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def service_metadata() -> MetaData:
+    """A fresh metadata for one service's tables, with the platform's naming convention."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Database:
+    """A service's engine and session factory."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            if parsed.database:
+                from pathlib import Path
+
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.read_engine = self.engine
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
+            # Reads must not queue behind the write lock: a second engine whose
+            # transactions begin deferred reads the last committed WAL snapshot.
+            self.read_engine = create_async_engine(url, **kwargs)
+            event.listen(self.read_engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.read_engine.sync_engine, "begin", _sqlite_begin_deferred)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+
+    async def ping(self) -> bool:
+        """Whether the database answers (for ``/readyz``)."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the one writer; busy_timeout makes a second
+    # writer wait instead of failing at once. Autocommit off so SQLAlchemy's
+    # "begin" event below decides how transactions start.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # A deferred transaction that reads then writes can fail with "database is
+    # locked" when another writer slipped in between; taking the write lock at
+    # BEGIN serialises writers cleanly, which is what row locks give on PostgreSQL.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin_deferred(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+AfterCommit = Callable[[], None]
+
+
+class UnitOfWork:
+    """One business transaction: a session plus the events it publishes.
+
+    ``publish`` collects events; ``commit`` writes them to the outbox in the same
+    transaction as the state change, then wakes the relay.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        source: str,
+        outbox_insert: Callable[[AsyncSession, list[Envelope]], Any],
+        after_commit: AfterCommit | None = None,
+        traceparent: Callable[[], str | None] | None = None,
+    ) -> None:
+        self._database = database
+        self._source = source
+        self._outbox_insert = outbox_insert
+        self._after_commit = after_commit
+        self._traceparent = traceparent
+        self._pending: list[Envelope] = []
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("the unit of work is not open: use 'async with uow:'")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        self._session = self._database.sessions()
+        self._pending = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self.session
+        try:
+            # Closing rolls back whatever was not committed, and unlike rollback()
+            # leaves loaded objects readable (detached) for the caller.
+            await session.close()
+        finally:
+            self._session = None
+            self._pending = []
+
+    def publish(self, event: EventContract) -> Envelope:
+        """Queue an event; it is written to the outbox by ``commit``."""
+        trace = self._traceparent() if self._traceparent else None
+        envelope = Envelope.wrap(event, source=self._source, traceparent=trace)
+        self._pending.append(envelope)
+        return envelope
+
+    async def commit(self) -> None:
+        """Write pending events to the outbox and commit, atomically."""
+        session = self.session
+        published = bool(self._pending)
+        if self._pending:
+            await self._outbox_insert(session, self._pending)
+            self._pending = []
+        await session.commit()
+        if published and self._after_commit is not None:
+            self._after_commit()
+
+    async def rollback(self) -> None:
+        """Discard the state change and its events."""
+        self._pending = []
+        await self.session.rollback()

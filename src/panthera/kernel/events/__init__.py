@@ -1,0 +1,6 @@
+"""Events: versioned contracts, the outbox, the relay, the inbox and transports."""
+
+from panthera.kernel.events.envelope import Envelope, EventContract
+from panthera.kernel.events.transport import DeliveryHandler, EventTransport
+
+__all__ = ["DeliveryHandler", "Envelope", "EventContract", "EventTransport"]

@@ -1,0 +1,68 @@
+"""The in-process transport of the embedded shape."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+
+from panthera.kernel.events.envelope import Envelope
+from panthera.kernel.events.transport import DeliveryHandler
+
+log = logging.getLogger("panthera.events")
+
+
+class ConsumerFailed(Exception):
+    """One or more consumers could not apply an event; the outbox row is retried."""
+
+
+class EmbeddedTransport:
+    """Delivers each envelope straight to the subscribed consumers in this process.
+
+    Durability comes from the publisher's outbox: ``publish`` returns only after
+    every consumer has applied the event (each in its own transaction, recorded in
+    its inbox), so a crash before that leaves the outbox row pending and the relay
+    delivers it again; inboxes turn the repeat into a no-op.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[tuple[str, DeliveryHandler]]] = defaultdict(list)
+        self._started = False
+
+    async def start(self) -> None:
+        self._started = True
+
+    async def close(self) -> None:
+        self._started = False
+
+    async def ready(self) -> bool:
+        return self._started
+
+    async def subscribe(
+        self, consumer: str, event_types: Iterable[str], handler: DeliveryHandler
+    ) -> None:
+        for event_type in event_types:
+            self._handlers[event_type].append((consumer, handler))
+
+    async def publish(self, envelope: Envelope) -> None:
+        subscribers = self._handlers.get(envelope.type, [])
+        if not subscribers:
+            return
+        results = await asyncio.gather(
+            *(handler(envelope) for _, handler in subscribers), return_exceptions=True
+        )
+        failed = [
+            consumer
+            for (consumer, _), result in zip(subscribers, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        for (consumer, _), result in zip(subscribers, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning(
+                    "consumer failed to apply event",
+                    exc_info=result,
+                    extra={"consumer": consumer, "event_id": str(envelope.id)},
+                )
+        if failed:
+            raise ConsumerFailed(f"{envelope.type} {envelope.id} not applied by {failed}")

@@ -1,0 +1,285 @@
+"""The outbox and inbox tables every service carries, the relay and the idempotent consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from panthera.kernel.db import UTCDateTime
+from panthera.kernel.events.envelope import Envelope
+from panthera.kernel.events.transport import EventTransport
+
+log = logging.getLogger("panthera.events")
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT.
+_Sequence = BigInteger().with_variant(Integer(), "sqlite")
+
+
+@dataclass(frozen=True)
+class EventTables:
+    """The outbox and inbox of one service's database."""
+
+    outbox: Table
+    inbox: Table
+
+
+def event_tables(metadata: MetaData) -> EventTables:
+    """Add the outbox and inbox tables to a service's metadata."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("seq", _Sequence, primary_key=True, autoincrement=True),
+        Column("event_id", Uuid, nullable=False, unique=True),
+        Column("type", String(120), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("subject", String(120), nullable=False, default=""),
+        Column("payload", JSON, nullable=False),
+        Column("traceparent", String(64)),
+        Column("occurred_at", UTCDateTime, nullable=False),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("next_attempt_at", UTCDateTime, nullable=False),
+        Column("last_error", Text),
+        Column("sent_at", UTCDateTime),
+        Column("dead_at", UTCDateTime),
+    )
+    Index("ix_outbox_pending", outbox.c.sent_at, outbox.c.dead_at, outbox.c.next_attempt_at)
+    inbox = Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(80), primary_key=True),
+        Column("event_id", Uuid, primary_key=True),
+        Column("event_type", String(120), nullable=False),
+        Column("applied_at", UTCDateTime, nullable=False),
+    )
+    return EventTables(outbox=outbox, inbox=inbox)
+
+
+def outbox_writer(
+    tables: EventTables,
+) -> Callable[[AsyncSession, list[Envelope]], Awaitable[None]]:
+    """The function a unit of work calls to write its events in its own transaction."""
+
+    async def write(session: AsyncSession, envelopes: list[Envelope]) -> None:
+        now = datetime.now(UTC)
+        await session.execute(
+            insert(tables.outbox),
+            [
+                {
+                    "event_id": e.id,
+                    "type": e.type,
+                    "version": e.version,
+                    "subject": e.subject,
+                    "payload": e.payload,
+                    "traceparent": e.traceparent,
+                    "occurred_at": e.occurred_at,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+                for e in envelopes
+            ],
+        )
+
+    return write
+
+
+def _envelope_of(row: Any, source: str) -> Envelope:
+    return Envelope(
+        id=row.event_id,
+        type=row.type,
+        version=row.version,
+        occurred_at=_aware(row.occurred_at),
+        source=source,
+        subject=row.subject,
+        traceparent=row.traceparent,
+        payload=row.payload,
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class OutboxRelay:
+    """Delivers a service's outbox rows to the transport, at least once.
+
+    A row is marked sent only after the transport has taken it. A failing row
+    backs off on its own (consumers tolerate reordering: they check versions), and
+    after ``max_attempts`` it is parked as dead for an operator to inspect.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        sessions: Callable[[], AsyncSession],
+        tables: EventTables,
+        transport: EventTransport,
+        skip_locked: bool,
+        poll_seconds: float = 1.0,
+        batch_size: int = 100,
+        max_attempts: int = 12,
+    ) -> None:
+        self.source = source
+        self._sessions = sessions
+        self._outbox = tables.outbox
+        self._transport = transport
+        self._skip_locked = skip_locked
+        self._poll_seconds = poll_seconds
+        self._batch_size = batch_size
+        self._max_attempts = max_attempts
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.delivered = 0
+
+    def notify(self) -> None:
+        """Called after a commit that wrote events: deliver now rather than at the next poll."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        """Run the relay loop in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.source}")
+
+    async def stop(self) -> None:
+        """Stop the loop after the batch in flight."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                more = await self.relay_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed", extra={"service": self.source})
+                more = False
+            if more:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
+            self._wakeup.clear()
+
+    async def relay_once(self) -> bool:
+        """Deliver one batch of due rows; True when a full batch suggests more are waiting."""
+        now = datetime.now(UTC)
+        query = (
+            select(self._outbox)
+            .where(
+                self._outbox.c.sent_at.is_(None),
+                self._outbox.c.dead_at.is_(None),
+                self._outbox.c.next_attempt_at <= now,
+            )
+            .order_by(self._outbox.c.seq)
+            .limit(self._batch_size)
+        )
+        if self._skip_locked:
+            # Replicas of one service share the outbox: each row goes to one relay.
+            query = query.with_for_update(skip_locked=True)
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+            if not rows:
+                return False
+            sent: list[int] = []
+            for row in rows:
+                try:
+                    await self._transport.publish(_envelope_of(row, self.source))
+                except Exception as exc:
+                    await self._record_failure(session, row, exc)
+                else:
+                    sent.append(row.seq)
+            if sent:
+                await session.execute(
+                    update(self._outbox)
+                    .where(self._outbox.c.seq.in_(sent))
+                    .values(sent_at=datetime.now(UTC))
+                )
+            await session.commit()
+            self.delivered += len(sent)
+        return len(rows) == self._batch_size and bool(sent)
+
+    async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception) -> None:
+        attempts = row.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "last_error": repr(exc)[:2000]}
+        if attempts >= self._max_attempts:
+            values["dead_at"] = datetime.now(UTC)
+            log.error(
+                "outbox event parked after repeated failures",
+                extra={"service": self.source, "event_id": str(row.event_id), "type": row.type},
+            )
+        else:
+            values["next_attempt_at"] = datetime.now(UTC) + timedelta(
+                seconds=min(300.0, 0.5 * 2**attempts)
+            )
+            log.warning(
+                "outbox delivery failed; will retry",
+                extra={"service": self.source, "event_id": str(row.event_id), "error": str(exc)},
+            )
+        await session.execute(
+            update(self._outbox).where(self._outbox.c.seq == row.seq).values(**values)
+        )
+
+    async def lag(self) -> tuple[int, float]:
+        """Pending rows and the age in seconds of the oldest one (for metrics)."""
+        from sqlalchemy import func
+
+        async with self._sessions() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(self._outbox.c.occurred_at)).where(
+                        self._outbox.c.sent_at.is_(None), self._outbox.c.dead_at.is_(None)
+                    )
+                )
+            ).one()
+        age = (datetime.now(UTC) - _aware(oldest)).total_seconds() if oldest else 0.0
+        return int(count), age
+
+
+async def record_in_inbox(
+    session: AsyncSession, tables: EventTables, consumer: str, envelope: Envelope
+) -> bool:
+    """Claim an event for this consumer inside the caller's transaction.
+
+    False when it was applied before: the caller then skips the effect. The
+    primary key makes a concurrent duplicate wait for, then lose to, the first.
+    """
+    try:
+        async with session.begin_nested():
+            await session.execute(
+                insert(tables.inbox).values(
+                    consumer=consumer,
+                    event_id=envelope.id,
+                    event_type=envelope.type,
+                    applied_at=datetime.now(UTC),
+                )
+            )
+    except IntegrityError:
+        return False
+    return True

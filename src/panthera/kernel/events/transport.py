@@ -1,0 +1,39 @@
+"""The port every event transport implements: embedded (in-process) or a broker."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+from panthera.kernel.events.envelope import Envelope
+
+# Applies one delivered envelope. Raising means "not applied": the transport
+# redelivers later (bounded), then dead-letters it.
+DeliveryHandler = Callable[[Envelope], Awaitable[None]]
+
+
+class EventTransport(Protocol):
+    """Moves envelopes from a service's relay to other services' consumers."""
+
+    async def start(self) -> None:
+        """Connect and declare what the transport needs; idempotent."""
+
+    async def close(self) -> None:
+        """Stop consuming and release connections."""
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Hand one envelope over; return only once the transport has taken it durably.
+
+        Raises on failure, so the caller's outbox row stays pending.
+        """
+
+    async def subscribe(
+        self, consumer: str, event_types: Iterable[str], handler: DeliveryHandler
+    ) -> None:
+        """Deliver every future envelope of ``event_types`` to ``handler`` as ``consumer``.
+
+        One ``consumer`` name is one durable queue: replicas of a service share it.
+        """
+
+    async def ready(self) -> bool:
+        """Whether the transport can publish now (for ``/readyz``)."""

@@ -1,0 +1,185 @@
+"""ASGI middleware every service and the gateway run: request ids, metrics, body limits."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from panthera.kernel.http.problems import problem_response
+from panthera.kernel.observability import (
+    HTTP_LATENCY,
+    HTTP_REQUESTS,
+    set_request_id,
+    set_traceparent,
+)
+
+access_log = logging.getLogger("panthera.access")
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_UNTRACKED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _new_traceparent() -> str:
+    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+
+
+class RequestContextMiddleware:
+    """Binds a request id and trace context, times the request, logs it and counts it.
+
+    A client's ``X-Request-ID`` is kept when it is short and plain, so a shop can
+    follow its own ids through our logs; anything else is replaced.
+    """
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = _header(scope, b"x-request-id")
+        request_id = supplied if supplied and _SAFE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        traceparent = _header(scope, b"traceparent")
+        if not traceparent or not _TRACEPARENT.match(traceparent):
+            traceparent = _new_traceparent()
+        set_request_id(request_id)
+        set_traceparent(traceparent)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        encoded_id = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(key == b"x-request-id" for key, _ in headers):
+                    headers.append((b"x-request-id", encoded_id))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            path = scope["path"]
+            if path not in _UNTRACKED_PATHS:
+                elapsed = time.perf_counter() - started
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                method = scope["method"]
+                HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
+                HTTP_LATENCY.labels(self.service, method, template).observe(elapsed)
+                if access_log.isEnabledFor(logging.INFO):
+                    access_log.info(
+                        "request",
+                        extra={
+                            "service": self.service,
+                            "method": method,
+                            "path": path,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000, 2),
+                        },
+                    )
+
+
+class BodySizeLimitMiddleware:
+    """Refuses bodies over ``max_bytes`` with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.max_bytes
+            except ValueError:
+                too_large = False
+            if too_large:
+                await self._refuse(scope, receive, send)
+                return
+        received = 0
+        limit = self.max_bytes
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413,
+            "payload_too_large",
+            "Request body too large",
+            detail=f"The body may be at most {self.max_bytes} bytes.",
+            instance=scope["path"],
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def security_headers() -> list[tuple[bytes, bytes]]:
+    """Headers every response of the platform carries."""
+    return [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),
+    ]
+
+
+class SecurityHeadersMiddleware:
+    """Adds the platform's security headers unless a response set its own."""
+
+    def __init__(self, app: ASGIApp, *, extra: dict[str, str] | None = None) -> None:
+        self.app = app
+        self.headers = security_headers() + [
+            (k.lower().encode(), v.encode()) for k, v in (extra or {}).items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers: list[Any] = list(message.get("headers", []))
+                present = {key.lower() for key, _ in headers}
+                headers.extend(h for h in self.headers if h[0] not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,68 @@
+"""Alembic, per service: its own history, its own version table, SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
+
+from panthera.kernel.db import Database
+
+
+def alembic_config(migrations_dir: Path, service: str) -> Config:
+    """An Alembic configuration pointing at one service's migrations."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.set_main_option("version_table", f"alembic_version_{service}")
+    return config
+
+
+async def upgrade(database: Database, migrations_dir: Path, service: str) -> None:
+    """Bring a service's database to the newest revision."""
+
+    def run(connection: Connection) -> None:
+        config = alembic_config(migrations_dir, service)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    async with database.engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+def run_env(metadata: MetaData) -> None:
+    """The body of every service's ``migrations/env.py``."""
+    config = context.config
+    connection: Connection | None = config.attributes.get("connection")
+    options: dict[str, Any] = {
+        "target_metadata": metadata,
+        "version_table": config.get_main_option("version_table") or "alembic_version",
+        # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
+        "render_as_batch": True,
+        "compare_type": True,
+    }
+    if connection is None:
+        url = config.get_main_option("sqlalchemy.url")
+        context.configure(url=url, literal_binds=True, **options)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    context.configure(connection=connection, **options)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def new_revision(migrations_dir: Path, service: str, url: str, message: str) -> None:
+    """Write a revision of what the models add to the schema at ``url`` (autogenerate)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg"))
+    config = alembic_config(migrations_dir, service)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        command.revision(config, message=message, autogenerate=True)
+    engine.dispose()

@@ -1,0 +1,1 @@
+"""Security primitives shared by the services: access tokens, passwords, permissions."""

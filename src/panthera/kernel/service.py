@@ -1,0 +1,130 @@
+"""What a service is (its definition) and what a running instance of it holds (its runtime)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import MetaData
+
+from panthera.kernel.db import Database, UnitOfWork
+from panthera.kernel.events.envelope import Envelope, EventContract
+from panthera.kernel.events.outbox import EventTables, OutboxRelay, outbox_writer, record_in_inbox
+from panthera.kernel.events.transport import EventTransport
+from panthera.kernel.observability import EVENTS_CONSUMED, current_traceparent
+from panthera.kernel.settings import Settings
+
+log = logging.getLogger("panthera.events")
+
+EventHandler = Callable[["ServiceRuntime", UnitOfWork, Any, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A reaction to another service's event: which contract, which versions, which handler."""
+
+    contract: type[EventContract]
+    handler: EventHandler
+    versions: frozenset[int] = frozenset({1})
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """A service's static description, registered in its package's ``__init__``."""
+
+    name: str
+    title: str
+    description: str
+    metadata: MetaData
+    tables: EventTables
+    migrations_dir: Path
+    router: Callable[[], APIRouter]
+    subscriptions: Sequence[Subscription] = ()
+    # Objects the routes find on ``app.state``, built from the running instance.
+    state: Callable[[ServiceRuntime], dict[str, Any]] | None = None
+    # Runs once when an instance starts, after migrations (e.g. to create keys).
+    on_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None
+    # Runs once when an instance stops.
+    on_stop: Callable[[ServiceRuntime], Awaitable[None]] | None = None
+    # Other services this one calls over HTTP.
+    calls: Sequence[str] = ()
+
+
+@dataclass
+class ServiceRuntime:
+    """One running instance of a service and the adapters chosen for it."""
+
+    definition: ServiceDefinition
+    settings: Settings
+    database: Database
+    transport: EventTransport
+    relay: OutboxRelay = field(init=False)
+    # Adapters that the composition root wires (HTTP clients, rate limiters, keys...).
+    components: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.relay = OutboxRelay(
+            source=self.definition.name,
+            sessions=self.database.sessions,
+            tables=self.definition.tables,
+            transport=self.transport,
+            skip_locked=not self.database.is_sqlite,
+            poll_seconds=self.settings.relay_poll_seconds,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def uow(self) -> UnitOfWork:
+        """A unit of work on this service's database whose events go to its outbox."""
+        return UnitOfWork(
+            self.database,
+            source=self.definition.name,
+            outbox_insert=outbox_writer(self.definition.tables),
+            after_commit=self.relay.notify,
+            traceparent=current_traceparent,
+        )
+
+    async def subscribe(self) -> None:
+        """Register this service's consumers with the transport."""
+        by_type: dict[str, Subscription] = {}
+        for subscription in self.definition.subscriptions:
+            by_type[subscription.contract.event_type] = subscription
+        if not by_type:
+            return
+        await self.transport.subscribe(self.name, list(by_type), self._consumer(by_type))
+
+    def _consumer(self, by_type: dict[str, Subscription]) -> Callable[[Envelope], Awaitable[None]]:
+        async def consume(envelope: Envelope) -> None:
+            subscription = by_type.get(envelope.type)
+            if subscription is None:
+                return
+            if envelope.version not in subscription.versions:
+                # A version this consumer does not understand is a deploy-order
+                # problem: refuse it so it is retried and, failing, dead-lettered
+                # for an operator rather than silently dropped.
+                raise UnsupportedEventVersion(envelope.type, envelope.version)
+            payload = subscription.contract.model_validate(envelope.payload)
+            async with self.uow() as uow:
+                if not await record_in_inbox(
+                    uow.session, self.definition.tables, self.name, envelope
+                ):
+                    EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
+                    return
+                await subscription.handler(self, uow, payload, envelope)
+                await uow.commit()
+            EVENTS_CONSUMED.labels(self.name, envelope.type, "applied").inc()
+
+        return consume
+
+
+class UnsupportedEventVersion(Exception):
+    """An event arrived in a version its consumer was not written for."""
+
+    def __init__(self, event_type: str, version: int) -> None:
+        super().__init__(f"{event_type} v{version} is not supported")

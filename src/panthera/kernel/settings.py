@@ -1,0 +1,121 @@
+"""Platform settings, read once at start from ``PANTHERA_*`` environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_INTERNAL_TOKEN = "panthera-development-internal-token"  # noqa: S105
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class EventTransportKind(StrEnum):
+    EMBEDDED = "embedded"
+    RABBITMQ = "rabbitmq"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Each field maps to ``PANTHERA_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="PANTHERA_", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path(".panthera")
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Persistence. ``database_url`` is a template: ``{service}`` is replaced by the
+    # service name, so one setting gives every service its own database. Empty
+    # means one SQLite file per service under ``data_dir``.
+    database_url: str = ""
+    # Shared servers of the distributed shape; empty means the in-process adapter.
+    redis_url: str = ""
+    amqp_url: str = ""
+    event_transport: EventTransportKind = EventTransportKind.EMBEDDED
+
+    # Where each service listens, for the gateway and service-to-service calls in
+    # the distributed shape: ``PANTHERA_SERVICE_URLS='{"users": "http://127.0.0.1:8102"}'``.
+    service_urls: dict[str, str] = Field(default_factory=dict)
+    internal_token: SecretStr = SecretStr(DEVELOPMENT_INTERNAL_TOKEN)
+    http_timeout_seconds: float = 5.0
+    http_retries: int = 2
+
+    # Tokens.
+    jwt_issuer: str = "panthera"
+    jwt_audience: str = "panthera-api"
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    signing_key_rotation_days: int = 30
+    jwks_cache_seconds: int = 300
+
+    # OAuth 2.0 clients that may use the authorization code flow, as
+    # ``{"client_id": ["https://exact/redirect"]}``.
+    oauth_clients: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "panthera-web": [
+                "http://127.0.0.1:8000/auth/callback",
+                "http://localhost:8000/auth/callback",
+            ]
+        }
+    )
+    authorization_code_ttl_seconds: int = 60
+
+    # Abuse limits. Rates are requests per minute; burst is the bucket size.
+    rate_limit_per_ip_per_minute: int = 600
+    rate_limit_per_ip_burst: int = 120
+    rate_limit_per_user_per_minute: int = 1200
+    rate_limit_per_user_burst: int = 240
+    login_attempts_per_account: int = 10
+    login_attempts_per_address: int = 30
+    login_window_seconds: int = 900
+    max_request_body_bytes: int = 1_048_576
+
+    # Passwords: argon2id cost. OWASP's floor is 19 MiB, 2 iterations, 1 lane.
+    password_memory_kib: int = 19_456
+    password_time_cost: int = 2
+    password_parallelism: int = 1
+
+    # The seed's contract answers 409 for a taken address; that tells strangers who
+    # has an account, so by default a taken address gets the ordinary 201 and its
+    # owner a mail instead (see docs/decisions).
+    registration_reveals_existing_email: bool = False
+    migrate_on_start: bool = True
+    verification_token_ttl_seconds: int = 48 * 3600
+    reset_token_ttl_seconds: int = 3600
+    public_base_url: str = "http://127.0.0.1:8000"
+    mail_sender: str = "Panthera <no-reply@panthera.local>"
+    # A shop's own message templates, searched before the built-in ones.
+    templates_dir: Path | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    relay_poll_seconds: float = 1.0
+
+    @model_validator(mode="after")
+    def _refuse_development_secrets_in_production(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if self.internal_token.get_secret_value() == DEVELOPMENT_INTERNAL_TOKEN:
+                raise ValueError("PANTHERA_INTERNAL_TOKEN must be set in production")
+            if not self.database_url:
+                raise ValueError("PANTHERA_DATABASE_URL must be set in production")
+        return self
+
+    def database_url_for(self, service: str) -> str:
+        """The SQLAlchemy URL of one service's own database."""
+        if self.database_url:
+            return self.database_url.replace("{service}", service)
+        path = (self.data_dir / f"{service}.sqlite3").resolve()
+        return f"sqlite+aiosqlite:///{path}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, parsed once."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The composition root: which services run in which process, with which adapters."""

@@ -1,0 +1,209 @@
+"""Builds and runs a set of services in one process, with the adapters the settings choose."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from panthera.kernel.db import Database
+from panthera.kernel.events.embedded import EmbeddedTransport
+from panthera.kernel.events.transport import EventTransport
+from panthera.kernel.http.app import create_app
+from panthera.kernel.http.client import ServiceDirectory
+from panthera.kernel.migrations import upgrade
+from panthera.kernel.ratelimit import build_attempt_counter, build_rate_limiter
+from panthera.kernel.security.passwords import PasswordHasher
+from panthera.kernel.security.permissions import Authenticator
+from panthera.kernel.security.principal import MemoryRevocations, RedisRevocations, Revocations
+from panthera.kernel.security.tokens import JwksClient, TokenVerifier
+from panthera.kernel.service import ServiceDefinition, ServiceRuntime
+from panthera.kernel.settings import EventTransportKind, Settings
+from panthera.runtime.registry import definition
+
+log = logging.getLogger("panthera.runtime")
+
+
+def _transport(settings: Settings) -> EventTransport:
+    if settings.event_transport is EventTransportKind.RABBITMQ:
+        from panthera.kernel.events.rabbitmq import RabbitMQTransport
+
+        if not settings.amqp_url:
+            raise ValueError("PANTHERA_AMQP_URL is required with the rabbitmq transport")
+        return RabbitMQTransport(settings.amqp_url)
+    return EmbeddedTransport()
+
+
+class Platform:
+    """The services of one process and what they share: transport, stores, clients.
+
+    Embedded, every service lives here and they call each other in-process;
+    distributed, a process holds one service and finds the others by URL.
+    """
+
+    def __init__(self, settings: Settings, services: Sequence[str]) -> None:
+        self.settings = settings
+        self.transport = _transport(settings)
+        self.redis: aioredis.Redis | None = (
+            aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        )
+        self.revocations: Revocations = (
+            RedisRevocations(self.redis) if self.redis is not None else MemoryRevocations()
+        )
+        self.rate_limiter = build_rate_limiter(settings.redis_url)
+        self.attempts = build_attempt_counter(settings.redis_url)
+        self.password_hasher = PasswordHasher(
+            memory_cost=settings.password_memory_kib,
+            time_cost=settings.password_time_cost,
+            parallelism=settings.password_parallelism,
+        )
+        self.apps: dict[str, FastAPI] = {}
+        self.directory = ServiceDirectory(
+            internal_token=settings.internal_token.get_secret_value(),
+            urls=settings.service_urls,
+            timeout_seconds=settings.http_timeout_seconds,
+            retries=settings.http_retries,
+            local_app=self._local_app,
+        )
+        self.verifier = TokenVerifier(
+            JwksClient(
+                self._fetch_jwks,
+                cache_seconds=settings.jwks_cache_seconds,
+                min_refresh_interval_seconds=5,
+            ),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        self.authenticator = Authenticator(self.verifier, self.revocations)
+        self.runtimes: dict[str, ServiceRuntime] = {}
+        self._local_jwks: Callable[[], dict[str, Any]] | None = None
+        for name in services:
+            self._add(definition(name))
+        self._started = False
+
+    def _local_app(self, name: str) -> ASGIApp | None:
+        return self.apps.get(name)
+
+    def _use_local_jwks(self, provider: Callable[[], dict[str, Any]]) -> None:
+        self._local_jwks = provider
+
+    async def _fetch_jwks(self) -> dict[str, Any]:
+        if self._local_jwks is not None:
+            return self._local_jwks()
+        response = await self.directory.client("auth").get("/.well-known/jwks.json")
+        response.raise_for_status()
+        document: dict[str, Any] = response.json()
+        return document
+
+    def _add(self, service: ServiceDefinition) -> None:
+        runtime = ServiceRuntime(
+            definition=service,
+            settings=self.settings,
+            database=Database(self.settings.database_url_for(service.name)),
+            transport=self.transport,
+            components={
+                "directory": self.directory,
+                "revocations": self.revocations,
+                "rate_limiter": self.rate_limiter,
+                "attempts": self.attempts,
+                "password_hasher": self.password_hasher,
+                "authenticator": self.authenticator,
+                "local_jwks": self._use_local_jwks,
+            },
+        )
+        self.runtimes[service.name] = runtime
+        self.apps[service.name] = self._service_app(runtime)
+
+    def _service_app(self, runtime: ServiceRuntime) -> FastAPI:
+        service = runtime.definition
+        checks = {"database": runtime.database.ping, "events": self.transport.ready}
+        if self.redis is not None:
+            checks["redis"] = self.revocations.ready
+        app = create_app(
+            name=service.name,
+            title=service.title,
+            description=service.description,
+            max_body_bytes=self.settings.max_request_body_bytes,
+            checks=checks,
+            server_url=f"/api/v1/{service.name}",
+        )
+        app.state.authenticator = self.authenticator
+        app.state.internal_token = self.settings.internal_token.get_secret_value()
+        app.state.settings = self.settings
+        app.state.runtime = runtime
+        if service.state is not None:
+            for key, value in service.state(runtime).items():
+                setattr(app.state, key, value)
+        app.include_router(service.router())
+        return app
+
+    async def migrate(self) -> None:
+        """Bring every service's database to its newest schema."""
+        for runtime in self.runtimes.values():
+            await upgrade(runtime.database, runtime.definition.migrations_dir, runtime.name)
+
+    async def start(self) -> None:
+        """Migrate (when configured), connect the transport, subscribe and start relays."""
+        if self._started:
+            return
+        if self.settings.migrate_on_start:
+            await self.migrate()
+        await self.transport.start()
+        for runtime in self.runtimes.values():
+            if runtime.definition.on_start is not None:
+                await runtime.definition.on_start(runtime)
+            await runtime.subscribe()
+        for runtime in self.runtimes.values():
+            runtime.relay.start()
+        self._started = True
+        log.info("services started", extra={"services": list(self.runtimes)})
+
+    async def stop(self) -> None:
+        """Stop relays and consumers, then close connections."""
+        if not self._started:
+            return
+        for runtime in self.runtimes.values():
+            await runtime.relay.stop()
+        await self.transport.close()
+        for runtime in self.runtimes.values():
+            if runtime.definition.on_stop is not None:
+                await runtime.definition.on_stop(runtime)
+            await runtime.database.dispose()
+        await self.directory.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        self._started = False
+
+    async def drain_outboxes(self, rounds: int = 20) -> None:
+        """Deliver every pending event now (for one-shot commands that exit right after)."""
+        for _ in range(rounds):
+            busy = False
+            for runtime in self.runtimes.values():
+                pending, _age = await runtime.relay.lag()
+                if pending:
+                    busy = True
+                    await runtime.relay.relay_once()
+            if not busy:
+                return
+
+    def standalone_app(self, name: str) -> FastAPI:
+        """One service's app that starts and stops this platform with itself."""
+        app = self.apps[name]
+        inner = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(application: FastAPI) -> AsyncIterator[Any]:
+            await self.start()
+            try:
+                async with inner(application) as state:
+                    yield state
+            finally:
+                await self.stop()
+
+        app.router.lifespan_context = lifespan
+        return app
