@@ -70,6 +70,7 @@ class ServiceRuntime:
         self.relay = OutboxRelay(
             source=self.definition.name,
             sessions=self.database.sessions,
+            read_sessions=self.database.read_sessions,
             tables=self.definition.tables,
             transport=self.transport,
             skip_locked=not self.database.is_sqlite,

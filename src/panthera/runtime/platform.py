@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -17,6 +19,7 @@ from panthera.kernel.events.transport import EventTransport
 from panthera.kernel.http.app import create_app
 from panthera.kernel.http.client import ServiceDirectory
 from panthera.kernel.migrations import upgrade
+from panthera.kernel.observability import OUTBOX_LAG, OUTBOX_PENDING
 from panthera.kernel.ratelimit import build_attempt_counter, build_rate_limiter
 from panthera.kernel.security.passwords import PasswordHasher
 from panthera.kernel.security.permissions import Authenticator
@@ -85,6 +88,7 @@ class Platform:
         for name in services:
             self._add(definition(name))
         self._started = False
+        self._gauges: asyncio.Task[None] | None = None
 
     def _local_app(self, name: str) -> ASGIApp | None:
         return self.apps.get(name)
@@ -160,6 +164,8 @@ class Platform:
             await runtime.subscribe()
         for runtime in self.runtimes.values():
             runtime.relay.start()
+        if self.runtimes:
+            self._gauges = asyncio.create_task(self._report_outbox_lag(), name="outbox-gauges")
         self._started = True
         log.info("services started", extra={"services": list(self.runtimes)})
 
@@ -167,6 +173,11 @@ class Platform:
         """Stop relays and consumers, then close connections."""
         if not self._started:
             return
+        if self._gauges is not None:
+            self._gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gauges
+            self._gauges = None
         for runtime in self.runtimes.values():
             await runtime.relay.stop()
         await self.transport.close()
@@ -178,6 +189,18 @@ class Platform:
         if self.redis is not None:
             await self.redis.aclose()
         self._started = False
+
+    async def _report_outbox_lag(self, every_seconds: float = 10.0) -> None:
+        while True:
+            for runtime in self.runtimes.values():
+                try:
+                    pending, age = await runtime.relay.lag()
+                except Exception:
+                    log.warning("reading outbox lag failed", exc_info=True)
+                    continue
+                OUTBOX_PENDING.labels(runtime.name).set(pending)
+                OUTBOX_LAG.labels(runtime.name).set(age)
+            await asyncio.sleep(every_seconds)
 
     async def drain_outboxes(self, rounds: int = 20) -> None:
         """Deliver every pending event now (for one-shot commands that exit right after)."""

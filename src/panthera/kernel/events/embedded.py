@@ -52,17 +52,16 @@ class EmbeddedTransport:
         results = await asyncio.gather(
             *(handler(envelope) for _, handler in subscribers), return_exceptions=True
         )
-        failed = [
-            consumer
-            for (consumer, _), result in zip(subscribers, results, strict=True)
-            if isinstance(result, BaseException)
-        ]
+        failed: list[str] = []
         for (consumer, _), result in zip(subscribers, results, strict=True):
             if isinstance(result, BaseException):
+                failed.append(f"{consumer}: {result!r}")
                 log.warning(
                     "consumer failed to apply event",
                     exc_info=result,
                     extra={"consumer": consumer, "event_id": str(envelope.id)},
                 )
         if failed:
-            raise ConsumerFailed(f"{envelope.type} {envelope.id} not applied by {failed}")
+            raise ConsumerFailed(
+                f"{envelope.type} {envelope.id} not applied by " + "; ".join(failed)
+            )

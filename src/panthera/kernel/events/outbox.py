@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -136,6 +136,7 @@ class OutboxRelay:
         *,
         source: str,
         sessions: Callable[[], AsyncSession],
+        read_sessions: Callable[[], AsyncSession] | None = None,
         tables: EventTables,
         transport: EventTransport,
         skip_locked: bool,
@@ -145,6 +146,7 @@ class OutboxRelay:
     ) -> None:
         self.source = source
         self._sessions = sessions
+        self._read_sessions = read_sessions or sessions
         self._outbox = tables.outbox
         self._transport = transport
         self._skip_locked = skip_locked
@@ -201,29 +203,45 @@ class OutboxRelay:
             .limit(self._batch_size)
         )
         if self._skip_locked:
-            # Replicas of one service share the outbox: each row goes to one relay.
-            query = query.with_for_update(skip_locked=True)
-        async with self._sessions() as session:
-            rows = (await session.execute(query)).all()
+            # Replicas of one service share the outbox: the row locks, held while
+            # publishing, give each row to exactly one relay.
+            async with self._sessions() as session:
+                rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
+                sent = await self._deliver(session, rows)
+                await session.commit()
+        else:
+            # SQLite has one relay per database (one process) and a single writer:
+            # holding the write lock while consumers in this process write to the
+            # same file would deadlock, so read, publish, then record.
+            async with self._read_sessions() as session:
+                rows = (await session.execute(query)).all()
             if not rows:
                 return False
-            sent: list[int] = []
-            for row in rows:
-                try:
-                    await self._transport.publish(_envelope_of(row, self.source))
-                except Exception as exc:
-                    await self._record_failure(session, row, exc)
-                else:
-                    sent.append(row.seq)
-            if sent:
-                await session.execute(
-                    update(self._outbox)
-                    .where(self._outbox.c.seq.in_(sent))
-                    .values(sent_at=datetime.now(UTC))
-                )
-            await session.commit()
-            self.delivered += len(sent)
+            async with self._sessions() as session:
+                sent = await self._deliver(session, rows)
+                await session.commit()
+        self.delivered += len(sent)
         return len(rows) == self._batch_size and bool(sent)
+
+    async def _deliver(self, session: AsyncSession, rows: Sequence[Any]) -> list[int]:
+        sent: list[int] = []
+        failures: list[tuple[Any, Exception]] = []
+        for row in rows:
+            try:
+                await self._transport.publish(_envelope_of(row, self.source))
+            except Exception as exc:
+                failures.append((row, exc))
+            else:
+                sent.append(row.seq)
+        for row, error in failures:
+            await self._record_failure(session, row, error)
+        if sent:
+            await session.execute(
+                update(self._outbox)
+                .where(self._outbox.c.seq.in_(sent))
+                .values(sent_at=datetime.now(UTC))
+            )
+        return sent
 
     async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception) -> None:
         attempts = row.attempts + 1
