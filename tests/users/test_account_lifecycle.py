@@ -36,7 +36,8 @@ async def test_register_answers_the_seed_contract(platform: Platform) -> None:
     assert response.status_code == 201
     body = response.json()
     assert body["email"] == address
-    assert body["firstName"] == "John" and body["lastName"] == "Doe"
+    assert body["firstName"] == "John"
+    assert body["lastName"] == "Doe"
     assert body["phoneNumber"] == "+15551234567"
     assert body["roles"] == ["USER"]
     assert body["emailVerified"] is False

@@ -100,7 +100,9 @@ async def register(body: UserRegistrationRequest, users: Users) -> UserResponse:
 async def login(body: UserLoginRequest, request: Request, users: Users) -> Response:
     """Sign in with email and password (answered by the auth service)."""
     answer = await users.auth.login(body.model_dump(), request_client_address(request))
-    headers = {k: v for k, v in answer.headers.items() if k.lower() == "retry-after"}
+    headers = {
+        k: v for k, v in answer.headers.items() if k.lower() in {"retry-after", "cache-control"}
+    }
     return Response(
         answer.content,
         status_code=answer.status_code,
