@@ -17,6 +17,10 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/users", "users"),
     Route("/api/v1/auth", "auth"),
     Route("/api/v1/notifications", "notifications"),
+    Route("/api/v1/products", "catalog", "/products"),
+    Route("/api/v1/categories", "catalog", "/categories"),
+    Route("/api/v1/inventory", "catalog", "/inventory"),
+    Route("/media", "catalog", "/media"),
     Route("/.well-known/jwks.json", "auth", "/.well-known/jwks.json"),
 )
 

@@ -33,6 +33,15 @@ async def upgrade(database: Database, migrations_dir: Path, service: str) -> Non
         await conn.run_sync(run)
 
 
+def _render_item(kind: str, item: Any, autogen_context: Any) -> str | bool:
+    # Migrations name plain SQLAlchemy types: the UTC decorator is a Python-side concern.
+    from panthera.kernel.db import UTCDateTime
+
+    if kind == "type" and isinstance(item, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def run_env(metadata: MetaData) -> None:
     """The body of every service's ``migrations/env.py``."""
     config = context.config
@@ -43,6 +52,7 @@ def run_env(metadata: MetaData) -> None:
         # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
         "render_as_batch": True,
         "compare_type": True,
+        "render_item": _render_item,
     }
     if connection is None:
         url = config.get_main_option("sqlalchemy.url")

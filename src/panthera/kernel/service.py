@@ -52,6 +52,12 @@ class ServiceDefinition:
     on_stop: Callable[[ServiceRuntime], Awaitable[None]] | None = None
     # Other services this one calls over HTTP.
     calls: Sequence[str] = ()
+    # Where the gateway publishes this service's paths; default /api/v1/<name>.
+    public_prefix: str = ""
+
+    @property
+    def api_prefix(self) -> str:
+        return self.public_prefix or f"/api/v1/{self.name}"
 
 
 @dataclass

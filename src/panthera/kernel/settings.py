@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     verification_token_ttl_seconds: int = 48 * 3600
     reset_token_ttl_seconds: int = 3600
     public_base_url: str = "http://127.0.0.1:8000"
+    # The shop's pricing currency (ISO 4217) where a product names none.
+    currency: str = "USD"
+    reservation_ttl_seconds: int = 900
+    # Where product images are served from: the gateway path, or a CDN in front of it.
+    media_url_prefix: str = "/media"
     mail_sender: str = "Panthera <no-reply@panthera.local>"
     # A shop's own message templates, searched before the built-in ones.
     templates_dir: Path | None = None

@@ -134,7 +134,7 @@ class Platform:
             description=service.description,
             max_body_bytes=self.settings.max_request_body_bytes,
             checks=checks,
-            server_url=f"/api/v1/{service.name}",
+            server_url=service.api_prefix,
         )
         app.state.authenticator = self.authenticator
         app.state.internal_token = self.settings.internal_token.get_secret_value()

@@ -1,0 +1,33 @@
+"""FastAPI dependency aliases of the catalog."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from panthera.catalog.search import SearchIndex
+from panthera.kernel.db import UnitOfWork
+
+
+@dataclass
+class CatalogDeps:
+    uow: Callable[[], UnitOfWork]
+    # Reads that never write: on SQLite they do not queue behind the writer.
+    read_session: Callable[[], AsyncSession]
+    search: SearchIndex
+    default_currency: str
+    reservation_ttl: timedelta
+    media_prefix: str
+
+
+def _catalog(request: Request) -> CatalogDeps:
+    deps: CatalogDeps = request.app.state.catalog_deps
+    return deps
+
+
+Catalog = Annotated[CatalogDeps, Depends(_catalog)]

@@ -1,0 +1,493 @@
+"""Routes of the catalog: the seed's products API, categories, inventory and reservations."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy import select
+
+from panthera.catalog import errors, inventory, presenters, service
+from panthera.catalog.deps import Catalog
+from panthera.catalog.models import Category, ProductImage, StockMovement, Variant
+from panthera.catalog.schemas import (
+    CategoryIn,
+    CategoryOut,
+    CategoryUpdate,
+    ProductCreate,
+    ProductCreated,
+    ProductDetail,
+    ProductSort,
+    ProductSummary,
+    ProductUpdate,
+    ReservationIn,
+    ReservationLineOut,
+    ReservationOut,
+    StockAdjustment,
+    StockMovementOut,
+    VariantOut,
+    VariantUpdate,
+)
+from panthera.kernel.errors import InvalidInput
+from panthera.kernel.http.paging import total_count_headers
+from panthera.kernel.money import InvalidAmount, Money
+from panthera.kernel.security.permissions import AdminPrincipal, internal_only, public
+
+router = APIRouter()
+Responses = dict[int | str, dict[str, Any]]
+_invalid: Responses = {400: {"description": "Invalid input"}}
+_admin: Responses = {401: {"description": "Unauthorized"}, 403: {"description": "Forbidden"}}
+_missing: Responses = {404: {"description": "Not found"}}
+_conflict: Responses = {409: {"description": "Conflict"}}
+
+
+def _minor(text: str | None, currency: str, name: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return Money.parse(text, currency).amount
+    except InvalidAmount as exc:
+        raise InvalidInput(str(exc), field=name) from exc
+
+
+@router.get(
+    "/products",
+    response_model=list[ProductSummary],
+    tags=["Products"],
+    summary="List, filter and search products",
+    dependencies=[Depends(public)],
+    responses=_invalid,
+)
+async def list_products(
+    request: Request,
+    catalog: Catalog,
+    category: Annotated[
+        str | None, Query(max_length=120, description="A category slug; includes sub-categories")
+    ] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Full-text search")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    sort: ProductSort = ProductSort.NEWEST,
+    minPrice: Annotated[str | None, Query(max_length=20)] = None,
+    maxPrice: Annotated[str | None, Query(max_length=20)] = None,
+    inStock: bool | None = None,
+    featured: bool | None = None,
+) -> Response:
+    """Products, paged; the total is in ``X-Total-Count`` and pages in ``Link``."""
+    currency = catalog.default_currency
+    query = service.ProductQuery(
+        limit=limit,
+        offset=offset,
+        category=category,
+        q=q.strip() if q and q.strip() else None,
+        min_price=_minor(minPrice, currency, "minPrice"),
+        max_price=_minor(maxPrice, currency, "maxPrice"),
+        in_stock=inStock,
+        featured=featured,
+        sort=sort.value,
+    )
+    async with catalog.read_session() as session:
+        rows, total = await service.list_products(session, catalog.search, query)
+        images = await service.first_images(session, [product.id for product, _ in rows])
+    body = [
+        presenters.summary(product, slug, images.get(product.id), catalog.media_prefix).model_dump(
+            mode="json"
+        )
+        for product, slug in rows
+    ]
+    return Response(
+        orjson.dumps(body),
+        media_type="application/json",
+        headers=total_count_headers(request, total=total, limit=limit, offset=offset),
+    )
+
+
+async def _detail(catalog: Catalog, product_id: uuid.UUID) -> ProductDetail:
+    async with catalog.read_session() as session:
+        product = await service.active_product(session, product_id)
+        variants = await service.variants_of(session, product_id)
+        category = await session.get(Category, product.category_id) if product.category_id else None
+        images = list(
+            (
+                await session.execute(
+                    select(ProductImage)
+                    .where(ProductImage.product_id == product_id)
+                    .order_by(ProductImage.position)
+                )
+            ).scalars()
+        )
+        path: list[str] = []
+        if category is not None:
+            path = category.path.strip("/").split("/")
+    base = presenters.summary(
+        product,
+        category.slug if category else None,
+        images[0] if images else None,
+        catalog.media_prefix,
+    )
+    return ProductDetail(
+        **base.model_dump(),
+        description=product.description,
+        options=product.options,
+        variants=[presenters.variant_out(variant, product.currency) for variant in variants],
+        images=[presenters.image_out(image, catalog.media_prefix) for image in images],
+        categoryPath=path,
+        createdAt=product.created_at,
+        updatedAt=product.updated_at,
+    )
+
+
+@router.get(
+    "/products/{productId}",
+    response_model=ProductDetail,
+    tags=["Products"],
+    summary="One product with its description, variants, stock and images",
+    dependencies=[Depends(public)],
+    responses={**_invalid, **_missing},
+)
+async def get_product(productId: uuid.UUID, catalog: Catalog) -> ProductDetail:
+    """A product; archived ones are not found."""
+    return await _detail(catalog, productId)
+
+
+@router.post(
+    "/products",
+    status_code=201,
+    response_model=ProductCreated,
+    tags=["Products"],
+    summary="Create a product (Admin only)",
+    responses={**_invalid, **_admin, **_conflict},
+)
+async def create_product(
+    body: ProductCreate, catalog: Catalog, admin: AdminPrincipal
+) -> ProductCreated:
+    """The seed's ``{name, description, price, stock}``, or a product with options and variants."""
+    if body.variants and (body.price is not None or body.stock is not None or body.sku is not None):
+        raise InvalidInput("Give either price/stock/sku or variants, not both.")
+    if body.variants:
+        specs = [
+            service.VariantSpec(
+                price=v.price,
+                stock=v.stock,
+                sku=v.sku,
+                title=v.title,
+                option_values=dict(v.optionValues),
+            )
+            for v in body.variants
+        ]
+    elif body.price is not None:
+        specs = [service.VariantSpec(price=body.price, stock=body.stock or 0, sku=body.sku)]
+    else:
+        raise InvalidInput("A product needs a price (or variants with prices).", field="price")
+    async with catalog.uow() as uow:
+        product = await service.create_product(
+            uow,
+            catalog.search,
+            name=body.name,
+            description=body.description,
+            currency=body.currency or catalog.default_currency,
+            category=body.category,
+            slug=body.slug,
+            featured=body.featured,
+            options=[option.model_dump() for option in body.options],
+            variants=specs,
+            actor_id=admin.user_id,
+        )
+        await uow.commit()
+    return ProductCreated(productId=product.id, message="Product created")
+
+
+@router.patch(
+    "/products/{productId}",
+    response_model=ProductDetail,
+    tags=["Products"],
+    summary="Change a product (Admin only)",
+    responses={**_invalid, **_admin, **_missing},
+)
+async def update_product(
+    productId: uuid.UUID, body: ProductUpdate, catalog: Catalog, _admin: AdminPrincipal
+) -> ProductDetail:
+    """Only the fields sent change; ``price`` sets every variant's price."""
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    async with catalog.uow() as uow:
+        await service.update_product(uow, catalog.search, productId, changes)
+        await uow.commit()
+    return await _detail(catalog, productId)
+
+
+@router.delete(
+    "/products/{productId}",
+    status_code=204,
+    tags=["Products"],
+    summary="Remove a product from the shop (Admin only)",
+    responses={**_admin, **_missing},
+)
+async def delete_product(
+    productId: uuid.UUID, catalog: Catalog, _admin: AdminPrincipal
+) -> Response:
+    """Archive the product: it leaves listings and search; past orders keep their lines."""
+    async with catalog.uow() as uow:
+        await service.archive_product(uow, catalog.search, productId)
+        await uow.commit()
+    return Response(status_code=204)
+
+
+@router.patch(
+    "/products/{productId}/variants/{variantId}",
+    response_model=VariantOut,
+    tags=["Products"],
+    summary="Change a variant's price or title (Admin only)",
+    responses={**_invalid, **_admin, **_missing},
+)
+async def update_variant(
+    productId: uuid.UUID,
+    variantId: uuid.UUID,
+    body: VariantUpdate,
+    catalog: Catalog,
+    _admin: AdminPrincipal,
+) -> VariantOut:
+    """A price change publishes ``price.changed``."""
+    async with catalog.uow() as uow:
+        variant = await service.update_variant(
+            uow, productId, variantId, price=body.price, title=body.title
+        )
+        product = await service.active_product(uow.session, productId)
+        await uow.commit()
+    return presenters.variant_out(variant, product.currency)
+
+
+@router.get(
+    "/categories",
+    response_model=list[CategoryOut],
+    tags=["Categories"],
+    summary="The category tree",
+    dependencies=[Depends(public)],
+)
+async def list_categories(catalog: Catalog) -> list[CategoryOut]:
+    """Every category, nested under its parent."""
+    async with catalog.read_session() as session:
+        return presenters.category_tree(await service.all_categories(session))
+
+
+@router.post(
+    "/categories",
+    status_code=201,
+    response_model=CategoryOut,
+    tags=["Categories"],
+    summary="Create a category (Admin only)",
+    responses={**_invalid, **_admin, **_conflict},
+)
+async def create_category(
+    body: CategoryIn, catalog: Catalog, _admin: AdminPrincipal
+) -> CategoryOut:
+    """A category, at the top or under ``parent``."""
+    async with catalog.uow() as uow:
+        category = await service.create_category(
+            uow,
+            name=body.name,
+            slug=body.slug,
+            description=body.description,
+            parent=body.parent,
+            position=body.position,
+        )
+        await uow.commit()
+    return CategoryOut(
+        categoryId=category.id,
+        slug=category.slug,
+        name=category.name,
+        description=category.description,
+        parent=body.parent,
+        position=category.position,
+    )
+
+
+@router.patch(
+    "/categories/{slug}",
+    response_model=CategoryOut,
+    tags=["Categories"],
+    summary="Rename or describe a category (Admin only)",
+    responses={**_invalid, **_admin, **_missing},
+)
+async def update_category(
+    slug: str, body: CategoryUpdate, catalog: Catalog, _admin: AdminPrincipal
+) -> CategoryOut:
+    """Only the fields sent change."""
+    async with catalog.uow() as uow:
+        category = await service.update_category(
+            uow, slug, body.model_dump(exclude_unset=True, exclude_none=True)
+        )
+        parent = await uow.session.get(Category, category.parent_id) if category.parent_id else None
+        await uow.commit()
+    return CategoryOut(
+        categoryId=category.id,
+        slug=category.slug,
+        name=category.name,
+        description=category.description,
+        parent=parent.slug if parent else None,
+        position=category.position,
+    )
+
+
+@router.delete(
+    "/categories/{slug}",
+    status_code=204,
+    tags=["Categories"],
+    summary="Delete an empty category (Admin only)",
+    responses={**_admin, **_missing, **_conflict},
+)
+async def delete_category(slug: str, catalog: Catalog, _admin: AdminPrincipal) -> Response:
+    """Only a category without sub-categories or products can go."""
+    async with catalog.uow() as uow:
+        await service.delete_category(uow, slug)
+        await uow.commit()
+    return Response(status_code=204)
+
+
+@router.post(
+    "/inventory/variants/{variantId}/adjustments",
+    response_model=VariantOut,
+    tags=["Inventory"],
+    summary="Add or remove stock with a reason (Admin only)",
+    responses={**_invalid, **_admin, **_missing, **_conflict},
+)
+async def adjust_stock(
+    variantId: uuid.UUID, body: StockAdjustment, catalog: Catalog, admin: AdminPrincipal
+) -> VariantOut:
+    """Recorded in the stock ledger with who, when and why."""
+    if body.delta == 0:
+        raise InvalidInput("An adjustment must change the stock.", field="delta")
+    async with catalog.uow() as uow:
+        variant = await inventory.adjust(uow, variantId, body.delta, body.reason, admin.user_id)
+        product = await service.active_product(uow.session, variant.product_id)
+        await uow.commit()
+    return presenters.variant_out(variant, product.currency)
+
+
+@router.get(
+    "/inventory/variants/{variantId}/movements",
+    response_model=list[StockMovementOut],
+    tags=["Inventory"],
+    summary="A variant's stock ledger, newest first (Admin only)",
+    responses={**_admin, **_missing},
+)
+async def stock_movements(
+    variantId: uuid.UUID,
+    catalog: Catalog,
+    _admin: AdminPrincipal,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[StockMovementOut]:
+    """Every change of on-hand or reserved stock."""
+    async with catalog.read_session() as session:
+        if await session.get(Variant, variantId) is None:
+            raise errors.VariantNotFound()
+        rows = (
+            await session.execute(
+                select(StockMovement)
+                .where(StockMovement.variant_id == variantId)
+                .order_by(StockMovement.created_at.desc(), StockMovement.id)
+                .limit(limit)
+                .offset(offset)
+            )
+        ).scalars()
+        return [
+            StockMovementOut(
+                movementId=m.id,
+                variantId=m.variant_id,
+                kind=m.kind,
+                onHandDelta=m.on_hand_delta,
+                reservedDelta=m.reserved_delta,
+                onHandAfter=m.on_hand_after,
+                reservedAfter=m.reserved_after,
+                reason=m.reason,
+                actorId=m.actor_id,
+                reservationId=m.reservation_id,
+                createdAt=m.created_at,
+            )
+            for m in rows
+        ]
+
+
+def _reservation_out(outcome: inventory.ReservationOutcome, reference: str) -> ReservationOut:
+    if outcome.reservation is None:
+        rejected = outcome.rejected
+        return ReservationOut(
+            reservationId=None,
+            reference=reference,
+            status="rejected",
+            currency=None,
+            lines=[],
+            expiresAt=None,
+            reason=rejected.reason if rejected else None,
+        )
+    currency = outcome.currency or "USD"
+    return ReservationOut(
+        reservationId=outcome.reservation.id,
+        reference=reference,
+        status=outcome.reservation.status,
+        currency=outcome.currency,
+        lines=[
+            ReservationLineOut(
+                productId=variant.product_id,
+                variantId=variant.id,
+                sku=variant.sku,
+                quantity=quantity,
+                unitPrice=presenters.price_text(price, currency),
+            )
+            for variant, quantity, price in outcome.lines
+        ],
+        expiresAt=outcome.reservation.expires_at,
+    )
+
+
+@router.post(
+    "/internal/reservations",
+    response_model=ReservationOut,
+    include_in_schema=False,
+    dependencies=[Depends(internal_only)],
+)
+async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
+    from datetime import timedelta
+
+    requests = [
+        inventory.LineRequest(
+            quantity=line.quantity, product_id=line.productId, variant_id=line.variantId
+        )
+        for line in body.lines
+    ]
+    if any(line.product_id is None and line.variant_id is None for line in requests):
+        raise InvalidInput("Each line names a productId or a variantId.")
+    async with catalog.uow() as uow:
+        outcome = await inventory.reserve(
+            uow, body.reference, requests, timedelta(seconds=body.ttlSeconds)
+        )
+        await uow.commit()
+    return _reservation_out(outcome, body.reference)
+
+
+@router.post(
+    "/internal/reservations/{reference}/release",
+    status_code=204,
+    include_in_schema=False,
+    dependencies=[Depends(internal_only)],
+)
+async def release(reference: str, catalog: Catalog) -> Response:
+    async with catalog.uow() as uow:
+        await inventory.release(uow, reference)
+        await uow.commit()
+    return Response(status_code=204)
+
+
+@router.post(
+    "/internal/reservations/{reference}/commit",
+    status_code=204,
+    include_in_schema=False,
+    dependencies=[Depends(internal_only)],
+)
+async def commit(reference: str, catalog: Catalog) -> Response:
+    async with catalog.uow() as uow:
+        await inventory.commit(uow, reference)
+        await uow.commit()
+    return Response(status_code=204)

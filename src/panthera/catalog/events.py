@@ -1,0 +1,172 @@
+"""Events the catalog publishes: its public contract."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from panthera.kernel.events import EventContract
+
+
+class VariantSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variant_id: uuid.UUID
+    sku: str
+    price_amount: int
+
+
+class _ProductEvent(EventContract):
+    product_id: uuid.UUID
+    revision: int
+
+    def subject(self) -> str:
+        return str(self.product_id)
+
+
+class ProductCreated(_ProductEvent):
+    event_type = "product.created"
+    version = 1
+
+    name: str
+    slug: str
+    category_id: uuid.UUID | None
+    currency: str
+    variants: list[VariantSummary]
+    occurred_at: datetime
+
+
+class ProductUpdated(_ProductEvent):
+    event_type = "product.updated"
+    version = 1
+
+    name: str
+    slug: str
+    category_id: uuid.UUID | None
+    currency: str
+    variants: list[VariantSummary]
+    changed: list[str]
+    occurred_at: datetime
+
+
+class ProductDeleted(_ProductEvent):
+    event_type = "product.deleted"
+    version = 1
+
+    occurred_at: datetime
+
+
+class PriceChanged(_ProductEvent):
+    event_type = "price.changed"
+    version = 1
+
+    variant_id: uuid.UUID
+    sku: str
+    currency: str
+    old_amount: int
+    new_amount: int
+    occurred_at: datetime
+
+
+class StockChanged(EventContract):
+    """On-hand or reserved stock of one variant changed; ``available`` is what can be sold."""
+
+    event_type = "stock.changed"
+    version = 1
+
+    product_id: uuid.UUID
+    variant_id: uuid.UUID
+    sku: str
+    on_hand: int
+    reserved: int
+    available: int
+    cause: str
+    occurred_at: datetime
+
+    def subject(self) -> str:
+        return str(self.variant_id)
+
+
+class ReservedLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_id: uuid.UUID
+    variant_id: uuid.UUID
+    sku: str
+    quantity: int
+    unit_price_amount: int
+
+
+class StockReserved(EventContract):
+    event_type = "stock.reserved"
+    version = 1
+
+    reservation_id: uuid.UUID
+    reference: str
+    currency: str
+    lines: list[ReservedLine]
+    expires_at: datetime
+
+    def subject(self) -> str:
+        return self.reference
+
+
+class RejectedLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_id: uuid.UUID | None
+    variant_id: uuid.UUID | None
+    requested: int
+    available: int
+
+
+class StockRejected(EventContract):
+    event_type = "stock.rejected"
+    version = 1
+
+    reference: str
+    reason: str
+    lines: list[RejectedLine]
+
+    def subject(self) -> str:
+        return self.reference
+
+
+class StockReleased(EventContract):
+    event_type = "stock.released"
+    version = 1
+
+    reservation_id: uuid.UUID
+    reference: str
+    reason: str
+
+    def subject(self) -> str:
+        return self.reference
+
+
+class StockCommitted(EventContract):
+    """Reserved stock left the shelf: the sale is final."""
+
+    event_type = "stock.committed"
+    version = 1
+
+    reservation_id: uuid.UUID
+    reference: str
+
+    def subject(self) -> str:
+        return self.reference
+
+
+PUBLISHED = (
+    ProductCreated,
+    ProductUpdated,
+    ProductDeleted,
+    PriceChanged,
+    StockChanged,
+    StockReserved,
+    StockRejected,
+    StockReleased,
+    StockCommitted,
+)

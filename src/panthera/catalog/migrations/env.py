@@ -1,0 +1,4 @@
+from panthera.catalog.models import Base
+from panthera.kernel.migrations import run_env
+
+run_env(Base.metadata)
