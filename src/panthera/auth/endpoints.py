@@ -116,13 +116,20 @@ async def logout(request: Request, auth: Auth, body: LogoutRequest | None = None
         204: {"description": "Password changed; every session ended"},
         **_invalid,
         **_unauthorized,
+        **_throttled,
     },
 )
 async def change_password(
-    body: PasswordChange, auth: Auth, principal: CurrentPrincipal
+    body: PasswordChange, request: Request, auth: Auth, principal: CurrentPrincipal
 ) -> Response:
     """Change the password knowing the current one; every session of the account ends."""
-    await service.change_password(auth, principal, body.currentPassword, body.newPassword)
+    await service.change_password(
+        auth,
+        principal,
+        body.currentPassword,
+        body.newPassword,
+        request_client_address(request),
+    )
     return Response(status_code=204)
 
 
@@ -211,10 +218,15 @@ async def authorize_page(
     summary="Sign in and be redirected back with an authorization code",
     dependencies=[Depends(public)],
     status_code=302,
+    response_class=RedirectResponse,
     responses={
         302: {"description": "Back to the client with a code"},
         **_invalid,
-        **_unauthorized,
+        401: {
+            "description": "Unknown client (problem details), or a wrong email or password: "
+            "the sign-in page again, as HTML",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
         **_throttled,
     },
 )

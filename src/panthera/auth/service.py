@@ -287,14 +287,24 @@ async def sign_out_everywhere(deps: AuthDeps, session: AsyncSession, user_id: uu
 
 
 async def change_password(
-    deps: AuthDeps, principal: Principal, current_password: str, new_password: str
+    deps: AuthDeps,
+    principal: Principal,
+    current_password: str,
+    new_password: str,
+    address: str,
 ) -> None:
-    """Change a password knowing the current one; every session ends."""
+    """Change a password knowing the current one; every session ends.
+
+    Checking the current password is a sign-in like any other, throttled the
+    same way: a stolen access token must not buy unlimited guesses at it.
+    """
     async with deps.uow() as uow:
         account = await uow.session.get(Account, principal.user_id)
-    if account is None or not await deps.hasher.verify_async(
-        account.password_hash, current_password
-    ):
+    if account is None:
+        raise errors.InvalidCredentials("The current password is wrong.")
+    await _check_throttle(deps, account.email, address)
+    if not await deps.hasher.verify_async(account.password_hash, current_password):
+        await _record_failure(deps, account.email, address)
         raise errors.InvalidCredentials("The current password is wrong.")
     problems = deps.policy.check(new_password, email=account.email)
     if problems:

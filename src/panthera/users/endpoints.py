@@ -183,6 +183,7 @@ async def update_profile(
         **_unauthorized,
         **_forbidden,
         **_not_found,
+        409: {"description": "The last administrator cannot be deleted"},
     },
 )
 async def delete_profile(userId: uuid.UUID, users: Users, admin: AdminPrincipal) -> Response:

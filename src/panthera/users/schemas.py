@@ -14,7 +14,15 @@ E164 = r"^\+[1-9]\d{1,14}$"
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Phone = Annotated[str, Field(pattern=E164, examples=["+15551234567"])]
 # Passwords are taken exactly as typed: no stripping, 8 to 128 characters.
-Password = Annotated[str, Field(min_length=8, max_length=128, examples=["SecureP@ssw0rd!"])]
+Password = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=128,
+        examples=["SecureP@ssw0rd!"],
+        json_schema_extra={"format": "password"},
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -32,7 +40,12 @@ class UserRegistrationRequest(_Strict):
 
 class UserLoginRequest(_Strict):
     email: EmailStr = Field(examples=["user@example.com"])
-    password: str = Field(min_length=1, max_length=1024, examples=["SecureP@ssw0rd!"])
+    password: str = Field(
+        min_length=1,
+        max_length=1024,
+        examples=["SecureP@ssw0rd!"],
+        json_schema_extra={"format": "password"},
+    )
 
 
 class UserUpdateRequest(_Strict):

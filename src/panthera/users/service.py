@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
+import statistics
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from panthera.kernel.db import UnitOfWork
@@ -30,6 +34,31 @@ from panthera.users.repository import UserRepository
 log = logging.getLogger("panthera.users")
 
 
+class ResponsePace:
+    """How long one outcome of a use case usually takes, so another can take as long.
+
+    Creating an account does more than answering for a taken address (credentials
+    at the auth service, more rows, more events): tens of milliseconds that would
+    tell a stranger which addresses have accounts. The cheaper outcome waits until
+    the median of the recent expensive ones has passed.
+    """
+
+    def __init__(self, window: int = 15) -> None:
+        self._samples: deque[float] = deque(maxlen=window)
+
+    def record(self, started: float) -> None:
+        """Remember how long an expensive outcome that began at ``started`` took."""
+        self._samples.append(time.perf_counter() - started)
+
+    async def pad(self, started: float) -> None:
+        """Sleep until a cheap outcome that began at ``started`` took the usual time."""
+        if not self._samples:
+            return
+        remaining = statistics.median(self._samples) - (time.perf_counter() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+
 @dataclass
 class UsersDeps:
     """What the use cases need from outside: transactions, the auth service, password rules."""
@@ -41,6 +70,8 @@ class UsersDeps:
     verification_ttl: timedelta
     reset_ttl: timedelta
     reveal_existing_email: bool = False
+    registration_pace: ResponsePace = field(default_factory=ResponsePace)
+    reset_pace: ResponsePace = field(default_factory=ResponsePace)
 
 
 @dataclass(frozen=True)
@@ -115,8 +146,35 @@ async def register(
 
     An address that already has an account gets the same answer as a new one
     (unless the shop chose to reveal it), and its owner is told by mail: the
-    API must not tell strangers who has an account here.
+    API must not tell strangers who has an account here, neither by the answer
+    nor by how long it takes.
     """
+    started = time.perf_counter()
+    user, created = await _register(
+        deps,
+        email=email,
+        password=password,
+        first_name=first_name,
+        last_name=last_name,
+        phone_number=phone_number,
+    )
+    if created:
+        deps.registration_pace.record(started)
+    else:
+        await deps.registration_pace.pad(started)
+    return user
+
+
+async def _register(
+    deps: UsersDeps,
+    *,
+    email: str,
+    password: str,
+    first_name: str,
+    last_name: str,
+    phone_number: str | None,
+) -> tuple[User, bool]:
+    """The account answered and whether it was created."""
     email = normalise_email(email)
     _check_password(deps, password, email)
     # Hash before looking the address up, so both outcomes cost the same time.
@@ -138,7 +196,7 @@ async def register(
         repo = UserRepository(uow.session)
         existing = await repo.by_email(email)
         if existing is not None:
-            return await _existing_account(deps, uow, existing, user)
+            return await _existing_account(deps, uow, existing, user), False
         repo.add(user)
         token, expires_at = _issue_token(
             repo, user.id, TokenPurpose.VERIFY_EMAIL, deps.verification_ttl
@@ -177,14 +235,14 @@ async def register(
             await uow.rollback()
             if deps.reveal_existing_email:
                 raise errors.EmailAlreadyRegistered() from None
-            return user
+            return user, False
         try:
             await uow.commit()
         except Exception:
             await deps.auth.delete_credentials(user.id)
             raise
     log.info("user registered", extra={"user_id": str(user.id)})
-    return user
+    return user, True
 
 
 async def _existing_account(deps: UsersDeps, uow: UnitOfWork, existing: User, fresh: User) -> User:
@@ -324,27 +382,38 @@ async def resend_verification(deps: UsersDeps, principal: Principal) -> None:
 
 async def request_password_reset(deps: UsersDeps, email: str) -> None:
     """Mail a reset link if the address has an account; answer the same either way."""
+    started = time.perf_counter()
     email = normalise_email(email)
     async with deps.uow() as uow:
         repo = UserRepository(uow.session)
         user = await repo.by_email(email)
-        now = _now()
-        if user is None:
-            # The same work as the other branch, so timing tells nothing.
-            _hash_token(secrets.token_urlsafe(32))
-            return
-        await repo.retire_tokens(user.id, TokenPurpose.RESET_PASSWORD, now)
-        token, expires_at = _issue_token(repo, user.id, TokenPurpose.RESET_PASSWORD, deps.reset_ttl)
-        uow.publish(
-            PasswordResetRequested(
-                user_id=user.id,
-                email=user.email,
-                first_name=user.first_name,
-                token=token,
-                expires_at=expires_at,
-            )
+        if user is not None:
+            await _issue_reset_link(deps, uow, repo, user)
+    # Issuing a link writes and commits; an unknown address waits as long, so
+    # the response time does not tell which addresses have accounts.
+    if user is None:
+        await deps.reset_pace.pad(started)
+    else:
+        deps.reset_pace.record(started)
+
+
+async def _issue_reset_link(
+    deps: UsersDeps, uow: UnitOfWork, repo: UserRepository, user: User
+) -> None:
+    """Retire the user's earlier reset links and mail a new one."""
+    now = _now()
+    await repo.retire_tokens(user.id, TokenPurpose.RESET_PASSWORD, now)
+    token, expires_at = _issue_token(repo, user.id, TokenPurpose.RESET_PASSWORD, deps.reset_ttl)
+    uow.publish(
+        PasswordResetRequested(
+            user_id=user.id,
+            email=user.email,
+            first_name=user.first_name,
+            token=token,
+            expires_at=expires_at,
         )
-        await uow.commit()
+    )
+    await uow.commit()
 
 
 async def reset_password(deps: UsersDeps, token: str, new_password: str) -> None:

@@ -103,7 +103,11 @@ AdminPrincipal = Annotated[Principal, Depends(admin_only)]
 
 
 def permissions_of(dependant: Any) -> set[str]:
-    """Every permission declared anywhere in a route's dependency tree."""
+    """Every permission declared anywhere in a route's dependency tree.
+
+    A permission's own dependencies are how it is enforced (``admin`` needs a
+    signed-in user), not declarations of the route: an admin route is ``{"admin"}``.
+    """
     found: set[str] = set()
     stack = [dependant]
     while stack:
@@ -111,5 +115,6 @@ def permissions_of(dependant: Any) -> set[str]:
         kind = getattr(current.call, PERMISSION_ATTRIBUTE, None)
         if kind:
             found.add(kind)
+            continue
         stack.extend(current.dependencies)
     return found
