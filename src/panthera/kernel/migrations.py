@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
 from panthera.kernel.db import Database
@@ -30,6 +30,15 @@ async def upgrade(database: Database, migrations_dir: Path, service: str) -> Non
         command.upgrade(config, "head")
 
     async with database.engine.begin() as conn:
+        if not database.is_sqlite:
+            # Replicas starting together would each see no version table and race
+            # to create the schema; all but one would crash. The lock (held until
+            # this transaction ends) makes the others wait, then find it at head.
+            # SQLite needs none: its BEGIN IMMEDIATE already serialises writers.
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"panthera.migrations.{service}"},
+            )
         await conn.run_sync(run)
 
 

@@ -1,12 +1,14 @@
 """The RabbitMQ event transport: a durable topic exchange, one quorum queue per consumer.
 
-Topology (``<x>`` is the events exchange name, ``<c>`` a consumer name)::
+Topology (``<x>`` is the events exchange name, ``<d>`` the dead-letter exchange,
+``<p>`` the queue prefix, ``<c>`` a consumer name; by default ``<x>`` is
+``panthera.events``, ``<d>`` ``panthera.dlx`` and ``<p>`` ``panthera``)::
 
     <x>  (topic, durable, alternate-exchange=<x>.unrouted)
-      ── routing key = envelope.type ──▶ panthera.<c>           (quorum)
+      ── routing key = envelope.type ──▶ <p>.<c>                (quorum)
     <x>.unrouted (fanout) ────────────▶ <x>.unrouted            (quorum, bounded, drop-head)
-    panthera.<c>.retry.<ms>  (quorum, TTL <ms>) ── expiry, default exchange ──▶ panthera.<c>
-    panthera.dlx (direct) ── routing key panthera.<c>.dlq ──▶ panthera.<c>.dlq (quorum)
+    <p>.<c>.retry.<ms>  (quorum, TTL <ms>) ── expiry, default exchange ──▶ <p>.<c>
+    <d> (direct) ── routing key <p>.<c>.dlq ──▶ <p>.<c>.dlq     (quorum)
 
 A handler failure is retried by copying the message into a retry queue and
 acking the original; the copy dead-letters back into the consumer queue when
@@ -87,13 +89,15 @@ class RabbitMQTransport:
 
     ``exchange`` is the topic exchange events go through; its alternate
     exchange and overflow queue are both named ``<exchange>.unrouted``.
-    ``prefetch`` bounds unacked deliveries, hence concurrent handler calls,
-    per subscription. ``max_deliveries`` is how many times a handler sees one
-    event before it is dead-lettered; attempt ``n`` that fails waits
-    ``retry_delays_ms[n - 1]`` (the last delay repeats). ``publish_timeout``
-    bounds every broker round trip the transport makes: publishing, retry and
-    dead-letter copies and ``queue_depths``. ``close_timeout`` is how long
-    ``close`` waits for running handlers.
+    Consumer queues are named ``<queue_prefix>.<consumer>``: deployments sharing
+    a vhost keep apart with their own exchange names and prefix. ``prefetch``
+    bounds unacked deliveries, hence concurrent handler calls, per subscription.
+    ``max_deliveries`` is how many times a handler sees one event before it is
+    dead-lettered; attempt ``n`` that fails waits ``retry_delays_ms[n - 1]``
+    (the last delay repeats). ``publish_timeout`` bounds every broker round
+    trip the transport makes: publishing, retry and dead-letter copies and
+    ``queue_depths``. ``close_timeout`` is how long ``close`` waits for running
+    handlers.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class RabbitMQTransport:
         max_deliveries: int = 5,
         retry_delays_ms: tuple[int, ...] = (1000, 5000, 30000),
         dead_letter_exchange: str = "panthera.dlx",
+        queue_prefix: str = "panthera",
         unrouted_max_length: int = 100_000,
         connection_name: str | None = None,
         connect_timeout: float = 10.0,
@@ -120,10 +125,13 @@ class RabbitMQTransport:
             raise ValueError("retry_delays_ms must be a non-empty tuple of positive delays")
         if unrouted_max_length < 1:
             raise ValueError("unrouted_max_length must be at least 1")
+        if not queue_prefix:
+            raise ValueError("queue_prefix must not be empty")
         self._url = url
         self._exchange_name = exchange
         self._unrouted_name = f"{exchange}.unrouted"
         self._dlx_name = dead_letter_exchange
+        self._queue_prefix = queue_prefix
         self._prefetch = prefetch
         self._max_deliveries = max_deliveries
         self._retry_delays_ms = retry_delays_ms
@@ -143,20 +151,23 @@ class RabbitMQTransport:
 
     # -- naming ---------------------------------------------------------------
 
+    # Static so callers can name queues without a transport at hand; an instance
+    # passes its own ``queue_prefix``.
+
     @staticmethod
-    def queue_name(consumer: str) -> str:
+    def queue_name(consumer: str, prefix: str = "panthera") -> str:
         """The durable queue shared by every replica of ``consumer``."""
-        return f"panthera.{consumer}"
+        return f"{prefix}.{consumer}"
 
     @staticmethod
-    def dead_letter_queue_name(consumer: str) -> str:
+    def dead_letter_queue_name(consumer: str, prefix: str = "panthera") -> str:
         """Where ``consumer``'s poison and malformed messages end up."""
-        return f"panthera.{consumer}.dlq"
+        return f"{prefix}.{consumer}.dlq"
 
     @staticmethod
-    def retry_queue_name(consumer: str, delay_ms: int) -> str:
+    def retry_queue_name(consumer: str, delay_ms: int, prefix: str = "panthera") -> str:
         """The queue that holds ``consumer``'s failed messages for ``delay_ms``."""
-        return f"panthera.{consumer}.retry.{delay_ms}"
+        return f"{prefix}.{consumer}.retry.{delay_ms}"
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -321,8 +332,8 @@ class RabbitMQTransport:
             # Declared on this channel too so that after a reconnect it can
             # restore its bindings whichever channel aio-pika restores first.
             exchange, dlx = await self._declare_exchanges(channel)
-            queue_name = self.queue_name(consumer)
-            dlq_name = self.dead_letter_queue_name(consumer)
+            queue_name = self.queue_name(consumer, self._queue_prefix)
+            dlq_name = self.dead_letter_queue_name(consumer, self._queue_prefix)
 
             dlq = await channel.declare_queue(
                 dlq_name, durable=True, arguments={"x-queue-type": "quorum"}
@@ -357,7 +368,7 @@ class RabbitMQTransport:
                 dead_letter_exchange=dlx,
             )
             for delay_ms in dict.fromkeys(self._retry_delays_ms):
-                retry_name = self.retry_queue_name(consumer, delay_ms)
+                retry_name = self.retry_queue_name(consumer, delay_ms, self._queue_prefix)
                 await channel.declare_queue(
                     retry_name,
                     durable=True,
@@ -484,7 +495,7 @@ class RabbitMQTransport:
         try:
             await sub.dead_letter_exchange.publish(
                 _copy_message(message, headers),
-                routing_key=self.dead_letter_queue_name(sub.consumer),
+                routing_key=self.dead_letter_queue_name(sub.consumer, self._queue_prefix),
                 mandatory=True,
                 timeout=self._publish_timeout,
             )
@@ -532,7 +543,10 @@ class RabbitMQTransport:
             raise RuntimeError("RabbitMQ transport is not started; call start() first")
         names: list[str] = []
         for consumer in dict.fromkeys(sub.consumer for sub in self._subscriptions):
-            names += [self.queue_name(consumer), self.dead_letter_queue_name(consumer)]
+            names += [
+                self.queue_name(consumer, self._queue_prefix),
+                self.dead_letter_queue_name(consumer, self._queue_prefix),
+            ]
         if not names:
             return {}
         async with asyncio.timeout(self._publish_timeout):

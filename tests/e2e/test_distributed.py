@@ -1,0 +1,236 @@
+"""The distributed shape end to end: separate processes, PostgreSQL, Redis and RabbitMQ.
+
+Everything goes through the gateway over real HTTP, as a client would; the
+checks that need it call a service process directly. What crosses processes:
+credentials (users → auth over HTTP), mail (users → notifications through
+RabbitMQ), role changes and deletions (users → auth through RabbitMQ, then
+revocation through Redis), token verification (every process → auth's JWKS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from tests.e2e.conftest import DistributedPlatform
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(180)]
+
+PASSWORD = "correct horse battery staple"
+# How long an event may take to cross the broker and be applied.
+EVENTUAL_SECONDS = 15.0
+
+
+@pytest.fixture
+async def gateway(distributed: DistributedPlatform) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=distributed.gateway_url, timeout=15.0) as client:
+        yield client
+
+
+def unique_email(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]],
+    accept: Callable[[Any], bool],
+    *,
+    what: str,
+    timeout: float = EVENTUAL_SECONDS,
+    interval: float = 0.2,
+) -> Any:
+    """Call ``probe`` until ``accept`` likes its answer; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if accept(result):
+            return result
+        if time.monotonic() > deadline:
+            shown = f"{result.status_code} {result.text}" if hasattr(result, "text") else result
+            pytest.fail(f"{what} did not happen within {timeout}s; last answer: {shown}")
+        await asyncio.sleep(interval)
+
+
+def mail_token(platform: DistributedPlatform, address: str, path: str) -> str | None:
+    """The token of a mailed ``path`` link to ``address``, if one has arrived."""
+    for message_file in sorted(platform.mail_dir.glob("*.eml")):
+        message = email.message_from_bytes(message_file.read_bytes(), policy=email.policy.default)
+        if message["To"] != address:
+            continue
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None
+        found = re.search(re.escape(path) + r"\?token=([\w-]+)", body.get_content())
+        if found:
+            return found.group(1)
+    return None
+
+
+async def register(client: httpx.AsyncClient, address: str) -> uuid.UUID:
+    response = await client.post(
+        "/api/v1/users/register",
+        json={"email": address, "password": PASSWORD, "firstName": "Test", "lastName": "User"},
+    )
+    assert response.status_code == 201, response.text
+    return uuid.UUID(response.json()["id"])
+
+
+async def login(client: httpx.AsyncClient, address: str, password: str = PASSWORD) -> Any:
+    response = await client.post(
+        "/api/v1/users/login", json={"email": address, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_account_lifecycle_across_processes(
+    distributed: DistributedPlatform, gateway: httpx.AsyncClient
+) -> None:
+    # An operator makes an administrator with the CLI, against the same databases
+    # and broker. Started now because a process that imports every service takes
+    # a while; it runs beside the requests below, as it would in production.
+    admin_address = unique_email("admin")
+    create_admin = await distributed.cli_in_background(
+        "create-admin", "--email", admin_address, "--password", PASSWORD
+    )
+    try:
+        await _lifecycle(distributed, gateway, create_admin, admin_address)
+    finally:
+        if create_admin.returncode is None:
+            create_admin.kill()
+            await create_admin.wait()
+
+
+async def _lifecycle(
+    distributed: DistributedPlatform,
+    gateway: httpx.AsyncClient,
+    create_admin: asyncio.subprocess.Process,
+    admin_address: str,
+) -> None:
+    # Register; the verification mail comes from the notifications process, which
+    # learnt of the account through RabbitMQ.
+    address = unique_email("user")
+    user_id = await register(gateway, address)
+
+    async def mailed() -> str | None:
+        return mail_token(distributed, address, "/account/verify-email")
+
+    token = await eventually(mailed, lambda t: t is not None, what="the verification mail")
+    verified = await gateway.post("/api/v1/users/verify-email", json={"token": token})
+    assert verified.status_code == 204, verified.text
+
+    # Sign in (users → auth over HTTP), rotate the refresh token, read and edit.
+    tokens = await login(gateway, address)
+    refreshed = await gateway.post(
+        "/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]}
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    pair = refreshed.json()
+    assert pair["refreshToken"] != tokens["refreshToken"]
+    me = await gateway.get("/api/v1/users/me", headers=bearer(pair["accessToken"]))
+    assert me.status_code == 200, me.text
+    assert me.json()["id"] == str(user_id)
+    assert me.json()["emailVerified"] is True
+    updated = await gateway.put(
+        f"/api/v1/users/profiles/{user_id}",
+        json={"firstName": "Jane", "phoneNumber": "+15559876543"},
+        headers=bearer(pair["accessToken"]),
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["firstName"] == "Jane"
+    assert updated.json()["phoneNumber"] == "+15559876543"
+
+    # The administrator; the auth process learns of the role through RabbitMQ.
+    async with asyncio.timeout(90):
+        stdout, stderr = await create_admin.communicate()
+    output = f"{stdout.decode(errors='replace')}\n{stderr.decode(errors='replace')}"
+    assert create_admin.returncode == 0, f"create-admin failed:\n{output}"
+    assert "administrator created" in stdout.decode()
+
+    async def admin_listing() -> httpx.Response:
+        answer = await login(gateway, admin_address)
+        return await gateway.get("/api/v1/users/profiles", headers=bearer(answer["accessToken"]))
+
+    listing = await eventually(
+        admin_listing, lambda r: r.status_code == 200, what="the admin's role reaching auth"
+    )
+    admin_token = listing.request.headers["Authorization"].removeprefix("Bearer ")
+    assert jwt.decode(admin_token, options={"verify_signature": False})["roles"].count("ADMIN")
+    listed = {profile["email"]: profile for profile in listing.json()}
+    assert {address, admin_address} <= set(listed)
+    assert int(listing.headers["X-Total-Count"]) == len(listed)
+    assert listed[admin_address]["emailVerified"] is True
+
+    # Delete the first user: the users process publishes user.deleted, the auth
+    # process consumes it, drops the credentials and revokes the sessions in Redis.
+    deleted = await gateway.delete(f"/api/v1/users/profiles/{user_id}", headers=bearer(admin_token))
+    assert deleted.status_code == 204, deleted.text
+
+    async def own_profile() -> httpx.Response:
+        return await gateway.get("/api/v1/users/me", headers=bearer(pair["accessToken"]))
+
+    # 404 would mean the token still works for a profile that is gone.
+    await eventually(
+        own_profile, lambda r: r.status_code == 401, what="the deleted user's token being revoked"
+    )
+    relogin = await gateway.post(
+        "/api/v1/users/login", json={"email": address, "password": PASSWORD}
+    )
+    assert relogin.status_code == 401, relogin.text
+    again = await gateway.post("/api/v1/auth/refresh", json={"refreshToken": pair["refreshToken"]})
+    assert again.status_code == 401, again.text
+    gone = await gateway.get(f"/api/v1/users/profiles/{user_id}", headers=bearer(admin_token))
+    assert gone.status_code == 404
+
+
+async def test_every_process_checks_identity_itself(
+    distributed: DistributedPlatform, gateway: httpx.AsyncClient
+) -> None:
+    address = unique_email("identity")
+    await register(gateway, address)
+    good = (await login(gateway, address))["accessToken"]
+    users_url = distributed.url_of("users")
+
+    # A token that is not one: refused by the gateway, and by the service itself
+    # to a caller that goes round the gateway.
+    for bad in ("not-a-token", good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")):
+        through_gateway = await gateway.get("/api/v1/users/me", headers=bearer(bad))
+        assert through_gateway.status_code == 401, through_gateway.text
+        async with httpx.AsyncClient(base_url=users_url, timeout=15.0) as direct:
+            around = await direct.get("/me", headers=bearer(bad))
+        assert around.status_code == 401, around.text
+
+    # A genuine token works at the service directly too: it verifies with the
+    # auth process's published keys, not by trusting whoever called.
+    async with httpx.AsyncClient(base_url=users_url, timeout=15.0) as direct:
+        own = await direct.get("/me", headers=bearer(good))
+        assert own.status_code == 200, own.text
+        assert own.json()["email"] == address
+        # Headers only the gateway may set prove nothing to a service.
+        forged = await direct.get("/me", headers={"x-user-id": own.json()["id"]})
+        assert forged.status_code == 401, forged.text
+
+    # Internal endpoints: not routed by the gateway, and refused without the
+    # platform's shared secret.
+    hidden = await gateway.put(f"/api/v1/auth/internal/credentials/{uuid.uuid4()}", json={})
+    assert hidden.status_code == 404, hidden.text
+    async with httpx.AsyncClient(base_url=distributed.url_of("auth"), timeout=15.0) as direct:
+        refused = await direct.put(
+            f"/internal/credentials/{uuid.uuid4()}",
+            json={"email": "x@example.com", "passwordHash": "x", "roles": ["USER"]},
+            headers={"x-internal-token": "guessed"},
+        )
+    assert refused.status_code == 403, refused.text

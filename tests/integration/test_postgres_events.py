@@ -1,0 +1,455 @@
+"""The outbox, the relay and the inbox on PostgreSQL, with the users service's real tables.
+
+What SQLite cannot show: row locks let replicas share one outbox (``SKIP LOCKED``),
+and the inbox's primary key makes a duplicate delivery that races the first one
+wait for it, then lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, inspect, select, text, update
+
+from panthera.kernel.db import Database, UnitOfWork
+from panthera.kernel.events.envelope import Envelope
+from panthera.kernel.events.outbox import OutboxRelay, outbox_writer, record_in_inbox
+from panthera.kernel.migrations import upgrade
+from panthera.kernel.service import ServiceDefinition, ServiceRuntime, Subscription
+from panthera.kernel.settings import Settings
+from panthera.runtime.registry import definition
+from panthera.users.events import UserRegistered, UserUpdated
+from panthera.users.models import User
+from tests.integration.conftest import ServiceDatabases
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+USERS = definition("users")
+OUTBOX = USERS.tables.outbox
+INBOX = USERS.tables.inbox
+
+
+class RecordingTransport:
+    """Takes every envelope and remembers it; ``delay`` widens race windows."""
+
+    def __init__(self, delay: float = 0.0, fail: Callable[[Envelope], bool] | None = None) -> None:
+        self.delay = delay
+        self.fail = fail or (lambda _envelope: False)
+        self.published: list[Envelope] = []
+        self.attempts = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ready(self) -> bool:
+        return True
+
+    async def subscribe(self, consumer: str, event_types: Iterable[str], handler: Any) -> None:
+        return None
+
+    async def publish(self, envelope: Envelope) -> None:
+        self.attempts += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail(envelope):
+            raise ConnectionError("the broker is down")
+        self.published.append(envelope)
+
+
+@pytest.fixture
+async def users_db(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]],
+) -> AsyncIterator[Database]:
+    """The users service's own, migrated database on PostgreSQL."""
+    databases = await service_databases("users")
+    database = Database(databases.url_for("users"))
+    try:
+        await upgrade(database, USERS.migrations_dir, "users")
+        yield database
+    finally:
+        await database.dispose()
+
+
+def runtime_for(
+    database: Database,
+    transport: RecordingTransport | None = None,
+    service: ServiceDefinition = USERS,
+) -> ServiceRuntime:
+    settings = Settings(environment="test", database_url=database.url)
+    return ServiceRuntime(
+        definition=service,
+        settings=settings,
+        database=database,
+        transport=transport or RecordingTransport(),
+    )
+
+
+def relay_for(database: Database, transport: RecordingTransport, **kwargs: Any) -> OutboxRelay:
+    return OutboxRelay(
+        source="users",
+        sessions=database.sessions,
+        tables=USERS.tables,
+        transport=transport,
+        skip_locked=True,
+        **kwargs,
+    )
+
+
+def new_user(email: str | None = None) -> User:
+    now = datetime.now(UTC)
+    return User(
+        id=uuid.uuid4(),
+        email=email or f"{uuid.uuid4().hex[:12]}@example.com",
+        first_name="Ada",
+        last_name="Lovelace",
+        phone_number=None,
+        roles=["USER"],
+        email_verified=False,
+        revision=1,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def registered(user: User) -> UserRegistered:
+    return UserRegistered(
+        user_id=user.id,
+        email=user.email,
+        first_name=user.first_name,
+        last_name=user.last_name,
+        roles=list(user.roles),
+        email_verified=False,
+        registered_at=user.created_at,
+    )
+
+
+async def register_users(
+    database: Database, count: int, *, per_transaction: int = 50
+) -> list[User]:
+    """``count`` users, each with a ``user.registered`` event, committed in a few UoWs."""
+    runtime = runtime_for(database)
+    users: list[User] = []
+    for start in range(0, count, per_transaction):
+        async with runtime.uow() as uow:
+            for _ in range(min(per_transaction, count - start)):
+                user = new_user()
+                uow.session.add(user)
+                uow.publish(registered(user))
+                users.append(user)
+            await uow.commit()
+    return users
+
+
+async def outbox_rows(database: Database) -> list[Any]:
+    async with database.sessions() as session:
+        return list((await session.execute(select(OUTBOX).order_by(OUTBOX.c.seq))).all())
+
+
+async def count(database: Database, table: Any) -> int:
+    async with database.sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_migrations_apply_on_postgresql(users_db: Database) -> None:
+    async with users_db.engine.connect() as conn:
+        tables = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+        version = (await conn.execute(text("SELECT version_num FROM alembic_version_users"))).all()
+        seq_type = (
+            await conn.execute(
+                text(
+                    "SELECT data_type FROM information_schema.columns "
+                    "WHERE table_name = 'outbox' AND column_name = 'seq'"
+                )
+            )
+        ).scalar_one()
+    assert {"users", "account_tokens", "outbox", "inbox", "alembic_version_users"} <= tables
+    assert len(version) == 1
+    # PostgreSQL gets the 64-bit sequence SQLite cannot have.
+    assert seq_type == "bigint"
+    # Upgrading a database at head is a no-op, as every restart of a service does.
+    await upgrade(users_db, USERS.migrations_dir, "users")
+    async with users_db.engine.connect() as conn:
+        again = (await conn.execute(text("SELECT version_num FROM alembic_version_users"))).all()
+    assert again == version
+
+
+async def test_replicas_starting_together_migrate_once(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]],
+) -> None:
+    """Every replica upgrades on start; on a fresh database they must not race."""
+    databases = await service_databases("users")
+    replicas = [Database(databases.url_for("users")) for _ in range(3)]
+    try:
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(
+                *(upgrade(db, USERS.migrations_dir, "users") for db in replicas),
+                return_exceptions=True,
+            )
+        assert [r for r in results if r is not None] == []
+        async with replicas[0].engine.connect() as conn:
+            versions = (
+                await conn.execute(text("SELECT version_num FROM alembic_version_users"))
+            ).all()
+        assert len(versions) == 1
+    finally:
+        for db in replicas:
+            await db.dispose()
+
+
+async def test_a_commit_writes_state_and_outbox_together(users_db: Database) -> None:
+    runtime = runtime_for(users_db)
+    user = new_user()
+    async with runtime.uow() as uow:
+        uow.session.add(user)
+        envelope = uow.publish(registered(user))
+        await uow.commit()
+
+    rows = await outbox_rows(users_db)
+    assert [row.event_id for row in rows] == [envelope.id]
+    row = rows[0]
+    assert row.type == "user.registered"
+    assert row.subject == str(user.id)
+    assert row.payload["email"] == user.email
+    assert row.sent_at is None
+    assert row.attempts == 0
+    async with users_db.sessions() as session:
+        assert await session.get(User, user.id) is not None
+
+
+async def test_a_rolled_back_unit_of_work_writes_no_event(users_db: Database) -> None:
+    runtime = runtime_for(users_db)
+
+    # Rolled back explicitly.
+    async with runtime.uow() as uow:
+        user = new_user()
+        uow.session.add(user)
+        uow.publish(registered(user))
+        await uow.session.flush()
+        await uow.rollback()
+
+    # Left without a commit because the use case failed.
+    async def failing_use_case() -> None:
+        async with runtime.uow() as uow:
+            user = new_user()
+            uow.session.add(user)
+            uow.publish(registered(user))
+            await uow.session.flush()
+            raise RuntimeError("use case failed")
+
+    with pytest.raises(RuntimeError, match="use case failed"):
+        await failing_use_case()
+
+    assert await count(users_db, OUTBOX) == 0
+    assert await count(users_db, User.__table__) == 0
+
+
+async def test_state_is_not_committed_when_its_events_cannot_be_written(
+    users_db: Database,
+) -> None:
+    write = outbox_writer(USERS.tables)
+
+    async def write_then_fail(session: Any, envelopes: list[Envelope]) -> None:
+        await write(session, envelopes)
+        raise RuntimeError("outbox write failed")
+
+    user = new_user()
+    uow = UnitOfWork(users_db, source="users", outbox_insert=write_then_fail)
+    async with uow:
+        uow.session.add(user)
+        uow.publish(registered(user))
+        with pytest.raises(RuntimeError, match="outbox write failed"):
+            await uow.commit()
+
+    async with users_db.sessions() as session:
+        assert await session.get(User, user.id) is None
+    assert await count(users_db, OUTBOX) == 0
+
+
+async def drain(relay: OutboxRelay, database: Database, *, timeout: float = 30.0) -> None:
+    """Run one relay until the outbox has nothing pending (the other replica may hold rows)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if await relay.relay_once():
+                continue
+            pending, _age = await relay.lag()
+            if pending == 0:
+                return
+            await asyncio.sleep(0.005)
+
+
+async def test_two_relay_replicas_deliver_every_row_exactly_once(users_db: Database) -> None:
+    users = await register_users(users_db, 400)
+    # A second replica of the service: its own engine and pool on the same database.
+    replica = Database(users_db.url)
+    try:
+        transport = RecordingTransport(delay=0.001)
+        first = relay_for(users_db, transport, batch_size=20)
+        second = relay_for(replica, transport, batch_size=20)
+        await asyncio.gather(drain(first, users_db), drain(second, replica))
+    finally:
+        await replica.dispose()
+
+    published = Counter(envelope.id for envelope in transport.published)
+    twice = [event_id for event_id, n in published.items() if n > 1]
+    assert not twice, f"{len(twice)} events were published more than once"
+    rows = await outbox_rows(users_db)
+    assert len(rows) == len(users)
+    assert set(published) == {row.event_id for row in rows}
+    assert all(row.sent_at is not None and row.attempts == 0 for row in rows)
+    assert first.delivered + second.delivered == len(rows)
+    # Both replicas took part: the rows were shared out, not serialised behind one.
+    assert first.delivered > 0
+    assert second.delivered > 0
+
+
+async def test_a_failing_transport_leaves_rows_pending_with_backoff(users_db: Database) -> None:
+    await register_users(users_db, 3)
+    before = datetime.now(UTC)
+    down = RecordingTransport(fail=lambda _envelope: True)
+    relay = relay_for(users_db, down)
+    assert await relay.relay_once() is False
+
+    rows = await outbox_rows(users_db)
+    assert len(rows) == 3
+    assert down.attempts == 3
+    for row in rows:
+        assert row.sent_at is None
+        assert row.dead_at is None
+        assert row.attempts == 1
+        assert "the broker is down" in row.last_error
+        # Backed off: not due again straight away.
+        assert row.next_attempt_at > before + timedelta(seconds=0.5)
+
+    # Not due yet, so a second pass does not touch the transport.
+    await relay.relay_once()
+    assert down.attempts == 3
+    assert all(row.attempts == 1 for row in await outbox_rows(users_db))
+
+    # Once due, a working transport delivers them, each once.
+    async with users_db.sessions() as session:
+        await session.execute(update(OUTBOX).values(next_attempt_at=datetime.now(UTC)))
+        await session.commit()
+    up = RecordingTransport()
+    await relay_for(users_db, up).relay_once()
+    assert sorted(e.id for e in up.published) == sorted(row.event_id for row in rows)
+    assert all(row.sent_at is not None for row in await outbox_rows(users_db))
+
+
+async def test_one_failing_event_does_not_hold_back_the_others(users_db: Database) -> None:
+    await register_users(users_db, 5)
+    rows = await outbox_rows(users_db)
+    poisoned = rows[2].event_id
+    transport = RecordingTransport(fail=lambda envelope: envelope.id == poisoned)
+    await relay_for(users_db, transport).relay_once()
+
+    after = {row.event_id: row for row in await outbox_rows(users_db)}
+    assert {e.id for e in transport.published} == set(after) - {poisoned}
+    assert after[poisoned].sent_at is None
+    assert after[poisoned].attempts == 1
+    assert all(row.sent_at is not None for eid, row in after.items() if eid != poisoned)
+
+
+async def test_an_event_that_keeps_failing_is_parked_as_dead(users_db: Database) -> None:
+    await register_users(users_db, 1)
+    relay = relay_for(users_db, RecordingTransport(fail=lambda _e: True), max_attempts=1)
+    await relay.relay_once()
+    (row,) = await outbox_rows(users_db)
+    assert row.dead_at is not None
+    assert row.sent_at is None
+    assert row.attempts == 1
+    pending, _age = await relay.lag()
+    assert pending == 0
+
+
+async def test_a_concurrent_duplicate_delivery_is_applied_once(users_db: Database) -> None:
+    """Two replicas of a consumer get the same envelope at once: the inbox lets one apply it."""
+    (user,) = await register_users(users_db, 1)
+    applied: list[uuid.UUID] = []
+
+    async def rename(runtime: ServiceRuntime, uow: UnitOfWork, event: Any, e: Envelope) -> None:
+        target = await uow.session.get(User, event.user_id, with_for_update=True)
+        assert target is not None
+        target.first_name = event.first_name
+        target.revision += 1
+        applied.append(e.id)
+        # Hold the transaction open so the duplicate really overlaps it.
+        await asyncio.sleep(0.3)
+
+    consumer = dataclasses.replace(USERS, subscriptions=(Subscription(UserUpdated, rename),))
+    envelope = Envelope.wrap(
+        UserUpdated(
+            user_id=user.id,
+            revision=2,
+            email=user.email,
+            first_name="Grace",
+            last_name=user.last_name,
+            phone_number=None,
+            roles=["USER"],
+            email_verified=False,
+            changed=["first_name"],
+            updated_at=datetime.now(UTC),
+        ),
+        source="tests",
+    )
+    replica = Database(users_db.url)
+    try:
+        handlers = [
+            runtime_for(database, service=consumer)._consumer({UserUpdated.event_type: sub})
+            for database in (users_db, replica)
+            for sub in consumer.subscriptions
+        ]
+        await asyncio.gather(*(handle(envelope) for handle in handlers))
+    finally:
+        await replica.dispose()
+
+    assert applied == [envelope.id]
+    async with users_db.sessions() as session:
+        stored = await session.get(User, user.id)
+        inbox = (await session.execute(select(INBOX))).all()
+    assert stored is not None
+    assert stored.first_name == "Grace"
+    assert stored.revision == 2
+    assert [(row.consumer, row.event_id) for row in inbox] == [("users", envelope.id)]
+
+    # A redelivery after the fact is recognised as well.
+    await handlers[0](envelope)
+    assert applied == [envelope.id]
+
+
+async def test_record_in_inbox_lets_one_of_two_racing_transactions_claim(
+    users_db: Database,
+) -> None:
+    envelope = Envelope(type="user.deleted", source="tests", payload={})
+    replica = Database(users_db.url)
+    first_claimed = asyncio.Event()
+
+    async def claim(database: Database, *, wait_first: bool) -> bool:
+        async with database.sessions() as session:
+            if wait_first:
+                await first_claimed.wait()
+            claimed = await record_in_inbox(session, USERS.tables, "auth", envelope)
+            if not wait_first:
+                first_claimed.set()
+                # The loser is now blocked on our uncommitted row.
+                await asyncio.sleep(0.3)
+            await session.commit()
+            return claimed
+
+    try:
+        results = await asyncio.gather(
+            claim(users_db, wait_first=False), claim(replica, wait_first=True)
+        )
+    finally:
+        await replica.dispose()
+    assert results == [True, False]
+    assert await count(users_db, INBOX) == 1
