@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from panthera.catalog.demo import SeedReport
+    from panthera.kernel.settings import Settings
 
 app = typer.Typer(help="Panthera: a cloud-native commerce platform.", no_args_is_help=True)
 
@@ -20,7 +23,7 @@ DataDirOption = Annotated[
 
 
 def _settings(data_dir: Path | None = None):  # type: ignore[no-untyped-def]
-    from panthera.kernel.settings import Settings, get_settings
+    from panthera.kernel.settings import get_settings
 
     if data_dir is not None:
         os.environ["PANTHERA_DATA_DIR"] = str(data_dir)
@@ -153,25 +156,77 @@ def create_admin(
     typer.echo(f"administrator {verb}: {user_id}")
 
 
+async def seed_demo(settings: Settings, products: int) -> tuple[SeedReport, float]:
+    """Fill the catalog with the demo products through a started platform.
+
+    The platform is built like ``create-admin`` builds it, so the seed writes to the
+    databases and storage the settings name (SQLite files embedded, PostgreSQL and
+    S3 distributed) and its events go out through the configured transport.
+    Returns the report and the wall time including start-up and draining the outboxes.
+    """
+    import time
+
+    from panthera.catalog import demo
+    from panthera.runtime.platform import Platform
+    from panthera.runtime.registry import SERVICE_NAMES
+
+    started = time.perf_counter()
+    platform = Platform(settings, SERVICE_NAMES)
+    await platform.start()
+    try:
+        deps = platform.apps["catalog"].state.catalog_deps
+        report = await demo.seed(deps, products=products)
+        await platform.drain_outboxes(rounds=1000)
+    finally:
+        await platform.stop()
+    return report, time.perf_counter() - started
+
+
+@app.command()
+def seed(
+    data_dir: DataDirOption = None,
+    products: Annotated[
+        int, typer.Option(min=0, max=100_000, help="How many demo products to have.")
+    ] = 1000,
+) -> None:
+    """Fill the shop with a demo catalog: categories, products, variants, stock and images.
+
+    Running it again adds only what is missing (products are matched by slug).
+    """
+    settings = _settings(data_dir)
+    report, seconds = asyncio.run(seed_demo(settings, products))
+    typer.echo(
+        f"categories: {report.categories_created} created; "
+        f"products: {report.products_created} created, {report.products_skipped} already there; "
+        f"images: {report.images_created} created"
+    )
+    typer.echo(f"seeded in {seconds:.1f} s (catalog work {report.seconds:.1f} s)")
+
+
 @app.command()
 def openapi(
     output: Annotated[Path, typer.Option(help="Directory to write into.")] = Path("docs/openapi"),
+    events_output: Annotated[
+        Path, typer.Option(help="Directory for the published events' schemas.")
+    ] = Path("docs/events"),
     check: Annotated[
         bool, typer.Option(help="Only compare with the files there; exit 1 on any difference.")
     ] = False,
 ) -> None:
-    """Write every service's OpenAPI document (or check the committed ones)."""
+    """Write every service's OpenAPI document and event schemas (or check the committed ones)."""
+    from panthera.runtime.contracts import event_schemas, render
     from panthera.runtime.documents import openapi_documents
 
+    files = {output / f"{name}.json": doc for name, doc in openapi_documents().items()}
+    files |= {events_output / f"{key}.json": doc for key, doc in event_schemas().items()}
     stale = []
-    for name, document in openapi_documents().items():
-        target = output / f"{name}.json"
-        text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    for target, document in files.items():
+        text = render(document)
         if check:
             if not target.exists() or target.read_text() != text:
                 stale.append(str(target))
             continue
-        output.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         typer.echo(f"wrote {target}")
     if stale:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -51,6 +51,7 @@ def create_app(
     description: str,
     max_body_bytes: int,
     checks: Mapping[str, ReadinessCheck],
+    body_limit_overrides: Sequence[tuple[str, int]] = (),
     on_start: Callable[[], Awaitable[None]] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     server_url: str | None = None,
@@ -82,7 +83,9 @@ def create_app(
     # Starlette runs the last added middleware first: the request context must
     # wrap everything, so even a 413 carries a request id and is counted.
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=max_body_bytes, overrides=body_limit_overrides
+    )
     app.add_middleware(RequestContextMiddleware, service=name)
     _use_problem_schema_in_openapi(app)
     return app
@@ -114,7 +117,16 @@ def _use_problem_schema_in_openapi(app: FastAPI) -> None:
                     responses["400"] = {"description": "Invalid input"}
                 for status, response in responses.items():
                     if status.startswith(("4", "5")):
-                        response["content"] = {"application/problem+json": {"schema": error_ref}}
+                        # Keep a non-JSON answer a route declares itself (an HTML page).
+                        declared = {
+                            media: body
+                            for media, body in response.get("content", {}).items()
+                            if "json" not in media
+                        }
+                        response["content"] = {
+                            "application/problem+json": {"schema": error_ref},
+                            **declared,
+                        }
         app.openapi_schema = schema
         return schema
 
