@@ -9,6 +9,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from panthera.gateway.cache import ResponseCache, ResponseCaching
 from panthera.gateway.proxy import Proxy, RateLimits
 from panthera.gateway.upstreams import Upstream
 from panthera.kernel.http.app import create_app
@@ -27,8 +28,13 @@ def build_gateway(
     rate_limiter: RateLimiter,
     on_start: Callable[[], Awaitable[None]] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    response_cache: ResponseCache | None = None,
 ) -> FastAPI:
-    """The gateway app: its own operational routes, and the proxy for everything else."""
+    """The gateway app: its own operational routes, and the proxy for everything else.
+
+    ``response_cache`` answers anonymous reads of cacheable routes; whoever passes
+    it must also deliver the invalidating events to it (``cache.invalidator``).
+    """
 
     async def upstreams_ready() -> bool:
         results = [await upstream.ready() for upstream in upstreams.values()]
@@ -39,12 +45,15 @@ def build_gateway(
             await upstream.close()
         if on_stop is not None:
             await on_stop()
+        if response_cache is not None:
+            await response_cache.close()
 
     app = create_app(
         name="gateway",
         title="Panthera Gateway",
         description="The single entry point: routing, token checks, rate limits, request ids.",
         max_body_bytes=settings.max_request_body_bytes,
+        body_limit_overrides=settings.body_limit_overrides(),
         checks={"services": upstreams_ready},
         on_start=on_start,
         on_stop=stop,
@@ -59,7 +68,13 @@ def build_gateway(
             per_user_per_minute=settings.rate_limit_per_user_per_minute,
             per_user_burst=settings.rate_limit_per_user_burst,
         ),
+        caching=(
+            ResponseCaching(response_cache, ttl_seconds=settings.response_cache_ttl_seconds)
+            if response_cache is not None
+            else None
+        ),
     )
+    app.state.response_cache = response_cache
     # Innermost of the middleware: the request already has its id, metrics,
     # body limit and security headers; only the gateway's own paths reach FastAPI.
     app.user_middleware.append(Middleware(_Dispatch, proxy=proxy))
@@ -69,7 +84,14 @@ def build_gateway(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
-            expose_headers=["X-Request-ID", "X-Total-Count", "Link", "Retry-After", "ETag"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Total-Count",
+                "Link",
+                "Retry-After",
+                "ETag",
+                "X-Cache",
+            ],
             max_age=600,
         )
     return app

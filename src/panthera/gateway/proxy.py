@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from panthera.gateway.cache import Headers, ResponseCaching
 from panthera.gateway.routes import ROUTES, Route, is_private, match
 from panthera.gateway.upstreams import Upstream
 from panthera.kernel.errors import PantheraError, TooManyRequests, Unauthenticated
@@ -99,11 +100,18 @@ class Proxy:
         authenticator: Authenticator,
         rate_limits: RateLimits,
         routes: tuple[Route, ...] = ROUTES,
+        caching: ResponseCaching | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.authenticator = authenticator
         self.rate_limits = rate_limits
         self.routes = routes
+        self.caching = caching
+        if caching is not None:
+            # A cached answer must have events that retire it, or it stays stale for its TTL.
+            uncovered = {r.service for r in routes if r.cacheable} - caching.namespaces
+            if uncovered:
+                raise ValueError(f"cacheable routes without invalidating events: {uncovered}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -157,8 +165,19 @@ class Proxy:
                 503, "service_unavailable", "Service unavailable", instance=path
             )(scope, receive, send)
             return
+
+        async def forward(inner: Scope, inner_headers: Headers, inner_send: Send) -> None:
+            await upstream.forward(
+                inner, receive, inner_send, path=upstream_path, headers=inner_headers
+            )
+
         try:
-            await upstream.forward(scope, receive, send, path=upstream_path, headers=headers)
+            if self.caching is not None and route.cacheable:
+                await self.caching.handle(
+                    scope, send, namespace=route.service, headers=headers, forward=forward
+                )
+            else:
+                await forward(scope, headers, send)
         except httpx.TimeoutException:
             log.warning("upstream timed out", extra={"service": route.service})
             await problem_response(504, "gateway_timeout", "Gateway timeout", instance=path)(

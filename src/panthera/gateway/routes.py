@@ -11,16 +11,23 @@ class Route:
     service: str
     # The path on the service that the prefix stands for.
     upstream_prefix: str = ""
+    # Anonymous GETs answered 200 may be served from the gateway's response cache,
+    # which the service's events invalidate (see panthera.gateway.cache). Only for
+    # public reads whose answer is the same for every anonymous caller.
+    cacheable: bool = False
 
 
 ROUTES: tuple[Route, ...] = (
     Route("/api/v1/users", "users"),
     Route("/api/v1/auth", "auth"),
     Route("/api/v1/notifications", "notifications"),
-    Route("/api/v1/products", "catalog", "/products"),
-    Route("/api/v1/categories", "catalog", "/categories"),
+    Route("/api/v1/products", "catalog", "/products", cacheable=True),
+    Route("/api/v1/categories", "catalog", "/categories", cacheable=True),
     Route("/api/v1/inventory", "catalog", "/inventory"),
     Route("/media", "catalog", "/media"),
+    # Longest prefix first: provider webhooks are their own public path.
+    Route("/api/v1/payments/webhooks", "payments", "/webhooks"),
+    Route("/api/v1/payments", "payments", "/payments"),
     Route("/.well-known/jwks.json", "auth", "/.well-known/jwks.json"),
 )
 
