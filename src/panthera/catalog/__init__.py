@@ -12,14 +12,35 @@ from typing import Any
 from fastapi import APIRouter
 
 from panthera.kernel.service import ServiceDefinition, ServiceRuntime
+from panthera.kernel.settings import Settings
+from panthera.kernel.storage import ObjectStorage
 
 log = logging.getLogger("panthera.catalog")
 
 
 def _router() -> APIRouter:
     from panthera.catalog.endpoints import router
+    from panthera.catalog.media import router as media_router
 
-    return router
+    combined = APIRouter()
+    combined.include_router(router)
+    combined.include_router(media_router)
+    return combined
+
+
+def _storage(settings: Settings) -> ObjectStorage:
+    """An S3 bucket when one is named, else files under the data directory."""
+    from panthera.kernel.storage import LocalStorage, S3Storage
+
+    if settings.s3_bucket:
+        return S3Storage(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url or None,
+            region=settings.s3_region,
+            access_key=settings.s3_access_key_id or None,
+            secret_key=settings.s3_secret_access_key.get_secret_value() or None,
+        )
+    return LocalStorage(settings.data_dir / "media")
 
 
 def _state(runtime: ServiceRuntime) -> dict[str, Any]:
@@ -27,6 +48,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     from panthera.catalog.search import search_for
 
     settings = runtime.settings
+    storage = _storage(settings)
     deps = CatalogDeps(
         uow=runtime.uow,
         read_session=runtime.database.read_sessions,
@@ -34,8 +56,12 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         default_currency=settings.currency,
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
         media_prefix=settings.media_url_prefix,
+        storage=storage,
+        max_image_bytes=settings.max_image_bytes,
     )
     runtime.components["catalog_deps"] = deps
+    runtime.components["storage"] = storage
+    runtime.components.setdefault("readiness_checks", {})["storage"] = storage.ready
     return {"catalog_deps": deps}
 
 
@@ -57,6 +83,9 @@ async def _expire_reservations(runtime: ServiceRuntime, every_seconds: float = 5
 
 
 async def _start(runtime: ServiceRuntime) -> None:
+    storage: ObjectStorage | None = runtime.components.get("storage")
+    if storage is not None:
+        await storage.start()
     runtime.components["expiry_task"] = asyncio.create_task(
         _expire_reservations(runtime), name="catalog-reservation-expiry"
     )
@@ -68,6 +97,9 @@ async def _stop(runtime: ServiceRuntime) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    storage: ObjectStorage | None = runtime.components.get("storage")
+    if storage is not None:
+        await storage.close()
 
 
 def _definition() -> ServiceDefinition:

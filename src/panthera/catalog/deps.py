@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.catalog.search import SearchIndex
 from panthera.kernel.db import UnitOfWork
+from panthera.kernel.storage import ObjectStorage
 
 
 @dataclass
@@ -23,6 +24,9 @@ class CatalogDeps:
     default_currency: str
     reservation_ttl: timedelta
     media_prefix: str
+    # Where image files are kept: a directory (embedded) or an S3 bucket.
+    storage: ObjectStorage
+    max_image_bytes: int
 
 
 def _catalog(request: Request) -> CatalogDeps:

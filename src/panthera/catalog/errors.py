@@ -62,3 +62,13 @@ class ImageTooLarge(InvalidInput):
     status = 413
     code = "image_too_large"
     title = "The image is too large"
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+    title = "Image not found"
+
+
+class MediaNotFound(NotFound):
+    code = "media_not_found"
+    title = "No such file"

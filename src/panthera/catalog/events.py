@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -159,7 +160,23 @@ class StockCommitted(EventContract):
         return self.reference
 
 
+class CategoryChanged(EventContract):
+    """A category was created, changed or deleted: copies of the category tree are stale."""
+
+    event_type = "category.changed"
+    version = 1
+
+    category_id: uuid.UUID
+    slug: str
+    change: Literal["created", "updated", "deleted"]
+    occurred_at: datetime
+
+    def subject(self) -> str:
+        return str(self.category_id)
+
+
 PUBLISHED = (
+    CategoryChanged,
     ProductCreated,
     ProductUpdated,
     ProductDeleted,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.catalog import errors
@@ -58,7 +59,13 @@ def _now() -> datetime:
 
 
 async def _refresh_product_totals(session: AsyncSession, product_id: uuid.UUID) -> None:
-    """Keep the product's list price and available total equal to its variants'."""
+    """Keep the product's list price and available total equal to its variants'.
+
+    The product row is locked before the variants are summed: on PostgreSQL each
+    statement reads what was committed when it began, so a sum taken before waiting
+    for a concurrent change of another variant would overwrite that change's total.
+    """
+    await session.execute(select(Product.id).where(Product.id == product_id).with_for_update())
     cheapest, available = (
         await session.execute(
             select(
@@ -216,8 +223,9 @@ async def reserve(
         created_at=now,
         updated_at=now,
     )
-    session.add(reservation)
-    await session.flush()
+    winner = await _claim(session, reservation)
+    if winner is not None:
+        return await _outcome_of(session, winner)
     short: list[RejectedLine] = []
     for variant_id in sorted(wanted):
         quantity = wanted[variant_id]
@@ -262,7 +270,8 @@ async def reserve(
             reservation_id=reservation.id,
         )
         lines.append((variant, wanted[variant_id], variant.price_amount))
-    for product_id in {variant.product_id for variant, _, _ in lines}:
+    # Products in id order, after the variants: one lock order for every writer.
+    for product_id in sorted({variant.product_id for variant, _, _ in lines}):
         await _refresh_product_totals(session, product_id)
     currency = currencies.pop()
     uow.publish(
@@ -291,7 +300,8 @@ async def _reject(
 ) -> ReservationOutcome:
     now = _now()
     # A rejection is remembered too, so a retried request gets the same answer.
-    uow.session.add(
+    winner = await _claim(
+        uow.session,
         Reservation(
             id=uuid.uuid4(),
             reference=reference,
@@ -299,11 +309,34 @@ async def _reject(
             expires_at=now,
             created_at=now,
             updated_at=now,
-        )
+        ),
     )
+    if winner is not None:
+        return await _outcome_of(uow.session, winner)
     event = StockRejected(reference=reference, reason=reason, lines=problems)
     uow.publish(event)
     return ReservationOutcome(reservation=None, lines=[], currency=None, rejected=event)
+
+
+async def _claim(session: AsyncSession, reservation: Reservation) -> Reservation | None:
+    """Insert the row that answers for a reference; None when this request got it.
+
+    A retry can overlap the first attempt: on PostgreSQL the second insert waits for
+    the first transaction and then hits the unique reference. That request then
+    gives the first one's answer instead of failing.
+    """
+    try:
+        async with session.begin_nested():
+            session.add(reservation)
+    except IntegrityError:
+        return (
+            await session.execute(
+                select(Reservation)
+                .where(Reservation.reference == reservation.reference)
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one()
+    return None
 
 
 async def _outcome_of(session: AsyncSession, reservation: Reservation) -> ReservationOutcome:
@@ -400,7 +433,7 @@ async def _return_items(
             reservation_id=reservation.id,
         )
         products.add(variant.product_id)
-    for product_id in products:
+    for product_id in sorted(products):
         await _refresh_product_totals(session, product_id)
 
 

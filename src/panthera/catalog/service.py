@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.catalog import errors, inventory
 from panthera.catalog.events import (
+    CategoryChanged,
     PriceChanged,
     ProductCreated,
     ProductDeleted,
@@ -87,6 +88,9 @@ async def create_category(
         updated_at=now,
     )
     session.add(category)
+    uow.publish(
+        CategoryChanged(category_id=category.id, slug=slug, change="created", occurred_at=now)
+    )
     return category
 
 
@@ -97,6 +101,14 @@ async def update_category(uow: UnitOfWork, slug: str, changes: dict[str, Any]) -
     for key, value in changes.items():
         setattr(category, key, value)
     category.updated_at = _now()
+    uow.publish(
+        CategoryChanged(
+            category_id=category.id,
+            slug=category.slug,
+            change="updated",
+            occurred_at=category.updated_at,
+        )
+    )
     return category
 
 
@@ -112,6 +124,9 @@ async def delete_category(uow: UnitOfWork, slug: str) -> None:
     if children or products:
         raise errors.CategoryInUse()
     await session.delete(category)
+    uow.publish(
+        CategoryChanged(category_id=category.id, slug=slug, change="deleted", occurred_at=_now())
+    )
 
 
 async def all_categories(session: AsyncSession) -> list[Category]:
@@ -158,8 +173,12 @@ async def create_product(
     options: list[dict[str, Any]],
     variants: Sequence[VariantSpec],
     actor_id: uuid.UUID | None,
+    product_id: uuid.UUID | None = None,
 ) -> Product:
-    """A product with its variants and opening stock (recorded in the ledger)."""
+    """A product with its variants and opening stock (recorded in the ledger).
+
+    ``product_id`` lets a caller that prepares files under the id (images) choose it.
+    """
     session = uow.session
     if not variants:
         raise InvalidInput("A product needs a price (or variants with prices).", field="price")
@@ -171,7 +190,7 @@ async def create_product(
     _check_options(options, variants)
     now = _now()
     product = Product(
-        id=uuid.uuid4(),
+        id=product_id or uuid.uuid4(),
         slug=await _unique_slug(session, slug or slugify(name), explicit=slug is not None),
         name=name,
         description=description,
@@ -198,23 +217,33 @@ async def create_product(
                 title=spec.title or (" / ".join(spec.option_values.values()) or name),
                 option_values=spec.option_values,
                 price_amount=parse_price(spec.price, currency),
-                on_hand=0,
+                on_hand=spec.stock,
                 reserved=0,
                 position=position,
                 created_at=now,
                 updated_at=now,
             )
         )
+    # Nothing else can see the new rows yet: the totals are known without asking.
+    product.price_amount = min(row.price_amount for row in rows)
+    product.available = sum(row.on_hand for row in rows)
     session.add_all(rows)
     try:
         await session.flush()
     except IntegrityError as exc:
         raise errors.SkuTaken() from exc
-    for variant, spec in zip(rows, variants, strict=True):
-        if spec.stock:
-            await inventory.adjust(uow, variant.id, spec.stock, "opening stock", actor_id)
-    await inventory._refresh_product_totals(session, product.id)
-    await session.refresh(product)
+    for variant in rows:
+        if variant.on_hand:
+            # Opening stock goes in the ledger (and out as stock.changed) like any adjustment.
+            inventory._record(
+                uow,
+                variant,
+                kind="adjustment",
+                on_hand_delta=variant.on_hand,
+                reserved_delta=0,
+                reason="opening stock",
+                actor_id=actor_id,
+            )
     await search.index(session, product, category_row)
     uow.publish(
         ProductCreated(
@@ -258,6 +287,15 @@ async def active_product(
     return product
 
 
+async def _lock_variants(session: AsyncSession, *conditions: Any) -> None:
+    """Lock variant rows, in id order, before their product: stock changes lock the
+    variant first then the product, and one lock order for every writer is what
+    keeps a price change and a reservation from deadlocking on PostgreSQL."""
+    await session.execute(
+        select(Variant.id).where(*conditions).order_by(Variant.id).with_for_update()
+    )
+
+
 async def variants_of(session: AsyncSession, product_id: uuid.UUID) -> list[Variant]:
     return list(
         (
@@ -273,6 +311,8 @@ async def update_product(
 ) -> Product:
     """Change a product's fields; a price given here applies to every variant."""
     session = uow.session
+    if "price" in changes:
+        await _lock_variants(session, Variant.product_id == product_id)
     product = await active_product(session, product_id, for_update=True)
     changed: list[str] = []
     now = _now()
@@ -347,6 +387,7 @@ async def update_variant(
     title: str | None,
 ) -> Variant:
     session = uow.session
+    await _lock_variants(session, Variant.id == variant_id)
     product = await active_product(session, product_id, for_update=True)
     variant = await session.get(Variant, variant_id)
     if variant is None or variant.product_id != product_id:
@@ -379,6 +420,93 @@ async def archive_product(uow: UnitOfWork, search: SearchIndex, product_id: uuid
         ProductDeleted(
             product_id=product.id, revision=product.revision, occurred_at=product.updated_at
         )
+    )
+
+
+# -------------------------------------------------------------------- images
+
+
+async def _announce_images_changed(uow: UnitOfWork, product: Product) -> None:
+    now = _now()
+    product.revision += 1
+    product.updated_at = now
+    await uow.session.flush()
+    variants = await variants_of(uow.session, product.id)
+    uow.publish(
+        ProductUpdated(
+            product_id=product.id,
+            revision=product.revision,
+            name=product.name,
+            slug=product.slug,
+            category_id=product.category_id,
+            currency=product.currency,
+            variants=_summaries(variants),
+            changed=["images"],
+            occurred_at=now,
+        )
+    )
+
+
+async def add_image(
+    uow: UnitOfWork,
+    product_id: uuid.UUID,
+    *,
+    image_id: uuid.UUID,
+    keys: dict[str, str],
+    width: int,
+    height: int,
+    alt: str,
+    announce: bool = True,
+) -> ProductImage:
+    """Attach stored image files to a product, after its other images.
+
+    ``announce=False`` is for a product created in the same unit of work, whose
+    ``product.created`` already tells the world about it.
+    """
+    session = uow.session
+    product = await active_product(session, product_id, for_update=True)
+    last = await session.scalar(
+        select(func.max(ProductImage.position)).where(ProductImage.product_id == product_id)
+    )
+    image = ProductImage(
+        id=image_id,
+        product_id=product_id,
+        position=0 if last is None else last + 1,
+        alt=alt,
+        keys=dict(keys),
+        width=width,
+        height=height,
+        created_at=_now(),
+    )
+    session.add(image)
+    if announce:
+        await _announce_images_changed(uow, product)
+    else:
+        await session.flush()
+    return image
+
+
+async def remove_image(uow: UnitOfWork, product_id: uuid.UUID, image_id: uuid.UUID) -> ProductImage:
+    """Detach an image; the caller deletes its stored files once this is committed."""
+    session = uow.session
+    product = await active_product(session, product_id, for_update=True)
+    image = await session.get(ProductImage, image_id)
+    if image is None or image.product_id != product_id:
+        raise errors.ImageNotFound()
+    await session.delete(image)
+    await _announce_images_changed(uow, product)
+    return image
+
+
+async def images_of(session: AsyncSession, product_id: uuid.UUID) -> list[ProductImage]:
+    return list(
+        (
+            await session.execute(
+                select(ProductImage)
+                .where(ProductImage.product_id == product_id)
+                .order_by(ProductImage.position)
+            )
+        ).scalars()
     )
 
 

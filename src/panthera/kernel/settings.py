@@ -10,6 +10,10 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_INTERNAL_TOKEN = "panthera-development-internal-token"  # noqa: S105
+# Image uploads (``POST .../products/{id}/images``) end with this; they may carry
+# ``max_image_bytes`` plus this much multipart framing and form fields.
+IMAGE_UPLOAD_PATH_SUFFIX = "/images"
+MULTIPART_ALLOWANCE_BYTES = 64 * 1024
 
 
 class Environment(StrEnum):
@@ -21,6 +25,11 @@ class Environment(StrEnum):
 class EventTransportKind(StrEnum):
     EMBEDDED = "embedded"
     RABBITMQ = "rabbitmq"
+
+
+class PaymentProviderKind(StrEnum):
+    TEST = "test"
+    STRIPE = "stripe"
 
 
 class Settings(BaseSettings):
@@ -41,6 +50,10 @@ class Settings(BaseSettings):
     redis_url: str = ""
     amqp_url: str = ""
     event_transport: EventTransportKind = EventTransportKind.EMBEDDED
+    # Prefix of every RabbitMQ name the platform uses: the ``<namespace>.events`` and
+    # ``<namespace>.dlx`` exchanges and each consumer's ``<namespace>.<service>`` queues.
+    # Deployments (or test runs) sharing one broker vhost stay apart with different ones.
+    amqp_namespace: str = Field(default="panthera", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
 
     # Where each service listens, for the gateway and service-to-service calls in
     # the distributed shape: ``PANTHERA_SERVICE_URLS='{"users": "http://127.0.0.1:8102"}'``.
@@ -97,11 +110,45 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: int = 900
     # Where product images are served from: the gateway path, or a CDN in front of it.
     media_url_prefix: str = "/media"
+    # Object storage of product images. An empty bucket keeps them as files under
+    # ``data_dir/media``; a bucket name uses any S3-compatible store (AWS S3, MinIO,
+    # Ceph, R2...), at ``s3_endpoint_url`` when set, else AWS's endpoint of the region.
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    # Empty keys use boto3's own credential chain (environment, instance role...).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    # Largest image upload accepted (10 MiB). Its route alone takes bodies this large
+    # plus room for the multipart framing; every other body keeps max_request_body_bytes.
+    max_image_bytes: int = 10 * 1024 * 1024
     mail_sender: str = "Panthera <no-reply@panthera.local>"
     # A shop's own message templates, searched before the built-in ones.
     templates_dir: Path | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    # The gateway's cache of anonymous catalog reads (GET answered 200), emptied by
+    # the catalog's events; the TTL only bounds how long an entry outlives a lost
+    # event. In Redis when ``redis_url`` is set (shared by gateway replicas, and
+    # required with the rabbitmq transport), else in memory up to
+    # ``response_cache_max_bytes``.
+    response_cache_enabled: bool = True
+    response_cache_ttl_seconds: int = Field(default=300, ge=1)
+    response_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     relay_poll_seconds: float = 1.0
+    # Payments. ``test`` is the built-in provider: it takes Stripe's test tokens
+    # (tok_visa...) and answers through webhooks it signs itself; anyone could pay
+    # with those, so the payments service refuses it in production.
+    payment_provider: PaymentProviderKind = PaymentProviderKind.TEST
+    # Stripe's secret API key (sk_live_... or sk_test_...); required with stripe.
+    stripe_api_key: SecretStr = SecretStr("")
+    # Where the Stripe API answers; a stripe-mock or an egress proxy may stand in.
+    stripe_api_base: str = "https://api.stripe.com"
+    # Signing secret (whsec_...) of the Stripe webhook endpoint; required with stripe.
+    stripe_webhook_secret: SecretStr = SecretStr("")
+    # Signed webhooks older (or further ahead) than this are refused as replays.
+    payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # Signing secret of the test provider's webhooks.
+    test_provider_webhook_secret: SecretStr = SecretStr("whsec_panthera_test_provider")
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Settings:
@@ -111,6 +158,10 @@ class Settings(BaseSettings):
             if not self.database_url:
                 raise ValueError("PANTHERA_DATABASE_URL must be set in production")
         return self
+
+    def body_limit_overrides(self) -> tuple[tuple[str, int], ...]:
+        """Larger body limits by path suffix, the same in the gateway and the services."""
+        return ((IMAGE_UPLOAD_PATH_SUFFIX, self.max_image_bytes + MULTIPART_ALLOWANCE_BYTES),)
 
     def database_url_for(self, service: str) -> str:
         """The SQLAlchemy URL of one service's own database."""

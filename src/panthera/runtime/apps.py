@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from panthera.gateway import build_gateway
+from panthera.gateway.cache import (
+    CONSUMER,
+    INVALIDATED_BY,
+    MemoryResponseCache,
+    ResponseCache,
+    connect_redis_cache,
+    invalidator,
+)
 from panthera.gateway.upstreams import HttpUpstream, InProcessUpstream, Upstream
-from panthera.kernel.settings import Settings
+from panthera.kernel.settings import EventTransportKind, Settings
 from panthera.runtime.platform import Platform
 from panthera.runtime.registry import SERVICE_NAMES
+
+log = logging.getLogger("panthera.runtime")
+
+
+def _response_cache(settings: Settings, platform: Platform) -> ResponseCache | None:
+    """The gateway's response cache, subscribed to its invalidating events; or none.
+
+    None when this gateway could miss invalidations: with RabbitMQ, gateway replicas
+    share one queue, so each sees only some events and only a generation in Redis
+    reaches them all; with the embedded transport, events reach only the process
+    that publishes them.
+    """
+    if not settings.response_cache_enabled:
+        return None
+    if settings.event_transport is EventTransportKind.RABBITMQ:
+        if not settings.redis_url:
+            log.warning(
+                "response cache off: with the rabbitmq transport it needs PANTHERA_REDIS_URL"
+            )
+            return None
+    elif not set(INVALIDATED_BY) <= set(platform.runtimes):
+        log.warning(
+            "response cache off: the embedded transport does not bring other processes' events"
+        )
+        return None
+    cache: ResponseCache = (
+        connect_redis_cache(settings.redis_url)
+        if settings.redis_url
+        else MemoryResponseCache(max_bytes=settings.response_cache_max_bytes)
+    )
+    event_types, handler = invalidator(cache)
+    platform.add_consumer(CONSUMER, event_types, handler)
+    return cache
 
 
 def embedded_app(settings: Settings) -> FastAPI:
@@ -24,6 +67,7 @@ def embedded_app(settings: Settings) -> FastAPI:
         rate_limiter=platform.rate_limiter,
         on_start=platform.start,
         on_stop=platform.stop,
+        response_cache=_response_cache(settings, platform),
     )
     app.state.platform = platform
     return app
@@ -50,6 +94,7 @@ def gateway_app(settings: Settings) -> FastAPI:
         rate_limiter=platform.rate_limiter,
         on_start=platform.start,
         on_stop=platform.stop,
+        response_cache=_response_cache(settings, platform),
     )
     app.state.platform = platform
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from panthera.kernel.db import Database
 from panthera.kernel.events.embedded import EmbeddedTransport
-from panthera.kernel.events.transport import EventTransport
+from panthera.kernel.events.transport import DeliveryHandler, EventTransport
 from panthera.kernel.http.app import create_app
 from panthera.kernel.http.client import ServiceDirectory
 from panthera.kernel.migrations import upgrade
@@ -38,7 +38,13 @@ def _transport(settings: Settings) -> EventTransport:
 
         if not settings.amqp_url:
             raise ValueError("PANTHERA_AMQP_URL is required with the rabbitmq transport")
-        return RabbitMQTransport(settings.amqp_url)
+        namespace = settings.amqp_namespace
+        return RabbitMQTransport(
+            settings.amqp_url,
+            exchange=f"{namespace}.events",
+            dead_letter_exchange=f"{namespace}.dlx",
+            queue_prefix=namespace,
+        )
     return EmbeddedTransport()
 
 
@@ -84,11 +90,25 @@ class Platform:
         )
         self.authenticator = Authenticator(self.verifier, self.revocations)
         self.runtimes: dict[str, ServiceRuntime] = {}
+        # Consumers that belong to no service (the gateway's response cache).
+        self._consumers: list[tuple[str, list[str], DeliveryHandler]] = []
         self._local_jwks: Callable[[], dict[str, Any]] | None = None
         for name in services:
             self._add(definition(name))
         self._started = False
         self._gauges: asyncio.Task[None] | None = None
+
+    def add_consumer(
+        self, consumer: str, event_types: Iterable[str], handler: DeliveryHandler
+    ) -> None:
+        """Subscribe ``handler`` on :meth:`start`, beside the services' consumers.
+
+        For consumers without a database, hence without an inbox: their handlers must
+        be harmless to run twice for one event.
+        """
+        if self._started:
+            raise RuntimeError("add consumers before the platform starts")
+        self._consumers.append((consumer, list(event_types), handler))
 
     def _local_app(self, name: str) -> ASGIApp | None:
         return self.apps.get(name)
@@ -125,14 +145,18 @@ class Platform:
 
     def _service_app(self, runtime: ServiceRuntime) -> FastAPI:
         service = runtime.definition
+        state = service.state(runtime) if service.state is not None else {}
         checks = {"database": runtime.database.ping, "events": self.transport.ready}
         if self.redis is not None:
             checks["redis"] = self.revocations.ready
+        # What a service's own state depends on (e.g. the catalog's object storage).
+        checks.update(runtime.components.get("readiness_checks", {}))
         app = create_app(
             name=service.name,
             title=service.title,
             description=service.description,
             max_body_bytes=self.settings.max_request_body_bytes,
+            body_limit_overrides=self.settings.body_limit_overrides(),
             checks=checks,
             server_url=service.api_prefix,
         )
@@ -140,9 +164,8 @@ class Platform:
         app.state.internal_token = self.settings.internal_token.get_secret_value()
         app.state.settings = self.settings
         app.state.runtime = runtime
-        if service.state is not None:
-            for key, value in service.state(runtime).items():
-                setattr(app.state, key, value)
+        for key, value in state.items():
+            setattr(app.state, key, value)
         app.include_router(service.router())
         return app
 
@@ -162,6 +185,8 @@ class Platform:
             if runtime.definition.on_start is not None:
                 await runtime.definition.on_start(runtime)
             await runtime.subscribe()
+        for consumer, event_types, handler in self._consumers:
+            await self.transport.subscribe(consumer, event_types, handler)
         for runtime in self.runtimes.values():
             runtime.relay.start()
         if self.runtimes:

@@ -1,0 +1,262 @@
+"""Reservations racing on PostgreSQL: each its own transaction, none oversells, none deadlocks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from panthera.catalog import inventory
+from panthera.catalog.models import Product, Reservation, StockMovement, Variant
+from panthera.kernel.service import ServiceRuntime
+from tests.catalog.conftest import assert_books_balance, create_product
+
+pytestmark = pytest.mark.integration
+
+TTL = timedelta(minutes=15)
+
+
+async def _reserve(
+    runtime: ServiceRuntime, reference: str, lines: Sequence[tuple[uuid.UUID, int]]
+) -> inventory.ReservationOutcome:
+    async with runtime.uow() as uow:
+        outcome = await inventory.reserve(
+            uow,
+            reference,
+            [inventory.LineRequest(quantity=q, variant_id=v) for v, q in lines],
+            TTL,
+        )
+        await uow.commit()
+    return outcome
+
+
+async def _race(
+    runtime: ServiceRuntime, orders: Sequence[Sequence[tuple[uuid.UUID, int]]]
+) -> list[inventory.ReservationOutcome]:
+    """Every order at once, each in its own unit of work; all must finish without error."""
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                _reserve(runtime, f"order-{n}-{uuid.uuid4().hex[:8]}", lines)
+                for n, lines in enumerate(orders)
+            ),
+            return_exceptions=True,
+        ),
+        timeout=60,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert not failures, failures[:3]
+    return [r for r in results if isinstance(r, inventory.ReservationOutcome)]
+
+
+async def _variant(runtime: ServiceRuntime, variant_id: uuid.UUID) -> Variant:
+    async with runtime.database.sessions() as session:
+        return (await session.execute(select(Variant).where(Variant.id == variant_id))).scalar_one()
+
+
+async def test_200_buyers_for_10_units_get_exactly_10(pg_catalog: ServiceRuntime) -> None:
+    product_id, (variant_id,) = await create_product(
+        pg_catalog, name="Limited Sneaker", variants=[("120.00", 10)]
+    )
+    outcomes = await _race(pg_catalog, [[(variant_id, 1)]] * 200)
+    won = [o for o in outcomes if o.reservation is not None]
+    lost = [o for o in outcomes if o.rejected is not None]
+    assert (len(won), len(lost)) == (10, 190)
+    assert all(o.rejected.reason == "insufficient_stock" for o in lost if o.rejected)
+    variant = await _variant(pg_catalog, variant_id)
+    assert (variant.on_hand, variant.reserved) == (10, 10)
+    async with pg_catalog.database.sessions() as session:
+        statuses = dict(
+            (
+                await session.execute(
+                    select(Reservation.status, func.count()).group_by(Reservation.status)
+                )
+            ).all()
+        )
+        reservations = await session.scalar(
+            select(func.count())
+            .select_from(StockMovement)
+            .where(StockMovement.kind == "reservation")
+        )
+        product = await session.get(Product, product_id)
+    assert statuses == {"active": 10, "rejected": 190}
+    assert reservations == 10
+    assert product is not None
+    assert product.available == 0
+    await assert_books_balance(pg_catalog)
+    # Every loser can retry and keeps its answer; a release lets the next buyer in.
+    first = won[0]
+    assert first.reservation is not None
+    async with pg_catalog.uow() as uow:
+        await inventory.release(uow, first.reservation.reference)
+        await uow.commit()
+    again = await _race(pg_catalog, [[(variant_id, 1)]] * 20)
+    assert sum(o.reservation is not None for o in again) == 1
+    await assert_books_balance(pg_catalog)
+
+
+async def test_multi_line_orders_in_opposite_orders_neither_deadlock_nor_oversell(
+    pg_catalog: ServiceRuntime,
+) -> None:
+    # Two variants of one product (their totals race on the product row) and a
+    # variant of another product.
+    _, (shirt_s, shirt_m) = await create_product(
+        pg_catalog, name="Shirt", variants=[("20.00", 15), ("22.00", 100)]
+    )
+    _, (socks,) = await create_product(pg_catalog, name="Socks", variants=[("5.00", 15)])
+    orders: list[list[tuple[uuid.UUID, int]]] = []
+    for n in range(120):
+        orders.append(
+            [
+                [(shirt_s, 1), (socks, 1)],
+                [(socks, 1), (shirt_s, 1)],
+                [(shirt_m, 1), (shirt_s, 1)],
+                [(shirt_m, 1)],
+            ][n % 4]
+        )
+    outcomes = await _race(pg_catalog, orders)
+    assert len(outcomes) == 120
+    won = [o for o in outcomes if o.reservation is not None]
+    # Every order but the shirt_m-only ones needs one shirt_s, of which there are
+    # 15; shirt_m (100) and socks (15) never run out first.
+    assert len(won) == 15 + 30
+    s, m, k = [await _variant(pg_catalog, v) for v in (shirt_s, shirt_m, socks)]
+    assert s.reserved == 15
+    assert m.reserved + k.reserved == 15 + 30
+    await assert_books_balance(pg_catalog)
+
+    # Releases and commits racing with new reservations keep the books balanced too.
+    references = [o.reservation.reference for o in won if o.reservation is not None]
+
+    async def release(reference: str) -> None:
+        async with pg_catalog.uow() as uow:
+            await inventory.release(uow, reference)
+            await uow.commit()
+
+    async def commit(reference: str) -> None:
+        async with pg_catalog.uow() as uow:
+            await inventory.commit(uow, reference)
+            await uow.commit()
+
+    work: list[Coroutine[Any, Any, object]] = [
+        (release if n % 2 else commit)(reference) for n, reference in enumerate(references)
+    ]
+    work += [_reserve(pg_catalog, f"late-{n}", orders[n]) for n in range(30)]
+    results = await asyncio.wait_for(asyncio.gather(*work, return_exceptions=True), timeout=60)
+    assert not [r for r in results if isinstance(r, BaseException)]
+    await assert_books_balance(pg_catalog)
+
+
+async def _wait_until_blocked(runtime: ServiceRuntime) -> None:
+    """Until another session of this database waits for a row lock."""
+    from sqlalchemy import text
+
+    for _ in range(200):
+        async with runtime.database.engine.connect() as conn:
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no session ever waited for a lock")
+
+
+async def test_product_totals_survive_two_variants_changing_at_once(
+    pg_catalog: ServiceRuntime,
+) -> None:
+    """Two transactions reserve different variants of one product; the later one
+    must not write a product total computed before the earlier one committed."""
+    product_id, (small, large) = await create_product(
+        pg_catalog, name="Hoodie", variants=[("30.00", 5), ("32.00", 5)]
+    )
+    async with pg_catalog.uow() as first:
+        await inventory.reserve(first, "first", [inventory.LineRequest(2, variant_id=small)], TTL)
+        # The first holds the product row; the second reserves the other variant and
+        # waits for that row.
+        second = asyncio.create_task(_reserve(pg_catalog, "second", [(large, 3)]))
+        await _wait_until_blocked(pg_catalog)
+        await first.commit()
+    outcome = await second
+    assert outcome.reservation is not None
+    async with pg_catalog.database.sessions() as session:
+        product = await session.get(Product, product_id)
+    assert product is not None
+    assert product.available == 10 - 2 - 3
+    await assert_books_balance(pg_catalog)
+
+
+async def test_price_changes_racing_with_reservations_do_not_deadlock(
+    pg_catalog: ServiceRuntime,
+) -> None:
+    from panthera.catalog import service
+    from panthera.catalog.search import search_for
+
+    product_id, variants = await create_product(
+        pg_catalog, name="Lamp", variants=[("40.00", 500), ("45.00", 500)]
+    )
+
+    async def reprice(n: int) -> None:
+        async with pg_catalog.uow() as uow:
+            if n % 2:
+                await service.update_variant(
+                    uow, product_id, variants[n % 2], price=f"{40 + n}.00", title=None
+                )
+            else:
+                await service.update_product(
+                    uow, search_for("postgresql"), product_id, {"price": f"{40 + n}.00"}
+                )
+            await uow.commit()
+
+    # Every sixth caller is an admin changing prices; the rest reserve one or both.
+    work: list[Coroutine[Any, Any, object]] = [
+        reprice(n)
+        if n % 6 == 0
+        else _reserve(pg_catalog, f"lamp-{n}", [(variants[0], 1), (variants[1], 1)][: 1 + n % 2])
+        for n in range(72)
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*work, return_exceptions=True), timeout=60)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert not failures, failures[:3]
+    await assert_books_balance(pg_catalog)
+
+
+async def test_the_same_reference_at_once_gets_one_answer(pg_catalog: ServiceRuntime) -> None:
+    """A caller's retry can overlap its first attempt: both get the same reservation."""
+    _, (variant_id,) = await create_product(pg_catalog, name="Kettle", variants=[("25.00", 3)])
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(_reserve(pg_catalog, "order-42", [(variant_id, 2)]) for _ in range(10)),
+            return_exceptions=True,
+        ),
+        timeout=60,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert not failures, failures[:3]
+    outcomes = [r for r in results if isinstance(r, inventory.ReservationOutcome)]
+    assert {o.reservation.id for o in outcomes if o.reservation} != set()
+    assert len({o.reservation.id if o.reservation else None for o in outcomes}) == 1
+    variant = await _variant(pg_catalog, variant_id)
+    assert variant.reserved == 2
+    # And when stock is short, every overlapping attempt gets the same rejection.
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(_reserve(pg_catalog, "order-43", [(variant_id, 2)]) for _ in range(10)),
+            return_exceptions=True,
+        ),
+        timeout=60,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert not failures, failures[:3]
+    assert all(
+        isinstance(r, inventory.ReservationOutcome) and r.rejected is not None for r in results
+    )
+    await assert_books_balance(pg_catalog)
