@@ -1,0 +1,379 @@
+"""Idempotency keys: an unsafe request sent again with the same key gets the first answer.
+
+A caller (a user, or another service) sends ``Idempotency-Key`` with a request
+that creates something. The key is claimed in its own short transaction before
+the work starts and the answer is stored after it ends, so:
+
+- same key, same request, first one finished: the stored status and body, byte
+  for byte, without doing the work again;
+- same key, same request, first one still running: 409 ``idempotency_in_flight``;
+- same key, another request: 422 ``idempotency_key_reused``;
+- a key older than its time to live (at least 24 hours) starts afresh.
+
+Keys are scoped (``user:<id>``, ``internal``...): one caller's key never answers
+another's request. Only answers are stored: when the work raises, the claim is
+released and the same key may be sent again, so the work itself must be safe to
+run twice (look up its own earlier effect first). A claim whose worker died is
+taken over once its lease runs out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Header
+from sqlalchemy import (
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from panthera.kernel.db import UTCDateTime
+from panthera.kernel.errors import Conflict, InvalidInput, PantheraError
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Set on every answer of an idempotent route: "true" when it is a stored one.
+REPLAYED_HEADER = "Idempotent-Replayed"
+MINIMUM_TTL = timedelta(hours=24)
+DEFAULT_LEASE = timedelta(seconds=120)
+IN_FLIGHT = "in_flight"
+COMPLETED = "completed"
+# Printable ASCII without spaces, as Stripe and the IETF draft allow; UUIDs fit.
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def idempotency_table(metadata: MetaData) -> Table:
+    """Add the ``idempotency_keys`` table to a service's metadata."""
+    table = Table(
+        "idempotency_keys",
+        metadata,
+        Column("scope", String(120), primary_key=True),
+        Column("key", String(255), primary_key=True),
+        Column("request_hash", String(64), nullable=False),
+        Column("status", String(20), nullable=False),
+        # Who holds an in-flight claim: completing or releasing it needs this id.
+        Column("claim_id", Uuid, nullable=False),
+        Column("locked_until", UTCDateTime, nullable=False),
+        Column("response_status", Integer),
+        Column("response_body", Text),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=False),
+    )
+    Index("ix_idempotency_keys_expires_at", table.c.expires_at)
+    return table
+
+
+class IdempotencyKeyRequired(InvalidInput):
+    code = "idempotency_key_required"
+    title = "An Idempotency-Key header is required"
+
+
+class InvalidIdempotencyKey(InvalidInput):
+    code = "invalid_idempotency_key"
+    title = "Idempotency keys are 1 to 255 printable ASCII characters"
+
+
+class IdempotencyKeyReused(PantheraError):
+    status = 422
+    code = "idempotency_key_reused"
+    title = "The Idempotency-Key was already used with another request"
+
+
+class IdempotencyKeyInFlight(Conflict):
+    code = "idempotency_in_flight"
+    title = "A request with this Idempotency-Key is still being processed"
+
+    def __init__(self) -> None:
+        super().__init__("Retry shortly to get its answer.", headers={"Retry-After": "1"})
+
+
+def checked_key(value: str | None) -> str:
+    """The ``Idempotency-Key`` header's value, refused when missing or malformed."""
+    if value is None or value == "":
+        raise IdempotencyKeyRequired()
+    if not _KEY.match(value):
+        raise InvalidIdempotencyKey()
+    return value
+
+
+# A route parameter, ``key: IdempotencyKeyHeader = None``, then ``checked_key(key)``:
+# optional in the schema so that a missing key gets its own error code.
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=IDEMPOTENCY_HEADER,
+        description=(
+            "Required. A unique key per operation (a UUID): retrying with the same key "
+            "and body returns the first answer instead of doing the work twice; the same "
+            "key with another body is refused with 422 idempotency_key_reused."
+        ),
+    ),
+]
+
+
+def request_fingerprint(operation: str, payload: Any) -> str:
+    """A hash of what a request asks for: the operation and its parsed body.
+
+    Parsed, not raw, so that a retry with other whitespace or key order is the same.
+    """
+    canonical = orjson.dumps(
+        {"operation": operation, "payload": payload},
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+@dataclass(frozen=True)
+class IdempotentResponse:
+    """An answer of an idempotent operation, first given or replayed."""
+
+    status: int
+    body: bytes
+    replayed: bool
+
+    def json(self) -> Any:
+        """The body, parsed."""
+        return orjson.loads(self.body)
+
+    def to_response(self) -> Response:
+        """The HTTP answer, marked with ``Idempotent-Replayed``."""
+        return Response(
+            self.body,
+            status_code=self.status,
+            media_type="application/json",
+            headers={REPLAYED_HEADER: "true" if self.replayed else "false"},
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to run an operation under a key, held until completed or released."""
+
+    scope: str
+    key: str
+    request_hash: str
+    claim_id: uuid.UUID
+
+
+Handler = Callable[[], Awaitable[tuple[int, Any]]]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class IdempotencyKeys:
+    """The idempotency keys of one service's database.
+
+    ``sessions`` opens write sessions; every call here is its own short
+    transaction, never the caller's, so a claim is visible to concurrent
+    requests at once and the work in between holds no lock.
+    """
+
+    def __init__(
+        self,
+        sessions: Callable[[], AsyncSession],
+        table: Table,
+        *,
+        ttl: timedelta = MINIMUM_TTL,
+        lease: timedelta = DEFAULT_LEASE,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if ttl < MINIMUM_TTL:
+            raise ValueError("idempotency keys must live at least 24 hours")
+        if lease <= timedelta(0):
+            raise ValueError("the lease must be positive")
+        self._sessions = sessions
+        self._table = table
+        self._ttl = ttl
+        self._lease = lease
+        self._clock = clock
+
+    async def run(
+        self, *, scope: str, key: str, request_hash: str, handler: Handler
+    ) -> IdempotentResponse:
+        """Run ``handler`` once per key: its ``(status, JSON-able body)`` is stored and replayed.
+
+        Raises :class:`IdempotencyKeyReused` or :class:`IdempotencyKeyInFlight`;
+        whatever ``handler`` raises is raised again after the claim is released.
+        """
+        outcome = await self.claim(scope=scope, key=key, request_hash=request_hash)
+        if isinstance(outcome, IdempotentResponse):
+            return outcome
+        try:
+            status, payload = await handler()
+        except BaseException:
+            # The work did not finish: the same key may try again. Even when the
+            # release fails the lease frees the key.
+            with contextlib.suppress(Exception):
+                await self.release(outcome)
+            raise
+        body = orjson.dumps(payload)
+        return await self.complete(outcome, status, body)
+
+    async def claim(self, *, scope: str, key: str, request_hash: str) -> Claim | IdempotentResponse:
+        """Take the key for this request, or give the stored answer; see :meth:`run`."""
+        for _ in range(5):
+            now = self._clock()
+            claim = Claim(scope, key, request_hash, uuid.uuid4())
+            if await self._insert(claim, now):
+                return claim
+            async with self._sessions() as session:
+                row = (
+                    await session.execute(
+                        select(self._table).where(
+                            self._table.c.scope == scope, self._table.c.key == key
+                        )
+                    )
+                ).one_or_none()
+                if row is None:
+                    continue  # released meanwhile: try the insert again
+                if _aware(row.expires_at) <= now:
+                    # An expired key starts afresh, whatever it was used for.
+                    if await self._take_over(session, claim, now, self._table.c.expires_at <= now):
+                        return claim
+                    continue
+                if row.request_hash != request_hash:
+                    raise IdempotencyKeyReused()
+                if row.status == COMPLETED:
+                    return IdempotentResponse(
+                        status=row.response_status,
+                        body=row.response_body.encode(),
+                        replayed=True,
+                    )
+                if _aware(row.locked_until) > now:
+                    raise IdempotencyKeyInFlight()
+                # The worker that claimed it is gone (its lease ran out): take over.
+                if await self._take_over(
+                    session,
+                    claim,
+                    now,
+                    self._table.c.status == IN_FLIGHT,
+                    self._table.c.claim_id == row.claim_id,
+                ):
+                    return claim
+        raise IdempotencyKeyInFlight()
+
+    async def complete(self, claim: Claim, status: int, body: bytes) -> IdempotentResponse:
+        """Store the answer of a claimed operation; later requests replay it."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                update(self._table)
+                .where(self._held(claim))
+                .values(status=COMPLETED, response_status=status, response_body=body.decode())
+            )
+            await session.commit()
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            return IdempotentResponse(status=status, body=body, replayed=False)
+        # Our lease ran out and another request took the key over and answered
+        # first: give its answer, so every caller of the key sees the same one.
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(self._table).where(
+                        self._table.c.scope == claim.scope, self._table.c.key == claim.key
+                    )
+                )
+            ).one_or_none()
+        if row is not None and row.status == COMPLETED and row.request_hash == claim.request_hash:
+            return IdempotentResponse(row.response_status, row.response_body.encode(), True)
+        return IdempotentResponse(status=status, body=body, replayed=False)
+
+    async def release(self, claim: Claim) -> None:
+        """Give up a claim without an answer: the key may be sent again."""
+        async with self._sessions() as session:
+            await session.execute(delete(self._table).where(self._held(claim)))
+            await session.commit()
+
+    async def purge_expired(self, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` expired keys; how many went."""
+        now = self._clock()
+        async with self._sessions() as session:
+            expired = list(
+                (
+                    await session.execute(
+                        select(self._table.c.scope, self._table.c.key)
+                        .where(self._table.c.expires_at <= now)
+                        .limit(limit)
+                    )
+                ).all()
+            )
+            for scope, key in expired:
+                await session.execute(
+                    delete(self._table).where(
+                        self._table.c.scope == scope,
+                        self._table.c.key == key,
+                        self._table.c.expires_at <= now,
+                    )
+                )
+            await session.commit()
+        return len(expired)
+
+    def _held(self, claim: Claim) -> Any:
+        return (
+            (self._table.c.scope == claim.scope)
+            & (self._table.c.key == claim.key)
+            & (self._table.c.status == IN_FLIGHT)
+            & (self._table.c.claim_id == claim.claim_id)
+        )
+
+    def _fresh_values(self, claim: Claim, now: datetime) -> dict[str, Any]:
+        return {
+            "request_hash": claim.request_hash,
+            "status": IN_FLIGHT,
+            "claim_id": claim.claim_id,
+            "locked_until": now + self._lease,
+            "response_status": None,
+            "response_body": None,
+            "created_at": now,
+            "expires_at": now + self._ttl,
+        }
+
+    async def _insert(self, claim: Claim, now: datetime) -> bool:
+        try:
+            async with self._sessions() as session:
+                await session.execute(
+                    insert(self._table).values(
+                        scope=claim.scope, key=claim.key, **self._fresh_values(claim, now)
+                    )
+                )
+                await session.commit()
+        except IntegrityError:
+            return False
+        return True
+
+    async def _take_over(
+        self, session: AsyncSession, claim: Claim, now: datetime, *conditions: Any
+    ) -> bool:
+        result = await session.execute(
+            update(self._table)
+            .where(self._table.c.scope == claim.scope, self._table.c.key == claim.key, *conditions)
+            .values(**self._fresh_values(claim, now))
+        )
+        await session.commit()
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]

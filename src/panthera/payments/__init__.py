@@ -1,0 +1,110 @@
+"""The payments service: payments by provider token, refunds, and the provider's webhooks.
+
+The provider is chosen by ``PANTHERA_PAYMENT_PROVIDER``: ``test`` (built in, no
+network) or ``stripe``. The test provider's webhooks are delivered to this
+service's own ``/webhooks/test`` through the service directory: in process when
+the service runs here, which it always does for its own deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+
+from panthera.kernel.service import ServiceDefinition, ServiceRuntime
+
+log = logging.getLogger("panthera.payments")
+PURGE_EVERY_SECONDS = 3600.0
+
+
+def _router() -> APIRouter:
+    from panthera.payments.endpoints import router
+
+    return router
+
+
+def _state(runtime: ServiceRuntime) -> dict[str, Any]:
+    from panthera.kernel.http.client import ServiceDirectory
+    from panthera.kernel.idempotency import IdempotencyKeys
+    from panthera.payments.deps import PaymentsDeps
+    from panthera.payments.models import IDEMPOTENCY_KEYS
+    from panthera.payments.providers import build_provider
+
+    directory: ServiceDirectory = runtime.components["directory"]
+    name = runtime.name
+
+    async def deliver(headers: dict[str, str], body: bytes) -> None:
+        response = await directory.client(name).post(
+            "/webhooks/test", content=body, headers=headers
+        )
+        response.raise_for_status()
+
+    deps = PaymentsDeps(
+        uow=runtime.uow,
+        read_session=runtime.database.read_sessions,
+        provider=build_provider(runtime.settings, deliver=deliver),
+        idempotency=IdempotencyKeys(runtime.database.sessions, IDEMPOTENCY_KEYS),
+    )
+    runtime.components["payments_deps"] = deps
+    return {"payments_deps": deps}
+
+
+async def _purge_idempotency_keys(runtime: ServiceRuntime) -> None:
+    """Delete idempotency keys past their time to live, now and then."""
+    from panthera.payments.deps import PaymentsDeps
+
+    deps: PaymentsDeps = runtime.components["payments_deps"]
+    while True:
+        try:
+            while await deps.idempotency.purge_expired() > 0:
+                pass
+        except Exception:
+            log.exception("purging idempotency keys failed")
+        await asyncio.sleep(PURGE_EVERY_SECONDS)
+
+
+async def _start(runtime: ServiceRuntime) -> None:
+    runtime.components["purge_task"] = asyncio.create_task(
+        _purge_idempotency_keys(runtime), name="payments-idempotency-purge"
+    )
+
+
+async def _stop(runtime: ServiceRuntime) -> None:
+    from panthera.payments.deps import PaymentsDeps
+
+    task = runtime.components.pop("purge_task", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    deps: PaymentsDeps | None = runtime.components.get("payments_deps")
+    if deps is not None:
+        await deps.provider.close()
+
+
+def _definition() -> ServiceDefinition:
+    from panthera.payments.models import EVENT_TABLES, Base
+
+    return ServiceDefinition(
+        name="payments",
+        title="Payments Service API",
+        description="Payments by provider token, refunds, and the provider's webhooks.",
+        metadata=Base.metadata,
+        tables=EVENT_TABLES,
+        migrations_dir=Path(__file__).parent / "migrations",
+        router=_router,
+        state=_state,
+        on_start=_start,
+        on_stop=_stop,
+        public_prefix="/api/v1",
+    )
+
+
+definition = _definition()
+
+__all__ = ["definition"]

@@ -1,0 +1,31 @@
+"""FastAPI dependency aliases of the payments service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from panthera.kernel.db import UnitOfWork
+from panthera.kernel.idempotency import IdempotencyKeys
+from panthera.payments.providers import PaymentProvider
+
+
+@dataclass
+class PaymentsDeps:
+    uow: Callable[[], UnitOfWork]
+    # Reads that never write: on SQLite they do not queue behind the writer.
+    read_session: Callable[[], AsyncSession]
+    provider: PaymentProvider
+    idempotency: IdempotencyKeys
+
+
+def _payments(request: Request) -> PaymentsDeps:
+    deps: PaymentsDeps = request.app.state.payments_deps
+    return deps
+
+
+Payments = Annotated[PaymentsDeps, Depends(_payments)]

@@ -1,0 +1,262 @@
+"""Taking payments: record, ask the provider, apply its answer (refunds.py, webhooks.py).
+
+A call to the provider never happens inside a database transaction (it may take
+seconds, and on SQLite the write lock would stop every other writer). So a
+payment is recorded first (``requires_confirmation``), the provider is asked
+with an idempotency key derived from the payment's id, and its answer is
+applied in a second transaction. When the answer is lost, the payment waits:
+the same request retried asks again under the same provider key (the money is
+never taken twice), and the provider's webhook settles it in any case, because
+it carries our payment id in its metadata. Refunds work the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from panthera.kernel.db import UnitOfWork
+from panthera.kernel.money import Money
+from panthera.payments import errors, repository
+from panthera.payments.events import PaymentFailed, PaymentSucceeded
+from panthera.payments.models import OPEN_STATUSES, Payment, PaymentStatus, Refund
+from panthera.payments.providers import (
+    PaymentOutcome,
+    PaymentProvider,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from panthera.payments.providers.stripe_webhooks import PAYMENT_ID_KEY
+
+log = logging.getLogger("panthera.payments")
+
+UnitsOfWork = Callable[[], UnitOfWork]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def touch(payment: Payment) -> None:
+    payment.revision += 1
+    payment.updated_at = _now()
+
+
+# ------------------------------------------------------------------ payments
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    order_reference: str
+    user_id: uuid.UUID
+    amount: Money
+    # The provider's payment method token; never a card number.
+    token: str
+    # "<idempotency scope>:<key>" of the request.
+    request_key: str
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    payment: Payment
+    refunds: list[Refund]
+
+
+async def create_payment(
+    uows: UnitsOfWork, provider: PaymentProvider, request: PaymentRequest
+) -> Payment:
+    """Take the money for an order once: record, ask the provider, apply its answer."""
+    payment = await _record(uows, provider.name, request)
+    if payment.status != PaymentStatus.REQUIRES_CONFIRMATION:
+        return payment
+    try:
+        answer = await provider.create_payment(
+            amount=payment.amount,
+            currency=payment.currency,
+            token=request.token,
+            idempotency_key=f"panthera-payment-{payment.id}",
+            metadata={PAYMENT_ID_KEY: str(payment.id), "order_reference": payment.order_reference},
+        )
+    except ProviderUnavailable as exc:
+        log.warning(
+            "payment provider did not answer",
+            extra={"payment_id": str(payment.id), "error": str(exc)},
+        )
+        raise errors.PaymentProviderUnavailable() from exc
+    except ProviderRejected as exc:
+        # Refused outright (an amount under the provider's minimum, a broken
+        # configuration): nothing was taken, and asking again would not help.
+        log.error(
+            "payment provider refused the request",
+            extra={"payment_id": str(payment.id), "code": exc.code},
+        )
+        return await _settle_by_id(
+            uows, payment.id, PaymentOutcome.FAILED, None, exc.code, exc.message or None
+        )
+    return await _settle_by_id(
+        uows,
+        payment.id,
+        answer.outcome,
+        answer.provider_payment_id,
+        answer.failure_code,
+        answer.failure_message,
+    )
+
+
+async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> Payment:
+    """The payment row of this request: new, or the one an earlier run of it left."""
+    async with uows() as uow:
+        session = uow.session
+        existing = await repository.live_payment_of_order(
+            session, request.order_reference, for_update=True
+        )
+        if existing is None or existing.request_key != request.request_key:
+            # The same request run again (its answer was lost): its payment, even a
+            # failed one, is the answer; the token is not charged a second time.
+            earlier = await repository.payment_of_request(
+                session, request.order_reference, request.request_key
+            )
+            if earlier is not None:
+                return earlier
+        if existing is not None:
+            if existing.request_key == request.request_key:
+                return existing
+            if existing.status in OPEN_STATUSES:
+                raise errors.PaymentInProgress()
+            raise errors.OrderAlreadyPaid()
+        now = _now()
+        payment = Payment(
+            id=uuid.uuid4(),
+            order_reference=request.order_reference,
+            user_id=request.user_id,
+            amount=request.amount.amount,
+            currency=request.amount.currency,
+            status=PaymentStatus.REQUIRES_CONFIRMATION,
+            provider=provider,
+            amount_refunded=0,
+            request_key=request.request_key,
+            created_at=now,
+            updated_at=now,
+            revision=1,
+        )
+        session.add(payment)
+        try:
+            await uow.commit()
+        except IntegrityError:
+            # Another request recorded a payment of this order between our read
+            # and our insert (the unique index on live payments said no).
+            raise errors.PaymentInProgress() from None
+    return payment
+
+
+async def _settle_by_id(
+    uows: UnitsOfWork,
+    payment_id: uuid.UUID,
+    outcome: PaymentOutcome,
+    provider_payment_id: str | None,
+    failure_code: str | None,
+    failure_message: str | None,
+) -> Payment:
+    async with uows() as uow:
+        payment = await repository.payment(uow.session, payment_id, for_update=True)
+        if payment is None:
+            raise errors.PaymentNotFound()
+        settle_payment(
+            uow,
+            payment,
+            outcome,
+            provider_payment_id=provider_payment_id,
+            failure_code=failure_code,
+            failure_message=failure_message,
+        )
+        await uow.commit()
+    return payment
+
+
+def settle_payment(
+    uow: UnitOfWork,
+    payment: Payment,
+    outcome: PaymentOutcome,
+    *,
+    provider_payment_id: str | None = None,
+    failure_code: str | None = None,
+    failure_message: str | None = None,
+) -> bool:
+    """Apply what the provider says about a payment; False when it changes nothing.
+
+    Only a payment still waiting moves: the provider's immediate answer and its
+    webhook may arrive in either order, and a settled payment stays settled.
+    """
+    changed = False
+    if provider_payment_id and payment.provider_payment_id is None:
+        payment.provider_payment_id = provider_payment_id
+        changed = True
+    if payment.status not in OPEN_STATUSES:
+        if outcome is PaymentOutcome.SUCCEEDED and payment.status in (
+            PaymentStatus.FAILED,
+            PaymentStatus.CANCELED,
+        ):
+            log.error(
+                "the provider took money for a payment recorded as failed: refund it there",
+                extra={"payment_id": str(payment.id)},
+            )
+        if changed:
+            touch(payment)
+        return changed
+    if outcome is PaymentOutcome.PROCESSING:
+        if payment.status == PaymentStatus.REQUIRES_CONFIRMATION:
+            payment.status = PaymentStatus.PROCESSING
+            changed = True
+    elif outcome is PaymentOutcome.SUCCEEDED:
+        payment.status = PaymentStatus.SUCCEEDED
+        changed = True
+    else:
+        failed = outcome is PaymentOutcome.FAILED
+        payment.status = PaymentStatus.FAILED if failed else PaymentStatus.CANCELED
+        payment.failure_code = (failure_code or ("payment_failed" if failed else "canceled"))[:60]
+        payment.failure_message = failure_message[:500] if failure_message else None
+        changed = True
+    if not changed:
+        return False
+    touch(payment)
+    if payment.status == PaymentStatus.SUCCEEDED:
+        uow.publish(
+            PaymentSucceeded(
+                **event_fields(payment), provider_payment_id=payment.provider_payment_id
+            )
+        )
+    elif payment.status in (PaymentStatus.FAILED, PaymentStatus.CANCELED):
+        uow.publish(
+            PaymentFailed(
+                **event_fields(payment),
+                reason=payment.failure_code or "payment_failed",
+                message=payment.failure_message,
+            )
+        )
+    return True
+
+
+def event_fields(payment: Payment) -> dict[str, object]:
+    return {
+        "payment_id": payment.id,
+        "order_reference": payment.order_reference,
+        "user_id": payment.user_id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "provider": payment.provider,
+        "revision": payment.revision,
+        "occurred_at": payment.updated_at,
+    }
+
+
+async def payment_view(session: AsyncSession, payment_id: uuid.UUID) -> PaymentView | None:
+    payment = await repository.payment(session, payment_id)
+    if payment is None:
+        return None
+    return PaymentView(payment, await repository.refunds_of(session, [payment.id]))

@@ -1,0 +1,125 @@
+"""Provider webhooks, applied once each: the event id is kept with the effect."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from panthera.kernel.db import UnitOfWork
+from panthera.payments import repository
+from panthera.payments.models import Payment, ProviderEventRecord
+from panthera.payments.providers import EventKind, PaymentOutcome, ProviderEvent, RefundOutcome
+from panthera.payments.refunds import settle_refund
+from panthera.payments.service import UnitsOfWork, settle_payment
+
+log = logging.getLogger("panthera.payments")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+_PAYMENT_OUTCOMES = {
+    EventKind.PAYMENT_SUCCEEDED: PaymentOutcome.SUCCEEDED,
+    EventKind.PAYMENT_FAILED: PaymentOutcome.FAILED,
+    EventKind.PAYMENT_CANCELED: PaymentOutcome.CANCELED,
+    EventKind.PAYMENT_PROCESSING: PaymentOutcome.PROCESSING,
+}
+_REFUND_OUTCOMES = {
+    EventKind.REFUND_SUCCEEDED: RefundOutcome.SUCCEEDED,
+    EventKind.REFUND_FAILED: RefundOutcome.FAILED,
+}
+DUPLICATE = "duplicate"
+
+
+async def apply_webhook(uows: UnitsOfWork, provider: str, event: ProviderEvent) -> str:
+    """Apply a verified webhook once: ``applied``, ``ignored``, ``unmatched`` or ``duplicate``.
+
+    The event's id is recorded in the same transaction as its effect, so a
+    redelivery (providers deliver at least once) finds it and changes nothing.
+    """
+    async with uows() as uow:
+        session = uow.session
+        record = ProviderEventRecord(
+            provider=provider,
+            event_id=event.id,
+            type=event.type,
+            outcome="ignored",
+            received_at=_now(),
+            payload=event.payload,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(record)
+        except IntegrityError:
+            return DUPLICATE
+        outcome, payment_id = await _apply(uow, provider, event)
+        record.outcome = outcome
+        record.payment_id = payment_id
+        await uow.commit()
+    return outcome
+
+
+async def _payment_of_event(
+    session: AsyncSession, provider: str, event: ProviderEvent
+) -> Payment | None:
+    payment = None
+    if event.provider_payment_id:
+        payment = await repository.payment_by_provider_id(
+            session, provider, event.provider_payment_id
+        )
+    if payment is None and event.payment_id is not None:
+        # Our id, from the metadata: the webhook may beat the provider's answer.
+        payment = await repository.payment(session, event.payment_id, for_update=True)
+        if payment is not None and payment.provider != provider:
+            payment = None
+    return payment
+
+
+async def _apply(
+    uow: UnitOfWork, provider: str, event: ProviderEvent
+) -> tuple[str, uuid.UUID | None]:
+    session = uow.session
+    if event.kind in _PAYMENT_OUTCOMES:
+        payment = await _payment_of_event(session, provider, event)
+        if payment is None:
+            log.warning("webhook for an unknown payment", extra={"event_id": event.id})
+            return "unmatched", None
+        changed = settle_payment(
+            uow,
+            payment,
+            _PAYMENT_OUTCOMES[event.kind],
+            provider_payment_id=event.provider_payment_id,
+            failure_code=event.failure_code,
+            failure_message=event.failure_message,
+        )
+        return ("applied" if changed else "ignored"), payment.id
+    if event.kind in _REFUND_OUTCOMES:
+        refund = None
+        if event.provider_refund_id:
+            refund = await repository.refund_by_provider_id(session, event.provider_refund_id)
+        if refund is None and event.refund_id is not None:
+            refund = await repository.refund(session, event.refund_id)
+        if refund is None:
+            # A refund made at the provider (its dashboard), not through us.
+            log.warning("webhook for a refund not made here", extra={"event_id": event.id})
+            return "unmatched", None
+        # Payment first, then refund: the same lock order as refund_payment.
+        payment = await repository.payment(session, refund.payment_id, for_update=True)
+        refund = await repository.refund(session, refund.id, for_update=True)
+        assert payment is not None
+        assert refund is not None
+        changed = settle_refund(
+            uow,
+            payment,
+            refund,
+            _REFUND_OUTCOMES[event.kind],
+            provider_refund_id=event.provider_refund_id,
+            failure_code=event.failure_code,
+        )
+        return ("applied" if changed else "ignored"), payment.id
+    return "ignored", None

@@ -1,0 +1,110 @@
+"""The payments service on PostgreSQL, where requests really race: row locks, unique
+indexes and idempotency claims must still take the money once and refund it at most once.
+
+The database is fresh, on the server of ``PANTHERA_TEST_DATABASE_URL``, dropped
+afterwards; a server that does not answer FAILS the test, never skips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_settings
+from tests.integration.conftest import DATABASE_URL, PostgresServer, ServiceDatabases, unique_prefix
+from tests.payments.conftest import PaymentsService, start_payments
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def pg_payments(tmp_path: Path) -> AsyncIterator[PaymentsService]:
+    databases = ServiceDatabases(PostgresServer(DATABASE_URL), unique_prefix())
+    try:
+        await databases.create(["payments"])
+        service = await start_payments(make_settings(tmp_path, database_url=databases.url_template))
+        try:
+            yield service
+        finally:
+            await service.client.aclose()
+            await service.platform.stop()
+    finally:
+        await databases.drop()
+
+
+def body(order: str) -> dict[str, str]:
+    return {"orderId": order, "amount": "10.00", "currency": "USD", "paymentMethod": "tok_visa"}
+
+
+async def test_duplicates_and_rivals_take_the_money_once(pg_payments: PaymentsService) -> None:
+    payments = pg_payments
+    assert not payments.runtime.database.is_sqlite
+    user = payments.caller()
+    same_key = [
+        payments.client.post("/payments", json=body("order-1"), headers=user.with_key("k"))
+        for _ in range(20)
+    ]
+    rival_keys = [
+        payments.client.post("/payments", json=body("order-2"), headers=user.with_key(f"k{n}"))
+        for n in range(20)
+    ]
+    responses = await asyncio.gather(*same_key, *rival_keys)
+    first, second = responses[:20], responses[20:]
+    assert {r.status_code for r in first} <= {201, 409}
+    assert len({r.content for r in first if r.status_code == 201}) == 1
+    assert sum(r.status_code == 201 for r in second) == 1
+    assert {r.json()["code"] for r in second if r.status_code != 201} <= {
+        "payment_in_progress",
+        "order_already_paid",
+    }
+    await payments.settle()
+    assert await payments.payment_count(order_reference="order-1") == 1
+    assert await payments.payment_count(order_reference="order-2") == 1
+    assert len(await payments.outbox("payment.succeeded")) == 2
+
+
+async def test_webhook_copies_apply_once(pg_payments: PaymentsService) -> None:
+    payments = pg_payments
+    payments.provider.delivery_delay_seconds = 60
+    user = payments.caller()
+    payment = await payments.pay(user, settle=False)
+    webhook = payments.provider.webhooks[-1]
+    responses = await asyncio.gather(
+        *(
+            payments.client.post(
+                "/webhooks/test", content=webhook, headers=payments.provider.signed_headers(webhook)
+            )
+            for _ in range(10)
+        )
+    )
+    outcomes = sorted(r.json()["outcome"] for r in responses)
+    assert outcomes == ["applied"] + ["duplicate"] * 9
+    assert (await payments.get(user, payment["paymentId"]))["status"] == "succeeded"
+    assert len(await payments.outbox("payment.succeeded")) == 1
+
+
+async def test_racing_refunds_never_give_back_more_than_was_taken(
+    pg_payments: PaymentsService,
+) -> None:
+    payments = pg_payments
+    user, admin = payments.caller(), payments.admin()
+    payment = await payments.pay(user, amount="10.00")
+    responses = await asyncio.gather(
+        *(
+            payments.client.post(
+                f"/payments/{payment['paymentId']}/refunds",
+                json={"amount": "3.00"},
+                headers=admin.with_key(str(uuid.uuid4())),
+            )
+            for _ in range(8)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [201] * 3 + [409] * 5
+    state = await payments.get(user, payment["paymentId"])
+    assert state["amountRefunded"] == "9.00"
+    assert state["status"] == "partially_refunded"
+    assert len(await payments.outbox("payment.refunded")) == 3
