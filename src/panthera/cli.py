@@ -172,7 +172,7 @@ async def seed_demo(settings: Settings, products: int) -> tuple[SeedReport, floa
 
     started = time.perf_counter()
     platform = Platform(settings, SERVICE_NAMES)
-    await platform.start()
+    await platform.start(one_shot=True)
     try:
         deps = platform.apps["catalog"].state.catalog_deps
         report = await demo.seed(deps, products=products)

@@ -139,8 +139,10 @@ class HttpUpstream:
                 break
         query = scope.get("query_string", b"")
         url = path + ("?" + query.decode("latin-1") if query else "")
+        # The service's own host and the body's real length, not the client's.
+        forwarded = [(key, value) for key, value in headers if key not in HOP_BY_HOP]
         request = self._client.build_request(
-            scope["method"], url, headers=headers, content=bytes(body) if body else None
+            scope["method"], url, headers=forwarded, content=bytes(body) if body else None
         )
         response = await self._client.send(request, stream=True)
         try:

@@ -19,7 +19,7 @@ async def create_administrator(
     from panthera.users.repository import UserRepository
 
     platform = Platform(settings, SERVICE_NAMES)
-    await platform.start()
+    await platform.start(one_shot=True)
     try:
         deps = platform.apps["users"].state.users_deps
         normalised = users.normalise_email(email)

@@ -174,19 +174,28 @@ class Platform:
         for runtime in self.runtimes.values():
             await upgrade(runtime.database, runtime.definition.migrations_dir, runtime.name)
 
-    async def start(self) -> None:
-        """Migrate (when configured), connect the transport, subscribe and start relays."""
+    async def start(self, *, one_shot: bool = False) -> None:
+        """Migrate (when configured), connect the transport, subscribe and start relays.
+
+        ``one_shot`` is for commands that do a job and exit beside running
+        services: with a broker they publish but do not consume, so they take no
+        events meant for the long-running processes. In-process, events have no
+        other consumer than this process, so it consumes them either way.
+        """
         if self._started:
             return
         if self.settings.migrate_on_start:
             await self.migrate()
         await self.transport.start()
+        consume = not one_shot or isinstance(self.transport, EmbeddedTransport)
         for runtime in self.runtimes.values():
             if runtime.definition.on_start is not None:
                 await runtime.definition.on_start(runtime)
-            await runtime.subscribe()
-        for consumer, event_types, handler in self._consumers:
-            await self.transport.subscribe(consumer, event_types, handler)
+            if consume:
+                await runtime.subscribe()
+        if consume:
+            for consumer, event_types, handler in self._consumers:
+                await self.transport.subscribe(consumer, event_types, handler)
         for runtime in self.runtimes.values():
             runtime.relay.start()
         if self.runtimes:
