@@ -142,3 +142,26 @@ async def test_cors_preflight_for_configured_origins(
     finally:
         await client.aclose()
         await app.state.platform.stop()
+
+
+async def test_an_unreachable_service_answers_502_not_500(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    from panthera.gateway import build_gateway
+    from panthera.gateway.upstreams import HttpUpstream
+    from panthera.runtime.platform import Platform as Runtime
+
+    settings = settings_factory()
+    runtime = Runtime(settings, ())
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    app = build_gateway(
+        settings,
+        upstreams={"users": HttpUpstream("http://127.0.0.1:9", timeout_seconds=2, retries=1)},
+        authenticator=runtime.authenticator,
+        rate_limiter=runtime.rate_limiter,
+    )
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    response = await client.post("/api/v1/users/register", json={})
+    assert response.status_code == 502
+    assert response.json()["code"] == "bad_gateway"
+    await client.aclose()

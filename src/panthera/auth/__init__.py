@@ -31,6 +31,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     )
     deps = AuthDeps(
         uow=runtime.uow,
+        read_session=runtime.database.read_sessions,
         keyring=keyring,
         hasher=runtime.components["password_hasher"],
         policy=PasswordPolicy(),

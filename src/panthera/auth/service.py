@@ -29,6 +29,7 @@ log = logging.getLogger("panthera.auth")
 @dataclass
 class AuthDeps:
     uow: Callable[[], UnitOfWork]
+    read_session: Callable[[], AsyncSession]
     keyring: Keyring
     hasher: PasswordHasher
     policy: PasswordPolicy
@@ -111,9 +112,9 @@ async def authenticate_password(deps: AuthDeps, email: str, password: str, addre
     """
     email = normalise_email(email)
     await _check_throttle(deps, email, address)
-    async with deps.uow() as uow:
+    async with deps.read_session() as session:
         account = (
-            await uow.session.execute(select(Account).where(Account.email == email))
+            await session.execute(select(Account).where(Account.email == email))
         ).scalar_one_or_none()
     if account is None:
         await deps.hasher.dummy_verify_async(password)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import httpx
 from starlette.types import Receive, Scope, Send
 
 from panthera.gateway.cache import Headers, ResponseCaching
 from panthera.gateway.routes import ROUTES, Route, is_private, match
-from panthera.gateway.upstreams import Upstream
+from panthera.gateway.upstreams import Upstream, UpstreamTimeout, UpstreamUnreachable
 from panthera.kernel.errors import PantheraError, TooManyRequests, Unauthenticated
 from panthera.kernel.http.problems import problem_response
 from panthera.kernel.observability import current_request_id, current_traceparent
@@ -178,12 +177,12 @@ class Proxy:
                 )
             else:
                 await forward(scope, headers, send)
-        except httpx.TimeoutException:
+        except UpstreamTimeout:
             log.warning("upstream timed out", extra={"service": route.service})
             await problem_response(504, "gateway_timeout", "Gateway timeout", instance=path)(
                 scope, receive, send
             )
-        except httpx.HTTPError:
+        except UpstreamUnreachable:
             log.warning("upstream unreachable", extra={"service": route.service}, exc_info=True)
             await problem_response(502, "bad_gateway", "Bad gateway", instance=path)(
                 scope, receive, send

@@ -26,6 +26,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     return {
         "users_deps": UsersDeps(
             uow=runtime.uow,
+            read_session=runtime.database.read_sessions,
             auth=AuthClient(runtime.components["directory"].client("auth")),
             hasher=runtime.components["password_hasher"],
             policy=PasswordPolicy(),

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from panthera.kernel.db import UnitOfWork
 from panthera.kernel.errors import Conflict
 from panthera.kernel.security.passwords import PasswordHasher, PasswordPolicy
@@ -64,6 +66,8 @@ class UsersDeps:
     """What the use cases need from outside: transactions, the auth service, password rules."""
 
     uow: Callable[[], UnitOfWork]
+    # Reads that change nothing: on SQLite they do not queue behind the writer.
+    read_session: Callable[[], AsyncSession]
     auth: AuthClient
     hasher: PasswordHasher
     policy: PasswordPolicy
@@ -265,8 +269,8 @@ async def get_profile(deps: UsersDeps, principal: Principal, user_id: uuid.UUID)
     """A profile its owner or an admin may read; to anyone else it does not exist."""
     if not principal.may_act_for(user_id):
         raise errors.UserNotFound()
-    async with deps.uow() as uow:
-        user = await UserRepository(uow.session).get(user_id)
+    async with deps.read_session() as session:
+        user = await UserRepository(session).get(user_id)
     if user is None:
         raise errors.UserNotFound()
     return user
@@ -274,8 +278,8 @@ async def get_profile(deps: UsersDeps, principal: Principal, user_id: uuid.UUID)
 
 async def list_profiles(deps: UsersDeps, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
     """Every profile, oldest first (admins only: enforced at the route)."""
-    async with deps.uow() as uow:
-        return await UserRepository(uow.session).page(limit=limit, offset=offset)
+    async with deps.read_session() as session:
+        return await UserRepository(session).page(limit=limit, offset=offset)
 
 
 async def update_profile(

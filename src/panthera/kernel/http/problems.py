@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -128,6 +129,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
+    async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+        # A database that is down, or a SQLite file busy past its timeout under
+        # load, is a passing condition the client can retry, not a bug.
+        log.warning("database unavailable", exc_info=exc, extra={"path": request.url.path})
+        return problem_response(
+            503,
+            "service_unavailable",
+            "Service unavailable",
+            detail="The database is busy or unreachable; try again shortly.",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", extra={"path": request.url.path})
         return problem_response(
@@ -137,6 +151,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PantheraError, on_panthera_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(OperationalError, on_database_unavailable)
+    app.add_exception_handler(InterfaceError, on_database_unavailable)
     app.add_exception_handler(Exception, on_unexpected)
 
 
