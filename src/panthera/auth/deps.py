@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from panthera.auth.service import AuthDeps
 
 
-def _auth_deps(request: Request) -> AuthDeps:
+# async: FastAPI would run a plain function in its thread pool on every request.
+async def _auth_deps(request: Request) -> AuthDeps:
     deps: AuthDeps = request.app.state.auth_deps
     return deps
 

@@ -29,7 +29,8 @@ class CatalogDeps:
     max_image_bytes: int
 
 
-def _catalog(request: Request) -> CatalogDeps:
+# async: FastAPI would run a plain function in its thread pool on every request.
+async def _catalog(request: Request) -> CatalogDeps:
     deps: CatalogDeps = request.app.state.catalog_deps
     return deps
 

@@ -23,7 +23,8 @@ class PaymentsDeps:
     idempotency: IdempotencyKeys
 
 
-def _payments(request: Request) -> PaymentsDeps:
+# async: FastAPI would run a plain function in its thread pool on every request.
+async def _payments(request: Request) -> PaymentsDeps:
     deps: PaymentsDeps = request.app.state.payments_deps
     return deps
 

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from panthera.users.service import UsersDeps
 
 
-def _users_deps(request: Request) -> UsersDeps:
+# async: FastAPI would run a plain function in its thread pool on every request.
+async def _users_deps(request: Request) -> UsersDeps:
     deps: UsersDeps = request.app.state.users_deps
     return deps
 
