@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from panthera.kernel.db import UnitOfWork
-from panthera.kernel.events import Envelope
-from panthera.kernel.service import ServiceRuntime, Subscription
+from panthera.kernel.events import Envelope, EventContract
+from panthera.kernel.service import EventHandler, ServiceRuntime, Subscription
 from panthera.notifications.service import NotificationsDeps, send_email
 from panthera.users.events import (
     EmailVerificationRequested,
@@ -20,61 +21,39 @@ def _deps(runtime: ServiceRuntime) -> NotificationsDeps:
     return deps
 
 
-async def on_verification_requested(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: Any, envelope: Envelope
-) -> None:
-    assert isinstance(event, EmailVerificationRequested)
-    await send_email(
-        _deps(runtime),
-        uow,
-        event_id=envelope.id,
-        user_id=event.user_id,
-        to=event.email,
-        template="email_verification",
-        context={
-            "first_name": event.first_name,
-            "token": event.token,
-            "expires_at": event.expires_at,
-        },
-    )
+def _link_context(event: Any) -> dict[str, Any]:
+    return {"first_name": event.first_name, "token": event.token, "expires_at": event.expires_at}
 
 
-async def on_password_reset_requested(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: Any, envelope: Envelope
-) -> None:
-    assert isinstance(event, PasswordResetRequested)
-    await send_email(
-        _deps(runtime),
-        uow,
-        event_id=envelope.id,
-        user_id=event.user_id,
-        to=event.email,
-        template="password_reset",
-        context={
-            "first_name": event.first_name,
-            "token": event.token,
-            "expires_at": event.expires_at,
-        },
-    )
+def _mail(template: str, context: Callable[[Any], dict[str, Any]]) -> EventHandler:
+    """A handler that mails the event's user with ``template``."""
+
+    async def handle(
+        runtime: ServiceRuntime, uow: UnitOfWork, event: Any, envelope: Envelope
+    ) -> None:
+        await send_email(
+            _deps(runtime),
+            uow,
+            event_id=envelope.id,
+            user_id=event.user_id,
+            to=event.email,
+            template=template,
+            context=context(event),
+        )
+
+    return handle
 
 
-async def on_registration_attempted(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: Any, envelope: Envelope
-) -> None:
-    assert isinstance(event, RegistrationAttemptedForExistingAccount)
-    await send_email(
-        _deps(runtime),
-        uow,
-        event_id=envelope.id,
-        user_id=event.user_id,
-        to=event.email,
-        template="registration_attempted",
-        context={"first_name": event.first_name},
-    )
+_MAILS: tuple[tuple[type[EventContract], str, Callable[[Any], dict[str, Any]]], ...] = (
+    (EmailVerificationRequested, "email_verification", _link_context),
+    (PasswordResetRequested, "password_reset", _link_context),
+    (
+        RegistrationAttemptedForExistingAccount,
+        "registration_attempted",
+        lambda event: {"first_name": event.first_name},
+    ),
+)
 
-
-SUBSCRIPTIONS = (
-    Subscription(EmailVerificationRequested, on_verification_requested),
-    Subscription(PasswordResetRequested, on_password_reset_requested),
-    Subscription(RegistrationAttemptedForExistingAccount, on_registration_attempted),
+SUBSCRIPTIONS = tuple(
+    Subscription(contract, _mail(template, context)) for contract, template, context in _MAILS
 )

@@ -56,34 +56,31 @@ class UserDeleted(EventContract):
         return str(self.user_id)
 
 
-class EmailVerificationRequested(EventContract):
+class _AccountLink(EventContract):
+    """A single-use link to mail: the token travels so the notifications service can."""
+
+    user_id: uuid.UUID
+    email: str
+    first_name: str
+    token: str
+    expires_at: datetime
+
+    def subject(self) -> str:
+        return str(self.user_id)
+
+
+class EmailVerificationRequested(_AccountLink):
     """Carries the single-use token so the notifications service can mail the link."""
 
     event_type = "user.email_verification_requested"
     version = 1
 
-    user_id: uuid.UUID
-    email: str
-    first_name: str
-    token: str
-    expires_at: datetime
 
-    def subject(self) -> str:
-        return str(self.user_id)
+class PasswordResetRequested(_AccountLink):
+    """Carries the single-use reset token so the notifications service can mail the link."""
 
-
-class PasswordResetRequested(EventContract):
     event_type = "user.password_reset_requested"
     version = 1
-
-    user_id: uuid.UUID
-    email: str
-    first_name: str
-    token: str
-    expires_at: datetime
-
-    def subject(self) -> str:
-        return str(self.user_id)
 
 
 class RegistrationAttemptedForExistingAccount(EventContract):
