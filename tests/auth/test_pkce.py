@@ -180,8 +180,12 @@ async def test_replayed_code_is_refused_and_revokes_the_first_tokens(platform: P
     first = await _exchange(platform, code, verifier)
     assert first.status_code == 200
     refresh_token = first.json()["refresh_token"]
+    access = {"Authorization": f"Bearer {first.json()['access_token']}"}
+    assert (await platform.client.get("/api/v1/users/me", headers=access)).status_code == 200
 
     _assert_refused(await _exchange(platform, code, verifier), "invalid_grant")
+    # The access token the first redemption gave stops working at once.
+    assert (await platform.client.get("/api/v1/users/me", headers=access)).status_code == 401
 
     # The code may have leaked, so what it gave is revoked, on both refresh routes.
     by_grant = await platform.client.post(

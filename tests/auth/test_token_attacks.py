@@ -232,14 +232,20 @@ async def test_replayed_refresh_token_revokes_its_whole_family(platform: Platfor
     first = await _refresh(platform, account.refresh_token)
     assert first.status_code == 200
     newest = first.json()["refreshToken"]
+    newest_access = {"Authorization": f"Bearer {first.json()['accessToken']}"}
+    assert (await platform.client.get(ME, headers=newest_access)).status_code == 200
     # The rotated token is presented again: a thief or the owner, we cannot tell which.
     replay = await _refresh(platform, account.refresh_token)
     assert replay.status_code == 401
     assert replay.json()["code"] == "invalid_refresh_token"
-    # So the whole family ends, including the newest token the legitimate holder has.
+    # So the whole family ends, including the newest token the legitimate holder has,
+    # and the access tokens issued to that sign-in.
     assert (await _refresh(platform, newest)).status_code == 401
     assert (await _refresh(platform, account.refresh_token)).status_code == 401
+    assert (await platform.client.get(ME, headers=newest_access)).status_code == 401
     # Only that family: the user's other sign-in carries on.
+    elsewhere_access = {"Authorization": f"Bearer {elsewhere['accessToken']}"}
+    assert (await platform.client.get(ME, headers=elsewhere_access)).status_code == 200
     assert (await _refresh(platform, elsewhere["refreshToken"])).status_code == 200
 
 

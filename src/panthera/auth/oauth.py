@@ -132,7 +132,7 @@ async def exchange_code(
             raise errors.OAuthError("invalid_grant", "Unknown authorization code.")
         if record.redeemed_at is not None:
             if record.family_id is not None:
-                await revoke_family(uow.session, record.family_id)
+                await revoke_family(deps, uow.session, record.family_id)
                 await uow.commit()
             raise errors.OAuthError("invalid_grant", "The authorization code was already used.")
         record.redeemed_at = now

@@ -202,13 +202,14 @@ async def login(deps: AuthDeps, email: str, password: str, address: str) -> Toke
     return pair
 
 
-async def revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
-    """End every refresh token of one sign-in."""
+async def revoke_family(deps: AuthDeps, session: AsyncSession, family_id: uuid.UUID) -> None:
+    """End one sign-in: its refresh tokens, and the access tokens issued to it (``sid``)."""
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now_utc())
     )
+    await deps.revocations.revoke_session(str(family_id), ttl_seconds=deps.access_ttl_seconds + 60)
 
 
 async def refresh(deps: AuthDeps, token: str, *, client_id: str | None = None) -> TokenPair:
@@ -228,7 +229,7 @@ async def refresh(deps: AuthDeps, token: str, *, client_id: str | None = None) -
         if client_id is not None and record.client_id not in (None, client_id):
             raise errors.InvalidRefreshToken()
         if record.rotated_at is not None:
-            await revoke_family(uow.session, record.family_id)
+            await revoke_family(deps, uow.session, record.family_id)
             uow.publish(
                 RefreshTokenReused(
                     user_id=record.user_id, family_id=record.family_id, detected_at=now
@@ -271,7 +272,7 @@ async def logout(deps: AuthDeps, refresh_token: str | None, principal: Principal
                 )
             ).scalar_one_or_none()
             if record is not None and (principal is None or principal.user_id == record.user_id):
-                await revoke_family(uow.session, record.family_id)
+                await revoke_family(deps, uow.session, record.family_id)
         await uow.commit()
     if principal is not None:
         await deps.revocations.revoke_token(principal.token_id, expires_at=principal.expires_at)

@@ -47,7 +47,10 @@ class Authenticator:
             raise Unauthenticated("The access token is invalid.") from exc
         issued_at_ms = int(claims.raw.get("iat_ms", claims.issued_at * 1000))
         if await self.revocations.is_revoked(
-            token_id=claims.jti, user_id=claims.subject, issued_at_ms=issued_at_ms
+            token_id=claims.jti,
+            user_id=claims.subject,
+            issued_at_ms=issued_at_ms,
+            session_id=str(claims.raw.get("sid", "")),
         ):
             raise Unauthenticated("The access token has been revoked.")
         return Principal(

@@ -50,7 +50,12 @@ class Revocations(Protocol):
     async def revoke_subject(self, user_id: str, *, ttl_seconds: int) -> None:
         """Refuse every token of this user issued up to now."""
 
-    async def is_revoked(self, *, token_id: str, user_id: str, issued_at_ms: int) -> bool:
+    async def revoke_session(self, session_id: str, *, ttl_seconds: int) -> None:
+        """Refuse every token of one sign-in (a refresh family), e.g. when it was stolen."""
+
+    async def is_revoked(
+        self, *, token_id: str, user_id: str, issued_at_ms: int, session_id: str = ""
+    ) -> bool:
         """Whether a token with these claims has been revoked."""
 
     async def ready(self) -> bool:
@@ -63,6 +68,7 @@ class MemoryRevocations:
     def __init__(self) -> None:
         self._tokens: dict[str, int] = {}
         self._subjects: dict[str, tuple[int, float]] = {}
+        self._sessions: dict[str, float] = {}
 
     async def revoke_token(self, token_id: str, *, expires_at: int) -> None:
         self._sweep()
@@ -72,8 +78,14 @@ class MemoryRevocations:
         self._sweep()
         self._subjects[user_id] = (_now_ms(), time.time() + ttl_seconds)
 
-    async def is_revoked(self, *, token_id: str, user_id: str, issued_at_ms: int) -> bool:
-        if token_id in self._tokens:
+    async def revoke_session(self, session_id: str, *, ttl_seconds: int) -> None:
+        self._sweep()
+        self._sessions[session_id] = time.time() + ttl_seconds
+
+    async def is_revoked(
+        self, *, token_id: str, user_id: str, issued_at_ms: int, session_id: str = ""
+    ) -> bool:
+        if token_id in self._tokens or (session_id and session_id in self._sessions):
             return True
         revoked = self._subjects.get(user_id)
         return revoked is not None and issued_at_ms <= revoked[0]
@@ -87,6 +99,8 @@ class MemoryRevocations:
             del self._tokens[token_id]
         for subject in [k for k, (_, until) in self._subjects.items() if until < now]:
             del self._subjects[subject]
+        for session in [k for k, until in self._sessions.items() if until < now]:
+            del self._sessions[session]
 
 
 class RedisRevocations:
@@ -105,11 +119,18 @@ class RedisRevocations:
             f"{self._prefix}sub:{user_id}", str(_now_ms()), ex=max(1, ttl_seconds)
         )
 
-    async def is_revoked(self, *, token_id: str, user_id: str, issued_at_ms: int) -> bool:
-        token, subject = await self._redis.mget(
-            f"{self._prefix}jti:{token_id}", f"{self._prefix}sub:{user_id}"
+    async def revoke_session(self, session_id: str, *, ttl_seconds: int) -> None:
+        await self._redis.set(f"{self._prefix}sid:{session_id}", b"1", ex=max(1, ttl_seconds))
+
+    async def is_revoked(
+        self, *, token_id: str, user_id: str, issued_at_ms: int, session_id: str = ""
+    ) -> bool:
+        token, subject, session = await self._redis.mget(
+            f"{self._prefix}jti:{token_id}",
+            f"{self._prefix}sub:{user_id}",
+            f"{self._prefix}sid:{session_id or '-'}",
         )
-        if token is not None:
+        if token is not None or session is not None:
             return True
         return subject is not None and issued_at_ms <= int(subject)
 
