@@ -220,13 +220,16 @@ class RabbitNamespace:
         self.namespace = namespace
 
     def _list(self, kind: str, *columns: str) -> list[list[str]]:
-        done = subprocess.run(
-            ["rabbitmqctl", "-q", "-p", self.vhost, f"list_{kind}", "name", *columns],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
+        try:
+            done = subprocess.run(
+                ["rabbitmqctl", "-q", "-p", self.vhost, f"list_{kind}", "name", *columns],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise BenchError(f"rabbitmqctl list_{kind}: {exc}") from exc
         rows = [line.split("\t") for line in done.stdout.splitlines()]
         return [row for row in rows if row[0].startswith(self.namespace + ".")]
 
@@ -279,6 +282,14 @@ def child_env(env: Mapping[str, str], bytecode_dir: Path) -> dict[str, str]:
     out = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
     out["PYTHONPYCACHEPREFIX"] = str(bytecode_dir)
     return out
+
+
+def terminate_together(procs: Processes) -> None:
+    """SIGTERM to each child still running (its own pid), without waiting."""
+    for child in procs.children.values():
+        if child.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.terminate()
 
 
 def fetch(url: str, timeout: float = 15.0) -> tuple[int, dict[str, str], bytes]:
@@ -546,33 +557,44 @@ def _area(filename: str) -> str:
     return parts[0]
 
 
-def fold_profile(raw_file: Path, top: int = 12) -> dict[str, Any]:
-    """Self time by package and inclusive time by function, in % of the samples."""
+def fold_profile(raw_file: Path, top: int = 10) -> dict[str, Any]:
+    """Self time by package and function, inclusive time of Panthera's functions (% of samples).
+
+    The samples are GIL-holding only (``py-spy --gil``): what costs Python CPU, without
+    threads idling in a queue (aiosqlite's, the thread pool's) that py-spy may count.
+    """
     total = 0
     by_area: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
+    by_function: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
     for line in raw_file.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
-        frames = []
-        for frame in stack.split(";"):
-            found = _FRAME.match(frame)
-            if found is not None:
-                frames.append((found["func"], found["file"]))
+        frames = [m for m in map(_FRAME.match, stack.split(";")) if m is not None]
         if not frames:
             continue
-        by_area[_area(frames[-1][1])] += count
-        seen = {f"{func} ({_area(file)})" for func, file in frames}
-        for name in seen:
-            inclusive[name] += count
+        total += count
+        leaf = frames[-1]
+        by_area[_area(leaf["file"])] += count
+        by_function[f"{leaf['func']} ({_area(leaf['file'])})"] += count
+        for name in {
+            f"{m['func']} ({_area(m['file'])})"
+            for m in frames
+            if _area(m["file"]).startswith("panthera/") and "<module>" not in m["func"]
+        }:
+            ours[name] += count
     total = max(1, total)
+
+    def share(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(k, 100 * v / total) for k, v in counter.most_common(top)]
+
     return {
         "samples": total,
-        "self_by_package": [(k, 100 * v / total) for k, v in by_area.most_common(top)],
-        "inclusive": [(k, 100 * v / total) for k, v in inclusive.most_common(top * 2)],
+        "self_by_package": share(by_area),
+        "self_by_function": share(by_function),
+        "panthera_inclusive": share(ours),
     }
 
 
@@ -604,6 +626,7 @@ def profile(
                     py_spy,
                     "record",
                     "--nonblocking",
+                    "--gil",
                     "-r",
                     "200",
                     "-d",
@@ -684,7 +707,7 @@ def render(report: dict[str, Any]) -> str:
         f"command: `{report['command']}`",
         f"date: {report['date']}; machine: nproc {m['nproc']}, {m['cpu_model']}, "
         f"kernel {m['kernel']}, Python {m['python']}, load average before "
-        f"{m['loadavg'][0]:.2f}",
+        f"{m['loadavg'][0]:.2f}; interpreter {report['python']}",
         f"wrk -t{w['threads']} -c{w['connections']} -d{w['seconds']:g}s --latency, "
         f"warm-up {w['warmup']:g} s per target, median of {w['rounds']} alternating rounds "
         f"over all {len(report['rows'])} targets; only 2xx counted (any other fails the "
@@ -718,14 +741,13 @@ def render(report: dict[str, Any]) -> str:
         f"machine busy during the runs: {report['busy_range']}.",
     ]
     for name, found in report.get("profiles", {}).items():
-        lines += ["", f"py-spy, {name} ({found['samples']} samples):", ""]
-        lines.append(
-            "self time by package: "
-            + ", ".join(f"{k} {v:.0f}%" for k, v in found["self_by_package"])
-        )
-        lines.append(
-            "inclusive by function: " + ", ".join(f"{k} {v:.0f}%" for k, v in found["inclusive"])
-        )
+        lines += ["", f"py-spy --gil, {name} ({found['samples']} samples), % of samples:", ""]
+        for key, title in (
+            ("self_by_package", "self time by package"),
+            ("self_by_function", "self time by function"),
+            ("panthera_inclusive", "inclusive time of Panthera's functions"),
+        ):
+            lines.append(f"- {title}: " + ", ".join(f"{k} {v:.0f}%" for k, v in found[key]))
     return "\n".join(lines)
 
 
@@ -790,6 +812,7 @@ def main() -> int:
         },
         "products": args.products,
         "word": word,
+        "python": sys.executable,
     }
     executable = require_wrk()
     tag = f"bench_catalog_{os.getpid()}"
@@ -805,6 +828,9 @@ def main() -> int:
         stack.callback(redis_db.flush)
         # Entered last, left first: the processes stop before their databases go.
         procs = stack.enter_context(Processes(scratch))
+        # Left before ``procs``: every child gets SIGTERM at once, so the one-by-one
+        # stop that follows (SIGKILL after 15 s) only waits for them.
+        stack.callback(terminate_together, procs)
 
         # ------------------------------------------------------------ seed
         log("creating databases, picking a Redis database")
