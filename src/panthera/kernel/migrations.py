@@ -51,6 +51,14 @@ def _render_item(kind: str, item: Any, autogen_context: Any) -> str | bool:
     return False
 
 
+def _include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    # Tables a migration made by hand (full-text search tables and their shadows)
+    # are not in the models: autogenerate must not offer to drop them.
+    return not (type_ == "table" and reflected and compare_to is None)
+
+
 def run_env(metadata: MetaData) -> None:
     """The body of every service's ``migrations/env.py``."""
     config = context.config
@@ -62,6 +70,7 @@ def run_env(metadata: MetaData) -> None:
         "render_as_batch": True,
         "compare_type": True,
         "render_item": _render_item,
+        "include_object": _include_object,
     }
     if connection is None:
         url = config.get_main_option("sqlalchemy.url")
