@@ -18,10 +18,6 @@ from panthera.kernel.security.tokens import SigningKey, TokenIssuer, jwks_docume
 log = logging.getLogger("panthera.auth")
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class Keyring:
     """The current key set. Every replica reloads it, so a key one creates, all use.
 
@@ -70,7 +66,7 @@ class Keyring:
                 SigningKey(
                     kid=r.kid,
                     private_key_pem=r.private_key_pem.encode(),
-                    created_at=_aware(r.created_at),
+                    created_at=r.created_at,
                     active=r.active,
                 )
                 for r in records

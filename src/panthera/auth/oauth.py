@@ -14,7 +14,6 @@ from panthera.auth.models import Account, AuthorizationCode
 from panthera.auth.service import (
     AuthDeps,
     TokenPair,
-    aware,
     now_utc,
     revoke_family,
     sha256,
@@ -137,7 +136,7 @@ async def exchange_code(
             raise errors.OAuthError("invalid_grant", "The authorization code was already used.")
         record.redeemed_at = now
         refused: str | None = None
-        if aware(record.expires_at) <= now:
+        if record.expires_at <= now:
             refused = "The authorization code has expired."
         elif record.client_id != client_id or record.redirect_uri != redirect_uri:
             refused = "The code was issued to another client or redirect_uri."

@@ -18,7 +18,7 @@ from panthera.auth.events import PasswordChanged, RefreshTokenReused, UserLogged
 from panthera.auth.keys import Keyring
 from panthera.auth.models import Account, RefreshToken
 from panthera.kernel.db import UnitOfWork
-from panthera.kernel.errors import TooManyRequests
+from panthera.kernel.errors import InvalidInput, TooManyRequests
 from panthera.kernel.ratelimit import AttemptCounter
 from panthera.kernel.security.passwords import PasswordHasher, PasswordPolicy
 from panthera.kernel.security.principal import Principal, Revocations
@@ -52,10 +52,6 @@ class TokenPair:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def sha256(value: str) -> str:
@@ -238,7 +234,7 @@ async def refresh(deps: AuthDeps, token: str, *, client_id: str | None = None) -
             await uow.commit()
             reused = record
         else:
-            if aware(record.expires_at) <= now:
+            if record.expires_at <= now:
                 raise errors.InvalidRefreshToken()
             account = await uow.session.get(Account, record.user_id)
             if account is None:
@@ -310,8 +306,6 @@ async def change_password(
         raise errors.InvalidCredentials("The current password is wrong.")
     problems = deps.policy.check(new_password, email=account.email)
     if problems:
-        from panthera.kernel.errors import InvalidInput
-
         raise InvalidInput("Choose a longer or less common password.", problems=problems)
     await set_password(deps, principal.user_id, await deps.hasher.hash_async(new_password))
 

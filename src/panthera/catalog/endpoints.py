@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -410,7 +411,9 @@ async def stock_movements(
         ]
 
 
-def _reservation_out(outcome: inventory.ReservationOutcome, reference: str) -> ReservationOut:
+def _reservation_out(
+    outcome: inventory.ReservationOutcome, reference: str, default_currency: str
+) -> ReservationOut:
     if outcome.reservation is None:
         rejected = outcome.rejected
         return ReservationOut(
@@ -422,7 +425,7 @@ def _reservation_out(outcome: inventory.ReservationOutcome, reference: str) -> R
             expiresAt=None,
             reason=rejected.reason if rejected else None,
         )
-    currency = outcome.currency or "USD"
+    currency = outcome.currency or default_currency
     return ReservationOut(
         reservationId=outcome.reservation.id,
         reference=reference,
@@ -449,8 +452,6 @@ def _reservation_out(outcome: inventory.ReservationOutcome, reference: str) -> R
     dependencies=[Depends(internal_only)],
 )
 async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
-    from datetime import timedelta
-
     requests = [
         inventory.LineRequest(
             quantity=line.quantity, product_id=line.productId, variant_id=line.variantId
@@ -464,7 +465,7 @@ async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
             uow, body.reference, requests, timedelta(seconds=body.ttlSeconds)
         )
         await uow.commit()
-    return _reservation_out(outcome, body.reference)
+    return _reservation_out(outcome, body.reference, catalog.default_currency)
 
 
 @router.post(

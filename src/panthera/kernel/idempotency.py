@@ -182,11 +182,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class IdempotencyKeys:
     """The idempotency keys of one service's database.
 
@@ -253,7 +248,7 @@ class IdempotencyKeys:
                 ).one_or_none()
                 if row is None:
                     continue  # released meanwhile: try the insert again
-                if _aware(row.expires_at) <= now:
+                if row.expires_at <= now:
                     # An expired key starts afresh, whatever it was used for.
                     if await self._take_over(session, claim, now, self._table.c.expires_at <= now):
                         return claim
@@ -266,7 +261,7 @@ class IdempotencyKeys:
                         body=row.response_body.encode(),
                         replayed=True,
                     )
-                if _aware(row.locked_until) > now:
+                if row.locked_until > now:
                     raise IdempotencyKeyInFlight()
                 # The worker that claimed it is gone (its lease ran out): take over.
                 if await self._take_over(

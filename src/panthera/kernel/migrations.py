@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
-from panthera.kernel.db import Database
+from panthera.kernel.db import Database, UTCDateTime
 
 
 def alembic_config(migrations_dir: Path, service: str) -> Config:
@@ -44,8 +44,6 @@ async def upgrade(database: Database, migrations_dir: Path, service: str) -> Non
 
 def _render_item(kind: str, item: Any, autogen_context: Any) -> str | bool:
     # Migrations name plain SQLAlchemy types: the UTC decorator is a Python-side concern.
-    from panthera.kernel.db import UTCDateTime
-
     if kind == "type" and isinstance(item, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     return False

@@ -346,7 +346,7 @@ async def verify_email(deps: UsersDeps, token: str) -> None:
         repo = UserRepository(uow.session)
         record = await repo.token_by_hash(_hash_token(token), TokenPurpose.VERIFY_EMAIL)
         now = _now()
-        if record is None or record.used_at is not None or _aware(record.expires_at) < now:
+        if record is None or record.used_at is not None or record.expires_at < now:
             raise errors.InvalidAccountToken()
         record.used_at = now
         user = await repo.get(record.user_id, for_update=True)
@@ -426,7 +426,7 @@ async def reset_password(deps: UsersDeps, token: str, new_password: str) -> None
         repo = UserRepository(uow.session)
         record = await repo.token_by_hash(_hash_token(token), TokenPurpose.RESET_PASSWORD)
         now = _now()
-        if record is None or record.used_at is not None or _aware(record.expires_at) < now:
+        if record is None or record.used_at is not None or record.expires_at < now:
             raise errors.InvalidAccountToken()
         user = await repo.get(record.user_id)
         if user is None:
@@ -442,10 +442,6 @@ async def reset_password(deps: UsersDeps, token: str, new_password: str) -> None
             uow.publish(_updated_event(user, ["email_verified"]))
         await deps.auth.set_password(user.id, password_hash)
         await uow.commit()
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def mark_verified(deps: UsersDeps, user_id: uuid.UUID) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    func,
     insert,
     select,
     update,
@@ -110,17 +111,12 @@ def _envelope_of(row: Any, source: str) -> Envelope:
         id=row.event_id,
         type=row.type,
         version=row.version,
-        occurred_at=_aware(row.occurred_at),
+        occurred_at=row.occurred_at,
         source=source,
         subject=row.subject,
         traceparent=row.traceparent,
         payload=row.payload,
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class OutboxRelay:
@@ -266,8 +262,6 @@ class OutboxRelay:
 
     async def lag(self) -> tuple[int, float]:
         """Pending rows and the age in seconds of the oldest one (for metrics)."""
-        from sqlalchemy import func
-
         async with self._sessions() as session:
             count, oldest = (
                 await session.execute(
@@ -276,7 +270,7 @@ class OutboxRelay:
                     )
                 )
             ).one()
-        age = (datetime.now(UTC) - _aware(oldest)).total_seconds() if oldest else 0.0
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
         return int(count), age
 
 
