@@ -1,0 +1,1 @@
+"""The orders service: orders, their saga through stock and payment, and fulfilment."""
