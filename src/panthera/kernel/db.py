@@ -144,6 +144,7 @@ class UnitOfWork:
         self._after_commit = after_commit
         self._traceparent = traceparent
         self._pending: list[Envelope] = []
+        self._on_commit: list[AfterCommit] = []
         self._session: AsyncSession | None = None
 
     @property
@@ -155,6 +156,7 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._database.sessions()
         self._pending = []
+        self._on_commit = []
         return self
 
     async def __aexit__(
@@ -171,6 +173,7 @@ class UnitOfWork:
         finally:
             self._session = None
             self._pending = []
+            self._on_commit = []
 
     def publish(self, event: EventContract) -> Envelope:
         """Queue an event; it is written to the outbox by ``commit``."""
@@ -178,6 +181,10 @@ class UnitOfWork:
         envelope = Envelope.wrap(event, source=self._source, traceparent=trace)
         self._pending.append(envelope)
         return envelope
+
+    def on_commit(self, callback: AfterCommit) -> None:
+        """Run ``callback`` once this transaction has committed (never on rollback)."""
+        self._on_commit.append(callback)
 
     async def commit(self) -> None:
         """Write pending events to the outbox and commit, atomically."""
@@ -189,8 +196,12 @@ class UnitOfWork:
         await session.commit()
         if published and self._after_commit is not None:
             self._after_commit()
+        callbacks, self._on_commit = self._on_commit, []
+        for callback in callbacks:
+            callback()
 
     async def rollback(self) -> None:
         """Discard the state change and its events."""
         self._pending = []
+        self._on_commit = []
         await self.session.rollback()

@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     # The shop's pricing currency (ISO 4217) where a product names none.
     currency: str = "USD"
     reservation_ttl_seconds: int = 900
+    # The orders saga: how often its worker looks for due steps, how long a worker
+    # holds an order before another may take over, how many times a forward step
+    # (reserve, pay, commit) is tried before the order is compensated and cancelled,
+    # and how long a payment may stay without an outcome.
+    saga_poll_seconds: float = Field(default=1.0, gt=0)
+    saga_lease_seconds: float = Field(default=15.0, gt=0)
+    saga_step_attempts: int = Field(default=6, ge=1)
+    saga_payment_timeout_seconds: float = Field(default=60.0, gt=0)
     # Where product images are served from: the gateway path, or a CDN in front of it.
     media_url_prefix: str = "/media"
     # Object storage of product images. An empty bucket keeps them as files under

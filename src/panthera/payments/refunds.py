@@ -178,8 +178,9 @@ async def refund_order(
     *,
     reason: str,
     request_key: str,
+    amount: int | None = None,
 ) -> PaymentView:
-    """Give back everything left of an order's payment (the saga's compensation).
+    """Give back ``amount`` of an order's payment, or everything left of it (compensation).
 
     Harmless to repeat: a failed payment, or one refunded already, is answered as is.
     A payment still waiting for the provider is a conflict: ask again later.
@@ -197,7 +198,16 @@ async def refund_order(
             payment.amount > await repository.committed_refunds(session, payment.id)
         )
         payment_id = payment.id
-    if refundable:
+    if amount is not None:
+        if payment.status not in REFUNDABLE_STATUSES:
+            raise errors.PaymentNotRefundable()
+        await refund_payment(
+            uows,
+            provider,
+            payment_id,
+            RefundRequest(amount=amount, reason=reason, requested_by=None, request_key=request_key),
+        )
+    elif refundable:
         # Another refund may have taken what was left meanwhile: then all is given back.
         with contextlib.suppress(errors.RefundExceedsCapture):
             await refund_payment(
