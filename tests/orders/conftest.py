@@ -63,7 +63,12 @@ async def place(
 
 
 async def settled(
-    client: httpx.AsyncClient, account: Account, order_id: str, *, timeout: float = 15.0
+    client: httpx.AsyncClient,
+    account: Account,
+    order_id: str,
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.05,
 ) -> dict[str, Any]:
     """The order once its saga is over: CONFIRMED or CANCELLED (failing after ``timeout``)."""
     deadline = time.monotonic() + timeout
@@ -74,10 +79,12 @@ async def settled(
         if body["status"] in FINAL:
             return body
         assert time.monotonic() < deadline, f"order still {body['status']}: {body}"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(interval)
 
 
-async def saga_finished(platform: Platform, order_id: str, *, timeout: float = 15.0) -> None:
+async def saga_finished(
+    platform: Platform, order_id: str, *, timeout: float = 15.0, interval: float = 0.05
+) -> None:
     """Wait until the order's saga has nothing left to do (compensation included)."""
     from panthera.orders.models import Order
 
@@ -89,4 +96,4 @@ async def saga_finished(platform: Platform, order_id: str, *, timeout: float = 1
         if step == "done":
             return
         assert time.monotonic() < deadline, f"the saga is still at {step}"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(interval)

@@ -66,7 +66,14 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        write_kwargs = dict(kwargs)
+        if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
+            # SQLite has one writer at a time. Writers queued on one pooled connection
+            # are handed the lock in order the moment it frees up; writers on many
+            # connections instead poll SQLite's busy handler, which sleeps up to 100 ms
+            # between tries and, under load, times out with "database is locked".
+            write_kwargs.update(pool_size=1, max_overflow=0, pool_timeout=120)
+        self.engine: AsyncEngine = create_async_engine(url, **write_kwargs)
         self.read_engine = self.engine
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -139,8 +139,7 @@ async def _place(orders: Orders, principal: Principal, body: OrderCreate) -> Ord
             shipping_address=body.shippingAddress,
             payment_method=body.paymentMethod,
         )
-        order_id = order.id
-        uow.on_commit(lambda: orders.saga.kick(order_id))
+        orders.saga.take_up_after_commit(uow, order)
         await uow.commit()
     return OrderCreated(
         orderId=order.id,
@@ -274,7 +273,7 @@ async def cancel_order(
                 actor=str(principal.user_id),
                 message=body.message if body else None,
             )
-            uow.on_commit(lambda: orders.saga.kick(orderId))
+            orders.saga.take_up_after_commit(uow, order)
             await uow.commit()
     return await _owned(orders, principal, orderId)
 

@@ -60,7 +60,7 @@ async def payment_succeeded(
         service.ensure_money_goes_back(order)
     else:
         return
-    _kick_after_commit(runtime, uow, order.id)
+    _take_up(runtime, uow, order)
 
 
 async def payment_failed(
@@ -75,7 +75,7 @@ async def payment_failed(
         await service.cancel(
             uow, order, reason_for_payment_failure(event.reason), message=event.message
         )
-        _kick_after_commit(runtime, uow, order.id)
+        _take_up(runtime, uow, order)
 
 
 async def payment_refunded(
@@ -107,12 +107,11 @@ async def stock_released(
             CancelReason.RESERVATION_EXPIRED,
             message="The stock held for the order ran out before it was paid.",
         )
-        _kick_after_commit(runtime, uow, order.id)
+        _take_up(runtime, uow, order)
 
 
-def _kick_after_commit(runtime: ServiceRuntime, uow: UnitOfWork, order_id: uuid.UUID) -> None:
-    saga = _deps(runtime).saga
-    uow.on_commit(lambda: saga.kick(order_id))
+def _take_up(runtime: ServiceRuntime, uow: UnitOfWork, order: Order) -> None:
+    _deps(runtime).saga.take_up_after_commit(uow, order)
 
 
 SUBSCRIPTIONS = (

@@ -78,37 +78,68 @@ class Saga:
         self._poll_seconds = poll_seconds
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: set[uuid.UUID] = set()
+        # Orders made due again while their task was at work: whether the lease is held.
+        self._again: dict[uuid.UUID, bool] = {}
         self._closed = False
 
     # ------------------------------------------------------------- scheduling
 
-    def kick(self, order_id: uuid.UUID) -> None:
-        """Take the order up now, in the background (after the caller's commit)."""
-        if self._closed or order_id in self._running:
+    def take_up_after_commit(self, uow: UnitOfWork, order: Order) -> None:
+        """Hold the order's saga in the caller's transaction and take it up once that commits.
+
+        The lease is taken with the change that makes a step due, so this process
+        needs no separate claim; if it dies before the step runs, the lease runs out
+        and any instance's poller takes the order over.
+        """
+        order.saga_lease_until = service.now() + self._lease
+        order_id = order.id
+        uow.on_commit(lambda: self.kick(order_id, held=True))
+
+    def kick(self, order_id: uuid.UUID, *, held: bool = False) -> None:
+        """Take the order up now, in the background; ``held``: its lease is this process's."""
+        if self._closed:
             return
-        task = asyncio.get_running_loop().create_task(self.run(order_id))
+        if order_id in self._running:
+            # The task at work on it goes round once more.
+            self._again[order_id] = held or self._again.get(order_id, False)
+            return
+        task = asyncio.get_running_loop().create_task(self.run(order_id, held=held))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def run(self, order_id: uuid.UUID) -> None:
+    async def run(self, order_id: uuid.UUID, *, held: bool = False) -> None:
         """Perform the order's due steps while it holds the lease; never raises."""
         if order_id in self._running:
+            self._again[order_id] = held or self._again.get(order_id, False)
             return
         self._running.add(order_id)
         try:
-            if not await self._claim(order_id):
+            if not held and not await self._claim(order_id):
                 return
+            released = False
             try:
-                while await self._advance(order_id):
-                    pass
+                while True:
+                    self._again.pop(order_id, None)
+                    more, released = await self._advance(order_id)
+                    if more:
+                        continue
+                    if order_id not in self._again:
+                        break
+                    # Something made a step due while this task was at work.
+                    held_again = self._again[order_id]
+                    if released and not held_again and not await self._claim(order_id):
+                        break
+                    released = False
             finally:
-                await self._let_go(order_id)
+                if not released:
+                    await self._let_go(order_id)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("order saga step failed", extra={"order_id": str(order_id)})
         finally:
             self._running.discard(order_id)
+            self._again.pop(order_id, None)
 
     async def poll_forever(self) -> None:
         """Take up every order with a step due, now and every ``poll_seconds``."""
@@ -186,25 +217,19 @@ class Saga:
             )
             await uow.commit()
 
-    async def _renew(self, order_id: uuid.UUID) -> None:
-        async with self._uow() as uow:
-            await uow.session.execute(
-                update(Order)
-                .where(Order.id == order_id)
-                .values(saga_lease_until=service.now() + self._lease)
-            )
-            await uow.commit()
-
     # ---------------------------------------------------------------- steps
 
-    async def _advance(self, order_id: uuid.UUID) -> bool:
-        """Perform the order's step if it is due; whether another one is due right away."""
+    async def _advance(self, order_id: uuid.UUID) -> tuple[bool, bool]:
+        """Perform the order's step if it is due.
+
+        Answers whether another step is due right away, and whether the lease was let go.
+        """
         async with self._read() as session:
             order = await service.find(session, order_id)
             if order is None or order.saga_step == SagaStep.DONE:
-                return False
+                return False, False
             if order.saga_next_at > service.now():
-                return False
+                return False, False
             items = await service.items_of(session, order_id)
         step = SagaStep(order.saga_step)
         try:
@@ -218,11 +243,15 @@ class Saga:
             locked = await service.load(uow.session, order_id, for_update=True)
             if locked.saga_step != step:
                 # Moved on meanwhile (an event, a person): this outcome is stale.
-                return True
+                return True, False
             await change(uow, locked)
+            at = service.now()
+            more = due_now(locked, at)
+            # Kept while there is more to do at once; else let go in the same transaction,
+            # so that the event that makes the next step due can take the order up.
+            locked.saga_lease_until = at + self._lease if more else None
             await uow.commit()
-        await self._renew(order_id)
-        return locked.saga_step != SagaStep.DONE and locked.saga_next_at <= service.now()
+        return more, not more
 
     def _retry(self, step: SagaStep, error: str) -> Change:
         async def change(uow: UnitOfWork, order: Order) -> None:
