@@ -95,4 +95,5 @@ def reason_for_rejected_stock(code: str | None) -> CancelReason:
 
 def retry_delay_seconds(attempt: int, *, base: float = 0.5, cap: float = 60.0) -> float:
     """Exponential backoff before the ``attempt``-th retry of a saga step (1-based)."""
-    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+    # The exponent stops growing long before the cap would overflow a float.
+    return float(min(cap, base * 2 ** min(max(0, attempt - 1), 32)))
