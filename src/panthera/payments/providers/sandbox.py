@@ -147,7 +147,6 @@ def _last_payment_error(card: TokenBehaviour) -> dict[str, Any] | None:
 class _Charge:
     amount: int
     currency: str
-    succeeded: bool
     refunded: int = 0
 
 
@@ -213,7 +212,7 @@ class TestProvider:
         else:
             payment_id = payment_id_of(card, idempotency_key)
             succeeded = card.outcome is PaymentOutcome.SUCCEEDED
-            self._charges[payment_id] = _Charge(amount, currency, succeeded)
+            self._charges[payment_id] = _Charge(amount, currency)
             self._schedule(
                 "payment_intent.succeeded" if succeeded else "payment_intent.payment_failed",
                 {
