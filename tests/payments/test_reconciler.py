@@ -303,3 +303,35 @@ async def test_a_pending_refund_is_settled(payments: PaymentsService, answer: st
     assert [r["status"] for r in after["refunds"]] == ["succeeded"]
     assert len(await payments.outbox("payment.refunded")) == 1
     assert await reconcile(payments) == Reconciled(claimed=0, moved=0)
+
+
+async def test_a_restarted_service_settles_what_the_old_one_left_processing(
+    tmp_path: Path,
+) -> None:
+    """The running service's own loop, after a restart on the same database."""
+    settings = make_settings(
+        tmp_path, payment_reconcile_after_seconds=AGE, payment_reconcile_poll_seconds=AGE
+    )
+    before = await start_payments(settings)
+    try:
+        before.provider.delivery_delay_seconds = 60
+        user = before.caller()
+        payment = await before.pay(user, settle=False)
+        assert payment["status"] == "processing"
+    finally:
+        # Its webhook is still waiting to go out: stopping loses it, as a kill would.
+        await before.client.aclose()
+        await before.platform.stop()
+    after = await start_payments(settings)
+    try:
+        for _ in range(100):
+            state = await row(after, payment["paymentId"])
+            if state.status != "processing":
+                break
+            await asyncio.sleep(AGE)
+        assert state.status == "succeeded"
+        assert len(await after.outbox("payment.succeeded")) == 1
+        assert not after.provider.webhooks
+    finally:
+        await after.client.aclose()
+        await after.platform.stop()
