@@ -42,6 +42,9 @@ class FakeStripe:
     answers: dict[str, httpx.Response] = field(default_factory=dict)
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # New intents of succeeding tokens stay "processing" (as a bank debit would)
+    # until a test says otherwise.
+    hold: bool = False
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -115,7 +118,7 @@ class FakeStripe:
         }
         self.intents[intent_id] = intent
         if token in ("tok_visa", "tok_mastercard"):
-            intent["status"] = "succeeded"
+            intent["status"] = "processing" if self.hold else "succeeded"
             return httpx.Response(200, json=intent)
         if token == "tok_threeDSecure2Required":
             intent["status"] = "requires_action"

@@ -17,11 +17,13 @@ from panthera.payments.providers import (
     ProviderRefund,
     ProviderUnavailable,
     RefundOutcome,
+    StripeProvider,
     TestProvider,
 )
 from panthera.payments.reconciler import Reconciled, Reconciler
 from tests.conftest import make_settings
 from tests.payments.conftest import PaymentsService, start_payments
+from tests.payments.fake_stripe import API_KEY, FakeStripe
 from tests.payments.test_webhooks import deliver
 
 AGE = 0.05
@@ -335,3 +337,30 @@ async def test_a_restarted_service_settles_what_the_old_one_left_processing(
     finally:
         await after.client.aclose()
         await after.platform.stop()
+
+
+async def test_a_stripe_payment_whose_webhook_never_came_is_retrieved(
+    payments: PaymentsService,
+) -> None:
+    fake = FakeStripe(hold=True)
+    await payments.deps.provider.close()
+    payments.deps.provider = StripeProvider(
+        api_key=API_KEY,
+        webhook_secret="whsec_stripe_test",
+        transport=fake.transport(),
+        retry_base_seconds=0.001,
+    )
+    user = payments.caller()
+    created = await payments.client.post(
+        "/payments", json=body("order-1", "tok_visa"), headers=user.with_key("k1")
+    )
+    assert created.json()["status"] == "processing"
+    intent_id = created.json()["providerPaymentId"]
+    assert await reconcile(payments) == Reconciled(claimed=1, moved=0)
+    fake.intents[intent_id]["status"] = "succeeded"
+    assert await reconcile(payments) == Reconciled(claimed=1, moved=1)
+    assert (await payments.get(user, created.json()["paymentId"]))["status"] == "succeeded"
+    assert [r.url.path for r in fake.requests if r.method == "GET"] == [
+        f"/v1/payment_intents/{intent_id}"
+    ] * 2
+    assert len(await payments.outbox("payment.succeeded")) == 1
