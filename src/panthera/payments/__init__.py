@@ -84,9 +84,14 @@ async def _reconcile(runtime: ServiceRuntime) -> None:
     reconciler: Reconciler = runtime.components["payments_reconciler"]
     while True:
         try:
-            await reconciler.reconcile_once()
+            done = await reconciler.reconcile_once()
         except Exception:
             log.exception("reconciling payments with the provider failed")
+        else:
+            # A full batch: more may be waiting. Claimed rows are not due again
+            # for a while, so this cannot spin on the same ones.
+            if done.claimed >= reconciler.batch_size:
+                continue
         await asyncio.sleep(runtime.settings.payment_reconcile_poll_seconds)
 
 

@@ -69,7 +69,7 @@ class Reconciler:
         self._provider = provider
         self._skip_locked = skip_locked
         self._after = timedelta(seconds=after_seconds)
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self._clock = clock
 
     async def reconcile_once(self) -> Reconciled:
@@ -83,7 +83,7 @@ class Reconciler:
                 waiting_since=waiting_since,
                 now=now,
                 skip_locked=self._skip_locked,
-                limit=self._batch_size,
+                limit=self.batch_size,
             )
             refunds = await repository.claim_pending_refunds(
                 uow.session,
@@ -91,7 +91,7 @@ class Reconciler:
                 waiting_since=waiting_since,
                 now=now,
                 skip_locked=self._skip_locked,
-                limit=self._batch_size,
+                limit=self.batch_size,
             )
             await uow.commit()
         moved = 0
