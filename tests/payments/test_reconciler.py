@@ -242,6 +242,26 @@ async def test_an_unanswered_provider_leaves_the_payment_for_the_next_pass(
     assert (await payments.get(user, payment["paymentId"]))["status"] == "succeeded"
 
 
+async def test_a_payment_that_breaks_does_not_hold_up_the_others(
+    payments: PaymentsService,
+) -> None:
+    payments.provider.deliver = None
+    user = payments.caller()
+    broken = await payments.pay(user, settle=False)
+    fine = await payments.pay(user, settle=False)
+
+    class Broken(LostAnswers):
+        async def retrieve_payment(self, provider_payment_id: str) -> ProviderPayment:
+            if provider_payment_id == broken["providerPaymentId"]:
+                raise RuntimeError("unforeseen")
+            return await self.inner.retrieve_payment(provider_payment_id)
+
+    payments.deps.provider = Broken(payments.provider, failures=0)
+    assert await reconcile(payments) == Reconciled(claimed=2, moved=1)
+    assert (await payments.get(user, broken["paymentId"]))["status"] == "processing"
+    assert (await payments.get(user, fine["paymentId"]))["status"] == "succeeded"
+
+
 async def test_two_reconcilers_at_once_settle_a_payment_once(payments: PaymentsService) -> None:
     payments.provider.deliver = None
     user = payments.caller()

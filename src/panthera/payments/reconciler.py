@@ -95,10 +95,18 @@ class Reconciler:
             )
             await uow.commit()
         moved = 0
+        # One row that fails in an unforeseen way must not keep the rest of its
+        # batch from being asked about, pass after pass.
         for payment in payments:
-            moved += await self._payment(provider, payment)
+            try:
+                moved += await self._payment(provider, payment)
+            except Exception:
+                log.exception("reconciling a payment failed", extra={"payment_id": str(payment.id)})
         for refund, paid in refunds:
-            moved += await self._refund(provider, refund, paid)
+            try:
+                moved += await self._refund(provider, refund, paid)
+            except Exception:
+                log.exception("reconciling a refund failed", extra={"refund_id": str(refund.id)})
         return Reconciled(len(payments) + len(refunds), moved)
 
     async def _payment(self, provider: PaymentProvider, payment: Payment) -> bool:
