@@ -159,3 +159,9 @@ SAGA_OLDEST_DUE = Gauge(
     "panthera_saga_oldest_due_seconds",
     "How long the most overdue saga step has been waiting",
 )
+PAYMENTS_RECONCILED = Counter(
+    "panthera_payments_reconciled_total",
+    "Payments and refunds moved by asking the provider after its webhook did not come, "
+    "by kind (payment, refund) and the status reached",
+    ["kind", "status"],
+)

@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     # Signing secret of the test provider's webhooks.
     test_provider_webhook_secret: SecretStr = SecretStr("whsec_panthera_test_provider")
+    # A payment or refund that has waited this long for the provider's word (its
+    # webhook lost, its answer lost) is asked about, and again after as long each
+    # time; the reconciler looks every ``payment_reconcile_poll_seconds``.
+    payment_reconcile_after_seconds: float = Field(default=10.0, gt=0)
+    payment_reconcile_poll_seconds: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Settings:

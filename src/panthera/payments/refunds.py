@@ -53,6 +53,17 @@ async def refund_payment(
     payment, refund = await _record_refund(uows, payment_id, request)
     if refund.status != RefundStatus.PENDING or refund.provider_refund_id is not None:
         return payment, refund
+    return await ask_refund(uows, provider, payment, refund)
+
+
+async def ask_refund(
+    uows: UnitsOfWork, provider: PaymentProvider, payment: Payment, refund: Refund
+) -> tuple[Payment, Refund]:
+    """Ask the provider for a recorded refund, and apply its answer.
+
+    Always the same request for a refund, so asking again after a lost answer
+    gives the money back once.
+    """
     assert payment.provider_payment_id is not None
     try:
         answer = await provider.refund(
@@ -73,9 +84,16 @@ async def refund_payment(
             extra={"refund_id": str(refund.id), "code": exc.code},
         )
         answer = ProviderRefund(None, RefundOutcome.FAILED, exc.code, exc.message)
+    return await settle_refund_by_id(uows, payment.id, refund.id, answer)
+
+
+async def settle_refund_by_id(
+    uows: UnitsOfWork, payment_id: uuid.UUID, refund_id: uuid.UUID, answer: ProviderRefund
+) -> tuple[Payment, Refund]:
     async with uows() as uow:
-        locked = await repository.payment(uow.session, payment.id, for_update=True)
-        locked_refund = await repository.refund(uow.session, refund.id, for_update=True)
+        # Payment first, then refund: the one lock order of every refund path.
+        locked = await repository.payment(uow.session, payment_id, for_update=True)
+        locked_refund = await repository.refund(uow.session, refund_id, for_update=True)
         assert locked is not None
         assert locked_refund is not None
         settle_refund(
