@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,12 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
             payment_timeout_seconds=settings.saga_payment_timeout_seconds,
             poll_seconds=settings.saga_poll_seconds,
         ),
-        idempotency=IdempotencyKeys(runtime.database.sessions, IDEMPOTENCY_KEYS),
+        # Placing an order takes well under a second (one catalog call, one insert):
+        # a claim left by a process that died is taken over after half a minute,
+        # not the default two, so a buyer retrying through an outage gets through.
+        idempotency=IdempotencyKeys(
+            runtime.database.sessions, IDEMPOTENCY_KEYS, lease=timedelta(seconds=30)
+        ),
     )
     runtime.components["orders_deps"] = deps
     return {"orders_deps": deps}
