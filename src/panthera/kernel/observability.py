@@ -165,3 +165,8 @@ PAYMENTS_RECONCILED = Counter(
     "by kind (payment, refund) and the status reached",
     ["kind", "status"],
 )
+QUEUE_DEPTH = Gauge(
+    "panthera_queue_depth_messages",
+    "Messages waiting in a consumer's broker queue (dead-letter queues end in .dlq)",
+    ["queue"],
+)
