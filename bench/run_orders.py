@@ -792,7 +792,8 @@ def render(report: dict[str, Any]) -> str:
             continue
         r = s[shape]
         lines.append(
-            f"| {shape} | {r['orders_per_second']:.1f} | {', '.join(f'{x:.0f}' for x in r['each'])} "
+            f"| {shape} | {r['orders_per_second']:.1f} "
+            f"| {', '.join(f'{x:.0f}' for x in r['each'])} "
             f"| {r['server_p50_ms']:.0f} / {r['server_p99_ms']:.0f} "
             f"| {r['client_p50_ms']:.0f} / {r['client_p99_ms']:.0f} "
             f"| {r['post_p50_ms']:.0f} / {r['post_p99_ms']:.0f} "
@@ -887,7 +888,7 @@ def _commit() -> str:
     return done.stdout.strip() or "?"
 
 
-def main() -> int:  # noqa: PLR0915 - one run, top to bottom
+def main() -> int:
     args = parse_args()
     if args.load_generator:
         return load_generator_main(args.load_generator)
@@ -1048,7 +1049,7 @@ def main() -> int:  # noqa: PLR0915 - one run, top to bottom
                             f"{result['client_p99_ms']:.0f} ms), busy "
                             f"{result['machine_busy_pct']:.0f}%, failures {result['failures']}"
                         )
-                        if "distributed" == target:
+                        if target == "distributed":
                             wait_drained(rabbit, log)
                     runs[target].append(result)
             if args.profile > 0:
