@@ -361,6 +361,14 @@ def _cpu_snapshot(shape: Shape) -> dict[str, float]:
     return found
 
 
+def idle_cpu(shape: Shape, seconds: float = 5.0) -> dict[str, float]:
+    """CPU ms per second each process spends with no load: pollers, relays, timers."""
+    before = _cpu_snapshot(shape)
+    time.sleep(seconds)
+    after = _cpu_snapshot(shape)
+    return {k: v / seconds for k, v in _cpu_per_order(before, after, 1).items()}
+
+
 def _cpu_per_order(
     before: Mapping[str, float], after: Mapping[str, float], orders: int
 ) -> dict[str, float]:
@@ -659,6 +667,66 @@ def wait_drained(rabbit: RabbitNamespace, log: Callable[[str], None], timeout: f
         time.sleep(2)
 
 
+# ---------------------------------------------------------- saga timeline
+
+_TIMELINE = {
+    "orders": (
+        "SELECT o.id::text AS id, "
+        "min(h.at) FILTER (WHERE h.status = 'PENDING') AS pending, "
+        "min(h.at) FILTER (WHERE h.status = 'CONFIRMED') AS confirmed "
+        "FROM orders o JOIN order_status_history h ON h.order_id = o.id "
+        "WHERE o.created_at >= $1 GROUP BY o.id"
+    ),
+    "catalog": (
+        "SELECT reference AS id, created_at AS reserved, updated_at AS committed "
+        "FROM reservations WHERE created_at >= $1"
+    ),
+    "payments": (
+        "SELECT p.order_reference AS id, p.created_at AS payment_created, "
+        "min(e.received_at) AS webhook FROM payments p "
+        "LEFT JOIN provider_events e ON e.payment_id = p.id "
+        "WHERE p.created_at >= $1 GROUP BY p.order_reference, p.created_at"
+    ),
+}
+_STEPS = (
+    ("PENDING -> stock reserved (catalog)", "pending", "reserved"),
+    ("reserved -> payment created (payments)", "reserved", "payment_created"),
+    ("payment created -> webhook received", "payment_created", "webhook"),
+    ("webhook -> reservation committed", "webhook", "committed"),
+    ("committed -> CONFIRMED", "committed", "confirmed"),
+)
+
+
+def saga_timeline(dsn_of: Callable[[str], str], since: datetime) -> dict[str, Any]:
+    """Median and p99 of each saga step's share of the time to CONFIRMED, from the databases."""
+    import asyncpg
+
+    async def go() -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        for service, query in _TIMELINE.items():
+            conn = await asyncpg.connect(dsn_of(service), timeout=10)
+            try:
+                for row in await conn.fetch(query, since):
+                    rows.setdefault(row["id"], {}).update(dict(row))
+            finally:
+                await conn.close()
+        return rows
+
+    rows = asyncio.run(go())
+    complete = [r for r in rows.values() if r.get("pending") and r.get("confirmed")]
+    out: dict[str, Any] = {"orders": len(complete), "steps": []}
+    for label, start, end in _STEPS:
+        gaps = [
+            1000 * (r[end] - r[start]).total_seconds()
+            for r in complete
+            if r.get(start) is not None and r.get(end) is not None
+        ]
+        out["steps"].append(
+            {"step": label, "p50_ms": _percentile(gaps, 50), "p99_ms": _percentile(gaps, 99)}
+        )
+    return out
+
+
 # ------------------------------------------------------------------ profile
 
 
@@ -814,10 +882,29 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"- {shape} (servers {total:.1f} ms): " + ", ".join(f"{k} {v:.1f}" for k, v in cpu)
             )
+    for shape, idle in report.get("idle_cpu_ms_per_second", {}).items():
+        busy = sorted(idle.items(), key=lambda kv: -kv[1])
+        lines.append(
+            f"- {shape} idle, CPU ms per second: " + ", ".join(f"{k} {v:.1f}" for k, v in busy)
+        )
     if "pgbench" in s:
         lines.append(
             f"- pgbench: postgres {s['pgbench']['postgres_cpu_ms_per_tx']:.2f} ms per transaction"
         )
+    timeline = report.get("saga_timeline")
+    if timeline:
+        lines += [
+            "",
+            f"Distributed saga, step by step ({timeline['orders']} orders of all its runs, "
+            "from the services' own timestamps):",
+            "",
+            "| step | p50 ms | p99 ms |",
+            "| --- | ---: | ---: |",
+        ]
+        lines += [
+            f"| {st['step']} | {st['p50_ms']:.0f} | {st['p99_ms']:.0f} |"
+            for st in timeline["steps"]
+        ]
     lines += ["", "| target | met |", "| --- | --- |"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} |" for name, ok in report["checks"]]
     failures = {
@@ -861,6 +948,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--products", type=int, default=200, help="products in each shape")
     parser.add_argument("--poll-ms", type=float, default=20, help="orders database read interval")
     parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Panthera setting for both shapes, e.g. saga_poll_seconds=0.1 (repeatable)",
+    )
     parser.add_argument(
         "--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN"
     )
@@ -931,6 +1025,8 @@ def main() -> int:
         redis_url = redis_db.pick()
         ports = {name: free_port() for name in (*services, "gateway", "embedded")}
         settings = {**RAISED_LIMITS, **CHEAP_PASSWORDS, "log_level": "WARNING"}
+        settings.update(dict(item.split("=", 1) for item in args.setting))
+        report["settings"] = args.setting
         dist_env = child_env(
             clean_env(
                 database_url=postgres.url_template(),
@@ -1017,6 +1113,10 @@ def main() -> int:
                 seconds=seconds,
             )
 
+        report["idle_cpu_ms_per_second"] = {}
+        for name, shape in shapes.items():
+            report["idle_cpu_ms_per_second"][name] = idle_cpu(shape)
+        load_started = datetime.now(UTC)
         log("warm-up of pgbench")
         measure_pgbench(3)
         targets = [*shapes, "pgbench"]
@@ -1052,6 +1152,17 @@ def main() -> int:
                         if target == "distributed":
                             wait_drained(rabbit, log)
                     runs[target].append(result)
+            try:
+                report["saga_timeline"] = saga_timeline(
+                    lambda service: urllib.parse.urlunsplit(
+                        urllib.parse.urlsplit(args.postgres)._replace(
+                            path=f"/{postgres.names[service]}"
+                        )
+                    ),
+                    load_started,
+                )
+            except Exception as exc:  # a figure less, not a failed run
+                log(f"saga timeline unavailable: {exc!r}")
             if args.profile > 0:
                 log(f"profiling the distributed shape for {args.profile:g} s")
                 report["profile"] = profile_distributed(
