@@ -28,7 +28,8 @@ written).
 
 pgbench runs the equivalent SQL of one order at the same concurrency: in one
 transaction, reserve stock on two random variants (the conditional UPDATE the
-catalog makes), insert the order, its two items and an outbox row.
+catalog makes, in a fixed order so that clients cannot deadlock), insert the
+order, its two items, its first status-history line and an outbox row.
 
 The three targets take turns for ``--rounds`` rounds; the report gives medians,
 CPU ms per order of every process, and with ``--profile SECONDS`` the distributed
@@ -350,6 +351,8 @@ class Shape:
         self.db_kind = db_kind
         self.db = db
         self.pg_needle = pg_needle
+        # For pg_stat_database: the admin DSN and the prefix of the shape's databases.
+        self.pg_stats: tuple[str, str] | None = None
         self.tokens: list[str] = []
         self.products: list[str] = []
 
@@ -359,6 +362,31 @@ def _cpu_snapshot(shape: Shape) -> dict[str, float]:
     if shape.pg_needle:
         found.update({f"pg:{pid}": t for pid, t in _scan_pids(shape.pg_needle).items()})
     return found
+
+
+_PG_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+
+
+def pg_counters(admin_dsn: str, prefix: str) -> dict[str, dict[str, int]]:
+    """pg_stat_database's counters of the run's databases, by service."""
+    import asyncpg
+
+    async def go() -> dict[str, dict[str, int]]:
+        conn = await asyncpg.connect(admin_dsn, timeout=10)
+        try:
+            rows = await conn.fetch(
+                f"SELECT datname, {', '.join(_PG_COUNTERS)} FROM pg_stat_database "  # noqa: S608 - fixed names
+                "WHERE datname LIKE $1",
+                prefix + "%",
+            )
+        finally:
+            await conn.close()
+        return {
+            row["datname"].removeprefix(prefix): {k: int(row[k]) for k in _PG_COUNTERS}
+            for row in rows
+        }
+
+    return asyncio.run(go())
 
 
 def idle_cpu(shape: Shape, seconds: float = 5.0) -> dict[str, float]:
@@ -413,12 +441,16 @@ def run_load(
     timer.start()
     before: dict[str, float] = {}
     after: dict[str, float] = {}
+    counters_before: dict[str, dict[str, int]] = {}
+    counters_after: dict[str, dict[str, int]] = {}
     ticks: list[tuple[int, int, int]] = []
     result: dict[str, Any] | None = None
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("BENCH_MEASURE_START"):
+                if shape.pg_stats:
+                    counters_before = pg_counters(*shape.pg_stats)
                 before = {**_cpu_snapshot(shape), "load generator": cpu_seconds(proc.pid)}
                 ticks.append(machine_ticks())
                 if during is not None:
@@ -426,6 +458,8 @@ def run_load(
             elif line.startswith("BENCH_MEASURE_END"):
                 after = {**_cpu_snapshot(shape), "load generator": cpu_seconds(proc.pid)}
                 ticks.append(machine_ticks())
+                if shape.pg_stats:
+                    counters_after = pg_counters(*shape.pg_stats)
             elif line.startswith("BENCH_JSON "):
                 result = json.loads(line.removeprefix("BENCH_JSON "))
         stderr = proc.stderr.read() if proc.stderr is not None else ""
@@ -441,6 +475,16 @@ def run_load(
     total = max(1, ticks[1][2] - ticks[0][2])
     result["cpu_ms_per_order"] = _cpu_per_order(before, after, result["confirmed_in_window"])
     result["machine_busy_pct"] = 100 * busy / total
+    if counters_after:
+        # PostgreSQL publishes these counters up to a second late: a rough figure.
+        orders = max(1, result["confirmed_in_window"])
+        result["pg_per_order"] = {
+            db: {
+                k: (counters_after[db][k] - counters_before.get(db, {}).get(k, 0)) / orders
+                for k in _PG_COUNTERS
+            }
+            for db in counters_after
+        }
     return result
 
 
@@ -809,6 +853,13 @@ def summarise(report: dict[str, Any]) -> None:
             },
             "busy_pct": _median([r["machine_busy_pct"] for r in runs]),
         }
+        with_pg = [r["pg_per_order"] for r in runs if r.get("pg_per_order")]
+        if with_pg:
+            rows[shape]["pg_per_order"] = {
+                db: {k: _median([p.get(db, {}).get(k, 0.0) for p in with_pg]) for k in _PG_COUNTERS}
+                for db in with_pg[0]
+                if db != "pgbench"
+            }
     tps = rows.get("pgbench", {}).get("tps")
     for shape in ("embedded", "distributed"):
         if shape in rows and tps:
@@ -891,6 +942,23 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"- pgbench: postgres {s['pgbench']['postgres_cpu_ms_per_tx']:.2f} ms per transaction"
         )
+    pg = s.get("distributed", {}).get("pg_per_order")
+    if pg:
+        lines += [
+            "",
+            "Distributed, PostgreSQL work per confirmed order (pg_stat_database; "
+            "pgbench's equivalent: 1 transaction, 5 rows inserted, 2 updated):",
+            "",
+            "| database | commits | rollbacks | rows inserted | rows updated | rows deleted |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for db, c in sorted(pg.items(), key=lambda kv: -kv[1]["xact_commit"]):
+            lines.append(
+                f"| {db} | {c['xact_commit']:.1f} | {c['xact_rollback']:.1f} "
+                f"| {c['tup_inserted']:.1f} | {c['tup_updated']:.1f} | {c['tup_deleted']:.1f} |"
+            )
+        total = sum(c["xact_commit"] + c["xact_rollback"] for c in pg.values())
+        lines.append(f"| all | {total:.1f} transactions | | | | |")
     timeline = report.get("saga_timeline")
     if timeline:
         lines += [
@@ -1086,6 +1154,7 @@ def main() -> int:
             orders_dsn,
             pg_needle=f"{tag}_",
         )
+        shapes["distributed"].pg_stats = (args.postgres, f"{tag}_")
         for name in ("embedded", *services, "gateway"):
             if name in procs.children:
                 port = ports[name]
