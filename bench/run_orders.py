@@ -284,6 +284,7 @@ async def generate_load(spec: dict[str, Any]) -> dict[str, Any]:
         got = answer.json()
         at = {change["status"]: _parse_at(change["at"]) for change in got["statusHistory"]}
         record["final"] = got["status"]
+        record["cancel"] = f"{got.get('cancelReason')}: {got.get('cancelMessage')}"
         record["pending_at"] = at.get("PENDING")
         record["confirmed_at"] = at.get("CONFIRMED")
 
@@ -295,7 +296,8 @@ async def generate_load(spec: dict[str, Any]) -> dict[str, Any]:
         if record["status"] == "TIMEOUT":
             fail("not settled in 30 s", record["id"])
         elif record.get("final") != "CONFIRMED":
-            fail(f"ended {record.get('final') or record['status']}", record["id"])
+            detail = record["id"] + (f" ({record['cancel']})" if record.get("cancel") else "")
+            fail(f"ended {record.get('final') or record['status']}", detail)
     confirmed = [r for r in records if r.get("confirmed_at") is not None]
     in_window = [
         r for r in confirmed if marks["measure_start"] <= r["confirmed_at"] < marks["measure_end"]
