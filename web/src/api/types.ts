@@ -1,0 +1,200 @@
+// The platform's API shapes, as docs/openapi/*.json describe them. Money is a
+// decimal string everywhere: it is shown, never computed with floats.
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  code?: string;
+  instance?: string;
+  requestId?: string;
+  errors?: Array<{ loc?: Array<string | number>; msg?: string; field?: string; message?: string }>;
+}
+
+export type Role = "USER" | "ADMIN" | "MODERATOR";
+
+export interface User {
+  id: string;
+  email: string;
+  firstName: string;
+  lastName: string;
+  phoneNumber: string | null;
+  roles: Role[];
+  emailVerified: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Category {
+  categoryId: string;
+  slug: string;
+  name: string;
+  description: string;
+  parent: string | null;
+  position: number;
+  children?: Category[];
+}
+
+export interface ProductSummary {
+  productId: string;
+  name: string;
+  price: string;
+  stock: number;
+  currency: string;
+  slug: string;
+  category: string | null;
+  imageUrl: string | null;
+  featured: boolean;
+}
+
+export interface OptionSpec {
+  name: string;
+  values: string[];
+}
+
+export interface Variant {
+  variantId: string;
+  sku: string;
+  title: string;
+  optionValues: Record<string, string>;
+  price: string;
+  stock: number;
+  onHand: number;
+  reserved: number;
+}
+
+export interface ProductImage {
+  imageId: string;
+  alt: string;
+  width: number;
+  height: number;
+  urls: Partial<Record<"thumb" | "medium" | "large" | "original", string>>;
+}
+
+export interface ProductDetail extends ProductSummary {
+  description: string;
+  options: OptionSpec[];
+  variants: Variant[];
+  images: ProductImage[];
+  categoryPath: string[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type ProductSort = "newest" | "oldest" | "price" | "-price" | "name" | "-name" | "relevance";
+
+export interface ProductQuery {
+  q?: string;
+  category?: string;
+  minPrice?: string;
+  maxPrice?: string;
+  inStock?: boolean;
+  featured?: boolean;
+  sort?: ProductSort;
+  limit?: number;
+  offset?: number;
+}
+
+export interface ProductCreate {
+  name: string;
+  description?: string;
+  category?: string | null;
+  price?: string | null;
+  stock?: number | null;
+  featured?: boolean;
+  sku?: string | null;
+}
+
+export interface ProductUpdate {
+  name?: string;
+  description?: string;
+  category?: string | null;
+  price?: string;
+  featured?: boolean;
+}
+
+export interface StockMovement {
+  movementId: string;
+  variantId: string;
+  kind: string;
+  onHandDelta: number;
+  reservedDelta: number;
+  onHandAfter: number;
+  reservedAfter: number;
+  reason: string;
+  actorId: string | null;
+  reservationId: string | null;
+  createdAt: string;
+}
+
+export interface Delivery {
+  id: string;
+  eventId: string;
+  userId: string | null;
+  channel: string;
+  recipient: string;
+  template: string;
+  subject: string;
+  status: string;
+  attempts: number;
+  lastError: string | null;
+  createdAt: string;
+  sentAt: string | null;
+}
+
+export const ORDER_STATUSES = [
+  "PENDING",
+  "CONFIRMED",
+  "SHIPPED",
+  "DELIVERED",
+  "CANCELLED",
+  "REFUNDED",
+] as const;
+export type OrderStatus = (typeof ORDER_STATUSES)[number];
+
+export interface OrderItem {
+  productId: string;
+  name: string;
+  quantity: number;
+  unitPrice: string;
+  lineTotal: string;
+}
+
+export interface Order {
+  orderId: string;
+  userId: string;
+  items: OrderItem[];
+  status: OrderStatus;
+  totalAmount: string;
+  currency: string;
+  statusHistory: Array<{ status: OrderStatus; at: string; reason?: string | null }>;
+  cancelReason?: string | null;
+  shippingAddress?: string;
+  trackingNumber?: string | null;
+  carrier?: string | null;
+  createdAt?: string;
+}
+
+export interface OrderPlaced {
+  orderId: string;
+  status: OrderStatus;
+  totalAmount: string;
+}
+
+export interface OrderCreate {
+  items: Array<{ productId: string; quantity: number }>;
+  shippingAddress: string;
+  paymentMethod: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  total: number;
+}
+
+export interface SalesPoint {
+  period: string;
+  orders: number;
+  revenue: string;
+}
