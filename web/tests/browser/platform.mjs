@@ -1,7 +1,7 @@
 // A real platform for the browser tests: `panthera run` on a free port, with its
 // own scratch data directory, the demo catalog and an administrator.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, openSync } from "node:fs";
+import { mkdtempSync, openSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -70,9 +70,12 @@ export async function startPlatform({ products = 60 } = {}) {
   return {
     base,
     dataDir,
-    async stop() {
+    /** Stops the platform; its data (and server.log) stay only when asked to. */
+    async stop({ keep = false } = {}) {
       server.kill("SIGTERM");
       await new Promise((r) => (server.exitCode !== null ? r() : server.once("exit", r)));
+      if (keep) console.log(`Platform data and server.log kept in ${dataDir}`);
+      else rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -347,8 +347,9 @@ test("admin manages categories, user roles and reads the notification log", asyn
   await page.getByRole("heading", { name: "Users" }).waitFor();
   const row = page.getByRole("row").filter({ hasText: email });
   await row.waitFor();
+  const saved = page.waitForResponse((r) => r.url().includes("/roles") && r.ok());
   await row.getByRole("checkbox", { name: "MODERATOR" }).check();
-  await page.waitForResponse((r) => r.url().includes("/roles") && r.ok());
+  await saved;
   const roles = await fetch(`${base}/api/v1/users/profiles?limit=100`, {
     headers: { Authorization: `Bearer ${await adminToken()}` },
   }).then((r) => r.json());
@@ -436,7 +437,7 @@ try {
   }
 } finally {
   await browser.close();
-  await platform.stop();
+  await platform.stop({ keep: failed > 0 });
 }
 console.log(`\nScreenshots: ${SHOTS}`);
 console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
