@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI
@@ -18,6 +19,8 @@ from panthera.kernel.http.app import create_app
 from panthera.kernel.ratelimit import RateLimiter
 from panthera.kernel.security.permissions import Authenticator
 from panthera.kernel.settings import Settings
+
+log = logging.getLogger("panthera.gateway")
 
 LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
 # First path segments the web app never answers for, whether or not a route exists
@@ -91,6 +94,11 @@ def build_gateway(
         reserved=RESERVED_SEGMENTS,
         csp=content_security_policy(settings.media_url_prefix),
     )
+    if not web_app.available():
+        log.info(
+            "no web app built at %s: serving the API alone (scripts/web-build builds it)",
+            settings.web_dir,
+        )
     app.user_middleware.append(Middleware(_Dispatch, proxy=proxy, web_app=web_app))
     if settings.cors_origins:
         app.add_middleware(

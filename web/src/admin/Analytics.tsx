@@ -2,6 +2,7 @@ import { useState } from "react";
 import { analytics } from "../api/client";
 import { Loading, PageTitle, ProblemMessage } from "../components/ui";
 import { useAsync } from "../components/useAsync";
+import { SalesChart } from "./SalesChart";
 
 function isoDay(date: Date): string {
   return date.toISOString().slice(0, 10);
@@ -57,6 +58,7 @@ export default function Analytics() {
       <ProblemMessage error={csvError} title="No CSV" />
       {sales.loading && <Loading label="Loading sales" />}
       <ProblemMessage error={sales.error} title="Sales figures are not available" />
+      {sales.data && sales.data.length > 0 && <SalesChart points={sales.data} currency="USD" />}
       {sales.data && (
         <table className="table">
           <caption>Sales per {range.granularity}</caption>
