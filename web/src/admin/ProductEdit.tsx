@@ -247,19 +247,38 @@ function Variants({ product, onChange }: { product: ProductDetail; onChange: () 
         </tbody>
       </table>
       {product.variants.map((variant) => (
-        <StockAdjuster key={variant.variantId} variant={variant} onChange={onChange} />
+        <StockAdjuster key={variant.variantId} productId={product.productId} variant={variant} onChange={onChange} />
       ))}
     </section>
   );
 }
 
-function StockAdjuster({ variant, onChange }: { variant: Variant; onChange: () => void }) {
+function StockAdjuster({
+  productId,
+  variant,
+  onChange,
+}: {
+  productId: string;
+  variant: Variant;
+  onChange: () => void;
+}) {
   const [delta, setDelta] = useState("");
   const [reason, setReason] = useState("");
   const [error, setError] = useState<unknown>(null);
   const [showLedger, setShowLedger] = useState(false);
   const [version, setVersion] = useState(0);
+  const [price, setPrice] = useState(variant.price);
   const id = variant.variantId;
+  const savePrice = async (event: FormEvent) => {
+    event.preventDefault();
+    setError(null);
+    try {
+      await catalog.updateVariant(productId, id, { price });
+      onChange();
+    } catch (failure) {
+      setError(failure);
+    }
+  };
   const submit = async (event: FormEvent) => {
     event.preventDefault();
     setError(null);
@@ -275,7 +294,7 @@ function StockAdjuster({ variant, onChange }: { variant: Variant; onChange: () =
   };
   return (
     <details className="adjuster">
-      <summary>Adjust stock of {variant.title || "Default"} ({variant.sku})</summary>
+      <summary>Adjust stock or price of {variant.title || "Default"} ({variant.sku})</summary>
       <form onSubmit={submit} className="inline-form">
         <div className="field small-field">
           <label htmlFor={`delta-${id}`}>Change (+ adds, − removes)</label>
@@ -289,7 +308,15 @@ function StockAdjuster({ variant, onChange }: { variant: Variant; onChange: () =
         </div>
         <button type="submit">Adjust stock</button>
       </form>
-      <ProblemMessage error={error} title="The stock was not changed" />
+      <form onSubmit={savePrice} className="inline-form">
+        <div className="field small-field">
+          <label htmlFor={`price-${id}`}>Price of this variant</label>
+          <input id={`price-${id}`} required inputMode="decimal" pattern="[0-9]+(\.[0-9]{1,2})?" value={price}
+            onChange={(e) => setPrice(e.target.value)} />
+        </div>
+        <button type="submit">Save price</button>
+      </form>
+      <ProblemMessage error={error} title="The variant was not changed" />
       <button type="button" className="link" onClick={() => setShowLedger(!showLedger)} aria-expanded={showLedger}>
         {showLedger ? "Hide" : "Show"} stock history
       </button>

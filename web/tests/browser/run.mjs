@@ -317,12 +317,15 @@ test("admin creates a product, uploads an image and adjusts stock with a reason"
   await page.locator("td[data-testid^='available-']", { hasText: /^12$/ }).waitFor();
   await page.getByRole("button", { name: "Show stock history" }).first().click();
   await page.getByRole("cell", { name: "delivery from supplier" }).waitFor();
+  await page.getByLabel("Price of this variant").first().fill("26.00");
+  await page.getByRole("button", { name: "Save price" }).first().click();
+  await page.getByRole("cell", { name: "26.00", exact: true }).waitFor();
   await snap(page, "admin-product-edited");
   // A refused change shows the platform's problem, not a blank.
   await page.getByLabel(/^Change/).first().fill("-1000");
   await page.getByLabel("Reason").first().fill("too much");
   await page.getByRole("button", { name: "Adjust stock" }).first().click();
-  await page.locator(".problem").getByText("The stock was not changed").waitFor();
+  await page.locator(".problem").getByText("The variant was not changed").waitFor();
   await snap(page, "admin-stock-refused");
   // The shop shows it, with its picture.
   await page.getByRole("link", { name: "View in shop" }).click();
