@@ -90,6 +90,17 @@ describe("session", () => {
     expect(session.state).toEqual({ status: "anonymous" });
   });
 
+  it("starts signed out, token kept, when the platform cannot be reached", async () => {
+    localStorage.setItem("panthera.refreshToken", "rt-1");
+    answers.push(() => {
+      throw new TypeError("Failed to fetch");
+    });
+    const session = new Session();
+    await session.restore();
+    expect(session.state).toEqual({ status: "anonymous" });
+    expect(localStorage.getItem("panthera.refreshToken")).toBe("rt-1");
+  });
+
   it("signs out by revoking the refresh token", async () => {
     localStorage.setItem("panthera.refreshToken", "rt-1");
     answers.push(() => new Response(null, { status: 204 }));

@@ -112,8 +112,14 @@ export class Session {
       this.set({ status: "anonymous" });
       return;
     }
-    const token = await this.refresh();
-    if (token) await this.loadUser();
+    try {
+      const token = await this.refresh();
+      if (token) await this.loadUser();
+    } catch {
+      // The platform could not be reached: shop signed out for now, and keep the
+      // refresh token, which the next request that needs it will try again.
+      this.set({ status: "anonymous" });
+    }
   }
 
   async loadUser(): Promise<void> {
