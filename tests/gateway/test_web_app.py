@@ -138,3 +138,17 @@ async def test_without_a_build_the_gateway_serves_the_api_alone(
     finally:
         await client.aclose()
         await app.state.platform.stop()
+
+
+async def test_head_answers_like_get_without_a_body(client: httpx.AsyncClient) -> None:
+    response = await client.head("/products")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.content == b""
+
+
+async def test_the_gateways_own_pages_stay_its_own(client: httpx.AsyncClient) -> None:
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    assert (await client.get("/openapi.json")).json()["info"]["title"] == "Panthera Gateway"
