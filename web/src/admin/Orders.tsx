@@ -1,15 +1,21 @@
 import { useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
 import { orders } from "../api/client";
-import { ORDER_STATUSES, type Order, type OrderStatus } from "../api/types";
-import { StatusBadge } from "../components/OrderStatus";
-import { Loading, PageTitle, ProblemMessage, formatDate, formatMoney } from "../components/ui";
+import { ORDER_STATUSES, type OrderStatus, type OrderSummary } from "../api/types";
+import { cancelText, StatusBadge } from "../components/OrderStatus";
+import { Loading, Pager, PageTitle, ProblemMessage, formatDate, formatMoney } from "../components/ui";
 import { useAsync } from "../components/useAsync";
+
+const LIMIT = 25;
 
 export function AdminOrders() {
   const [params, setParams] = useSearchParams();
   const status = (params.get("status") ?? "") as OrderStatus | "";
-  const list = useAsync(() => orders.all({ status: status || undefined }), [status]);
+  const offset = Math.max(0, Number(params.get("offset") ?? 0) || 0);
+  const list = useAsync(
+    () => orders.all({ status: status || undefined, limit: LIMIT, offset }),
+    [status, offset],
+  );
   return (
     <>
       <PageTitle>Orders</PageTitle>
@@ -25,19 +31,27 @@ export function AdminOrders() {
       </div>
       {list.loading && <Loading label="Loading orders" />}
       <ProblemMessage error={list.error} />
-      {list.data && list.data.length === 0 && <p>No orders.</p>}
-      {list.data && list.data.length > 0 && (
-        <ul className="order-admin-list">
-          {list.data.map((order) => (
-            <OrderRow key={order.orderId} order={order} onChange={list.reload} />
-          ))}
-        </ul>
+      {list.data && list.data.items.length === 0 && <p>No orders.</p>}
+      {list.data && list.data.items.length > 0 && (
+        <>
+          <ul className="order-admin-list">
+            {list.data.items.map((order) => (
+              <OrderRow key={order.orderId} order={order} onChange={list.reload} />
+            ))}
+          </ul>
+          <Pager
+            offset={offset}
+            limit={LIMIT}
+            total={list.data.total}
+            onPage={(next) => setParams({ ...(status ? { status } : {}), offset: String(next) })}
+          />
+        </>
       )}
     </>
   );
 }
 
-function OrderRow({ order, onChange }: { order: Order; onChange: () => void }) {
+function OrderRow({ order, onChange }: { order: OrderSummary; onChange: () => void }) {
   const [action, setAction] = useState<"" | "ship" | "refund">("");
   const [tracking, setTracking] = useState({ trackingNumber: "", carrier: "" });
   const [refund, setRefund] = useState({ amount: "", reason: "" });
@@ -68,11 +82,17 @@ function OrderRow({ order, onChange }: { order: Order; onChange: () => void }) {
         <Link to={`/orders/${id}`}>{id.slice(0, 8)}</Link>
         <StatusBadge status={order.status} />
         <span>{formatMoney(order.totalAmount, order.currency)}</span>
-        <span className="muted small">{formatDate(order.createdAt ?? order.statusHistory[0]?.at)}</span>
-        <span className="muted small">{order.items.length} items</span>
+        <span className="muted small">{formatDate(order.createdAt)}</span>
+        {order.itemCount !== undefined && <span className="muted small">{order.itemCount} items</span>}
+        {order.status === "CANCELLED" && cancelText(order) && (
+          <span className="muted small">{cancelText(order)}</span>
+        )}
         <span className="spacer" />
         {order.status === "CONFIRMED" && (
           <button type="button" onClick={() => setAction(action === "ship" ? "" : "ship")}>Ship</button>
+        )}
+        {order.status === "SHIPPED" && (
+          <button type="button" onClick={() => void run(() => orders.deliver(id))}>Mark delivered</button>
         )}
         {(order.status === "PENDING" || order.status === "CONFIRMED") && (
           <button type="button" onClick={() => {
@@ -109,7 +129,7 @@ function OrderRow({ order, onChange }: { order: Order; onChange: () => void }) {
           </div>
           <div className="field">
             <label htmlFor={`reason-${id}`}>Reason</label>
-            <input id={`reason-${id}`} required value={refund.reason}
+            <input id={`reason-${id}`} required maxLength={40} placeholder="e.g. damaged in transit" value={refund.reason}
               onChange={(e) => setRefund({ ...refund, reason: e.target.value })} />
           </div>
           <button type="submit" className="primary">Refund</button>

@@ -7,6 +7,7 @@ import type {
   OrderCreate,
   OrderPlaced,
   OrderStatus,
+  OrderSummary,
   Page,
   Problem,
   ProductCreate,
@@ -311,19 +312,21 @@ export const orders = {
     }).then((a) => a.data),
   get: (orderId: string) => get<Order>(`/api/v1/orders/${orderId}`),
   mine: (userId: string, query: { status?: OrderStatus; limit: number; offset: number }) =>
-    get<Order[]>(`/api/v1/orders/user/${userId}`, query),
-  cancel: (orderId: string, reason?: string) =>
+    page<OrderSummary>(`/api/v1/orders/user/${userId}`, query),
+  cancel: (orderId: string, message?: string) =>
     request<Order>(`/api/v1/orders/${orderId}/cancel`, {
       method: "POST",
-      json: reason ? { reason } : {},
+      json: message ? { message } : {},
     }).then((a) => a.data),
-  all: (query: { status?: OrderStatus; limit?: number; offset?: number }) =>
-    get<Order[]>("/api/v1/orders", query),
+  all: (query: { status?: OrderStatus; limit: number; offset: number }) =>
+    page<OrderSummary>("/api/v1/orders", query),
   ship: (orderId: string, trackingNumber: string, carrier: string) =>
     request<Order>(`/api/v1/orders/${orderId}/ship`, {
       method: "POST",
       json: { trackingNumber, carrier },
     }).then((a) => a.data),
+  deliver: (orderId: string) =>
+    request<Order>(`/api/v1/orders/${orderId}/deliver`, { method: "POST" }).then((a) => a.data),
   refund: (orderId: string, reason: string, amount?: string) =>
     request<Order>(`/api/v1/orders/${orderId}/refund`, {
       method: "POST",

@@ -155,31 +155,43 @@ export type OrderStatus = (typeof ORDER_STATUSES)[number];
 
 export interface OrderItem {
   productId: string;
+  variantId?: string;
+  sku?: string;
   name: string;
   quantity: number;
   unitPrice: string;
   lineTotal: string;
 }
 
-export interface Order {
+export interface OrderSummary {
   orderId: string;
   userId: string;
-  items: OrderItem[];
   status: OrderStatus;
   totalAmount: string;
   currency: string;
-  statusHistory: Array<{ status: OrderStatus; at: string; reason?: string | null }>;
+  itemCount?: number;
   cancelReason?: string | null;
+  createdAt?: string;
+  updatedAt?: string;
+}
+
+export interface Order extends OrderSummary {
+  items: OrderItem[];
+  statusHistory: Array<{ status: OrderStatus; at: string; reason?: string | null }>;
+  // A machine-readable code (card_declined, out_of_stock...) and, when there is
+  // one, a sentence for people.
+  cancelMessage?: string | null;
+  amountRefunded?: string;
   shippingAddress?: string;
   trackingNumber?: string | null;
   carrier?: string | null;
-  createdAt?: string;
 }
 
 export interface OrderPlaced {
   orderId: string;
   status: OrderStatus;
   totalAmount: string;
+  currency?: string;
 }
 
 export interface OrderCreate {

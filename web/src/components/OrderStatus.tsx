@@ -1,8 +1,17 @@
-import type { Order, OrderStatus } from "../api/types";
+import type { Order, OrderStatus, OrderSummary } from "../api/types";
 import { formatDate } from "./ui";
 
 export function StatusBadge({ status }: { status: OrderStatus }) {
   return <span className={`status status-${status.toLowerCase()}`}>{status}</span>;
+}
+
+/** Why an order was cancelled, for people: the platform's sentence, else its code made readable. */
+export function cancelText(order: Pick<Order, "cancelReason" | "cancelMessage"> | OrderSummary): string {
+  const message = "cancelMessage" in order ? order.cancelMessage : null;
+  if (message) return message;
+  if (!order.cancelReason) return "";
+  const words = order.cancelReason.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
 }
 
 const STEPS: Array<{ status: OrderStatus; label: string }> = [
@@ -31,7 +40,7 @@ export function OrderProgress({ order }: { order: Order }) {
       {ended && (
         <li className="failed">
           <span>{order.status === "CANCELLED" ? "Cancelled" : "Refunded"}</span>
-          {order.cancelReason && <span>: {order.cancelReason}</span>}
+          {cancelText(order) && <span>: {cancelText(order)}</span>}
         </li>
       )}
     </ol>

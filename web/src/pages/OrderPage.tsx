@@ -2,7 +2,7 @@ import { useEffect, useState } from "react";
 import { Link, useParams } from "react-router";
 import { orders } from "../api/client";
 import type { Order } from "../api/types";
-import { OrderProgress, StatusBadge } from "../components/OrderStatus";
+import { cancelText, OrderProgress, StatusBadge } from "../components/OrderStatus";
 import { RequireSignIn } from "../components/RequireSignIn";
 import { Loading, Notice, PageTitle, ProblemMessage, formatDate, formatMoney } from "../components/ui";
 import { useCart } from "../state";
@@ -63,7 +63,7 @@ function OrderView() {
   const cancel = async () => {
     setBusy(true);
     try {
-      await orders.cancel(orderId);
+      await orders.cancel(orderId, "Cancelled by the customer");
       setOrder(await orders.get(orderId));
     } catch (failure) {
       setError(failure);
@@ -87,7 +87,7 @@ function OrderView() {
         {order.status === "CONFIRMED" && <Notice>Thank you! Your order is confirmed.</Notice>}
         {order.status === "CANCELLED" && placedFromCart && (
           <div className="problem" role="alert">
-            <strong>The order was cancelled{order.cancelReason ? `: ${order.cancelReason}` : ""}.</strong>
+            <strong>The order was cancelled{cancelText(order) ? `: ${cancelText(order)}` : ""}.</strong>
             <p>
               Your cart still holds the items. <Link to="/checkout">Try again with another card</Link>.
             </p>

@@ -3,7 +3,7 @@ import { orders } from "../api/client";
 import { ORDER_STATUSES, type OrderStatus } from "../api/types";
 import { StatusBadge } from "../components/OrderStatus";
 import { RequireSignIn } from "../components/RequireSignIn";
-import { Loading, PageTitle, ProblemMessage, formatDate, formatMoney } from "../components/ui";
+import { Loading, Pager, PageTitle, ProblemMessage, formatDate, formatMoney } from "../components/ui";
 import { useAsync } from "../components/useAsync";
 import { useSession } from "../state";
 
@@ -52,8 +52,8 @@ function OrderHistory() {
       </div>
       {list.loading && <Loading label="Loading orders" />}
       <ProblemMessage error={list.error} />
-      {list.data && list.data.length === 0 && <p>No orders yet.</p>}
-      {list.data && list.data.length > 0 && (
+      {list.data && list.data.items.length === 0 && <p>No orders yet.</p>}
+      {list.data && list.data.items.length > 0 && (
         <table className="table">
           <thead>
             <tr>
@@ -64,12 +64,12 @@ function OrderHistory() {
             </tr>
           </thead>
           <tbody>
-            {list.data.map((order) => (
+            {list.data.items.map((order) => (
               <tr key={order.orderId}>
                 <td>
                   <Link to={`/orders/${order.orderId}`}>{order.orderId.slice(0, 8)}</Link>
                 </td>
-                <td>{formatDate(order.createdAt ?? order.statusHistory[0]?.at)}</td>
+                <td>{formatDate(order.createdAt)}</td>
                 <td>
                   <StatusBadge status={order.status} />
                 </td>
@@ -79,14 +79,9 @@ function OrderHistory() {
           </tbody>
         </table>
       )}
-      <nav className="pager" aria-label="Pages">
-        <button type="button" disabled={offset === 0} onClick={() => go({ offset: Math.max(0, offset - LIMIT) })}>
-          ← Newer
-        </button>
-        <button type="button" disabled={(list.data?.length ?? 0) < LIMIT} onClick={() => go({ offset: offset + LIMIT })}>
-          Older →
-        </button>
-      </nav>
+      {list.data && (
+        <Pager offset={offset} limit={LIMIT} total={list.data.total} onPage={(next) => go({ offset: next })} />
+      )}
     </div>
   );
 }

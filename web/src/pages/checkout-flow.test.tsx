@@ -109,11 +109,11 @@ describe("checkout", () => {
   it("a declined card ends CANCELLED with the reason and keeps the cart", async () => {
     await signedInApp([
       order("PENDING"),
-      order("CANCELLED", { cancelReason: "Your card was declined." }),
+      order("CANCELLED", { cancelReason: "card_declined", cancelMessage: null }),
     ]);
     await placeOrder(/Card declined/);
     await act(() => vi.advanceTimersByTimeAsync(1500));
-    await screen.findByText(/The order was cancelled: Your card was declined/);
+    await screen.findByText(/The order was cancelled: Card declined/);
     expect(screen.getByRole("link", { name: "Try again with another card" })).toBeTruthy();
     expect(JSON.parse(localStorage.getItem(CART_KEY)!)).toHaveLength(1);
   });
