@@ -1,3 +1,4 @@
+import { useState } from "react";
 import { useSearchParams } from "react-router";
 import { notifications } from "../api/client";
 import { Loading, Pager, PageTitle, ProblemMessage, formatDate } from "../components/ui";
@@ -8,11 +9,40 @@ const LIMIT = 50;
 export function AdminDeliveries() {
   const [params, setParams] = useSearchParams();
   const offset = Math.max(0, Number(params.get("offset") ?? 0) || 0);
-  const list = useAsync(() => notifications.deliveries(LIMIT, offset), [offset]);
+  const status = params.get("status") ?? "";
+  const list = useAsync(
+    () => notifications.deliveries(LIMIT, offset, status || undefined),
+    [offset, status],
+  );
+  const [error, setError] = useState<unknown>(null);
+  const [resent, setResent] = useState<string[]>([]);
+  const resend = async (id: string) => {
+    setError(null);
+    try {
+      await notifications.resend(id);
+      setResent((ids) => [...ids, id]);
+      list.reload();
+    } catch (failure) {
+      setError(failure);
+    }
+  };
   return (
     <>
       <PageTitle>Notification log</PageTitle>
-      <button type="button" onClick={list.reload}>Refresh</button>
+      <div className="toolbar">
+        <div className="field inline-field">
+          <label htmlFor="delivery-status">Status</label>
+          <select id="delivery-status" value={status}
+            onChange={(e) => setParams(e.target.value ? { status: e.target.value } : {})}>
+            <option value="">All</option>
+            <option value="queued">queued</option>
+            <option value="sent">sent</option>
+            <option value="failed">failed</option>
+          </select>
+        </div>
+        <button type="button" onClick={list.reload}>Refresh</button>
+      </div>
+      <ProblemMessage error={error} title="The message was not sent again" />
       {list.loading && <Loading label="Loading deliveries" />}
       <ProblemMessage error={list.error} />
       {list.data && (
@@ -26,6 +56,7 @@ export function AdminDeliveries() {
                 <th scope="col">Template</th>
                 <th scope="col">Status</th>
                 <th scope="col">Attempts</th>
+                <th scope="col"><span className="visually-hidden">Actions</span></th>
               </tr>
             </thead>
             <tbody>
@@ -40,12 +71,21 @@ export function AdminDeliveries() {
                     {delivery.lastError && <div className="muted small">{delivery.lastError}</div>}
                   </td>
                   <td>{delivery.attempts}</td>
+                  <td>
+                    {delivery.status !== "queued" && (
+                      <button type="button" disabled={resent.includes(delivery.id)}
+                        onClick={() => void resend(delivery.id)}>
+                        {resent.includes(delivery.id) ? "Queued" : "Resend"}
+                        <span className="visually-hidden"> “{delivery.subject}” to {delivery.recipient}</span>
+                      </button>
+                    )}
+                  </td>
                 </tr>
               ))}
             </tbody>
           </table>
           <Pager offset={offset} limit={LIMIT} total={list.data.total}
-            onPage={(next) => setParams({ offset: String(next) })} />
+            onPage={(next) => setParams({ ...(status ? { status } : {}), offset: String(next) })} />
         </>
       )}
     </>

@@ -11,23 +11,23 @@ import {
   PointElement,
   Tooltip,
 } from "chart.js";
-import type { SalesPoint } from "../api/types";
+import type { SalesRow } from "../api/types";
 
 // Only the pieces drawn here: the rest of Chart.js stays out of the bundle.
 Chart.register(BarController, BarElement, CategoryScale, Legend, LinearScale, LineController, LineElement, PointElement, Tooltip);
 
 /** Revenue as bars and order counts as a line; the table beside it carries the same figures for screen readers. */
-export function SalesChart({ points, currency }: { points: SalesPoint[]; currency: string }) {
+export function SalesChart({ rows, currency }: { rows: SalesRow[]; currency: string }) {
   const canvas = useRef<HTMLCanvasElement>(null);
   useEffect(() => {
     if (!canvas.current) return;
     const chart = new Chart(canvas.current, {
       type: "bar",
       data: {
-        labels: points.map((p) => p.period),
+        labels: rows.map((r) => r.period),
         datasets: [
-          { type: "bar", label: `Revenue (${currency})`, data: points.map((p) => Number(p.revenue)), backgroundColor: "#1d5fa7", yAxisID: "revenue" },
-          { type: "line", label: "Orders", data: points.map((p) => p.orders), borderColor: "#f4b942", backgroundColor: "#f4b942", yAxisID: "orders" },
+          { type: "bar", label: `Net revenue (${currency})`, data: rows.map((r) => Number(r.netRevenue)), backgroundColor: "#1d5fa7", yAxisID: "revenue" },
+          { type: "line", label: "Orders", data: rows.map((r) => r.orders), borderColor: "#f4b942", backgroundColor: "#f4b942", yAxisID: "orders" },
         ],
       },
       options: {
@@ -41,14 +41,14 @@ export function SalesChart({ points, currency }: { points: SalesPoint[]; currenc
       },
     });
     return () => chart.destroy();
-  }, [points, currency]);
-  const total = points.reduce((sum, p) => sum + Number(p.revenue), 0);
+  }, [rows, currency]);
+  const total = rows.reduce((sum, r) => sum + Number(r.netRevenue), 0);
   return (
     <div className="chart">
       <canvas
         ref={canvas}
         role="img"
-        aria-label={`Revenue and orders for ${points.length} periods, ${total.toFixed(2)} ${currency} in all`}
+        aria-label={`Net revenue and orders for ${rows.length} periods, ${total.toFixed(2)} ${currency} in all`}
       />
     </div>
   );

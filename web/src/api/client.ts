@@ -3,6 +3,8 @@
 import type {
   Category,
   Delivery,
+  FunnelStage,
+  NotificationPreferences,
   Order,
   OrderCreate,
   OrderPlaced,
@@ -16,9 +18,11 @@ import type {
   ProductQuery,
   ProductSummary,
   ProductUpdate,
+  Report,
   Role,
-  SalesPoint,
+  SalesRow,
   StockMovement,
+  TopProductRow,
   User,
 } from "./types";
 
@@ -337,13 +341,39 @@ export const orders = {
 // --- Notifications and analytics ----------------------------------------------------
 
 export const notifications = {
-  deliveries: (limit: number, offset: number) =>
-    page<Delivery>("/api/v1/notifications/deliveries", { limit, offset }),
+  deliveries: (limit: number, offset: number, status?: string) =>
+    page<Delivery>("/api/v1/notifications/deliveries", { limit, offset, status }),
+  resend: (deliveryId: string) =>
+    request<Delivery>(`/api/v1/notifications/deliveries/${deliveryId}/resend`, {
+      method: "POST",
+    }).then((a) => a.data),
+  preferences: (userId: string) =>
+    get<NotificationPreferences>(`/api/v1/notifications/preferences/${userId}`),
+  setPreferences: (
+    userId: string,
+    changes: Partial<Pick<NotificationPreferences, "marketingEmail" | "sms" | "push">>,
+  ) =>
+    request<NotificationPreferences>(`/api/v1/notifications/preferences/${userId}`, {
+      method: "PUT",
+      json: changes,
+    }).then((a) => a.data),
 };
 
+export interface ReportRange {
+  from: string;
+  to: string;
+}
+
 export const analytics = {
-  sales: (query: { from: string; to: string; granularity: string }) =>
-    get<SalesPoint[]>("/api/v1/analytics/sales", query),
-  salesCsv: (query: { from: string; to: string; granularity: string }) =>
-    request<string>("/api/v1/analytics/sales", { query, accept: "text/csv" }).then((a) => a.data),
+  sales: (query: ReportRange & { granularity: string }) =>
+    get<Report<SalesRow>>("/api/v1/analytics/sales", { ...query }),
+  topProducts: (query: ReportRange & { limit: number }) =>
+    get<Report<TopProductRow>>("/api/v1/analytics/top-products", { ...query }),
+  funnel: (query: ReportRange) =>
+    get<Report<FunnelStage>>("/api/v1/analytics/funnel", { ...query }),
+  /** Any report as CSV, for a download. */
+  csv: (report: "sales" | "top-products", query: Record<string, string | number>) =>
+    request<string>(`/api/v1/analytics/${report}`, { query, accept: "text/csv" }).then(
+      (a) => a.data,
+    ),
 };

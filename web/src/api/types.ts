@@ -130,6 +130,8 @@ export interface StockMovement {
 
 export interface Delivery {
   id: string;
+  transactional?: boolean;
+  nextAttemptAt?: string | null;
   eventId: string;
   userId: string | null;
   channel: string;
@@ -205,8 +207,47 @@ export interface Page<T> {
   total: number;
 }
 
-export interface SalesPoint {
+export interface SalesRow {
   period: string;
+  currency: string;
+  grossRevenue: string;
+  refunded: string;
+  netRevenue: string;
   orders: number;
+  units: number;
+  refunds: number;
+  averageOrderValue: string;
+}
+
+export interface Report<Row> {
+  from: string;
+  to: string;
+  granularity?: string;
+  rows: Row[];
+}
+
+export interface TopProductRow {
+  productId: string;
+  name: string;
+  categoryId: string | null;
+  currency: string;
+  units: number;
   revenue: string;
+}
+
+export interface FunnelStage {
+  stage: string;
+  count: number;
+  conversionFromPrevious: number | null;
+}
+
+export interface NotificationPreferences {
+  userId: string;
+  email: string;
+  phoneNumber: string | null;
+  marketingEmail: boolean;
+  sms: boolean;
+  push: boolean;
+  pushTokens: string[];
+  updatedAt: string;
 }

@@ -1,9 +1,10 @@
 import { useState, type FormEvent } from "react";
 import { Link } from "react-router";
-import { users } from "../api/client";
-import type { User } from "../api/types";
+import { ApiError, notifications, users } from "../api/client";
+import type { NotificationPreferences, User } from "../api/types";
+import { useAsync } from "../components/useAsync";
 import { RequireSignIn } from "../components/RequireSignIn";
-import { Notice, PageTitle, ProblemMessage } from "../components/ui";
+import { Loading, Notice, PageTitle, ProblemMessage } from "../components/ui";
 import { useSession } from "../state";
 
 export default function Account() {
@@ -22,6 +23,7 @@ function AccountPages() {
       <PageTitle>Your account</PageTitle>
       <Profile user={state.user} />
       <EmailStatus user={state.user} />
+      <Preferences user={state.user} />
       <PasswordChange />
       <p>
         <Link to="/orders">Your orders</Link>
@@ -152,6 +154,61 @@ function PasswordChange() {
       <p className="small">
         Forgot it? <Link to="/account/reset-password">Get a reset link by mail</Link>.
       </p>
+    </section>
+  );
+}
+
+type Choice = "marketingEmail" | "sms" | "push";
+const CHOICES: Array<{ name: Choice; label: string }> = [
+  { name: "marketingEmail", label: "News and offers by email" },
+  { name: "sms", label: "Order updates by text message" },
+  { name: "push", label: "Order updates as push notifications" },
+];
+
+function Preferences({ user }: { user: User }) {
+  const loaded = useAsync(() => notifications.preferences(user.id), [user.id]);
+  const [saved, setSaved] = useState<NotificationPreferences | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const current = saved ?? loaded.data;
+
+  const change = async (name: Choice, value: boolean) => {
+    setError(null);
+    try {
+      setSaved(await notifications.setPreferences(user.id, { [name]: value }));
+    } catch (failure) {
+      setError(failure);
+    }
+  };
+  // A brand-new account may not be known to the notifications service yet.
+  const unknown = loaded.error instanceof ApiError && loaded.error.status === 404;
+  return (
+    <section aria-labelledby="prefs-heading">
+      <h2 id="prefs-heading">Notifications</h2>
+      <p className="small muted">Mail about your orders and your account always comes.</p>
+      {loaded.loading && <Loading label="Loading your choices" />}
+      {unknown && <p className="muted">Your notification choices are not available yet; try again later.</p>}
+      {!unknown && <ProblemMessage error={loaded.error} />}
+      {current && (
+        <fieldset>
+          <legend className="visually-hidden">What we may send you</legend>
+          {CHOICES.map((choice) => (
+            <div className="field checkbox" key={choice.name}>
+              <input
+                id={`pref-${choice.name}`}
+                type="checkbox"
+                checked={current[choice.name]}
+                disabled={choice.name === "sms" && !current.phoneNumber}
+                onChange={(e) => void change(choice.name, e.target.checked)}
+              />
+              <label htmlFor={`pref-${choice.name}`}>
+                {choice.label}
+                {choice.name === "sms" && !current.phoneNumber && " (add a phone number first)"}
+              </label>
+            </div>
+          ))}
+        </fieldset>
+      )}
+      <ProblemMessage error={error} title="Your choice was not saved" />
     </section>
   );
 }
