@@ -87,7 +87,7 @@ function OrderView() {
         {order.status === "CONFIRMED" && <Notice>Thank you! Your order is confirmed.</Notice>}
         {order.status === "CANCELLED" && placedFromCart && (
           <div className="problem" role="alert">
-            <strong>The order was cancelled{cancelText(order) ? `: ${cancelText(order)}` : ""}.</strong>
+            <strong>The order was cancelled{cancelText(order) ? `: ${cancelText(order).replace(/\.$/, "")}` : ""}.</strong>
             <p>
               Your cart still holds the items. <Link to="/checkout">Try again with another card</Link>.
             </p>
