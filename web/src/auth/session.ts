@@ -44,10 +44,10 @@ export class Session {
       refreshed: () => this.refresh(),
     });
     window.addEventListener("storage", (event) => {
-      // Signed out in another tab: this one follows.
-      if (event.key === REFRESH_KEY && event.newValue === null && this.access) {
-        this.forget();
-      }
+      if (event.key !== REFRESH_KEY) return;
+      // Signed out in another tab: this one follows; signed in there: so is this one.
+      if (event.newValue === null && this.state.status !== "anonymous") this.forget();
+      else if (event.newValue !== null && this.state.status === "anonymous") void this.restore();
     });
   }
 

@@ -5,6 +5,7 @@ import type { ProductDetail } from "../api/types";
 import { Loading, Notice, PageTitle, ProblemMessage, formatMoney } from "../components/ui";
 import { useAsync } from "../components/useAsync";
 import { useCart } from "../state";
+import { flattenCategories } from "./listing";
 import { findVariant, initialChoice } from "./variants";
 
 export function ProductPage() {
@@ -24,6 +25,10 @@ function ProductView({ product }: { product: ProductDetail }) {
   const [quantity, setQuantity] = useState(1);
   const [added, setAdded] = useState(false);
   const cart = useCart();
+  const categories = useAsync(() => catalog.categories(), []);
+  const categoryName =
+    flattenCategories(categories.data ?? []).find((c) => c.slug === product.category)?.label ??
+    product.category;
   const variant = findVariant(product, chosen);
   const price = variant?.price ?? product.price;
   const stock = variant ? variant.stock : product.stock;
@@ -54,7 +59,7 @@ function ProductView({ product }: { product: ProductDetail }) {
           <>
             {" / "}
             <Link to={`/products?category=${encodeURIComponent(product.category)}`}>
-              {product.categoryPath.at(-1) ?? product.category}
+              {categoryName}
             </Link>
           </>
         )}
