@@ -37,7 +37,13 @@ export function Home() {
         <h2 id="featured-heading">Featured</h2>
         {featured.loading && <Loading label="Loading featured products" />}
         <ProblemMessage error={featured.error} />
-        {featured.data && <ProductGrid products={featured.data.items} />}
+        {featured.data && featured.data.items.length > 0 && <ProductGrid products={featured.data.items} />}
+        {featured.data && featured.data.items.length === 0 && (
+          <p className="muted">
+            Nothing featured yet. Staff mark products as featured in the admin console; a demo
+            catalog comes from <code>panthera seed</code>.
+          </p>
+        )}
       </section>
     </div>
   );
