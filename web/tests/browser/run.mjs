@@ -43,6 +43,14 @@ async function open(viewport = { width: 1280, height: 900 }) {
     if (message.type() === "error") page.errors.push(message.text());
   });
   page.on("pageerror", (error) => page.errors.push(String(error)));
+  // API refusals are part of the tests (and shown to the user); any other failed
+  // file (a script, a style, a picture) is a fault of the app.
+  page.on("response", (response) => {
+    const url = new URL(response.url());
+    if (response.status() >= 400 && url.origin === base && !url.pathname.startsWith("/api/")) {
+      page.errors.push(`${response.status()} ${url.pathname}`);
+    }
+  });
   page.setDefaultTimeout(15_000);
   return { context, page };
 }
@@ -52,8 +60,8 @@ async function snap(page, name) {
   await page.screenshot({ path: `${SHOTS}${String(shot).padStart(2, "0")}-${name}.png`, fullPage: true });
 }
 
-// Responses the app asks for and shows as a message are not console errors of the
-// app's own making; Chromium still logs each failed fetch, so those are let through.
+// Chromium logs every refused fetch as a console error; the API's refusals are let
+// through here (the response listener above catches every other failed file).
 function appErrors(page, allowed = []) {
   return page.errors.filter(
     (text) => !/Failed to load resource: the server responded with a status of/.test(text) &&
