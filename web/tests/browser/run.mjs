@@ -318,6 +318,10 @@ test("admin creates a product, uploads an image and adjusts stock with a reason"
   await page.getByLabel("Description for screen readers").fill("The lantern, lit");
   await page.getByRole("button", { name: "Upload image" }).click();
   await page.locator(".image-list img").first().waitFor();
+  await page.getByLabel(/Image file/).setInputFiles({ name: "lantern-side.webp", mimeType: "image/webp", buffer: picture });
+  await page.getByLabel("Description for screen readers").fill("The lantern, from the side");
+  await page.getByRole("button", { name: "Upload image" }).click();
+  await page.locator(".image-list img").nth(1).waitFor();
   await page.locator("details.adjuster summary").first().click();
   await page.getByLabel(/^Change/).first().fill("7");
   await page.getByLabel("Reason").first().fill("delivery from supplier");
@@ -339,6 +343,8 @@ test("admin creates a product, uploads an image and adjusts stock with a reason"
   await page.getByRole("link", { name: "View in shop" }).click();
   await page.getByRole("heading", { name }).waitFor();
   await page.locator("img.gallery-main[alt='The lantern, lit']").waitFor();
+  await page.getByRole("button", { name: "Show picture 2 of 2" }).click();
+  await page.locator("img.gallery-main[alt='The lantern, from the side']").waitFor();
   await snap(page, "admin-product-in-shop");
   expect(appErrors(page).length === 0, `console errors: ${page.errors}`);
   await context.close();
