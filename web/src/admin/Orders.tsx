@@ -1,6 +1,6 @@
-import { useState, type FormEvent } from "react";
+import { useMemo, useState, type FormEvent } from "react";
 import { Link, useSearchParams } from "react-router";
-import { orders } from "../api/client";
+import { newIdempotencyKey, orders } from "../api/client";
 import { ORDER_STATUSES, type OrderStatus, type OrderSummary } from "../api/types";
 import { cancelText, StatusBadge } from "../components/OrderStatus";
 import { Loading, Pager, PageTitle, ProblemMessage, formatDate, formatMoney } from "../components/ui";
@@ -56,6 +56,8 @@ function OrderRow({ order, onChange }: { order: OrderSummary; onChange: () => vo
   const [tracking, setTracking] = useState({ trackingNumber: "", carrier: "" });
   const [refund, setRefund] = useState({ amount: "", reason: "" });
   const [error, setError] = useState<unknown>(null);
+  // The same refund sent twice (a lost answer, a second click) is paid once.
+  const refundKey = useMemo(() => newIdempotencyKey(), [refund.amount, refund.reason]); // eslint-disable-line react-hooks/exhaustive-deps
 
   const run = async (work: () => Promise<unknown>) => {
     setError(null);
@@ -73,7 +75,7 @@ function OrderRow({ order, onChange }: { order: OrderSummary; onChange: () => vo
   };
   const refundOrder = (event: FormEvent) => {
     event.preventDefault();
-    void run(() => orders.refund(order.orderId, refund.reason, refund.amount || undefined));
+    void run(() => orders.refund(order.orderId, refund.reason, refund.amount || undefined, refundKey));
   };
   const id = order.orderId;
   return (

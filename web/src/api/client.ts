@@ -331,10 +331,11 @@ export const orders = {
     }).then((a) => a.data),
   deliver: (orderId: string) =>
     request<Order>(`/api/v1/orders/${orderId}/deliver`, { method: "POST" }).then((a) => a.data),
-  refund: (orderId: string, reason: string, amount?: string) =>
+  refund: (orderId: string, reason: string, amount: string | undefined, idempotencyKey: string) =>
     request<Order>(`/api/v1/orders/${orderId}/refund`, {
       method: "POST",
       json: amount ? { amount, reason } : { reason },
+      headers: { "Idempotency-Key": idempotencyKey },
     }).then((a) => a.data),
 };
 

@@ -437,6 +437,46 @@ test("a declined card cancels the order and keeps the cart", async () => {
   await context.close();
 });
 
+test("staff ship and refund a confirmed order", async () => {
+  if (!(await ordersAvailable())) return "skip";
+  const buyer = await checkoutWith("Visa ending 4242 (succeeds)", "CONFIRMED");
+  const orderId = new URL(buyer.page.url()).pathname.split("/").at(-1);
+  await buyer.context.close();
+  const { context, page } = await adminPage();
+  await page.getByRole("navigation", { name: "Admin" }).getByRole("link", { name: "Orders" }).click();
+  await page.getByLabel("Status").selectOption("CONFIRMED");
+  const row = page.locator(".order-admin").filter({ has: page.getByRole("link", { name: orderId.slice(0, 8) }) });
+  await row.getByRole("button", { name: "Ship" }).click();
+  await row.getByLabel("Carrier").fill("DHL");
+  await row.getByLabel("Tracking number").fill("JD0146000033");
+  await snap(page, "admin-order-ship");
+  await row.getByRole("button", { name: "Mark shipped" }).click();
+  await page.getByLabel("Status").selectOption("SHIPPED");
+  await row.locator(".status-shipped").waitFor();
+  await row.getByRole("button", { name: "Refund" }).click();
+  await row.getByLabel(/Amount/).fill("1.00");
+  await row.getByLabel("Reason").fill("damaged in transit");
+  const refunded = page.waitForResponse((r) => r.url().endsWith("/refund") && r.request().method() === "POST");
+  await row.getByRole("button", { name: "Refund" }).last().click();
+  const answer = await refunded;
+  expect(answer.ok(), `refund answered ${answer.status()}`);
+  await row.getByLabel("Reason").waitFor({ state: "detached" });
+  await snap(page, "admin-order-refunded");
+  // The provider confirms the refund a moment later.
+  const token = await adminToken();
+  let order;
+  for (let i = 0; i < 40; i += 1) {
+    order = await fetch(`${base}/api/v1/orders/${orderId}`, { headers: { Authorization: `Bearer ${token}` } })
+      .then((r) => r.json());
+    if (order.amountRefunded === "1.00") break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  expect(order.trackingNumber === "JD0146000033", `tracking ${order.trackingNumber}`);
+  expect(order.amountRefunded === "1.00", `refunded ${order.amountRefunded}`);
+  expect(appErrors(page).length === 0, `console errors: ${page.errors}`);
+  await context.close();
+});
+
 // --- Runner -----------------------------------------------------------------------
 
 let passed = 0;
