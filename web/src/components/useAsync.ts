@@ -9,31 +9,42 @@ export interface AsyncState<T> {
 
 /** Runs `load` whenever `deps` change; an answer that arrives late is dropped. */
 export function useAsync<T>(load: () => Promise<T>, deps: unknown[]): AsyncState<T> {
-  const [data, setData] = useState<T>();
-  const [error, setError] = useState<unknown>(null);
-  const [loading, setLoading] = useState(true);
+  const key = JSON.stringify(deps);
+  const [state, setState] = useState<{ data?: T; error: unknown; key: string | null }>({
+    error: null,
+    key: null,
+  });
   const [tick, setTick] = useState(0);
+  const [pending, setPending] = useState(true);
   const latest = useRef(0);
 
   useEffect(() => {
     const call = ++latest.current;
-    setLoading(true);
-    setError(null);
+    setPending(true);
     load().then(
-      (value) => {
+      (data) => {
         if (call !== latest.current) return;
-        setData(value);
-        setLoading(false);
+        setState({ data, error: null, key });
+        setPending(false);
       },
-      (failure: unknown) => {
+      (error: unknown) => {
         if (call !== latest.current) return;
-        setError(failure);
-        setLoading(false);
+        setState((previous) => ({ data: previous.data, error, key }));
+        setPending(false);
       },
     );
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [...deps, tick]);
+  }, [key, tick]);
 
   const reload = useCallback(() => setTick((t) => t + 1), []);
-  return { data, error, loading, reload };
+  // What is held answers the deps it was loaded for: under new deps it is not
+  // shown at all (no page lists one query's results under another's title), while
+  // a reload of the same deps keeps it on screen until the fresh answer arrives.
+  const current = state.key === key;
+  return {
+    data: current ? state.data : undefined,
+    error: current ? state.error : null,
+    loading: pending || !current,
+    reload,
+  };
 }
