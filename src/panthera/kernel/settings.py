@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     # A shop's own message templates, searched before the built-in ones.
     templates_dir: Path | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    # The built web app (Vite's output), relative to the working directory unless
+    # absolute. Without an index.html there the gateway serves the API alone.
+    web_dir: Path = Path("web/dist")
     # The gateway's cache of anonymous catalog reads (GET answered 200), emptied by
     # the catalog's events; the TTL only bounds how long an entry outlives a lost
     # event. In Redis when ``redis_url`` is set (shared by gateway replicas, and
