@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -85,7 +86,8 @@ class Database:
             else None
         )
         self._sqlite_reader: sqlite3.Connection | None = None
-        self._pg_reader: AsyncEngine | None = None
+        # An asyncpg pool, made on the first read (asyncpg is imported only then).
+        self._pg_reader: Any = None
         self._pg_reader_setup: list[str] = []
         self._pg_url = url
 
@@ -105,8 +107,8 @@ class Database:
         runs on the event loop, on a connection of its own, reading the last committed
         WAL snapshot: a read of a fraction of a millisecond costs less than the thread
         hops of the async driver. On PostgreSQL it runs on a small pool of its own that
-        does not ping on checkout; a connection found dead is replaced and the read
-        tried once more.
+        does not ping on checkout or reset on return; a connection found dead is
+        replaced and the read tried once more.
         """
         if self.is_sqlite:
             if self._sqlite_path is None:
@@ -133,35 +135,42 @@ class Database:
         return self._sqlite_reader
 
     async def _pg_read_one(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
-        if self._pg_reader is None:
-            self._pg_reader = create_async_engine(
-                self._pg_url, pool_size=5, max_overflow=5, pool_recycle=1800
-            )
-            if self._pg_reader_setup:
-                event.listen(self._pg_reader.sync_engine, "connect", self._pg_setup)
+        pool = self._pg_reader or await self._open_pg_reader()
         for attempt in (1, 2):
-            async with self._pg_reader.connect() as conn:
-                fairy = await conn.get_raw_connection()
-                try:
-                    row = await fairy.driver_connection.fetchrow(sql, *args)  # type: ignore[union-attr]
-                except (OSError, ConnectionError) as exc:
-                    await conn.invalidate(exc)
-                    if attempt == 2:
-                        raise
-                    continue
-                except Exception as exc:
-                    if attempt == 2 or not _is_disconnect(exc):
-                        raise
-                    await conn.invalidate(exc)
-                    continue
-                return tuple(row) if row is not None else None
+            try:
+                row = await pool.fetchrow(sql, *args)
+            except _pg_connection_lost():
+                # The pool replaces a connection the server or the network closed.
+                if attempt == 2:
+                    raise
+                continue
+            return tuple(row) if row is not None else None
         return None  # pragma: no cover - the loop returns or raises
 
-    def _pg_setup(self, dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
+    async def _open_pg_reader(self) -> Any:
+        # asyncpg's own pool: SQLAlchemy's checkout and return cost five times the
+        # round trip of a small read. No reset on release: these connections run
+        # only single SELECTs, which leave no session state behind.
+        import asyncpg  # type: ignore[import-untyped]
+
+        url = make_url(self._pg_url).set(drivername="postgresql")
+        pool = await asyncpg.create_pool(
+            url.render_as_string(hide_password=False),
+            min_size=1,
+            max_size=10,
+            max_inactive_connection_lifetime=300.0,
+            init=self._pg_setup,
+            reset=_no_reset,
+        )
+        if self._pg_reader is not None:  # another read opened one meanwhile
+            await pool.close()
+            return self._pg_reader
+        self._pg_reader = pool
+        return pool
+
+    async def _pg_setup(self, connection: Any) -> None:
         for statement in self._pg_reader_setup:
-            cursor.execute(statement)
-        cursor.close()
+            await connection.execute(statement)
 
     async def ping(self) -> bool:
         """Whether the database answers (for ``/readyz``)."""
@@ -178,18 +187,26 @@ class Database:
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
         if self._pg_reader is not None:
-            await self._pg_reader.dispose()
-            self._pg_reader = None
+            pool, self._pg_reader = self._pg_reader, None
+            try:
+                # Graceful close waits for reads in flight; it must not hang a shutdown.
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except TimeoutError:
+                pool.terminate()
         if self._sqlite_reader is not None:
             with suppress(sqlite3.Error):
                 self._sqlite_reader.close()
             self._sqlite_reader = None
 
 
-def _is_disconnect(exc: BaseException) -> bool:
-    # asyncpg's errors for a connection the server or the network closed.
-    name = type(exc).__name__
-    return name in {"ConnectionDoesNotExistError", "InterfaceError", "ConnectionFailureError"}
+async def _no_reset(_connection: Any) -> None:
+    return None
+
+
+def _pg_connection_lost() -> tuple[type[BaseException], ...]:
+    import asyncpg
+
+    return (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
