@@ -102,8 +102,11 @@ class ProductPages:
             if value is not None:
                 present.add(name)
                 values[name] = value
-        if query.q is not None:
+        if query.q:
             values["q"] = self._search.argument(query.q)
+        else:
+            # As in the ORM listing, an empty query searches nothing.
+            present.discard("q")
         compiled = self._compile(_Shape(frozenset(present), query.in_stock, listing_order(query)))
         args = [
             values[name] if name in values else compiled.constants[name] for name in compiled.names
