@@ -6,7 +6,6 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 
@@ -94,19 +93,11 @@ async def list_products(
         featured=featured,
         sort=sort.value,
     )
-    async with catalog.read_session() as session:
-        rows, total = await service.list_products(session, catalog.search, query)
-        images = await service.first_images(session, [product.id for product, _ in rows])
-    body = [
-        presenters.summary(product, slug, images.get(product.id), catalog.media_prefix).model_dump(
-            mode="json"
-        )
-        for product, slug in rows
-    ]
+    page = await catalog.pages.page(query)
     return Response(
-        orjson.dumps(body),
+        page.body,
         media_type="application/json",
-        headers=total_count_headers(request, total=total, limit=limit, offset=offset),
+        headers=total_count_headers(request, total=page.total, limit=limit, offset=offset),
     )
 
 

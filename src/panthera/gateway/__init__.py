@@ -10,13 +10,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from panthera.gateway.cache import ResponseCache, ResponseCaching
+from panthera.gateway.cache import AddressLimit, ResponseCache, ResponseCaching
 from panthera.gateway.proxy import Proxy, RateLimits
 from panthera.gateway.routes import ROUTES
 from panthera.gateway.upstreams import Upstream
 from panthera.gateway.webapp import WebApp, content_security_policy
 from panthera.kernel.http.app import create_app
-from panthera.kernel.ratelimit import RateLimiter
+from panthera.kernel.ratelimit import RateLimiter, RedisRateLimiter
 from panthera.kernel.security.permissions import Authenticator
 from panthera.kernel.settings import Settings
 
@@ -81,7 +81,19 @@ def build_gateway(
             per_user_burst=settings.rate_limit_per_user_burst,
         ),
         caching=(
-            ResponseCaching(response_cache, ttl_seconds=settings.response_cache_ttl_seconds)
+            ResponseCaching(
+                response_cache,
+                ttl_seconds=settings.response_cache_ttl_seconds,
+                address_limit=(
+                    AddressLimit(
+                        rate_limiter,
+                        rate_per_minute=settings.rate_limit_per_ip_per_minute,
+                        burst=settings.rate_limit_per_ip_burst,
+                    )
+                    if isinstance(rate_limiter, RedisRateLimiter)
+                    else None
+                ),
+            )
             if response_cache is not None
             else None
         ),
