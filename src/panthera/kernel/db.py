@@ -106,6 +106,8 @@ class Database:
         self._pg_reader: Any = None
         self._pg_reader_setup: list[str] = []
         self._pg_url = url
+        # Counted in the same connection budget as the engine's pool.
+        self._pg_reader_max = max(1, pool_size)
 
     def on_read_connection(self, statement: str) -> None:
         """Run ``statement`` (a ``SET``) on every connection :meth:`read_one` opens.
@@ -173,7 +175,7 @@ class Database:
         pool = await asyncpg.create_pool(
             url.render_as_string(hide_password=False),
             min_size=1,
-            max_size=10,
+            max_size=self._pg_reader_max,
             max_inactive_connection_lifetime=300.0,
             init=self._pg_setup,
             reset=_no_reset,
