@@ -328,3 +328,27 @@ async def test_idempotency_key_answers_the_first_order(platform: Platform) -> No
     bobs = await place(platform.client, bob, [(mug, 1)], key=key)
     assert bobs.status_code == 201
     assert bobs.json()["orderId"] != order_id
+
+
+async def test_a_request_whose_answer_was_lost_finds_its_order(platform: Platform) -> None:
+    from sqlalchemy import delete, func, select
+
+    from panthera.orders.models import IDEMPOTENCY_KEYS, Order
+
+    admin = await make_admin(platform)
+    shopper = await register_and_login(platform.client)
+    mug = await product(platform, admin, stock=5)
+    key = uuid.uuid4().hex
+    first = await place(platform.client, shopper, [(mug, 1)], key=key)
+    assert first.status_code == 201
+    # The process died after writing the order and before storing the answer: the
+    # key's claim is gone (its lease ran out), and the buyer sends the request again.
+    runtime = platform.app.state.platform.runtimes["orders"]
+    async with runtime.database.sessions() as session:
+        await session.execute(delete(IDEMPOTENCY_KEYS))
+        await session.commit()
+    again = await place(platform.client, shopper, [(mug, 1)], key=key)
+    assert again.status_code == 201
+    assert again.json()["orderId"] == first.json()["orderId"]
+    async with runtime.database.read_sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 1

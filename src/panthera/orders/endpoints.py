@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from panthera.kernel.http.paging import total_count_headers
 from panthera.kernel.idempotency import IdempotencyKeyHeader, checked_key, request_fingerprint
@@ -84,23 +85,44 @@ async def place_order(
     ``Idempotency-Key``, sending the same request again answers the first order.
     """
 
+    key = None if idempotency_key is None else checked_key(idempotency_key)
+    request_key = None if key is None else f"{_scope(principal)}:{key}"
+
     async def handle() -> tuple[int, Any]:
-        created = await _place(orders, principal, body)
+        created = await _place(orders, principal, body, request_key)
         return 201, created.model_dump(mode="json")
 
-    if idempotency_key is None:
+    if key is None:
         status, payload = await handle()
         return _json(payload, status)
     result = await orders.idempotency.run(
         scope=_scope(principal),
-        key=checked_key(idempotency_key),
+        key=key,
         request_hash=request_fingerprint("place_order", body.model_dump(mode="json")),
         handler=handle,
     )
     return result.to_response()
 
 
-async def _place(orders: Orders, principal: Principal, body: OrderCreate) -> OrderCreated:
+def _created(order: Order) -> OrderCreated:
+    return OrderCreated(
+        orderId=order.id,
+        status=OrderStatus.PENDING,
+        totalAmount=Money(order.total_amount, order.currency).format(),
+        currency=order.currency,
+    )
+
+
+async def _place(
+    orders: Orders, principal: Principal, body: OrderCreate, request_key: str | None
+) -> OrderCreated:
+    if request_key is not None:
+        # The same request ran before and its answer was lost (a process died after
+        # the order was written): answer that order, as the first run would have.
+        async with orders.read_session() as session:
+            earlier = await service.placed_by(session, request_key)
+        if earlier is not None:
+            return _created(earlier)
     try:
         quote = await orders.catalog.quote(
             [(item.productId, item.variantId, item.quantity) for item in body.items]
@@ -130,23 +152,29 @@ async def _place(orders: Orders, principal: Principal, body: OrderCreate) -> Ord
         for line in quote.lines
     ]
     currency = currencies.pop()
-    async with orders.uow() as uow:
-        order = await service.place(
-            uow,
-            user_id=principal.user_id,
-            lines=lines,
-            currency=currency,
-            shipping_address=body.shippingAddress,
-            payment_method=body.paymentMethod,
-        )
-        orders.saga.take_up_after_commit(uow, order)
-        await uow.commit()
-    return OrderCreated(
-        orderId=order.id,
-        status=OrderStatus(order.status),
-        totalAmount=Money(order.total_amount, order.currency).format(),
-        currency=order.currency,
-    )
+    try:
+        async with orders.uow() as uow:
+            order = await service.place(
+                uow,
+                user_id=principal.user_id,
+                lines=lines,
+                currency=currency,
+                shipping_address=body.shippingAddress,
+                payment_method=body.paymentMethod,
+                request_key=request_key,
+            )
+            orders.saga.take_up_after_commit(uow, order)
+            await uow.commit()
+    except IntegrityError:
+        # A run of the same request that overlapped this one wrote its order first.
+        if request_key is None:
+            raise
+        async with orders.read_session() as session:
+            earlier = await service.placed_by(session, request_key)
+        if earlier is None:
+            raise
+        return _created(earlier)
+    return _created(order)
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -72,6 +72,9 @@ class Order(Base):
     # A worker holds the order until then; a worker that died lets go by itself.
     saga_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     saga_last_error: Mapped[str | None] = mapped_column(String(500))
+    # "<caller scope>:<Idempotency-Key>" of the request that placed it: a request run
+    # again after a crash (its stored answer was lost) finds this order, not a new one.
+    request_key: Mapped[str | None] = mapped_column(String(400), unique=True)
     # The provider's token for the payment (tok_..., pm_...): never card data.
     payment_method: Mapped[str | None] = mapped_column(String(210))
     reservation_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

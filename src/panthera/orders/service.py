@@ -71,6 +71,14 @@ async def find(
         return None
 
 
+async def placed_by(session: AsyncSession, request_key: str) -> Order | None:
+    """The order an earlier run of the same request placed, if any."""
+    found: Order | None = (
+        await session.execute(select(Order).where(Order.request_key == request_key))
+    ).scalar_one_or_none()
+    return found
+
+
 async def items_of(session: AsyncSession, order_id: uuid.UUID) -> list[OrderItem]:
     return list(
         (
@@ -147,6 +155,7 @@ async def place(
     currency: str,
     shipping_address: str,
     payment_method: str,
+    request_key: str | None = None,
 ) -> Order:
     """Record a PENDING order priced by the catalog; the saga takes it from there."""
     at = now()
@@ -166,6 +175,7 @@ async def place(
         saga_next_at=at,
         payment_method=payment_method,
         payment_revision=0,
+        request_key=request_key,
     )
     uow.session.add(order)
     await uow.session.flush()

@@ -1,8 +1,8 @@
 """create the orders tables
 
-Revision ID: 374af61e562e
+Revision ID: a5c09191fbad
 Revises:
-Create Date: 2026-11-24 04:19:17.713917
+Create Date: 2026-11-24 05:51:29.387854
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "374af61e562e"
+revision: str = "a5c09191fbad"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -68,6 +68,7 @@ def upgrade() -> None:
         sa.Column("saga_next_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("saga_lease_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("saga_last_error", sa.String(length=500), nullable=True),
+        sa.Column("request_key", sa.String(length=400), nullable=True),
         sa.Column("payment_method", sa.String(length=210), nullable=True),
         sa.Column("reservation_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("payment_deadline", sa.DateTime(timezone=True), nullable=True),
@@ -80,6 +81,7 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("total_amount >= 0", name=op.f("ck_orders_total_not_negative")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
+        sa.UniqueConstraint("request_key", name=op.f("uq_orders_request_key")),
     )
     with op.batch_alter_table("orders", schema=None) as batch_op:
         batch_op.create_index("ix_orders_saga_due", ["saga_step", "saga_next_at"], unique=False)
