@@ -71,6 +71,9 @@ BOLA_MATRIX: dict[tuple[str, str, str], str] = {
     ("catalog", "GET", "/inventory/variants/{variantId}/movements"): ADMIN,
     ("payments", "GET", "/payments/{paymentId}"): OWNER_OR_ADMIN,
     ("payments", "POST", "/payments/{paymentId}/refunds"): ADMIN,
+    ("notifications", "POST", "/deliveries/{deliveryId}/resend"): ADMIN,
+    ("notifications", "GET", "/preferences/{userId}"): OWNER_OR_ADMIN,
+    ("notifications", "PUT", "/preferences/{userId}"): OWNER_OR_ADMIN,
 }
 EXPECTED_PERMISSION = {
     OWNER_OR_ADMIN: "authenticated",
@@ -99,6 +102,12 @@ async def _own_payment(platform: Platform, owner: Account) -> uuid.UUID:
     return uuid.UUID(response.json()["paymentId"])
 
 
+async def _own_preferences(platform: Platform, owner: Account) -> uuid.UUID:
+    # The notifications service learns of the user from the users service's event.
+    await platform.settle()
+    return owner.id
+
+
 # For each owner route: how the owner comes to have an object there (its id), and
 # the body to send (None for reads).
 OwnedObject = Callable[[Platform, Account], Awaitable[uuid.UUID]]
@@ -108,6 +117,8 @@ OWNER_REQUESTS: dict[tuple[str, str, str], tuple[OwnedObject, dict[str, Any] | N
     ("users", "GET", "/{userId}"): (_own_profile, None),
     ("users", "PUT", "/{userId}"): (_own_profile, {"lastName": "Mallory"}),
     ("payments", "GET", "/payments/{paymentId}"): (_own_payment, None),
+    ("notifications", "GET", "/preferences/{userId}"): (_own_preferences, None),
+    ("notifications", "PUT", "/preferences/{userId}"): (_own_preferences, {"sms": False}),
 }
 
 _PARAMETER = re.compile(r"\{([^}:]+)(?::[^}]+)?\}")
@@ -305,6 +316,7 @@ async def test_admin_routes_refuse_a_user_token(platform: Platform) -> None:
         ("PUT", f"/api/v1/users/profiles/{other.id}/roles", {"roles": ["USER", "ADMIN"]}),
         ("PUT", f"/api/v1/users/profiles/{user.id}/roles", {"roles": ["USER", "ADMIN"]}),
         ("GET", "/api/v1/notifications/deliveries", None),
+        ("POST", f"/api/v1/notifications/deliveries/{uuid.uuid4()}/resend", None),
     ]
     for method, path, body in requests:
         response = await platform.client.request(method, path, json=body, headers=user.headers)
