@@ -44,13 +44,33 @@ async def _add(
     labels: dict[str, Any] | None = None,
 ) -> None:
     """Add ``increments`` to the roll-up row at ``key``, creating it; ``labels`` overwrite."""
-    statement = _insert(session)(model).values(**key, **increments, **(labels or {}))
+    await _add_many(
+        session,
+        model,
+        list(key),
+        [{**key, **increments, **(labels or {})}],
+        increments=list(increments),
+        labels=list(labels or {}),
+    )
+
+
+async def _add_many(
+    session: AsyncSession,
+    model: Any,
+    key: list[str],
+    rows: list[dict[str, Any]],
+    *,
+    increments: list[str],
+    labels: list[str],
+) -> None:
+    """Many roll-up rows in one statement (one round trip), each added to as in ``_add``."""
+    statement = _insert(session)(model).values(rows)
     table = model.__table__
     changes: dict[str, Any] = {
         name: table.c[name] + statement.excluded[name] for name in increments
     }
-    changes.update({name: statement.excluded[name] for name in labels or {}})
-    await session.execute(statement.on_conflict_do_update(index_elements=list(key), set_=changes))
+    changes.update({name: statement.excluded[name] for name in labels})
+    await session.execute(statement.on_conflict_do_update(index_elements=key, set_=changes))
 
 
 async def count(session: AsyncSession, metric: Metric, day: date, value: int = 1) -> None:
@@ -129,14 +149,25 @@ async def order_confirmed(session: AsyncSession, event: Any) -> None:
         {"day": day, "currency": event.currency},
         {"gross": event.total_amount, "orders": 1, "units": units, "refunded": 0, "refunds": 0},
     )
-    for line in _merged(event.items):
-        await _add(
-            session,
-            DailyProductSales,
-            {"day": day, "product_id": line["product_id"], "currency": event.currency},
-            {"units": line["quantity"], "revenue": line["line_total"]},
-            {"name": line["name"], "category_id": line["category_id"]},
-        )
+    await _add_many(
+        session,
+        DailyProductSales,
+        ["day", "product_id", "currency"],
+        [
+            {
+                "day": day,
+                "product_id": line["product_id"],
+                "currency": event.currency,
+                "units": line["quantity"],
+                "revenue": line["line_total"],
+                "name": line["name"],
+                "category_id": line["category_id"],
+            }
+            for line in _merged(event.items)
+        ],
+        increments=["units", "revenue"],
+        labels=["name", "category_id"],
+    )
 
 
 def _merged(items: Iterable[Any]) -> list[dict[str, Any]]:
