@@ -71,6 +71,7 @@ class DeliverySender:
         self._batch_size = batch_size
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """Messages were queued: send them now rather than at the next poll."""
@@ -78,17 +79,22 @@ class DeliverySender:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name="notifications-sender")
 
     async def stop(self) -> None:
         if self._task is not None:
+            # The flag ends the loop even if the cancellation is lost in a race
+            # with a wake-up, which would otherwise leave this await hanging.
+            self._stopping = True
+            self._wakeup.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 busy = await self.send_due() == self._batch_size
             except asyncio.CancelledError:
@@ -99,7 +105,8 @@ class DeliverySender:
             if busy:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
+                async with asyncio.timeout(self._poll_seconds):
+                    await self._wakeup.wait()
             self._wakeup.clear()
 
     async def drain(self, rounds: int = 50) -> None:
