@@ -22,11 +22,12 @@ from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.migrations import upgrade
 from panthera.kernel.service import ServiceRuntime
 from panthera.kernel.settings import Settings
-from panthera.notifications.models import Channel
+from panthera.notifications.models import Channel, Recipient
 from panthera.notifications.sender import DeliverySender, RetryPolicy
 from panthera.notifications.service import Rendered, queue
 from panthera.orders.events import OrderConfirmed, OrderLine, OrderPlaced
 from panthera.runtime.registry import definition
+from panthera.users.events import UserRegistered, UserUpdated
 from tests.integration.conftest import ServiceDatabases
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -159,5 +160,58 @@ async def test_concurrent_consumers_lose_no_sale_in_the_roll_ups(
             )
         assert Counter({r["productId"]: r["units"] for r in top}) == Counter({str(product): units})
         assert by_status == [{"status": "CONFIRMED", "orders": 60}]
+    finally:
+        await runtime.database.dispose()
+
+
+async def test_a_registration_racing_its_first_update_leaves_one_recipient(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("notifications")
+    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    try:
+        assert runtime.definition.state is not None
+        runtime.definition.state(runtime)
+        await runtime.transport.start()
+        await runtime.subscribe()
+        now = datetime.now(UTC)
+        envelopes = []
+        for index in range(20):
+            user_id = uuid.uuid4()
+            profile = {"user_id": user_id, "email": f"u{index}@example.com", "last_name": "Doe"}
+            envelopes.append(
+                Envelope.wrap(
+                    UserRegistered(
+                        first_name="Ada",
+                        roles=["USER"],
+                        email_verified=False,
+                        registered_at=now,
+                        **profile,
+                    ),
+                    source="users",
+                )
+            )
+            envelopes.append(
+                Envelope.wrap(
+                    UserUpdated(
+                        revision=2,
+                        first_name="Grace",
+                        phone_number="+15551234567",
+                        roles=["USER"],
+                        email_verified=True,
+                        changed=["firstName", "phoneNumber"],
+                        updated_at=now,
+                        **profile,
+                    ),
+                    source="users",
+                )
+            )
+        await asyncio.gather(*(runtime.transport.publish(envelope) for envelope in envelopes))
+        async with runtime.database.sessions() as session:
+            recipients = list((await session.execute(select(Recipient))).scalars())
+        assert len(recipients) == 20
+        assert {(r.first_name, r.phone_number, r.revision) for r in recipients} == {
+            ("Grace", "+15551234567", 2)
+        }
     finally:
         await runtime.database.dispose()

@@ -24,6 +24,8 @@ from jinja2 import (
     select_autoescape,
 )
 from sqlalchemy import event, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from panthera.kernel.db import UnitOfWork
 from panthera.notifications.channels import EmailChannel, PushProvider, SmsProvider
@@ -91,10 +93,14 @@ async def remember_recipient(
     revision: int,
 ) -> Recipient:
     """Copy a user's addresses; a stale revision (an older event arriving late) changes nothing."""
-    recipient = await uow.session.get(Recipient, user_id, with_for_update=True)
     now = datetime.now(UTC)
-    if recipient is None:
-        recipient = Recipient(
+    dialect = uow.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    # The registration and a first update may be applied at once by two consumers:
+    # the insert that loses the race does nothing, and both go on with the one row.
+    created = await uow.session.execute(
+        insert(Recipient)
+        .values(
             user_id=user_id,
             email=email,
             first_name=first_name,
@@ -107,9 +113,13 @@ async def remember_recipient(
             push_enabled=False,
             updated_at=now,
         )
-        uow.session.add(recipient)
-        return recipient
-    if revision <= recipient.revision:
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    recipient = await uow.session.get(
+        Recipient, user_id, with_for_update=True, populate_existing=True
+    )
+    assert recipient is not None
+    if created.rowcount == 1 or revision <= recipient.revision:  # type: ignore[attr-defined]
         return recipient
     recipient.email = email
     recipient.first_name = first_name
