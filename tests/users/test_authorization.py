@@ -71,6 +71,12 @@ BOLA_MATRIX: dict[tuple[str, str, str], str] = {
     ("catalog", "GET", "/inventory/variants/{variantId}/movements"): ADMIN,
     ("payments", "GET", "/payments/{paymentId}"): OWNER_OR_ADMIN,
     ("payments", "POST", "/payments/{paymentId}/refunds"): ADMIN,
+    ("orders", "GET", "/orders/{orderId}"): OWNER_OR_ADMIN,
+    ("orders", "GET", "/orders/user/{userId}"): OWNER_OR_ADMIN,
+    ("orders", "POST", "/orders/{orderId}/cancel"): OWNER_OR_ADMIN,
+    ("orders", "POST", "/orders/{orderId}/ship"): ADMIN,
+    ("orders", "POST", "/orders/{orderId}/deliver"): ADMIN,
+    ("orders", "POST", "/orders/{orderId}/refund"): ADMIN,
     ("notifications", "POST", "/deliveries/{deliveryId}/resend"): ADMIN,
     ("notifications", "GET", "/preferences/{userId}"): OWNER_OR_ADMIN,
     ("notifications", "PUT", "/preferences/{userId}"): OWNER_OR_ADMIN,
@@ -102,6 +108,28 @@ async def _own_payment(platform: Platform, owner: Account) -> uuid.UUID:
     return uuid.UUID(response.json()["paymentId"])
 
 
+async def _own_order(platform: Platform, owner: Account) -> uuid.UUID:
+    seller = await make_admin(platform)
+    seller_headers = seller.headers
+    made = await platform.client.post(
+        "/api/v1/products",
+        json={"name": "Owned Thing", "description": "", "price": "3.00", "stock": 5},
+        headers=seller_headers,
+    )
+    assert made.status_code == 201, made.text
+    response = await platform.client.post(
+        "/api/v1/orders",
+        json={
+            "items": [{"productId": made.json()["productId"], "quantity": 1}],
+            "shippingAddress": "1 Main Street",
+            "paymentMethod": "tok_visa",
+        },
+        headers=owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    return uuid.UUID(response.json()["orderId"])
+
+
 async def _own_preferences(platform: Platform, owner: Account) -> uuid.UUID:
     # The notifications service learns of the user from the users service's event.
     await platform.settle()
@@ -117,6 +145,9 @@ OWNER_REQUESTS: dict[tuple[str, str, str], tuple[OwnedObject, dict[str, Any] | N
     ("users", "GET", "/{userId}"): (_own_profile, None),
     ("users", "PUT", "/{userId}"): (_own_profile, {"lastName": "Mallory"}),
     ("payments", "GET", "/payments/{paymentId}"): (_own_payment, None),
+    ("orders", "GET", "/orders/{orderId}"): (_own_order, None),
+    ("orders", "GET", "/orders/user/{userId}"): (_own_profile, None),
+    ("orders", "POST", "/orders/{orderId}/cancel"): (_own_order, {"message": "changed my mind"}),
     ("notifications", "GET", "/preferences/{userId}"): (_own_preferences, None),
     ("notifications", "PUT", "/preferences/{userId}"): (_own_preferences, {"sms": False}),
 }

@@ -219,6 +219,12 @@ class HttpUpstream:
                 if attempt > self._retries:
                     raise
                 await asyncio.sleep(0.05 * attempt)
+            except aiohttp.ServerDisconnectedError:
+                # A pooled connection the service had just closed: a read is safe to
+                # send again on a fresh one; anything else may have been acted on.
+                attempt += 1
+                if method not in ("GET", "HEAD") or attempt > self._retries:
+                    raise
 
     async def ready(self) -> bool:
         try:

@@ -19,7 +19,7 @@ from panthera.kernel.events.transport import DeliveryHandler, EventTransport
 from panthera.kernel.http.app import create_app
 from panthera.kernel.http.client import ServiceDirectory
 from panthera.kernel.migrations import upgrade
-from panthera.kernel.observability import OUTBOX_LAG, OUTBOX_PENDING
+from panthera.kernel.observability import OUTBOX_LAG, OUTBOX_PENDING, QUEUE_DEPTH
 from panthera.kernel.ratelimit import build_attempt_counter, build_rate_limiter
 from panthera.kernel.security.passwords import PasswordHasher
 from panthera.kernel.security.permissions import Authenticator
@@ -196,12 +196,30 @@ class Platform:
         if consume:
             for consumer, event_types, handler in self._consumers:
                 await self.transport.subscribe(consumer, event_types, handler)
+        else:
+            await self._declare_consumers()
         for runtime in self.runtimes.values():
             runtime.relay.start()
         if self.runtimes:
             self._gauges = asyncio.create_task(self._report_outbox_lag(), name="outbox-gauges")
         self._started = True
         log.info("services started", extra={"services": list(self.runtimes)})
+
+    async def _declare_consumers(self) -> None:
+        """Bind every consumer's queue on the broker without consuming.
+
+        A one-shot command (``create-admin``...) may run before the long-running
+        processes ever started: its events must find their consumers' queues.
+        """
+        declare = getattr(self.transport, "declare", None)
+        if declare is None:
+            return
+        for runtime in self.runtimes.values():
+            event_types = runtime.subscribed_event_types()
+            if event_types:
+                await declare(runtime.name, event_types)
+        for consumer, event_types, _handler in self._consumers:
+            await declare(consumer, event_types)
 
     async def stop(self) -> None:
         """Stop relays and consumers, then close connections."""
@@ -234,6 +252,13 @@ class Platform:
                     continue
                 OUTBOX_PENDING.labels(runtime.name).set(pending)
                 OUTBOX_LAG.labels(runtime.name).set(age)
+            depths = getattr(self.transport, "queue_depths", None)
+            if depths is not None:
+                try:
+                    for queue, depth in (await depths()).items():
+                        QUEUE_DEPTH.labels(queue).set(depth)
+                except Exception:
+                    log.warning("reading queue depths failed", exc_info=True)
             await asyncio.sleep(every_seconds)
 
     async def drain_outboxes(self, rounds: int = 20) -> None:

@@ -12,6 +12,7 @@ SERVICE_NAMES: tuple[str, ...] = (
     "users",
     "catalog",
     "payments",
+    "orders",
     "notifications",
     "analytics",
 )
