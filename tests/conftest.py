@@ -53,8 +53,13 @@ class Platform:
         return self.settings.data_dir / "outbox"
 
     async def settle(self) -> None:
-        """Let every pending event reach its consumers."""
-        await self.app.state.platform.drain_outboxes()
+        """Let every pending event reach its consumers, and the messages they queued go out."""
+        platform = self.app.state.platform
+        await platform.drain_outboxes()
+        for runtime in platform.runtimes.values():
+            drain = runtime.components.get("drain")
+            if drain is not None:
+                await drain()
 
 
 @pytest.fixture

@@ -77,6 +77,9 @@ BOLA_MATRIX: dict[tuple[str, str, str], str] = {
     ("orders", "POST", "/orders/{orderId}/ship"): ADMIN,
     ("orders", "POST", "/orders/{orderId}/deliver"): ADMIN,
     ("orders", "POST", "/orders/{orderId}/refund"): ADMIN,
+    ("notifications", "POST", "/deliveries/{deliveryId}/resend"): ADMIN,
+    ("notifications", "GET", "/preferences/{userId}"): OWNER_OR_ADMIN,
+    ("notifications", "PUT", "/preferences/{userId}"): OWNER_OR_ADMIN,
 }
 EXPECTED_PERMISSION = {
     OWNER_OR_ADMIN: "authenticated",
@@ -127,6 +130,12 @@ async def _own_order(platform: Platform, owner: Account) -> uuid.UUID:
     return uuid.UUID(response.json()["orderId"])
 
 
+async def _own_preferences(platform: Platform, owner: Account) -> uuid.UUID:
+    # The notifications service learns of the user from the users service's event.
+    await platform.settle()
+    return owner.id
+
+
 # For each owner route: how the owner comes to have an object there (its id), and
 # the body to send (None for reads).
 OwnedObject = Callable[[Platform, Account], Awaitable[uuid.UUID]]
@@ -139,6 +148,8 @@ OWNER_REQUESTS: dict[tuple[str, str, str], tuple[OwnedObject, dict[str, Any] | N
     ("orders", "GET", "/orders/{orderId}"): (_own_order, None),
     ("orders", "GET", "/orders/user/{userId}"): (_own_profile, None),
     ("orders", "POST", "/orders/{orderId}/cancel"): (_own_order, {"message": "changed my mind"}),
+    ("notifications", "GET", "/preferences/{userId}"): (_own_preferences, None),
+    ("notifications", "PUT", "/preferences/{userId}"): (_own_preferences, {"sms": False}),
 }
 
 _PARAMETER = re.compile(r"\{([^}:]+)(?::[^}]+)?\}")
@@ -336,6 +347,7 @@ async def test_admin_routes_refuse_a_user_token(platform: Platform) -> None:
         ("PUT", f"/api/v1/users/profiles/{other.id}/roles", {"roles": ["USER", "ADMIN"]}),
         ("PUT", f"/api/v1/users/profiles/{user.id}/roles", {"roles": ["USER", "ADMIN"]}),
         ("GET", "/api/v1/notifications/deliveries", None),
+        ("POST", f"/api/v1/notifications/deliveries/{uuid.uuid4()}/resend", None),
     ]
     for method, path, body in requests:
         response = await platform.client.request(method, path, json=body, headers=user.headers)

@@ -1,1 +1,40 @@
-"""The analytics service: a store of facts from every event, rolled up into reports."""
+"""The analytics service: what the shop sells, to whom, and how browsing turns into orders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+
+from panthera.kernel.service import ServiceDefinition
+
+
+def _router() -> APIRouter:
+    from panthera.analytics.endpoints import router
+
+    return router
+
+
+def _definition() -> ServiceDefinition:
+    from panthera.analytics.handlers import SUBSCRIPTIONS
+    from panthera.analytics.models import EVENT_TABLES, Base
+
+    return ServiceDefinition(
+        name="analytics",
+        title="Analytics Service API",
+        description=(
+            "Reports for the shop: revenue, orders, average order value, best sellers, "
+            "categories, new customers and the browse-to-purchase funnel, from every "
+            "service's events."
+        ),
+        metadata=Base.metadata,
+        tables=EVENT_TABLES,
+        migrations_dir=Path(__file__).parent / "migrations",
+        router=_router,
+        subscriptions=SUBSCRIPTIONS,
+    )
+
+
+definition = _definition()
+
+__all__ = ["definition"]

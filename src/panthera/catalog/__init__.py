@@ -86,6 +86,19 @@ async def _expire_reservations(runtime: ServiceRuntime, every_seconds: float = 5
         await asyncio.sleep(every_seconds)
 
 
+async def _publish_views(runtime: ServiceRuntime, every_seconds: float = 10.0) -> None:
+    """Publish product page views in batches: one event per window, not one per view."""
+    from panthera.catalog.views import publish_views
+
+    deps = runtime.components["catalog_deps"]
+    while True:
+        await asyncio.sleep(every_seconds)
+        try:
+            await publish_views(deps.views, runtime.uow)
+        except Exception:
+            log.exception("publishing product views failed")
+
+
 async def _start(runtime: ServiceRuntime) -> None:
     storage: ObjectStorage | None = runtime.components.get("storage")
     if storage is not None:
@@ -93,14 +106,25 @@ async def _start(runtime: ServiceRuntime) -> None:
     runtime.components["expiry_task"] = asyncio.create_task(
         _expire_reservations(runtime), name="catalog-reservation-expiry"
     )
+    runtime.components["views_task"] = asyncio.create_task(
+        _publish_views(runtime), name="catalog-product-views"
+    )
 
 
 async def _stop(runtime: ServiceRuntime) -> None:
-    task = runtime.components.pop("expiry_task", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    from panthera.catalog.views import publish_views
+
+    for name in ("expiry_task", "views_task"):
+        task = runtime.components.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    try:
+        # The last window's counts wait in the outbox for the next start.
+        await publish_views(runtime.components["catalog_deps"].views, runtime.uow)
+    except Exception:
+        log.exception("publishing the last product views failed")
     storage: ObjectStorage | None = runtime.components.get("storage")
     if storage is not None:
         await storage.close()

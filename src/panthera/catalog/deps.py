@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated
 
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.catalog.listing import ProductPages
 from panthera.catalog.search import SearchIndex
+from panthera.catalog.views import ProductViews
 from panthera.kernel.db import UnitOfWork
 from panthera.kernel.storage import ObjectStorage
 
@@ -30,6 +31,8 @@ class CatalogDeps:
     # Where image files are kept: a directory (embedded) or an S3 bucket.
     storage: ObjectStorage
     max_image_bytes: int
+    # Product page views, published in batches (see panthera.catalog.views).
+    views: ProductViews = field(default_factory=ProductViews)
 
 
 # async: FastAPI would run a plain function in its thread pool on every request.

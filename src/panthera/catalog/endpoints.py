@@ -146,7 +146,9 @@ async def _detail(catalog: Catalog, product_id: uuid.UUID) -> ProductDetail:
 )
 async def get_product(productId: uuid.UUID, catalog: Catalog) -> ProductDetail:
     """A product; archived ones are not found."""
-    return await _detail(catalog, productId)
+    detail = await _detail(catalog, productId)
+    catalog.views.record(productId)
+    return detail
 
 
 @router.post(

@@ -175,6 +175,29 @@ class CategoryChanged(EventContract):
         return str(self.category_id)
 
 
+class ViewCount(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_id: uuid.UUID
+    views: int
+
+
+class ProductViewed(EventContract):
+    """Product pages shown by one catalog instance over a window, counted per product.
+
+    Batched rather than one event per view, so browsing costs a counter increment;
+    a crash loses at most one window of counts. Pages the gateway serves from its
+    response cache never reach the catalog and are not counted.
+    """
+
+    event_type = "product.viewed"
+    version = 1
+
+    window_start: datetime
+    window_end: datetime
+    counts: list[ViewCount]
+
+
 PUBLISHED = (
     CategoryChanged,
     ProductCreated,
@@ -186,4 +209,5 @@ PUBLISHED = (
     StockRejected,
     StockReleased,
     StockCommitted,
+    ProductViewed,
 )

@@ -21,6 +21,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/users", "users"),
     Route("/api/v1/auth", "auth"),
     Route("/api/v1/notifications", "notifications"),
+    Route("/api/v1/analytics", "analytics"),
     Route("/api/v1/products", "catalog", "/products", cacheable=True),
     Route("/api/v1/categories", "catalog", "/categories", cacheable=True),
     Route("/api/v1/inventory", "catalog", "/inventory"),

@@ -27,6 +27,12 @@ class EventTransportKind(StrEnum):
     RABBITMQ = "rabbitmq"
 
 
+class SmtpSecurity(StrEnum):
+    STARTTLS = "starttls"
+    TLS = "tls"
+    NONE = "none"
+
+
 class PaymentProviderKind(StrEnum):
     TEST = "test"
     STRIPE = "stripe"
@@ -138,6 +144,31 @@ class Settings(BaseSettings):
     mail_sender: str = "Panthera <no-reply@panthera.local>"
     # A shop's own message templates, searched before the built-in ones.
     templates_dir: Path | None = None
+    # Email goes to this SMTP relay; empty writes each message as a .eml file
+    # under ``data_dir/outbox`` instead (the embedded shape's developer mailbox).
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    # ``starttls`` upgrades a plain connection (port 587), ``tls`` connects over
+    # TLS (port 465), ``none`` only for a relay on a trusted network.
+    smtp_security: SmtpSecurity = SmtpSecurity.STARTTLS
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    # SMS through a Twilio-compatible Messages API; an empty URL writes each text
+    # as a file under ``data_dir/outbox`` instead.
+    sms_api_url: str = ""
+    sms_account_sid: str = ""
+    sms_auth_token: SecretStr = SecretStr("")
+    sms_sender: str = ""
+    # Push through an FCM HTTP v1-style endpoint (``.../messages:send``), with a
+    # bearer token; empty writes each push as a file under ``data_dir/outbox``.
+    push_api_url: str = ""
+    push_api_token: SecretStr = SecretStr("")
+    # A message whose provider keeps failing is retried with exponential backoff
+    # and jitter, then marked failed for staff to resend.
+    notification_max_attempts: int = Field(default=8, ge=1)
+    notification_retry_base_seconds: float = Field(default=5.0, gt=0)
+    notification_retry_max_seconds: float = Field(default=3600.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
     # The built web app (Vite's output), relative to the working directory unless
     # absolute. Without an index.html there the gateway serves the API alone.

@@ -1,34 +1,50 @@
-"""Turning events into messages: render the template, log the delivery, hand it to the channel."""
+"""Turning events into messages: the recipients directory, rendering and the delivery log.
+
+A handler renders each message and queues it as a delivery row in the same
+transaction as the event's inbox record, so one event yields its messages
+exactly once; :mod:`panthera.notifications.sender` then hands them to the
+channels and retries them.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy import func, select
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
+from sqlalchemy import event, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from panthera.kernel.db import UnitOfWork
-from panthera.notifications.channels import EmailChannel, build_message
-from panthera.notifications.models import Delivery
-
-SUBJECTS = {
-    "email_verification": "Confirm your email address",
-    "password_reset": "Reset your password",
-    "registration_attempted": "About your account",
-}
+from panthera.notifications.channels import EmailChannel, PushProvider, SmsProvider
+from panthera.notifications.errors import DeliveryInFlight, DeliveryNotFound, RecipientNotFound
+from panthera.notifications.models import Channel, Delivery, DeliveryStatus, Recipient
+from panthera.notifications.unsubscribe import UnsubscribeTokens
 
 
 @dataclass
 class NotificationsDeps:
     email: EmailChannel
+    sms: SmsProvider
+    push: PushProvider
     templates: Environment
     sender: str
     base_url: str
+    unsubscribe: UnsubscribeTokens
+    # Wakes the sender loop; called once a transaction that queued messages commits.
+    wake: Callable[[], None] = field(default=lambda: None)
 
 
 def template_environment(overrides: Path | None = None) -> Environment:
@@ -39,7 +55,147 @@ def template_environment(overrides: Path | None = None) -> Environment:
         loader=FileSystemLoader(paths),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
+        keep_trailing_newline=False,
     )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    short: str | None
+
+
+def render(templates: Environment, template: str, context: dict[str, Any]) -> Rendered:
+    """A message's subject, text and HTML bodies, and its short form for SMS and push if any."""
+    subject = templates.get_template(f"{template}.subject.txt").render(context)
+    text = templates.get_template(f"{template}.txt").render(context)
+    html = templates.get_template(f"{template}.html").render(context)
+    short: str | None = None
+    # Without a short form the message is email only.
+    with contextlib.suppress(TemplateNotFound):
+        short = templates.get_template(f"{template}.short.txt").render(context).strip()
+    return Rendered(subject=" ".join(subject.split()), text=text, html=html, short=short)
+
+
+# --- The recipients directory -------------------------------------------------------------
+
+
+async def remember_recipient(
+    uow: UnitOfWork,
+    *,
+    user_id: uuid.UUID,
+    email: str,
+    first_name: str,
+    last_name: str,
+    phone_number: str | None,
+    revision: int,
+) -> Recipient:
+    """Copy a user's addresses; a stale revision (an older event arriving late) changes nothing."""
+    now = datetime.now(UTC)
+    dialect = uow.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    # The registration and a first update may be applied at once by two consumers:
+    # the insert that loses the race does nothing, and both go on with the one row.
+    created = await uow.session.execute(
+        insert(Recipient)
+        .values(
+            user_id=user_id,
+            email=email,
+            first_name=first_name,
+            last_name=last_name,
+            phone_number=phone_number,
+            push_tokens=[],
+            revision=revision,
+            marketing_email=True,
+            sms_enabled=False,
+            push_enabled=False,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    recipient = await uow.session.get(
+        Recipient, user_id, with_for_update=True, populate_existing=True
+    )
+    assert recipient is not None
+    if created.rowcount == 1 or revision <= recipient.revision:  # type: ignore[attr-defined]
+        return recipient
+    recipient.email = email
+    recipient.first_name = first_name
+    recipient.last_name = last_name
+    recipient.phone_number = phone_number
+    recipient.revision = revision
+    recipient.updated_at = now
+    return recipient
+
+
+async def forget_recipient(uow: UnitOfWork, user_id: uuid.UUID) -> None:
+    """A deleted account leaves no address or choice behind."""
+    recipient = await uow.session.get(Recipient, user_id)
+    if recipient is not None:
+        await uow.session.delete(recipient)
+
+
+async def find_recipient(uow: UnitOfWork, user_id: uuid.UUID) -> Recipient | None:
+    return await uow.session.get(Recipient, user_id)
+
+
+# --- Queuing messages ---------------------------------------------------------------------
+
+
+def _wake_after_commit(deps: NotificationsDeps, uow: UnitOfWork) -> None:
+    sync_session = uow.session.sync_session
+    if not sync_session.info.get("wakes_sender"):
+        sync_session.info["wakes_sender"] = True
+        event.listen(sync_session, "after_commit", lambda _session: deps.wake(), once=True)
+
+
+async def queue(
+    deps: NotificationsDeps,
+    uow: UnitOfWork,
+    *,
+    event_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    channel: Channel,
+    to: str,
+    template: str,
+    rendered: Rendered,
+    transactional: bool,
+    unsubscribe_url: str | None = None,
+    data: dict[str, str] | None = None,
+) -> Delivery:
+    """Add one message to the delivery log, due now; idempotent per event, template and address."""
+    # Derived from the event: a repeat of the same event finds the same row.
+    delivery_id = uuid.uuid5(event_id, f"{template}:{channel}:{to}")
+    existing = await uow.session.get(Delivery, delivery_id)
+    if existing is not None:
+        return existing
+    if channel is Channel.EMAIL:
+        content: dict[str, Any] = {"text": rendered.text, "html": rendered.html}
+        if unsubscribe_url:
+            content["unsubscribe_url"] = unsubscribe_url
+    else:
+        content = {"text": rendered.short or rendered.subject, "data": data or {}}
+    now = datetime.now(UTC)
+    delivery = Delivery(
+        id=delivery_id,
+        event_id=event_id,
+        user_id=user_id,
+        channel=channel.value,
+        recipient=to,
+        template=template,
+        subject=rendered.subject,
+        transactional=transactional,
+        content=content,
+        status=DeliveryStatus.QUEUED.value,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    uow.session.add(delivery)
+    _wake_after_commit(deps, uow)
+    return delivery
 
 
 async def send_email(
@@ -51,54 +207,138 @@ async def send_email(
     to: str,
     template: str,
     context: dict[str, Any],
+    transactional: bool = True,
 ) -> Delivery:
-    """Render and send one email, and record it in the delivery log (same transaction)."""
+    """Render one email and queue it for the sender."""
     values = {**context, "base_url": deps.base_url}
-    text = deps.templates.get_template(f"{template}.txt").render(values)
-    html = deps.templates.get_template(f"{template}.html").render(values)
-    # Derived from the event, so a redelivered event rewrites the same message.
-    delivery_id = uuid.uuid5(event_id, template)
-    subject = SUBJECTS[template]
-    now = datetime.now(UTC)
-    delivery = await uow.session.get(Delivery, delivery_id)
-    if delivery is None:
-        delivery = Delivery(
-            id=delivery_id,
-            event_id=event_id,
-            user_id=user_id,
-            channel="email",
-            recipient=to,
-            template=template,
-            subject=subject,
-            status="queued",
-            attempts=0,
-            created_at=now,
-        )
-        uow.session.add(delivery)
-    delivery.attempts += 1
-    message = build_message(
-        sender=deps.sender,
+    unsubscribe_url = None
+    if not transactional and user_id is not None:
+        token = deps.unsubscribe.issue(user_id)
+        unsubscribe_url = f"{deps.base_url}/api/v1/notifications/unsubscribe?token={token}"
+        values["unsubscribe_url"] = unsubscribe_url
+    rendered = render(deps.templates, template, values)
+    return await queue(
+        deps,
+        uow,
+        event_id=event_id,
+        user_id=user_id,
+        channel=Channel.EMAIL,
         to=to,
-        subject=subject,
-        text=text,
-        html=html,
-        message_id=str(delivery_id),
+        template=template,
+        rendered=rendered,
+        transactional=transactional,
+        unsubscribe_url=unsubscribe_url,
     )
-    await deps.email.send(message)
-    delivery.status = "sent"
-    delivery.sent_at = datetime.now(UTC)
-    return delivery
+
+
+async def notify_user(
+    deps: NotificationsDeps,
+    uow: UnitOfWork,
+    *,
+    event_id: uuid.UUID,
+    user_id: uuid.UUID,
+    template: str,
+    context: dict[str, Any],
+    data: dict[str, str] | None = None,
+) -> list[Delivery]:
+    """A transactional message about a user's order: email, plus SMS and push where opted in.
+
+    Without a directory entry (an account deleted since, or an event from before
+    this service knew the user) there is nobody to write to: nothing is queued.
+    """
+    recipient = await find_recipient(uow, user_id)
+    if recipient is None:
+        return []
+    values = {**context, "base_url": deps.base_url, "first_name": recipient.first_name}
+    rendered = render(deps.templates, template, values)
+    common: dict[str, Any] = {
+        "event_id": event_id,
+        "user_id": user_id,
+        "template": template,
+        "rendered": rendered,
+        "transactional": True,
+    }
+    deliveries = [await queue(deps, uow, channel=Channel.EMAIL, to=recipient.email, **common)]
+    if recipient.sms_enabled and recipient.phone_number:
+        deliveries.append(
+            await queue(deps, uow, channel=Channel.SMS, to=recipient.phone_number, **common)
+        )
+    if recipient.push_enabled:
+        for token in recipient.push_tokens:
+            deliveries.append(
+                await queue(deps, uow, channel=Channel.PUSH, to=token, data=data, **common)
+            )
+    return deliveries
+
+
+# --- Preferences --------------------------------------------------------------------------
+
+
+async def update_preferences(
+    uow: UnitOfWork, user_id: uuid.UUID, changes: dict[str, Any]
+) -> Recipient:
+    """Change a user's channel choices; only the fields given change."""
+    recipient = await uow.session.get(Recipient, user_id, with_for_update=True)
+    if recipient is None:
+        raise RecipientNotFound()
+    for name in ("marketing_email", "sms_enabled", "push_enabled"):
+        if name in changes:
+            setattr(recipient, name, bool(changes[name]))
+    if "push_tokens" in changes:
+        # Order kept, repeats dropped: one device, one message.
+        recipient.push_tokens = list(dict.fromkeys(changes["push_tokens"]))
+    recipient.updated_at = datetime.now(UTC)
+    return recipient
+
+
+async def unsubscribe(uow: UnitOfWork, user_id: uuid.UUID) -> None:
+    """Stop the mail that is not transactional; an unknown user is already unsubscribed."""
+    recipient = await uow.session.get(Recipient, user_id, with_for_update=True)
+    if recipient is not None and recipient.marketing_email:
+        recipient.marketing_email = False
+        recipient.updated_at = datetime.now(UTC)
+
+
+# --- The delivery log ---------------------------------------------------------------------
 
 
 async def list_deliveries(
-    uow_factory: Any, *, limit: int, offset: int
+    uow: UnitOfWork,
+    *,
+    limit: int,
+    offset: int,
+    status: DeliveryStatus | None = None,
+    user_id: uuid.UUID | None = None,
 ) -> tuple[Sequence[Delivery], int]:
-    """The delivery log, newest first."""
-    async with uow_factory() as uow:
-        total = (await uow.session.execute(select(func.count()).select_from(Delivery))).scalar_one()
-        rows = (
-            await uow.session.execute(
-                select(Delivery).order_by(Delivery.created_at.desc()).limit(limit).offset(offset)
-            )
-        ).scalars()
-        return list(rows), int(total)
+    """The delivery log, newest first, optionally of one status or one user."""
+    conditions = []
+    if status is not None:
+        conditions.append(Delivery.status == status.value)
+    if user_id is not None:
+        conditions.append(Delivery.user_id == user_id)
+    total = (
+        await uow.session.execute(select(func.count()).select_from(Delivery).where(*conditions))
+    ).scalar_one()
+    rows = (
+        await uow.session.execute(
+            select(Delivery)
+            .where(*conditions)
+            .order_by(Delivery.created_at.desc(), Delivery.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    ).scalars()
+    return list(rows), int(total)
+
+
+async def resend(uow: UnitOfWork, delivery_id: uuid.UUID) -> Delivery:
+    """Queue a message again, now, with a fresh budget of attempts."""
+    delivery = await uow.session.get(Delivery, delivery_id, with_for_update=True)
+    if delivery is None:
+        raise DeliveryNotFound()
+    if delivery.status == DeliveryStatus.QUEUED.value:
+        raise DeliveryInFlight()
+    delivery.status = DeliveryStatus.QUEUED.value
+    delivery.attempts = 0
+    delivery.next_attempt_at = datetime.now(UTC)
+    return delivery

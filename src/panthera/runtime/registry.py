@@ -14,6 +14,7 @@ SERVICE_NAMES: tuple[str, ...] = (
     "payments",
     "orders",
     "notifications",
+    "analytics",
 )
 
 

@@ -151,6 +151,7 @@ class OutboxRelay:
         self._max_attempts = max_attempts
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.delivered = 0
 
     def notify(self) -> None:
@@ -160,18 +161,24 @@ class OutboxRelay:
     def start(self) -> None:
         """Run the relay loop in the background."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.source}")
 
     async def stop(self) -> None:
         """Stop the loop after the batch in flight."""
         if self._task is not None:
+            # A cancellation can be lost (asyncio.wait_for on Python 3.11 drops one
+            # that races the wake-up; a consumer may swallow one): the flag still
+            # ends the loop, where waiting on the task alone could hang forever.
+            self._stopping = True
+            self._wakeup.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 more = await self.relay_once()
             except asyncio.CancelledError:
@@ -182,7 +189,8 @@ class OutboxRelay:
             if more:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self._poll_seconds)
+                async with asyncio.timeout(self._poll_seconds):
+                    await self._wakeup.wait()
             self._wakeup.clear()
 
     async def relay_once(self) -> bool:

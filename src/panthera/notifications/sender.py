@@ -1,0 +1,232 @@
+"""The sender loop: hands queued deliveries to their channels and retries failures.
+
+A due row is leased (its ``next_attempt_at`` pushed past the send's timeout) in
+a short transaction, sent outside any transaction, then recorded. Replicas
+lease with ``FOR UPDATE SKIP LOCKED`` so each message goes to one sender; a
+sender that dies mid-send leaves the lease to expire and the message is sent
+again later: at least once, with the same ``Message-ID``, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import Counter
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from panthera.notifications.channels import PermanentFailure, build_message
+from panthera.notifications.models import Channel, Delivery, DeliveryStatus
+from panthera.notifications.service import NotificationsDeps
+
+log = logging.getLogger("panthera.notifications")
+
+MESSAGES = Counter(
+    "panthera_notifications_messages_total",
+    "Attempts to send a message, by channel and outcome (sent, retry, failed).",
+    ["channel", "outcome"],
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_seconds: float = 5.0
+    max_seconds: float = 3600.0
+    # How long a leased message is left to its sender before another may take it.
+    lease_seconds: float = 120.0
+
+    def delay(self, attempts: int) -> timedelta:
+        """Exponential backoff with jitter: half fixed, half random, so retries spread out."""
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1))
+        # Not a secret: spreading retries needs no cryptographic randomness.
+        return timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))
+
+
+class DeliverySender:
+    """Sends due deliveries in the background; ``send_due`` does one batch on demand."""
+
+    def __init__(
+        self,
+        *,
+        sessions: Callable[[], AsyncSession],
+        deps: NotificationsDeps,
+        policy: RetryPolicy,
+        skip_locked: bool,
+        poll_seconds: float = 1.0,
+        batch_size: int = 20,
+    ) -> None:
+        self._sessions = sessions
+        self._deps = deps
+        self._policy = policy
+        self._skip_locked = skip_locked
+        self._poll_seconds = poll_seconds
+        self._batch_size = batch_size
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Messages were queued: send them now rather than at the next poll."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="notifications-sender")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            # The flag ends the loop even if the cancellation is lost in a race
+            # with a wake-up, which would otherwise leave this await hanging.
+            self._stopping = True
+            self._wakeup.set()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                busy = await self.send_due() == self._batch_size
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sending notifications failed")
+                busy = False
+            if busy:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_seconds):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+
+    async def drain(self, rounds: int = 50) -> None:
+        """Send everything due now (for tests and one-shot commands)."""
+        for _ in range(rounds):
+            if not await self.send_due():
+                return
+
+    async def send_due(self) -> int:
+        """Lease, send and record one batch of due messages; how many were tried."""
+        leased = await self._lease()
+        for delivery in leased:
+            await self._send(delivery)
+        return len(leased)
+
+    async def _lease(self) -> list[Delivery]:
+        now = datetime.now(UTC)
+        query = (
+            select(Delivery)
+            .where(
+                Delivery.status == DeliveryStatus.QUEUED.value,
+                Delivery.next_attempt_at <= now,
+            )
+            .order_by(Delivery.next_attempt_at)
+            .limit(self._batch_size)
+        )
+        if self._skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        async with self._sessions() as session:
+            rows = list((await session.execute(query)).scalars())
+            if rows:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_([row.id for row in rows]))
+                    .values(next_attempt_at=now + timedelta(seconds=self._policy.lease_seconds))
+                )
+                await session.commit()
+        return rows
+
+    async def _send(self, delivery: Delivery) -> None:
+        try:
+            await self._hand_over(delivery)
+        except Exception as exc:
+            await self._record_failure(delivery, exc)
+        else:
+            await self._record(
+                delivery.id,
+                status=DeliveryStatus.SENT,
+                attempts=delivery.attempts + 1,
+                sent_at=datetime.now(UTC),
+                next_attempt_at=None,
+                last_error=None,
+            )
+            MESSAGES.labels(delivery.channel, "sent").inc()
+
+    async def _hand_over(self, delivery: Delivery) -> None:
+        deps = self._deps
+        content = delivery.content
+        if delivery.channel == Channel.EMAIL.value:
+            message = build_message(
+                sender=deps.sender,
+                to=delivery.recipient,
+                subject=delivery.subject,
+                text=content["text"],
+                html=content["html"],
+                message_id=str(delivery.id),
+                unsubscribe_url=content.get("unsubscribe_url"),
+            )
+            await deps.email.send(message)
+        elif delivery.channel == Channel.SMS.value:
+            await deps.sms.send_sms(
+                to=delivery.recipient, body=content["text"], message_id=str(delivery.id)
+            )
+        elif delivery.channel == Channel.PUSH.value:
+            await deps.push.send_push(
+                token=delivery.recipient,
+                title=delivery.subject,
+                body=content["text"],
+                data=dict(content.get("data") or {}),
+                message_id=str(delivery.id),
+            )
+        else:
+            raise PermanentFailure(f"unknown channel {delivery.channel!r}")
+
+    async def _record_failure(self, delivery: Delivery, exc: Exception) -> None:
+        attempts = delivery.attempts + 1
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        if isinstance(exc, PermanentFailure) or attempts >= self._policy.max_attempts:
+            outcome, status, due = "failed", DeliveryStatus.FAILED, None
+            log.error(
+                "notification failed for good",
+                extra={
+                    "delivery_id": str(delivery.id),
+                    "channel": delivery.channel,
+                    "error": error,
+                },
+            )
+        else:
+            outcome, status = "retry", DeliveryStatus.QUEUED
+            due = datetime.now(UTC) + self._policy.delay(attempts)
+            log.warning(
+                "notification not sent; will retry",
+                extra={
+                    "delivery_id": str(delivery.id),
+                    "channel": delivery.channel,
+                    "error": error,
+                },
+            )
+        await self._record(
+            delivery.id, status=status, attempts=attempts, next_attempt_at=due, last_error=error
+        )
+        MESSAGES.labels(delivery.channel, outcome).inc()
+
+    async def _record(
+        self, delivery_id: uuid.UUID, *, status: DeliveryStatus, **values: object
+    ) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(status=status.value, **values)
+            )
+            await session.commit()

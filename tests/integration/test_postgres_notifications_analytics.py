@@ -1,0 +1,217 @@
+"""Notifications and analytics on PostgreSQL: replicas that share the delivery log, and
+roll-ups that concurrent consumers increment without losing a sale."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from panthera.analytics import reports
+from panthera.analytics.models import DailySales
+from panthera.kernel.db import Database
+from panthera.kernel.events.embedded import EmbeddedTransport
+from panthera.kernel.events.envelope import Envelope
+from panthera.kernel.migrations import upgrade
+from panthera.kernel.service import ServiceRuntime
+from panthera.kernel.settings import Settings
+from panthera.notifications.models import Channel, Recipient
+from panthera.notifications.sender import DeliverySender, RetryPolicy
+from panthera.notifications.service import Rendered, queue
+from panthera.orders.events import OrderConfirmed, OrderLine, OrderPlaced
+from panthera.runtime.registry import definition
+from panthera.users.events import UserRegistered, UserUpdated
+from tests.integration.conftest import ServiceDatabases
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+async def _runtime(name: str, url: str, data_dir: Path) -> ServiceRuntime:
+    service = definition(name)
+    database = Database(url)
+    await upgrade(database, service.migrations_dir, name)
+    return ServiceRuntime(
+        definition=service,
+        settings=Settings(data_dir=data_dir),
+        database=database,
+        transport=EmbeddedTransport(),
+    )
+
+
+class SlowMailbox:
+    """Takes every message after a pause, so two senders overlap."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    async def send(self, message: EmailMessage) -> None:
+        await asyncio.sleep(0.01)
+        self.ids.append(str(message["Message-ID"]))
+
+
+async def test_sender_replicas_send_each_message_once(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("notifications")
+    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    try:
+        assert runtime.definition.state is not None
+        runtime.definition.state(runtime)
+        deps = runtime.components["notifications_deps"]
+        mailbox = SlowMailbox()
+        deps.email = mailbox
+        rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
+        async with runtime.uow() as uow:
+            for index in range(40):
+                await queue(
+                    deps,
+                    uow,
+                    event_id=uuid.uuid4(),
+                    user_id=None,
+                    channel=Channel.EMAIL,
+                    to=f"shopper{index}@example.com",
+                    template="order_confirmed",
+                    rendered=rendered,
+                    transactional=True,
+                )
+            await uow.commit()
+        replicas = [
+            DeliverySender(
+                sessions=runtime.database.sessions,
+                deps=deps,
+                policy=RetryPolicy(),
+                skip_locked=True,
+                batch_size=5,
+            )
+            for _ in range(3)
+        ]
+        await asyncio.gather(*(replica.drain() for replica in replicas))
+        assert len(mailbox.ids) == 40
+        assert len(set(mailbox.ids)) == 40
+    finally:
+        await runtime.database.dispose()
+
+
+def _confirmed(day: datetime, product: uuid.UUID, quantity: int) -> OrderConfirmed:
+    line = OrderLine(
+        product_id=product,
+        variant_id=product,
+        sku="SKU-1",
+        name="Trail running shoe",
+        category_id=None,
+        quantity=quantity,
+        unit_price=1000,
+        line_total=1000 * quantity,
+    )
+    return OrderConfirmed(
+        order_id=uuid.uuid4(),
+        user_id=uuid.uuid4(),
+        status="CONFIRMED",
+        total_amount=1000 * quantity,
+        currency="USD",
+        revision=2,
+        occurred_at=day,
+        items=(line,),
+        payment_id=None,
+    )
+
+
+async def test_concurrent_consumers_lose_no_sale_in_the_roll_ups(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("analytics")
+    runtime = await _runtime("analytics", databases.url_for("analytics"), tmp_path)
+    try:
+        await runtime.transport.start()
+        await runtime.subscribe()
+        day = datetime(2026, 11, 2, 12, tzinfo=UTC)
+        product = uuid.uuid4()
+        events = [_confirmed(day, product, 1 + index % 3) for index in range(60)]
+        # Each order's placement races its confirmation: both want to create its fact.
+        placed = [
+            OrderPlaced(
+                shipping_address="1 Main St",
+                **event.model_dump(exclude={"payment_id"}) | {"status": "PENDING", "revision": 1},
+            )
+            for event in events
+        ]
+        envelopes = [Envelope.wrap(event, source="orders") for event in [*events, *placed]]
+        # Replicas of the consumer apply events of one day and product at once, each
+        # envelope twice: the upserts serialise on the row, the inbox drops the repeats.
+        await asyncio.gather(
+            *(runtime.transport.publish(envelope) for envelope in envelopes + envelopes)
+        )
+        units = sum(event.items[0].quantity for event in events)
+        async with runtime.database.sessions() as session:
+            (row,) = (await session.execute(select(DailySales))).scalars()
+            assert (row.gross, row.orders, row.units) == (1000 * units, 60, units)
+            top = await reports.top_products(
+                session, reports.DateRange(day.date(), day.date()), limit=5, by="units"
+            )
+            by_status = await reports.orders_by_status(
+                session, reports.DateRange(day.date(), day.date())
+            )
+        assert Counter({r["productId"]: r["units"] for r in top}) == Counter({str(product): units})
+        assert by_status == [{"status": "CONFIRMED", "orders": 60}]
+    finally:
+        await runtime.database.dispose()
+
+
+async def test_a_registration_racing_its_first_update_leaves_one_recipient(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("notifications")
+    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    try:
+        assert runtime.definition.state is not None
+        runtime.definition.state(runtime)
+        await runtime.transport.start()
+        await runtime.subscribe()
+        now = datetime.now(UTC)
+        envelopes = []
+        for index in range(20):
+            user_id = uuid.uuid4()
+            profile = {"user_id": user_id, "email": f"u{index}@example.com", "last_name": "Doe"}
+            envelopes.append(
+                Envelope.wrap(
+                    UserRegistered(
+                        first_name="Ada",
+                        roles=["USER"],
+                        email_verified=False,
+                        registered_at=now,
+                        **profile,
+                    ),
+                    source="users",
+                )
+            )
+            envelopes.append(
+                Envelope.wrap(
+                    UserUpdated(
+                        revision=2,
+                        first_name="Grace",
+                        phone_number="+15551234567",
+                        roles=["USER"],
+                        email_verified=True,
+                        changed=["firstName", "phoneNumber"],
+                        updated_at=now,
+                        **profile,
+                    ),
+                    source="users",
+                )
+            )
+        await asyncio.gather(*(runtime.transport.publish(envelope) for envelope in envelopes))
+        async with runtime.database.sessions() as session:
+            recipients = list((await session.execute(select(Recipient))).scalars())
+        assert len(recipients) == 20
+        assert {(r.first_name, r.phone_number, r.revision) for r in recipients} == {
+            ("Grace", "+15551234567", 2)
+        }
+    finally:
+        await runtime.database.dispose()
