@@ -84,6 +84,69 @@ def serve(
 
 
 @app.command()
+def up(
+    host: HostOption = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the gateway.")] = 8000,
+    first_service_port: Annotated[
+        int, typer.Option(help="Services listen on ports counting up from here; 0 picks free ones.")
+    ] = 8101,
+    replicas: Annotated[int, typer.Option(min=1, help="Processes per service.")] = 2,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Logs and topology.json (what runs where); default <data dir>/run."),
+    ] = None,
+    grace_seconds: Annotated[
+        float, typer.Option(help="How long a stopping process may finish its work before SIGKILL.")
+    ] = 25.0,
+    ready_timeout: Annotated[
+        float, typer.Option(help="How long the processes may take to become ready.")
+    ] = 120.0,
+    migrate_first: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Migrate every database first.")
+    ] = True,
+) -> None:
+    """Run the distributed shape on this machine: every service in its own processes.
+
+    Each service runs REPLICAS times and the gateway once, against the PostgreSQL,
+    Redis and RabbitMQ the settings name. A process that dies is restarted (after
+    a delay that doubles while it keeps dying); SIGINT or SIGTERM stops them all,
+    the gateway first, each given the grace period before it is killed.
+    """
+    from panthera.kernel.observability import configure_logging
+    from panthera.runtime import up as local
+    from panthera.runtime.supervisor import Supervisor
+    from panthera.runtime.topology import missing_servers, plan
+
+    settings = _settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    missing = missing_servers(settings)
+    if missing:
+        typer.echo("error: `panthera up` needs " + "; ".join(missing), err=True)
+        raise typer.Exit(2)
+    topology = plan(
+        host=host, gateway_port=port, first_service_port=first_service_port, replicas=replicas
+    )
+
+    def announce(supervisor: Supervisor) -> None:
+        for child in supervisor.children.values():
+            typer.echo(f"{child.spec.name:<24} {child.spec.url}")
+        typer.echo(f"ready: the gateway answers on {topology.gateway.url}")
+
+    status = asyncio.run(
+        local.run(
+            settings,
+            topology,
+            run_dir=run_dir or settings.data_dir / "run",
+            grace_seconds=grace_seconds,
+            ready_timeout_seconds=ready_timeout,
+            migrate=migrate_first,
+            on_ready=announce,
+        )
+    )
+    raise typer.Exit(status)
+
+
+@app.command()
 def migrate(
     service: Annotated[str | None, typer.Argument(help="One service; all when omitted.")] = None,
     data_dir: DataDirOption = None,

@@ -1,8 +1,9 @@
-"""The distributed platform as separate processes: every service and the gateway.
+"""The distributed platform as ``panthera up`` runs it: every service and the gateway.
 
-Each service runs ``python -m panthera.cli serve <name>`` on a free port with its
-own fresh PostgreSQL database, all of them sharing Redis and a private RabbitMQ
-namespace, exactly as in production minus the machines. The processes' logs are
+``panthera up`` starts two ``panthera serve`` processes of every service on free
+ports, and the gateway in front of them, each service with its own fresh
+PostgreSQL database, all of them sharing Redis and a private RabbitMQ namespace,
+exactly as in production minus the machines. Its log and the processes' logs are
 attached to the report of a failing test.
 """
 
@@ -19,11 +20,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from panthera.runtime.registry import SERVICE_NAMES
@@ -40,8 +40,9 @@ from tests.integration.conftest import (
 
 # How long every process together may take to answer /readyz. Generous because a
 # loaded CI box can take many seconds just to import the application.
-STARTUP_SECONDS = float(os.environ.get("PANTHERA_TEST_STARTUP_SECONDS", "45"))
+STARTUP_SECONDS = float(os.environ.get("PANTHERA_TEST_STARTUP_SECONDS", "90"))
 STOP_SECONDS = 15.0
+GRACE_SECONDS = 10.0
 LOG_TAIL_LINES = 120
 
 
@@ -60,35 +61,36 @@ def free_ports(count: int) -> list[int]:
 
 
 @dataclass
-class Process:
-    name: str
-    url: str
-    log_path: Path
-    popen: subprocess.Popen[bytes]
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(no log: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-@dataclass
 class DistributedPlatform:
-    """The running processes, their environment, and where the mail goes."""
+    """``panthera up`` running the topology, its environment, and where the mail goes."""
 
     env: dict[str, str]
     data_dir: Path
-    log_dir: Path
-    processes: dict[str, Process] = field(default_factory=dict)
+    run_dir: Path
+    up_log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def topology(self) -> dict[str, Any]:
+        """What ``panthera up`` says runs where (its ``topology.json``)."""
+        state: dict[str, Any] = json.loads((self.run_dir / "topology.json").read_text())
+        return state
+
+    def processes(self, role: str | None = None) -> list[dict[str, Any]]:
+        found = self.topology()["processes"]
+        return [p for p in found if role is None or p["role"] == role]
+
+    def process(self, name: str) -> dict[str, Any]:
+        return next(p for p in self.processes() if p["name"] == name)
 
     @property
     def gateway_url(self) -> str:
-        return self.processes["gateway"].url
+        url: str = self.process("gateway")["url"]
+        return url
 
     def url_of(self, service: str) -> str:
-        return self.processes[service].url
+        """The address of the service's first replica."""
+        url: str = self.processes(service)[0]["url"]
+        return url
 
     @property
     def mail_dir(self) -> Path:
@@ -108,20 +110,26 @@ class DistributedPlatform:
             stderr=asyncio.subprocess.PIPE,
         )
 
-    def start(self, name: str, port: int) -> None:
-        log_path = self.log_dir / f"{name}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
+    def start(self) -> None:
+        with self.up_log.open("wb") as log:
+            self.popen = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
                     "panthera.cli",
-                    "serve",
-                    name,
-                    "--host",
-                    "127.0.0.1",
+                    "up",
                     "--port",
-                    str(port),
+                    str(free_ports(1)[0]),
+                    "--first-service-port",
+                    "0",
+                    "--replicas",
+                    "2",
+                    "--run-dir",
+                    str(self.run_dir),
+                    "--grace-seconds",
+                    str(GRACE_SECONDS),
+                    "--ready-timeout",
+                    str(STARTUP_SECONDS),
                 ],
                 env=self.env,
                 cwd=self.data_dir,
@@ -129,66 +137,57 @@ class DistributedPlatform:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 # Its own session: a Ctrl-C at the terminal reaches pytest only,
-                # and the fixture stops the processes in order.
+                # and the fixture stops the platform in order.
                 start_new_session=True,
             )
-        self.processes[name] = Process(name, f"http://127.0.0.1:{port}", log_path, popen)
 
     def logs(self) -> str:
-        parts = []
-        for process in self.processes.values():
-            status = process.popen.poll()
-            state = "running" if status is None else f"exited with {status}"
-            parts.append(
-                f"===== {process.name} ({process.url}, {state}): last lines of "
-                f"{process.log_path} =====\n{process.log_tail()}"
-            )
+        def tail(path: Path) -> str:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError as exc:
+                return f"(no log: {exc})"
+            return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+
+        parts = [f"===== panthera up: last lines of {self.up_log} =====\n{tail(self.up_log)}"]
+        for log_path in sorted((self.run_dir / "logs").glob("*.log")):
+            parts.append(f"===== {log_path.stem}: last lines of {log_path} =====\n{tail(log_path)}")
         return "\n".join(parts)
 
-    def wait_ready(self, names: list[str], deadline: float) -> None:
-        """Poll each process's /readyz until it answers 200; fail with the logs otherwise."""
-        waiting = list(names)
-        last: dict[str, str] = {}
-        with httpx.Client(timeout=2.0) as client:
-            while waiting:
-                for name in list(waiting):
-                    process = self.processes[name]
-                    if process.popen.poll() is not None:
-                        pytest.fail(
-                            f"`panthera serve {name}` exited with {process.popen.returncode} "
-                            f"before it was ready\n{self.logs()}"
-                        )
-                    try:
-                        response = client.get(f"{process.url}/readyz")
-                    except httpx.HTTPError as exc:
-                        last[name] = repr(exc)
-                        continue
-                    if response.status_code == 200:
-                        waiting.remove(name)
-                    else:
-                        last[name] = f"{response.status_code} {response.text}"
-                if waiting and time.monotonic() > deadline:
-                    pytest.fail(
-                        f"not ready within {STARTUP_SECONDS}s: "
-                        + ", ".join(f"{n} ({last.get(n, 'no answer')})" for n in waiting)
-                        + f"\n{self.logs()}"
-                    )
-                if waiting:
-                    time.sleep(0.2)
+    def wait_ready(self) -> None:
+        """Until ``panthera up`` says every process is ready; fail with the logs otherwise."""
+        deadline = time.monotonic() + STARTUP_SECONDS + 30
+        state_file = self.run_dir / "topology.json"
+        assert self.popen is not None
+        while True:
+            if self.popen.poll() is not None:
+                pytest.fail(
+                    f"`panthera up` exited with {self.popen.returncode} before it was ready\n"
+                    f"{self.logs()}"
+                )
+            if state_file.exists() and self.topology()["ready"]:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"`panthera up` not ready within {STARTUP_SECONDS}s\n{self.logs()}")
+            time.sleep(0.2)
 
     def stop(self) -> None:
-        """SIGTERM every process, then SIGKILL whatever has not exited in time."""
-        for process in self.processes.values():
-            if process.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_SECONDS
-        for process in self.processes.values():
-            try:
-                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.popen.kill()
-                process.popen.wait(timeout=5)
+        """SIGTERM ``panthera up`` (which stops its processes), SIGKILL it if it hangs."""
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=GRACE_SECONDS + STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=5)
+        # Whatever it could not stop must not outlive the test run.
+        with contextlib.suppress(OSError, ValueError):
+            for process in self.processes():
+                if process["pid"]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process["pid"], signal.SIGKILL)
 
 
 def _environment(
@@ -196,7 +195,6 @@ def _environment(
     databases: ServiceDatabases,
     namespace: str,
     data_dir: Path,
-    urls: dict[str, str],
 ) -> dict[str, str]:
     # Nothing from the developer's own PANTHERA_* settings leaks in.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PANTHERA_")}
@@ -209,7 +207,6 @@ def _environment(
             "PANTHERA_AMQP_URL": AMQP_URL,
             "PANTHERA_AMQP_NAMESPACE": namespace,
             "PANTHERA_EVENT_TRANSPORT": "rabbitmq",
-            "PANTHERA_SERVICE_URLS": json.dumps(urls),
             "PANTHERA_INTERNAL_TOKEN": secrets.token_urlsafe(32),
             "PANTHERA_LOG_JSON": "false",
             "PANTHERA_LOG_LEVEL": "INFO",
@@ -256,36 +253,28 @@ def _check_servers() -> None:
 
 @pytest.fixture(scope="module")
 def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedPlatform]:
-    """Every service and the gateway, each its own ``panthera serve`` process.
+    """The distributed shape as ``panthera up`` runs it: two replicas of every service.
 
     Sync and module-scoped: the processes need no event loop of the test's, and
     the tests of a module share one platform (each makes its own accounts).
     """
     _check_servers()
     root = tmp_path_factory.mktemp("distributed")
-    data_dir, log_dir = root / "data", root / "logs"
+    data_dir = root / "data"
     data_dir.mkdir()
-    log_dir.mkdir()
     prefix = unique_prefix()
     databases = ServiceDatabases(PostgresServer(DATABASE_URL), prefix)
     namespace = AmqpNamespace(AMQP_URL, prefix)
-    names = [*SERVICE_NAMES, "gateway"]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     platform = DistributedPlatform(
-        env=_environment(databases=databases, namespace=prefix, data_dir=data_dir, urls=urls),
+        env=_environment(databases=databases, namespace=prefix, data_dir=data_dir),
         data_dir=data_dir,
-        log_dir=log_dir,
+        run_dir=root / "run",
+        up_log=root / "up.log",
     )
     try:
         asyncio.run(databases.create(SERVICE_NAMES))
-        started = time.monotonic()
-        for name in names:
-            platform.start(name, ports[name])
-        deadline = started + STARTUP_SECONDS
-        platform.wait_ready(list(SERVICE_NAMES), deadline)
-        # The gateway is ready once every service it routes to is.
-        platform.wait_ready(["gateway"], deadline)
+        platform.start()
+        platform.wait_ready()
         yield platform
     finally:
         platform.stop()

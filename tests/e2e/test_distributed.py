@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
 import re
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +24,7 @@ import httpx
 import jwt
 import pytest
 
+from panthera.runtime.registry import SERVICE_NAMES
 from tests.e2e.conftest import DistributedPlatform
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -234,3 +237,58 @@ async def test_every_process_checks_identity_itself(
             headers={"x-internal-token": "guessed"},
         )
     assert refused.status_code == 403, refused.text
+
+
+async def test_a_killed_replica_is_gone_round_and_restarted(
+    distributed: DistributedPlatform, gateway: httpx.AsyncClient
+) -> None:
+    # Two replicas of every service, addressed by the gateway and by each other.
+    for service in SERVICE_NAMES:
+        assert len(distributed.processes(service)) == 2, distributed.topology()
+    address = unique_email("replica")
+    await register(gateway, address)
+
+    # Kill one users replica and one auth replica outright: signing in goes
+    # gateway → users → auth, so both hops must go round a dead peer.
+    victims = {name: distributed.process(name) for name in ("users-2", "auth-1")}
+    for victim in victims.values():
+        os.kill(victim["pid"], signal.SIGKILL)
+
+    # Once they are gone (a request caught mid-flight by the crash may fail, as
+    # anywhere), every request finds a live replica while they are being restarted.
+    async def states() -> list[dict[str, Any]]:
+        return [distributed.process(name) for name in victims]
+
+    await eventually(
+        states,
+        lambda found: all(p["pid"] != victims[p["name"]]["pid"] for p in found),
+        what="the killed replicas exiting",
+    )
+    for _ in range(12):
+        tokens = await login(gateway, address)
+        profile = await gateway.get("/api/v1/users/me", headers=bearer(tokens["accessToken"]))
+        assert profile.status_code == 200, profile.text
+
+    # The supervisor starts each again, on the same address.
+    def back(processes: list[dict[str, Any]]) -> bool:
+        return all(
+            p["restarts"] >= 1 and p["pid"] not in (None, victims[p["name"]]["pid"])
+            for p in processes
+        )
+
+    await eventually(states, back, what="the killed replicas being restarted", timeout=30)
+    async with httpx.AsyncClient(timeout=5.0) as client:
+
+        async def ready() -> list[int]:
+            answers = []
+            for victim in victims.values():
+                try:
+                    answers.append((await client.get(f"{victim['url']}/readyz")).status_code)
+                except httpx.HTTPError:
+                    answers.append(0)
+            return answers
+
+        await eventually(
+            ready, lambda codes: codes == [200, 200], what="the restarted replicas", timeout=60
+        )
+    assert (await login(gateway, address))["accessToken"]
