@@ -145,3 +145,10 @@ EVENTS_CONSUMED = Counter(
     "Events applied or skipped by consumers",
     ["consumer", "event_type", "outcome"],
 )
+# Set by a service that runs sagas (placing an order): the age of the oldest one
+# neither completed nor compensated. Prometheus alerts on it (deploy/prometheus).
+SAGA_OLDEST_OPEN = Gauge(
+    "panthera_saga_oldest_open_seconds",
+    "Age of the oldest saga neither completed nor compensated",
+    ["saga"],
+)
