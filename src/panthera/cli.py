@@ -297,6 +297,26 @@ def openapi(
         raise typer.Exit(1)
 
 
+@app.command()
+def k8s(
+    output: Annotated[Path, typer.Option(help="Directory to write into.")] = Path(
+        "deploy/k8s/base/services"
+    ),
+    check: Annotated[
+        bool, typer.Option(help="Only compare with the files there; exit 1 on any difference.")
+    ] = False,
+) -> None:
+    """Write each service's Kubernetes objects from the registry (or check the committed ones)."""
+    from panthera.runtime.kubernetes import write
+
+    changed = write(output, check=check)
+    if check and changed:
+        typer.echo("out of date (run `panthera k8s`): " + ", ".join(map(str, changed)), err=True)
+        raise typer.Exit(1)
+    for path in [] if check else changed:
+        typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()
