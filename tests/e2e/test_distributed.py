@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
 import os
 import re
+import shutil
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,11 +28,12 @@ import jwt
 import pytest
 
 from panthera.runtime.registry import SERVICE_NAMES
-from tests.e2e.conftest import DistributedPlatform
+from tests.e2e.conftest import DistributedPlatform, free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(180)]
 
 PASSWORD = "correct horse battery staple"
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
 # How long an event may take to cross the broker and be applied.
 EVENTUAL_SECONDS = 15.0
 
@@ -237,6 +241,69 @@ async def test_every_process_checks_identity_itself(
             headers={"x-internal-token": "guessed"},
         )
     assert refused.status_code == 403, refused.text
+
+
+async def test_prometheus_scrapes_every_process_and_loads_the_rules(
+    distributed: DistributedPlatform, tmp_path: Path
+) -> None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("Debian's prometheus is required: apt-get install -y prometheus")
+    targets = distributed.run_dir / "prometheus-targets.json"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES / "*.yml")],
+                "scrape_configs": [
+                    {"job_name": "panthera", "file_sd_configs": [{"files": [str(targets)]}]}
+                ],
+            }
+        )
+    )
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    prometheus = await asyncio.create_subprocess_exec(
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address={address}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    expected = {p["name"] for p in distributed.processes()}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=5.0) as client:
+
+            async def targets_up() -> set[str]:
+                try:
+                    answer = await client.get("/api/v1/targets")
+                except httpx.HTTPError:
+                    return set()
+                if answer.status_code != 200:
+                    return set()
+                return {
+                    target["labels"]["process"]
+                    for target in answer.json()["data"]["activeTargets"]
+                    if target["health"] == "up"
+                }
+
+            await eventually(
+                targets_up, lambda up: up == expected, what="every process scraped", timeout=60
+            )
+            rules = (await client.get("/api/v1/rules")).json()["data"]["groups"]
+            loaded = [rule for group in rules for rule in group["rules"]]
+            assert {group["name"] for group in rules} >= {"panthera.http", "panthera.events"}
+            assert all(rule["health"] != "err" for rule in loaded), loaded
+            # A recording rule over the services' own metrics yields data.
+            query = await client.get(
+                "/api/v1/query", params={"query": "sum(panthera_http_requests_total)"}
+            )
+            assert query.json()["data"]["result"], query.text
+    finally:
+        prometheus.terminate()
+        _out, err = await prometheus.communicate()
+        assert prometheus.returncode in (0, -15), err.decode(errors="replace")[-2000:]
 
 
 async def test_a_killed_replica_is_gone_round_and_restarted(

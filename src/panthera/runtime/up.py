@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from panthera.kernel.settings import Settings
 from panthera.runtime.platform import Platform
@@ -25,6 +27,21 @@ async def migrate_all(settings: Settings) -> None:
     finally:
         for runtime in platform.runtimes.values():
             await runtime.database.dispose()
+
+
+def prometheus_targets(topology: Topology) -> list[dict[str, object]]:
+    """Every process as a Prometheus file_sd target group, labelled with its service."""
+    groups: list[dict[str, object]] = []
+    for spec in topology.processes:
+        if spec.url is None:
+            continue
+        groups.append(
+            {
+                "targets": [urlsplit(spec.url).netloc],
+                "labels": {"service": spec.role, "process": spec.name},
+            }
+        )
+    return groups
 
 
 async def run(
@@ -52,6 +69,10 @@ async def run(
         grace_seconds=grace_seconds,
         backoff=backoff,
         state_file=run_dir / "topology.json",
+    )
+    # For a Prometheus on this machine: file_sd_configs with this file finds every process.
+    (run_dir / "prometheus-targets.json").write_text(
+        json.dumps(prometheus_targets(topology), indent=2) + "\n"
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
