@@ -173,6 +173,48 @@ def migrate(
     typer.echo(f"migrated: {', '.join(names)}")
 
 
+@app.command()
+def backup(
+    output: Annotated[Path, typer.Argument(help="A new directory to write the backup into.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Take a logical backup of every service's database (pg_dump, or SQLite's backup API)."""
+    from panthera.runtime import backup as backups
+
+    settings = _settings(data_dir)
+    try:
+        taken = backups.backup(settings, output)
+    except backups.BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for entry in taken:
+        typer.echo(f"{entry.service:<16} {entry.file} ({entry.bytes} bytes)")
+    typer.echo(f"backup written to {output}")
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="A directory `panthera backup` wrote.")],
+    service: Annotated[
+        list[str] | None, typer.Option(help="Only this service (repeatable); all when omitted.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Replace the services' databases with a backup's (stop the services first)."""
+    from panthera.runtime import backup as backups
+
+    settings = _settings(data_dir)
+    if not yes:
+        typer.confirm("This replaces the data in the databases. Go on?", abort=True)
+    try:
+        restored = backups.restore(settings, source, service or None)
+    except backups.BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"restored: {', '.join(restored)}")
+
+
 @app.command("make-migration", hidden=True)
 def make_migration(
     service: Annotated[str, typer.Argument(help="The service whose models changed.")],
