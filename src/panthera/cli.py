@@ -56,10 +56,14 @@ def run(
 ) -> None:
     """Run every service and the gateway in one process on the embedded defaults."""
     from panthera.kernel.observability import configure_logging
+    from panthera.kernel.tracing import configure_tracing
     from panthera.runtime.apps import embedded_app
 
     settings = _settings(data_dir)
     configure_logging(settings.log_level, json=settings.log_json)
+    configure_tracing(
+        "platform", endpoint=settings.otlp_endpoint, sample_ratio=settings.otlp_sample_ratio
+    )
     _serve(embedded_app(settings), host, port, settings.log_level)
 
 
@@ -71,10 +75,14 @@ def serve(
 ) -> None:
     """Run one service (or the gateway) as its own process."""
     from panthera.kernel.observability import configure_logging
+    from panthera.kernel.tracing import configure_tracing
     from panthera.runtime.apps import service_app
 
     settings = _settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    configure_tracing(
+        service, endpoint=settings.otlp_endpoint, sample_ratio=settings.otlp_sample_ratio
+    )
     try:
         asgi_app = service_app(settings, service)
     except (KeyError, ValueError) as exc:

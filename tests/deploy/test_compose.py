@@ -100,6 +100,13 @@ def test_prometheus_scrapes_every_service() -> None:
     assert set(job["dns_sd_configs"][0]["names"]) == {*SERVICE_NAMES, "gateway"}
 
 
+def test_the_services_send_their_spans_to_the_collector(compose: dict[str, Any]) -> None:
+    for name, service in panthera_services(compose).items():
+        assert service["environment"]["PANTHERA_OTLP_ENDPOINT"].startswith(
+            "http://otel-collector:"
+        ), name
+
+
 def test_the_collector_sends_traces_to_the_viewer() -> None:
     config = yaml.safe_load((DEPLOY / "otel" / "collector.yaml").read_text())
     traces = config["service"]["pipelines"]["traces"]

@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     response_cache_ttl_seconds: int = Field(default=300, ge=1)
     response_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     relay_poll_seconds: float = 1.0
+    # OpenTelemetry: where spans go (an OTLP/HTTP collector, e.g. http://collector:4318);
+    # empty records none. New traces are kept with this probability; traces that
+    # arrive sampled stay sampled.
+    otlp_endpoint: str = ""
+    otlp_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     # Payments. ``test`` is the built-in provider: it takes Stripe's test tokens
     # (tok_visa...) and answers through webhooks it signs itself; anyone could pay
     # with those, so the payments service refuses it in production.
