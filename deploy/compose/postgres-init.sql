@@ -3,4 +3,5 @@ CREATE DATABASE panthera_auth;
 CREATE DATABASE panthera_users;
 CREATE DATABASE panthera_catalog;
 CREATE DATABASE panthera_payments;
+CREATE DATABASE panthera_orders;
 CREATE DATABASE panthera_notifications;

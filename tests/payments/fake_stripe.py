@@ -1,8 +1,9 @@
 """A local stand-in for the parts of Stripe's API the adapter calls, as an httpx transport.
 
 It checks what Stripe would check (bearer key, form encoding, an idempotency key on
-every POST), replays an answer for a repeated ``Idempotency-Key``, and answers test
-tokens the way Stripe's test mode does.
+every POST), replays an answer for a repeated ``Idempotency-Key``, answers test
+tokens the way Stripe's test mode does, and retrieves the payment intents and
+refunds it made (``GET /v1/payment_intents/{id}``, ``GET /v1/refunds/{id}``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class FakeStripe:
     fail_next: int = 0
     answers: dict[str, httpx.Response] = field(default_factory=dict)
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # New intents of succeeding tokens stay "processing" (as a bank debit would)
+    # until a test says otherwise.
+    hold: bool = False
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -55,6 +60,11 @@ class FakeStripe:
         self.requests.append(request)
         if request.headers.get("Authorization") != f"Bearer {API_KEY}":
             return _error(401, "invalid_request_error", None, "Invalid API Key provided")
+        if request.method == "GET":
+            if self.fail_next:
+                self.fail_next -= 1
+                return _error(500, "api_error", None, "Something went wrong on Stripe's end.")
+            return self._retrieve(request.url.path)
         if request.method != "POST":
             return _error(405, "invalid_request_error", None, "Method not allowed")
         if request.content:
@@ -75,9 +85,10 @@ class FakeStripe:
         elif request.url.path == "/v1/refunds":
             answer = self._refund(form)
         elif request.url.path.endswith("/cancel"):
-            answer = httpx.Response(
-                200, json={"id": request.url.path.split("/")[3], "status": "canceled"}
-            )
+            intent_id = request.url.path.split("/")[3]
+            if intent_id in self.intents:
+                self.intents[intent_id]["status"] = "canceled"
+            answer = httpx.Response(200, json={"id": intent_id, "status": "canceled"})
         else:
             answer = _error(404, "invalid_request_error", "resource_missing", "Unrecognized URL")
         self.answers[key] = answer
@@ -107,13 +118,14 @@ class FakeStripe:
         }
         self.intents[intent_id] = intent
         if token in ("tok_visa", "tok_mastercard"):
-            intent["status"] = "succeeded"
+            intent["status"] = "processing" if self.hold else "succeeded"
             return httpx.Response(200, json=intent)
         if token == "tok_threeDSecure2Required":
             intent["status"] = "requires_action"
             return httpx.Response(200, json=intent)
         if token in _DECLINES:
             intent["status"] = "requires_payment_method"
+            intent["last_payment_error"] = {"type": "card_error", **_DECLINES[token]}
             error = {"type": "card_error", **_DECLINES[token], "payment_intent": intent}
             return httpx.Response(402, json={"error": error})
         return _error(
@@ -133,16 +145,29 @@ class FakeStripe:
         if amount > intent["amount"] - refunded:
             return _error(400, "invalid_request_error", "amount_too_large", "Too much")
         intent["refunded"] = refunded + amount
-        return httpx.Response(
-            200,
-            json={
-                "id": f"re_{uuid.uuid4().hex[:24]}",
-                "object": "refund",
-                "amount": amount,
-                "payment_intent": form["payment_intent"],
-                "status": "succeeded",
-            },
-        )
+        refund = {
+            "id": f"re_{uuid.uuid4().hex[:24]}",
+            "object": "refund",
+            "amount": amount,
+            "payment_intent": form["payment_intent"],
+            "status": "succeeded",
+        }
+        self.refunds[refund["id"]] = refund
+        return httpx.Response(200, json=refund)
+
+    def _retrieve(self, path: str) -> httpx.Response:
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[:2] == ["v1", "payment_intents"]:
+            kind, found = "payment_intent", self.intents.get(parts[2])
+        elif len(parts) == 3 and parts[:2] == ["v1", "refunds"]:
+            kind, found = "refund", self.refunds.get(parts[2])
+        else:
+            return _error(404, "invalid_request_error", None, "Unrecognized URL")
+        if found is None:
+            return _error(
+                404, "invalid_request_error", "resource_missing", f"No such {kind}: '{parts[2]}'"
+            )
+        return httpx.Response(200, json=found)
 
 
 def _error(

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from panthera.payments.reconciler import Reconciler
 from tests.conftest import make_settings
 from tests.integration.conftest import DATABASE_URL, PostgresServer, ServiceDatabases, unique_prefix
 from tests.payments.conftest import PaymentsService, start_payments
+from tests.payments.test_reconciler import RefundsAnswered
+from tests.payments.test_webhooks import deliver
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +111,47 @@ async def test_racing_refunds_never_give_back_more_than_was_taken(
     assert state["amountRefunded"] == "9.00"
     assert state["status"] == "partially_refunded"
     assert len(await payments.outbox("payment.refunded")) == 3
+
+
+async def test_replicas_reconciling_at_once_settle_each_payment_once(
+    pg_payments: PaymentsService,
+) -> None:
+    payments = pg_payments
+    payments.provider.deliver = None
+    user = payments.caller()
+    paid = [await payments.pay(user, settle=False) for _ in range(6)]
+    declined = [
+        await payments.pay(user, token="tok_chargeDeclined", settle=False) for _ in range(4)
+    ]
+    # And a refund whose answer was lost.
+    refunded = await payments.pay(user, token="tok_mastercard", settle=False)
+    await deliver(payments, payments.provider.webhooks[-1])
+    payments.deps.provider = RefundsAnswered(payments.provider, "lost")
+    admin = payments.admin()
+    lost = await payments.client.post(
+        f"/payments/{refunded['paymentId']}/refunds", json={}, headers=admin.with_key("r")
+    )
+    assert lost.status_code == 503
+    payments.deps.provider = payments.provider
+    replicas = [
+        Reconciler(
+            uows=payments.runtime.uow,
+            provider=lambda: payments.deps.provider,
+            skip_locked=True,
+            after_seconds=0.05,
+            batch_size=3,
+        )
+        for _ in range(4)
+    ]
+    await asyncio.sleep(0.1)
+    passes = await asyncio.gather(*(replica.reconcile_once() for replica in replicas))
+    while any(p.claimed for p in passes):
+        passes = await asyncio.gather(*(replica.reconcile_once() for replica in replicas))
+    for payment in paid:
+        assert (await payments.get(user, payment["paymentId"]))["status"] == "succeeded"
+    for payment in declined:
+        assert (await payments.get(user, payment["paymentId"]))["status"] == "failed"
+    assert len(await payments.outbox("payment.succeeded")) == 7
+    assert len(await payments.outbox("payment.failed")) == 4
+    assert (await payments.get(user, refunded["paymentId"]))["status"] == "refunded"
+    assert len(await payments.outbox("payment.refunded")) == 1

@@ -167,6 +167,79 @@ async def test_refunds_go_to_the_refunds_api() -> None:
     assert refused.value.code == "amount_too_large"
 
 
+@pytest.mark.parametrize(
+    ("token", "outcome", "code"),
+    [
+        ("tok_visa", PaymentOutcome.SUCCEEDED, None),
+        ("tok_chargeDeclined", PaymentOutcome.FAILED, "card_declined"),
+        ("tok_chargeDeclinedInsufficientFunds", PaymentOutcome.FAILED, "insufficient_funds"),
+    ],
+)
+async def test_a_payment_intent_is_retrieved(
+    token: str, outcome: PaymentOutcome, code: str | None
+) -> None:
+    fake = FakeStripe()
+    provider = stripe(fake)
+    paid = await pay(provider, token)
+    found = await provider.retrieve_payment(paid.provider_payment_id)
+    assert (found.provider_payment_id, found.outcome) == (paid.provider_payment_id, outcome)
+    assert found.failure_code == code
+    request = fake.requests[-1]
+    assert request.method == "GET"
+    assert request.url.path == f"/v1/payment_intents/{paid.provider_payment_id}"
+    assert "Idempotency-Key" not in request.headers
+
+
+async def test_a_retrieved_intent_in_flight_is_processing_until_it_is_not() -> None:
+    fake = FakeStripe()
+    provider = stripe(fake)
+    paid = await pay(provider, "tok_visa")
+    intent = fake.intents[paid.provider_payment_id]
+    intent["status"] = "processing"
+    assert (await provider.retrieve_payment(intent["id"])).outcome is PaymentOutcome.PROCESSING
+    intent["status"] = "requires_payment_method"
+    intent["last_payment_error"] = {"code": "card_declined", "decline_code": "lost_card"}
+    failed = await provider.retrieve_payment(intent["id"])
+    assert (failed.outcome, failed.failure_code) == (PaymentOutcome.FAILED, "lost_card")
+    intent["status"] = "canceled"
+    assert (await provider.retrieve_payment(intent["id"])).outcome is PaymentOutcome.CANCELED
+
+
+async def test_retrieving_is_retried_and_an_unknown_intent_is_a_rejection() -> None:
+    fake = FakeStripe()
+    provider = stripe(fake)
+    paid = await pay(provider, "tok_visa")
+    fake.fail_next = 2
+    found = await provider.retrieve_payment(paid.provider_payment_id)
+    assert found.outcome is PaymentOutcome.SUCCEEDED
+    with pytest.raises(ProviderRejected) as refused:
+        await provider.retrieve_payment("pi_nobody")
+    assert refused.value.code == "resource_missing"
+    fake.fail_next = 10
+    with pytest.raises(ProviderUnavailable):
+        await provider.retrieve_payment(paid.provider_payment_id)
+
+
+async def test_a_refund_is_retrieved() -> None:
+    fake = FakeStripe()
+    provider = stripe(fake)
+    paid = await pay(provider, "tok_visa")
+    refund = await provider.refund(
+        provider_payment_id=paid.provider_payment_id,
+        amount=500,
+        idempotency_key="panthera-refund-1",
+        metadata={},
+    )
+    fake.refunds[refund.provider_refund_id]["status"] = "pending"
+    pending = await provider.retrieve_refund(refund.provider_refund_id)
+    assert pending.outcome is RefundOutcome.PENDING
+    fake.refunds[refund.provider_refund_id].update(status="failed", failure_reason="lost")
+    failed = await provider.retrieve_refund(refund.provider_refund_id)
+    assert (failed.outcome, failed.failure_code) == (RefundOutcome.FAILED, "lost")
+    with pytest.raises(ProviderRejected):
+        await provider.retrieve_refund("re_nobody")
+
+
 def test_a_configurable_base_url() -> None:
     provider = StripeProvider(
         api_key=API_KEY, webhook_secret=WEBHOOK_SECRET, api_base="http://127.0.0.1:12111/"

@@ -120,6 +120,82 @@ async def test_refunds_succeed_within_what_was_taken() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("token", "outcome", "code"),
+    [
+        ("tok_visa", PaymentOutcome.SUCCEEDED, None),
+        ("tok_chargeDeclined", PaymentOutcome.FAILED, "card_declined"),
+        ("tok_chargeDeclinedInsufficientFunds", PaymentOutcome.FAILED, "insufficient_funds"),
+        ("tok_processingError", PaymentOutcome.FAILED, "processing_error"),
+    ],
+)
+async def test_a_payment_is_retrieved_by_a_provider_that_never_saw_it(
+    token: str, outcome: PaymentOutcome, code: str | None
+) -> None:
+    """As Stripe's servers would after our process died: nothing in memory is needed."""
+    before = provider()
+    answer = await pay(before, token)
+    restarted = provider()
+    found = await restarted.retrieve_payment(answer.provider_payment_id)
+    assert found.provider_payment_id == answer.provider_payment_id
+    assert found.outcome is outcome
+    assert found.failure_code == code
+    # The webhook the first one would have delivered says the same.
+    (body,) = before.webhooks
+    event = restarted.parse_webhook(restarted.signed_headers(body), body)
+    assert (event.provider_payment_id, event.failure_code) == (answer.provider_payment_id, code)
+
+
+async def test_the_same_key_makes_the_same_payment_in_a_new_process() -> None:
+    first = await pay(provider(), "tok_visa")
+    again = await pay(provider(), "tok_visa")
+    assert again.provider_payment_id == first.provider_payment_id
+    other = await pay(provider(), "tok_visa", key="key-2")
+    assert other.provider_payment_id != first.provider_payment_id
+
+
+@pytest.mark.parametrize(
+    "unknown",
+    [
+        "pi_nobody",
+        "pi_test_succeeded",
+        "pi_test_succeeded_nothex",
+        "pi_test_unheardof_0123456789abcdef01234567",
+        "pi_0123456789abcdef01234567",
+    ],
+)
+async def test_ids_it_did_not_make_are_not_found(unknown: str) -> None:
+    test = provider()
+    with pytest.raises(ProviderRejected) as refused:
+        await test.retrieve_payment(unknown)
+    assert refused.value.code == "resource_missing"
+    with pytest.raises(ProviderRejected) as refused:
+        await test.refund(provider_payment_id=unknown, amount=1, idempotency_key="r", metadata={})
+    assert refused.value.code == "resource_missing"
+
+
+async def test_refunds_after_a_restart_follow_the_payments_outcome() -> None:
+    paid = await pay(provider(), "tok_visa")
+    declined = await pay(provider(), "tok_chargeDeclined", key="key-2")
+    restarted = provider()
+    refund = await restarted.refund(
+        provider_payment_id=paid.provider_payment_id, amount=1, idempotency_key="r1", metadata={}
+    )
+    assert refund.outcome is RefundOutcome.SUCCEEDED
+    found = await provider().retrieve_refund(refund.provider_refund_id)
+    assert found == refund
+    with pytest.raises(ProviderRejected) as refused:
+        await restarted.refund(
+            provider_payment_id=declined.provider_payment_id,
+            amount=1,
+            idempotency_key="r2",
+            metadata={},
+        )
+    assert refused.value.code == "charge_not_refundable"
+    with pytest.raises(ProviderRejected):
+        await restarted.retrieve_refund("re_nobody")
+
+
 # ---------------------------------------------------------------- signatures
 
 

@@ -71,6 +71,12 @@ BOLA_MATRIX: dict[tuple[str, str, str], str] = {
     ("catalog", "GET", "/inventory/variants/{variantId}/movements"): ADMIN,
     ("payments", "GET", "/payments/{paymentId}"): OWNER_OR_ADMIN,
     ("payments", "POST", "/payments/{paymentId}/refunds"): ADMIN,
+    ("orders", "GET", "/orders/{orderId}"): OWNER_OR_ADMIN,
+    ("orders", "GET", "/orders/user/{userId}"): OWNER_OR_ADMIN,
+    ("orders", "POST", "/orders/{orderId}/cancel"): OWNER_OR_ADMIN,
+    ("orders", "POST", "/orders/{orderId}/ship"): ADMIN,
+    ("orders", "POST", "/orders/{orderId}/deliver"): ADMIN,
+    ("orders", "POST", "/orders/{orderId}/refund"): ADMIN,
 }
 EXPECTED_PERMISSION = {
     OWNER_OR_ADMIN: "authenticated",
@@ -99,6 +105,28 @@ async def _own_payment(platform: Platform, owner: Account) -> uuid.UUID:
     return uuid.UUID(response.json()["paymentId"])
 
 
+async def _own_order(platform: Platform, owner: Account) -> uuid.UUID:
+    seller = await make_admin(platform)
+    seller_headers = seller.headers
+    made = await platform.client.post(
+        "/api/v1/products",
+        json={"name": "Owned Thing", "description": "", "price": "3.00", "stock": 5},
+        headers=seller_headers,
+    )
+    assert made.status_code == 201, made.text
+    response = await platform.client.post(
+        "/api/v1/orders",
+        json={
+            "items": [{"productId": made.json()["productId"], "quantity": 1}],
+            "shippingAddress": "1 Main Street",
+            "paymentMethod": "tok_visa",
+        },
+        headers=owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    return uuid.UUID(response.json()["orderId"])
+
+
 # For each owner route: how the owner comes to have an object there (its id), and
 # the body to send (None for reads).
 OwnedObject = Callable[[Platform, Account], Awaitable[uuid.UUID]]
@@ -108,6 +136,9 @@ OWNER_REQUESTS: dict[tuple[str, str, str], tuple[OwnedObject, dict[str, Any] | N
     ("users", "GET", "/{userId}"): (_own_profile, None),
     ("users", "PUT", "/{userId}"): (_own_profile, {"lastName": "Mallory"}),
     ("payments", "GET", "/payments/{paymentId}"): (_own_payment, None),
+    ("orders", "GET", "/orders/{orderId}"): (_own_order, None),
+    ("orders", "GET", "/orders/user/{userId}"): (_own_profile, None),
+    ("orders", "POST", "/orders/{orderId}/cancel"): (_own_order, {"message": "changed my mind"}),
 }
 
 _PARAMETER = re.compile(r"\{([^}:]+)(?::[^}]+)?\}")

@@ -14,6 +14,7 @@ from panthera.catalog import errors, inventory, presenters, service
 from panthera.catalog.deps import Catalog
 from panthera.catalog.models import Category, ProductImage, StockMovement, Variant
 from panthera.catalog.schemas import (
+    CallOffOut,
     CategoryIn,
     CategoryOut,
     CategoryUpdate,
@@ -23,6 +24,9 @@ from panthera.catalog.schemas import (
     ProductSort,
     ProductSummary,
     ProductUpdate,
+    QuoteIn,
+    QuoteLineOut,
+    QuoteOut,
     ReservationIn,
     ReservationLineOut,
     ReservationOut,
@@ -492,3 +496,62 @@ async def commit(reference: str, catalog: Catalog) -> Response:
         await inventory.commit(uow, reference)
         await uow.commit()
     return Response(status_code=204)
+
+
+@router.post(
+    "/internal/quotes",
+    response_model=QuoteOut,
+    include_in_schema=False,
+    dependencies=[Depends(internal_only)],
+)
+async def quote(body: QuoteIn, catalog: Catalog) -> QuoteOut:
+    """Today's prices of some lines, holding nothing: what an order is priced at."""
+    requests = [
+        inventory.LineRequest(
+            quantity=line.quantity, product_id=line.productId, variant_id=line.variantId
+        )
+        for line in body.lines
+    ]
+    if any(line.product_id is None and line.variant_id is None for line in requests):
+        raise InvalidInput("Each line names a productId or a variantId.")
+    async with catalog.read_session() as session:
+        lines, problems = await inventory.quote(session, requests)
+    return QuoteOut(
+        lines=[
+            QuoteLineOut(
+                productId=line.product.id,
+                variantId=line.variant.id,
+                sku=line.variant.sku,
+                name=line.product.name
+                if line.variant.title in ("", line.product.name)
+                else f"{line.product.name} ({line.variant.title})",
+                categoryId=line.product.category_id,
+                quantity=line.quantity,
+                unitPriceAmount=line.variant.price_amount,
+                currency=line.product.currency,
+                available=line.variant.on_hand - line.variant.reserved,
+            )
+            for line in lines
+        ],
+        unknown=[
+            found
+            for problem in problems
+            if (found := problem.variant_id or problem.product_id) is not None
+        ],
+    )
+
+
+@router.post(
+    "/internal/reservations/{reference}/call-off",
+    response_model=CallOffOut,
+    include_in_schema=False,
+    dependencies=[Depends(internal_only)],
+)
+async def call_off(reference: str, catalog: Catalog, reason: str = "order_cancelled") -> CallOffOut:
+    """Undo what was done for an order, whatever it was: release, restock, or nothing."""
+    if len(reference) > 100:
+        raise InvalidInput("A reference is at most 100 characters.")
+    async with catalog.uow() as uow:
+        status = await inventory.call_off(uow, reference, reason=reason[:100])
+        await uow.commit()
+    return CallOffOut(reference=reference, status=status)

@@ -37,6 +37,8 @@ class ReservationStatus:
     COMMITTED = "committed"
     EXPIRED = "expired"
     REJECTED = "rejected"
+    # Sold, then the sale was called off: the goods went back on the shelf.
+    RETURNED = "returned"
 
 
 @dataclass(frozen=True)
@@ -478,6 +480,100 @@ async def commit(uow: UnitOfWork, reference: str) -> Reservation:
     reservation.updated_at = _now()
     uow.publish(StockCommitted(reservation_id=reservation.id, reference=reference))
     return reservation
+
+
+@dataclass(frozen=True)
+class QuotedLine:
+    variant: Variant
+    product: Product
+    quantity: int
+
+
+async def quote(
+    session: AsyncSession, requests: Sequence[LineRequest]
+) -> tuple[list[QuotedLine], list[RejectedLine]]:
+    """Today's price of each line, without holding anything: what an order is priced at."""
+    lines: list[QuotedLine] = []
+    problems: list[RejectedLine] = []
+    for request in requests:
+        wanted, variants, missing = await _resolve_lines(session, [request])
+        problems.extend(missing)
+        for variant_id, variant in variants.items():
+            product = await session.get(Product, variant.product_id)
+            assert product is not None
+            lines.append(QuotedLine(variant=variant, product=product, quantity=wanted[variant_id]))
+    return lines, problems
+
+
+async def call_off(uow: UnitOfWork, reference: str, *, reason: str) -> str:
+    """Undo whatever was done for ``reference``, whatever state it is in; safe to repeat.
+
+    Held stock is released; sold stock goes back on the shelf; and a reference
+    never seen is remembered as released, so a reservation request for it that
+    arrives late (a retry that was still in flight) holds nothing.
+    Answers the reservation's status afterwards.
+    """
+    session = uow.session
+    reservation = (
+        await session.execute(
+            select(Reservation).where(Reservation.reference == reference).with_for_update()
+        )
+    ).scalar_one_or_none()
+    now = _now()
+    if reservation is None:
+        tombstone = Reservation(
+            id=uuid.uuid4(),
+            reference=reference,
+            status=ReservationStatus.RELEASED,
+            expires_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        winner = await _claim(session, tombstone)
+        if winner is None:
+            return ReservationStatus.RELEASED
+        # A reservation landed meanwhile: undo it like any other.
+        return await call_off(uow, reference, reason=reason)
+    if reservation.status == ReservationStatus.ACTIVE:
+        await release(uow, reference, reason=reason)
+    elif reservation.status == ReservationStatus.COMMITTED:
+        await _restock(uow, reservation, reason=f"{reason} ({reference})")
+    return reservation.status
+
+
+async def _restock(uow: UnitOfWork, reservation: Reservation, *, reason: str) -> None:
+    session = uow.session
+    items = list(
+        (
+            await session.execute(
+                select(ReservationItem)
+                .where(ReservationItem.reservation_id == reservation.id)
+                .order_by(ReservationItem.variant_id)
+            )
+        ).scalars()
+    )
+    products = set()
+    for item in items:
+        await session.execute(
+            update(Variant)
+            .where(Variant.id == item.variant_id)
+            .values(on_hand=Variant.on_hand + item.quantity, updated_at=_now())
+        )
+        variant = await _reload(session, item.variant_id)
+        _record(
+            uow,
+            variant,
+            kind="return",
+            on_hand_delta=item.quantity,
+            reserved_delta=0,
+            reason=reason,
+            reservation_id=reservation.id,
+        )
+        products.add(variant.product_id)
+    for product_id in sorted(products):
+        await _refresh_product_totals(session, product_id)
+    reservation.status = ReservationStatus.RETURNED
+    reservation.updated_at = _now()
 
 
 async def due_for_expiry(session: AsyncSession, now: datetime, limit: int = 100) -> list[str]:

@@ -189,6 +189,32 @@ class ReservationIn(_Strict):
     ttlSeconds: int = Field(default=900, ge=10, le=86_400)
 
 
+class QuoteIn(_Strict):
+    lines: list[ReservationLineIn] = Field(min_length=1, max_length=100)
+
+
+class QuoteLineOut(BaseModel):
+    productId: uuid.UUID
+    variantId: uuid.UUID
+    sku: str
+    name: str
+    categoryId: uuid.UUID | None
+    quantity: int
+    unitPriceAmount: int = Field(description="Minor units of the product's currency")
+    currency: str
+    available: int
+
+
+class QuoteOut(BaseModel):
+    lines: list[QuoteLineOut]
+    unknown: list[uuid.UUID] = Field(description="Products or variants that cannot be ordered")
+
+
+class CallOffOut(BaseModel):
+    reference: str
+    status: str
+
+
 class ReservationLineOut(BaseModel):
     productId: uuid.UUID
     variantId: uuid.UUID

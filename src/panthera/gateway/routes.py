@@ -28,6 +28,7 @@ ROUTES: tuple[Route, ...] = (
     # Longest prefix first: provider webhooks are their own public path.
     Route("/api/v1/payments/webhooks", "payments", "/webhooks"),
     Route("/api/v1/payments", "payments", "/payments"),
+    Route("/api/v1/orders", "orders", "/orders"),
     Route("/.well-known/jwks.json", "auth", "/.well-known/jwks.json"),
 )
 

@@ -66,7 +66,14 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        write_kwargs = dict(kwargs)
+        if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
+            # SQLite has one writer at a time. Writers queued on one pooled connection
+            # are handed the lock in order the moment it frees up; writers on many
+            # connections instead poll SQLite's busy handler, which sleeps up to 100 ms
+            # between tries and, under load, times out with "database is locked".
+            write_kwargs.update(pool_size=1, max_overflow=0, pool_timeout=120)
+        self.engine: AsyncEngine = create_async_engine(url, **write_kwargs)
         self.read_engine = self.engine
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -144,6 +151,7 @@ class UnitOfWork:
         self._after_commit = after_commit
         self._traceparent = traceparent
         self._pending: list[Envelope] = []
+        self._on_commit: list[AfterCommit] = []
         self._session: AsyncSession | None = None
 
     @property
@@ -155,6 +163,7 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._database.sessions()
         self._pending = []
+        self._on_commit = []
         return self
 
     async def __aexit__(
@@ -171,6 +180,7 @@ class UnitOfWork:
         finally:
             self._session = None
             self._pending = []
+            self._on_commit = []
 
     def publish(self, event: EventContract) -> Envelope:
         """Queue an event; it is written to the outbox by ``commit``."""
@@ -178,6 +188,10 @@ class UnitOfWork:
         envelope = Envelope.wrap(event, source=self._source, traceparent=trace)
         self._pending.append(envelope)
         return envelope
+
+    def on_commit(self, callback: AfterCommit) -> None:
+        """Run ``callback`` once this transaction has committed (never on rollback)."""
+        self._on_commit.append(callback)
 
     async def commit(self) -> None:
         """Write pending events to the outbox and commit, atomically."""
@@ -189,8 +203,12 @@ class UnitOfWork:
         await session.commit()
         if published and self._after_commit is not None:
             self._after_commit()
+        callbacks, self._on_commit = self._on_commit, []
+        for callback in callbacks:
+            callback()
 
     async def rollback(self) -> None:
         """Discard the state change and its events."""
         self._pending = []
+        self._on_commit = []
         await self.session.rollback()

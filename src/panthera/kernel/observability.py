@@ -145,10 +145,28 @@ EVENTS_CONSUMED = Counter(
     "Events applied or skipped by consumers",
     ["consumer", "event_type", "outcome"],
 )
-# Set by a service that runs sagas (placing an order): the age of the oldest one
-# neither completed nor compensated. Prometheus alerts on it (deploy/prometheus).
-SAGA_OLDEST_OPEN = Gauge(
-    "panthera_saga_oldest_open_seconds",
-    "Age of the oldest saga neither completed nor compensated",
-    ["saga"],
+SAGA_STEPS = Counter(
+    "panthera_saga_steps_total",
+    "Saga steps performed, by step and outcome (done, retry)",
+    ["step", "outcome"],
+)
+SAGA_PENDING = Gauge(
+    "panthera_saga_pending_orders",
+    "Orders whose saga still has a step to do, by step",
+    ["step"],
+)
+SAGA_OLDEST_DUE = Gauge(
+    "panthera_saga_oldest_due_seconds",
+    "How long the most overdue saga step has been waiting",
+)
+PAYMENTS_RECONCILED = Counter(
+    "panthera_payments_reconciled_total",
+    "Payments and refunds moved by asking the provider after its webhook did not come, "
+    "by kind (payment, refund) and the status reached",
+    ["kind", "status"],
+)
+QUEUE_DEPTH = Gauge(
+    "panthera_queue_depth_messages",
+    "Messages waiting in a consumer's broker queue (dead-letter queues end in .dlq)",
+    ["queue"],
 )

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     # The shop's pricing currency (ISO 4217) where a product names none.
     currency: str = "USD"
     reservation_ttl_seconds: int = 900
+    # The orders saga: how often its worker looks for due steps, how long a worker
+    # holds an order before another may take over, how many times a forward step
+    # (reserve, pay, commit) is tried before the order is compensated and cancelled,
+    # and how long a payment may stay without an outcome.
+    saga_poll_seconds: float = Field(default=1.0, gt=0)
+    saga_lease_seconds: float = Field(default=15.0, gt=0)
+    saga_step_attempts: int = Field(default=6, ge=1)
+    saga_payment_timeout_seconds: float = Field(default=60.0, gt=0)
     # Where product images are served from: the gateway path, or a CDN in front of it.
     media_url_prefix: str = "/media"
     # Object storage of product images. An empty bucket keeps them as files under
@@ -157,6 +165,11 @@ class Settings(BaseSettings):
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     # Signing secret of the test provider's webhooks.
     test_provider_webhook_secret: SecretStr = SecretStr("whsec_panthera_test_provider")
+    # A payment or refund that has waited this long for the provider's word (its
+    # webhook lost, its answer lost) is asked about, and again after as long each
+    # time; the reconciler looks every ``payment_reconcile_poll_seconds``.
+    payment_reconcile_after_seconds: float = Field(default=10.0, gt=0)
+    payment_reconcile_poll_seconds: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_development_secrets_in_production(self) -> Settings:

@@ -3,7 +3,9 @@
 The provider is chosen by ``PANTHERA_PAYMENT_PROVIDER``: ``test`` (built in, no
 network) or ``stripe``. The test provider's webhooks are delivered to this
 service's own ``/webhooks/test`` through the service directory: in process when
-the service runs here, which it always does for its own deliveries.
+the service runs here, which it always does for its own deliveries. Payments
+and refunds whose outcome never arrived are asked about by the reconciler
+(reconciler.py), which runs beside the service.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     from panthera.payments.deps import PaymentsDeps
     from panthera.payments.models import IDEMPOTENCY_KEYS
     from panthera.payments.providers import build_provider
+    from panthera.payments.reconciler import Reconciler
 
     directory: ServiceDirectory = runtime.components["directory"]
     name = runtime.name
@@ -51,6 +54,12 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         idempotency=IdempotencyKeys(runtime.database.sessions, IDEMPOTENCY_KEYS),
     )
     runtime.components["payments_deps"] = deps
+    runtime.components["payments_reconciler"] = Reconciler(
+        uows=runtime.uow,
+        provider=lambda: deps.provider,
+        skip_locked=not runtime.database.is_sqlite,
+        after_seconds=runtime.settings.payment_reconcile_after_seconds,
+    )
     return {"payments_deps": deps}
 
 
@@ -68,20 +77,42 @@ async def _purge_idempotency_keys(runtime: ServiceRuntime) -> None:
         await asyncio.sleep(PURGE_EVERY_SECONDS)
 
 
+async def _reconcile(runtime: ServiceRuntime) -> None:
+    """Ask the provider about what waits too long for it, every few seconds."""
+    from panthera.payments.reconciler import Reconciler
+
+    reconciler: Reconciler = runtime.components["payments_reconciler"]
+    while True:
+        try:
+            done = await reconciler.reconcile_once()
+        except Exception:
+            log.exception("reconciling payments with the provider failed")
+        else:
+            # A full batch: more may be waiting. Claimed rows are not due again
+            # for a while, so this cannot spin on the same ones.
+            if done.claimed >= reconciler.batch_size:
+                continue
+        await asyncio.sleep(runtime.settings.payment_reconcile_poll_seconds)
+
+
 async def _start(runtime: ServiceRuntime) -> None:
     runtime.components["purge_task"] = asyncio.create_task(
         _purge_idempotency_keys(runtime), name="payments-idempotency-purge"
+    )
+    runtime.components["reconcile_task"] = asyncio.create_task(
+        _reconcile(runtime), name="payments-reconciler"
     )
 
 
 async def _stop(runtime: ServiceRuntime) -> None:
     from panthera.payments.deps import PaymentsDeps
 
-    task = runtime.components.pop("purge_task", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for name in ("reconcile_task", "purge_task"):
+        task = runtime.components.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     deps: PaymentsDeps | None = runtime.components.get("payments_deps")
     if deps is not None:
         await deps.provider.close()

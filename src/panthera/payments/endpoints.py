@@ -293,17 +293,25 @@ async def refund_order(
     body: InternalRefund | None = None,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    """Refund what is left of the order's payment; repeating it is harmless."""
+    """Refund the order's payment, all that is left or ``amount``; repeating it is harmless."""
     key = checked_key(idempotency_key or f"refund:{reference}")
-    reason = (body or InternalRefund()).reason
+    request = body or InternalRefund()
 
     async def handle() -> tuple[int, Any]:
+        amount = None
+        if request.amount is not None:
+            async with payments.read_session() as session:
+                payment = await repository.latest_payment_of_order(session, reference)
+            if payment is None:
+                raise errors.PaymentNotFound()
+            amount = _amount(request.amount, payment.currency).amount
         view = await refunds.refund_order(
             payments.uow,
             payments.provider,
             reference,
-            reason=reason,
+            reason=request.reason,
             request_key=f"{INTERNAL_SCOPE}:{key}",
+            amount=amount,
         )
         return 200, presenters.payment_out(view.payment, view.refunds).model_dump(mode="json")
 
@@ -311,8 +319,30 @@ async def refund_order(
         scope=INTERNAL_SCOPE,
         key=key,
         request_hash=request_fingerprint(
-            "refund_order", {"reference": reference, "reason": reason}
+            "refund_order",
+            {"reference": reference, "reason": request.reason, "amount": request.amount},
         ),
         handler=handle,
     )
     return result.to_response()
+
+
+@router.get(
+    "/internal/payments/{reference}",
+    response_model=PaymentOut,
+    include_in_schema=False,
+    dependencies=[Depends(internal_only)],
+)
+async def payment_of_order(
+    reference: Annotated[Reference, Path()], payments: Payments
+) -> PaymentOut:
+    """The order's payment that went through or is under way, else its latest attempt."""
+    async with payments.read_session() as session:
+        payment = await repository.live_payment_of_order(
+            session, reference
+        ) or await repository.latest_payment_of_order(session, reference)
+        if payment is None:
+            raise errors.PaymentNotFound()
+        view = await service.payment_view(session, payment.id)
+    assert view is not None
+    return presenters.payment_out(view.payment, view.refunds)

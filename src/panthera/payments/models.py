@@ -1,7 +1,8 @@
 """The payments' tables: payments, refunds, provider webhooks received, idempotency keys.
 
 No card data is kept, ever: the API takes provider tokens only, and what the
-provider knows about the card stays with it.
+provider knows about the card stays with it. A payment keeps its token only
+until the provider has answered, so that a lost answer can be asked for again.
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ class Payment(Base):
     status: Mapped[str] = mapped_column(String(30), index=True)
     provider: Mapped[str] = mapped_column(String(20))
     provider_payment_id: Mapped[str | None] = mapped_column(String(255))
+    # The provider's token (tok_..., pm_...), never card data; kept while the
+    # payment requires confirmation, so the reconciler can repeat the very request
+    # (same parameters, same idempotency key) whose answer was lost.
+    payment_method: Mapped[str | None] = mapped_column(String(210))
     failure_code: Mapped[str | None] = mapped_column(String(60))
     failure_message: Mapped[str | None] = mapped_column(String(500))
     amount_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -111,6 +116,9 @@ class Payment(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revision: Mapped[int] = mapped_column(Integer, default=1)
+    # When the reconciler last took it to ask the provider: replicas leave it to
+    # that one until the reconcile age has passed again.
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Refund(Base):
@@ -135,6 +143,8 @@ class Refund(Base):
     request_key: Mapped[str] = mapped_column(String(400))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # As Payment.checked_at.
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ProviderEventRecord(Base):

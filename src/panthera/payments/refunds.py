@@ -53,6 +53,17 @@ async def refund_payment(
     payment, refund = await _record_refund(uows, payment_id, request)
     if refund.status != RefundStatus.PENDING or refund.provider_refund_id is not None:
         return payment, refund
+    return await ask_refund(uows, provider, payment, refund)
+
+
+async def ask_refund(
+    uows: UnitsOfWork, provider: PaymentProvider, payment: Payment, refund: Refund
+) -> tuple[Payment, Refund]:
+    """Ask the provider for a recorded refund, and apply its answer.
+
+    Always the same request for a refund, so asking again after a lost answer
+    gives the money back once.
+    """
     assert payment.provider_payment_id is not None
     try:
         answer = await provider.refund(
@@ -73,9 +84,16 @@ async def refund_payment(
             extra={"refund_id": str(refund.id), "code": exc.code},
         )
         answer = ProviderRefund(None, RefundOutcome.FAILED, exc.code, exc.message)
+    return await settle_refund_by_id(uows, payment.id, refund.id, answer)
+
+
+async def settle_refund_by_id(
+    uows: UnitsOfWork, payment_id: uuid.UUID, refund_id: uuid.UUID, answer: ProviderRefund
+) -> tuple[Payment, Refund]:
     async with uows() as uow:
-        locked = await repository.payment(uow.session, payment.id, for_update=True)
-        locked_refund = await repository.refund(uow.session, refund.id, for_update=True)
+        # Payment first, then refund: the one lock order of every refund path.
+        locked = await repository.payment(uow.session, payment_id, for_update=True)
+        locked_refund = await repository.refund(uow.session, refund_id, for_update=True)
         assert locked is not None
         assert locked_refund is not None
         settle_refund(
@@ -178,8 +196,9 @@ async def refund_order(
     *,
     reason: str,
     request_key: str,
+    amount: int | None = None,
 ) -> PaymentView:
-    """Give back everything left of an order's payment (the saga's compensation).
+    """Give back ``amount`` of an order's payment, or everything left of it (compensation).
 
     Harmless to repeat: a failed payment, or one refunded already, is answered as is.
     A payment still waiting for the provider is a conflict: ask again later.
@@ -197,7 +216,16 @@ async def refund_order(
             payment.amount > await repository.committed_refunds(session, payment.id)
         )
         payment_id = payment.id
-    if refundable:
+    if amount is not None:
+        if payment.status not in REFUNDABLE_STATUSES:
+            raise errors.PaymentNotRefundable()
+        await refund_payment(
+            uows,
+            provider,
+            payment_id,
+            RefundRequest(amount=amount, reason=reason, requested_by=None, request_key=request_key),
+        )
+    elif refundable:
         # Another refund may have taken what was left meanwhile: then all is given back.
         with contextlib.suppress(errors.RefundExceedsCapture):
             await refund_payment(

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from panthera.payments.models import LIVE_STATUSES, Payment, Refund, RefundStatus
+from panthera.payments.models import (
+    LIVE_STATUSES,
+    OPEN_STATUSES,
+    Payment,
+    Refund,
+    RefundStatus,
+)
 
 
 async def payment(
@@ -140,3 +147,73 @@ async def committed_refunds(session: AsyncSession, payment_id: uuid.UUID) -> int
         )
     )
     return int(total or 0)
+
+
+def _due(model: type[Payment] | type[Refund], waiting_since: datetime) -> ColumnElement[bool]:
+    """Unchanged since ``waiting_since``, and not taken by a reconciler since then either."""
+    return or_(
+        model.checked_at <= waiting_since,
+        and_(model.checked_at.is_(None), model.updated_at <= waiting_since),
+    )
+
+
+async def claim_waiting_payments(
+    session: AsyncSession,
+    provider: str,
+    *,
+    waiting_since: datetime,
+    now: datetime,
+    skip_locked: bool,
+    limit: int,
+) -> list[Payment]:
+    """Payments still waiting for the provider since ``waiting_since``, marked as taken now.
+
+    With ``skip_locked`` (PostgreSQL), rows another replica is claiming are passed
+    over rather than waited for; once committed, its mark keeps them apart.
+    """
+    query = (
+        select(Payment)
+        .where(
+            Payment.provider == provider,
+            Payment.status.in_(OPEN_STATUSES),
+            _due(Payment, waiting_since),
+        )
+        .order_by(Payment.updated_at)
+        .limit(limit)
+    )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    found = list((await session.execute(query.execution_options(populate_existing=True))).scalars())
+    for payment in found:
+        payment.checked_at = now
+    return found
+
+
+async def claim_pending_refunds(
+    session: AsyncSession,
+    provider: str,
+    *,
+    waiting_since: datetime,
+    now: datetime,
+    skip_locked: bool,
+    limit: int,
+) -> list[tuple[Refund, Payment]]:
+    """Refunds still pending since ``waiting_since``, with their payments; as above."""
+    query = (
+        select(Refund, Payment)
+        .join(Payment, Payment.id == Refund.payment_id)
+        .where(
+            Payment.provider == provider,
+            Refund.status == RefundStatus.PENDING,
+            _due(Refund, waiting_since),
+        )
+        .order_by(Refund.updated_at)
+        .limit(limit)
+    )
+    if skip_locked:
+        query = query.with_for_update(of=Refund, skip_locked=True)
+    rows = (await session.execute(query.execution_options(populate_existing=True))).all()
+    found = [(refund, payment) for refund, payment in rows]
+    for refund, _ in found:
+        refund.checked_at = now
+    return found

@@ -75,6 +75,9 @@ class RefundCreate(_Strict):
 
 
 class InternalRefund(_Strict):
+    amount: Amount | None = Field(
+        default=None, description="Omitted: everything that is left of the payment"
+    )
     reason: Reason = "order_cancelled"
 
 

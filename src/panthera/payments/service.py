@@ -6,8 +6,9 @@ payment is recorded first (``requires_confirmation``), the provider is asked
 with an idempotency key derived from the payment's id, and its answer is
 applied in a second transaction. When the answer is lost, the payment waits:
 the same request retried asks again under the same provider key (the money is
-never taken twice), and the provider's webhook settles it in any case, because
-it carries our payment id in its metadata. Refunds work the same way.
+never taken twice), the provider's webhook settles it in any case, because it
+carries our payment id in its metadata, and when neither comes the reconciler
+(reconciler.py) asks the provider. Refunds work the same way.
 """
 
 from __future__ import annotations
@@ -75,11 +76,22 @@ async def create_payment(
     payment = await _record(uows, provider.name, request)
     if payment.status != PaymentStatus.REQUIRES_CONFIRMATION:
         return payment
+    return await confirm_payment(uows, provider, payment, request.token)
+
+
+async def confirm_payment(
+    uows: UnitsOfWork, provider: PaymentProvider, payment: Payment, token: str
+) -> Payment:
+    """Ask the provider to take a recorded payment, and apply its answer.
+
+    Always the same request for a payment (its parameters and idempotency key
+    come from the row), so asking again after a lost answer takes the money once.
+    """
     try:
         answer = await provider.create_payment(
             amount=payment.amount,
             currency=payment.currency,
-            token=request.token,
+            token=token,
             idempotency_key=f"panthera-payment-{payment.id}",
             metadata={PAYMENT_ID_KEY: str(payment.id), "order_reference": payment.order_reference},
         )
@@ -96,10 +108,10 @@ async def create_payment(
             "payment provider refused the request",
             extra={"payment_id": str(payment.id), "code": exc.code},
         )
-        return await _settle_by_id(
+        return await settle_by_id(
             uows, payment.id, PaymentOutcome.FAILED, None, exc.code, exc.message or None
         )
-    return await _settle_by_id(
+    return await settle_by_id(
         uows,
         payment.id,
         answer.outcome,
@@ -139,6 +151,7 @@ async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> 
             currency=request.amount.currency,
             status=PaymentStatus.REQUIRES_CONFIRMATION,
             provider=provider,
+            payment_method=request.token,
             amount_refunded=0,
             request_key=request.request_key,
             created_at=now,
@@ -155,7 +168,7 @@ async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> 
     return payment
 
 
-async def _settle_by_id(
+async def settle_by_id(
     uows: UnitsOfWork,
     payment_id: uuid.UUID,
     outcome: PaymentOutcome,
@@ -224,6 +237,8 @@ def settle_payment(
         changed = True
     if not changed:
         return False
+    # The provider has it now: the token is not needed to ask again.
+    payment.payment_method = None
     touch(payment)
     if payment.status == PaymentStatus.SUCCEEDED:
         uow.publish(

@@ -19,7 +19,7 @@ from panthera.kernel.events.transport import DeliveryHandler, EventTransport
 from panthera.kernel.http.app import create_app
 from panthera.kernel.http.client import ServiceDirectory
 from panthera.kernel.migrations import upgrade
-from panthera.kernel.observability import OUTBOX_LAG, OUTBOX_PENDING
+from panthera.kernel.observability import OUTBOX_LAG, OUTBOX_PENDING, QUEUE_DEPTH
 from panthera.kernel.ratelimit import build_attempt_counter, build_rate_limiter
 from panthera.kernel.security.passwords import PasswordHasher
 from panthera.kernel.security.permissions import Authenticator
@@ -235,6 +235,13 @@ class Platform:
                     continue
                 OUTBOX_PENDING.labels(runtime.name).set(pending)
                 OUTBOX_LAG.labels(runtime.name).set(age)
+            depths = getattr(self.transport, "queue_depths", None)
+            if depths is not None:
+                try:
+                    for queue, depth in (await depths()).items():
+                        QUEUE_DEPTH.labels(queue).set(depth)
+                except Exception:
+                    log.warning("reading queue depths failed", exc_info=True)
             await asyncio.sleep(every_seconds)
 
     async def drain_outboxes(self, rounds: int = 20) -> None:

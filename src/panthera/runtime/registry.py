@@ -7,7 +7,14 @@ import importlib
 from panthera.kernel.service import ServiceDefinition
 
 # Order matters at start-up: a service's dependencies come first.
-SERVICE_NAMES: tuple[str, ...] = ("auth", "users", "catalog", "payments", "notifications")
+SERVICE_NAMES: tuple[str, ...] = (
+    "auth",
+    "users",
+    "catalog",
+    "payments",
+    "orders",
+    "notifications",
+)
 
 
 def definition(name: str) -> ServiceDefinition:

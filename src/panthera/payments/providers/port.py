@@ -40,7 +40,7 @@ class EventKind(StrEnum):
 
 @dataclass(frozen=True)
 class ProviderPayment:
-    """The provider's first answer to a payment: its id and where it stands."""
+    """Where a payment stands at the provider: its first answer, or what it says when asked."""
 
     provider_payment_id: str | None
     outcome: PaymentOutcome
@@ -135,6 +135,17 @@ class PaymentProvider(Protocol):
         metadata: Mapping[str, str],
     ) -> ProviderRefund:
         """Give back ``amount`` minor units of a payment that succeeded."""
+
+    async def retrieve_payment(self, provider_payment_id: str) -> ProviderPayment:
+        """Where the provider's payment ``provider_payment_id`` stands now.
+
+        Webhooks may never come (an endpoint down for too long, a process killed
+        with outcomes in flight): asking is how a payment that waits too long is
+        settled. An id the provider does not know is :class:`ProviderRejected`.
+        """
+
+    async def retrieve_refund(self, provider_refund_id: str) -> ProviderRefund:
+        """Where the provider's refund ``provider_refund_id`` stands now."""
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> ProviderEvent:
         """The webhook's event once signature and age are verified; else :class:`InvalidWebhook`."""

@@ -6,8 +6,16 @@ accepts the payment at once (``processing``) and the outcome arrives later as a
 signed with Stripe's scheme, which the injected ``deliver`` callable hands to the
 payments service's own webhook endpoint (in process, through the service
 directory). Refunds succeed at once and are confirmed by a ``refund.updated``
-webhook. State lives in memory: a restart forgets it, and refunds of payments it
-does not know are accepted (another replica, or an earlier process, took them).
+webhook.
+
+Like Stripe's servers, it answers ``retrieve_payment`` after a restart: a
+payment's id carries the outcome of its token (``pi_test_<outcome>_<hex>``, the
+hex derived from the idempotency key, so the same key gives the same id even
+in a new process), and is decoded without any state. What lives in memory only
+(webhooks not yet delivered, answers kept for idempotency keys, amounts
+refunded) a restart forgets; the payments service asks for the outcomes whose
+webhook never came. Refunds of payments it has not seen in this process are
+accepted when the id decodes to a payment that succeeded.
 
 Tokens (``pm_card_<name>`` is the same as ``tok_<name>``):
 
@@ -64,6 +72,15 @@ class TokenBehaviour:
 
 
 _SUCCEEDS = TokenBehaviour(PaymentOutcome.SUCCEEDED)
+_DECLINED = TokenBehaviour(
+    PaymentOutcome.FAILED, "card_declined", "generic_decline", "Your card was declined."
+)
+_INSUFFICIENT_FUNDS = TokenBehaviour(
+    PaymentOutcome.FAILED,
+    "card_declined",
+    "insufficient_funds",
+    "Your card has insufficient funds.",
+)
 _PROCESSING_ERROR = TokenBehaviour(
     PaymentOutcome.FAILED,
     "processing_error",
@@ -75,18 +92,21 @@ TEST_TOKENS: Mapping[str, TokenBehaviour] = {
     "tok_visa_debit": _SUCCEEDS,
     "tok_mastercard": _SUCCEEDS,
     "tok_amex": _SUCCEEDS,
-    "tok_chargeDeclined": TokenBehaviour(
-        PaymentOutcome.FAILED, "card_declined", "generic_decline", "Your card was declined."
-    ),
-    "tok_chargeDeclinedInsufficientFunds": TokenBehaviour(
-        PaymentOutcome.FAILED,
-        "card_declined",
-        "insufficient_funds",
-        "Your card has insufficient funds.",
-    ),
+    "tok_chargeDeclined": _DECLINED,
+    "tok_chargeDeclinedInsufficientFunds": _INSUFFICIENT_FUNDS,
     "tok_chargeDeclinedProcessingError": _PROCESSING_ERROR,
     "tok_processingError": _PROCESSING_ERROR,
 }
+# The outcome part of a payment id; no underscores, so the id splits unambiguously.
+OUTCOME_CODES: Mapping[str, TokenBehaviour] = {
+    "succeeded": _SUCCEEDS,
+    "declined": _DECLINED,
+    "insufficientfunds": _INSUFFICIENT_FUNDS,
+    "processingerror": _PROCESSING_ERROR,
+}
+_CODE_OF = {behaviour: code for code, behaviour in OUTCOME_CODES.items()}
+_PAYMENT_ID_PREFIX = "pi_test_"
+_REFUND_ID_PREFIX = "re_test_"
 
 
 def token_behaviour(token: str) -> TokenBehaviour | None:
@@ -96,11 +116,37 @@ def token_behaviour(token: str) -> TokenBehaviour | None:
     return TEST_TOKENS.get(token)
 
 
+def payment_id_of(behaviour: TokenBehaviour, idempotency_key: str) -> str:
+    """The id of the payment a token of ``behaviour`` makes under ``idempotency_key``."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+    return f"{_PAYMENT_ID_PREFIX}{_CODE_OF[behaviour]}_{digest}"
+
+
+def behaviour_of_payment_id(provider_payment_id: str) -> TokenBehaviour | None:
+    """What the token of a payment did, read from its id; None for an id not made here."""
+    if not provider_payment_id.startswith(_PAYMENT_ID_PREFIX):
+        return None
+    code, _, digest = provider_payment_id.removeprefix(_PAYMENT_ID_PREFIX).partition("_")
+    if len(digest) != 24 or any(c not in "0123456789abcdef" for c in digest):
+        return None
+    return OUTCOME_CODES.get(code)
+
+
+def _last_payment_error(card: TokenBehaviour) -> dict[str, Any] | None:
+    if card.outcome is PaymentOutcome.SUCCEEDED:
+        return None
+    return {
+        "type": "card_error",
+        "code": card.code,
+        "decline_code": card.decline_code,
+        "message": card.message,
+    }
+
+
 @dataclass
 class _Charge:
     amount: int
     currency: str
-    succeeded: bool
     refunded: int = 0
 
 
@@ -164,9 +210,9 @@ class TestProvider:
                 "The payment method is not one of the test provider's tokens.",
             )
         else:
-            payment_id = _new_id("pi")
+            payment_id = payment_id_of(card, idempotency_key)
             succeeded = card.outcome is PaymentOutcome.SUCCEEDED
-            self._charges[payment_id] = _Charge(amount, currency, succeeded)
+            self._charges[payment_id] = _Charge(amount, currency)
             self._schedule(
                 "payment_intent.succeeded" if succeeded else "payment_intent.payment_failed",
                 {
@@ -176,14 +222,7 @@ class TestProvider:
                     "currency": currency.lower(),
                     "status": "succeeded" if succeeded else "requires_payment_method",
                     "metadata": dict(metadata),
-                    "last_payment_error": None
-                    if succeeded
-                    else {
-                        "type": "card_error",
-                        "code": card.code,
-                        "decline_code": card.decline_code,
-                        "message": card.message,
-                    },
+                    "last_payment_error": _last_payment_error(card),
                 },
             )
             answer = ProviderPayment(payment_id, PaymentOutcome.PROCESSING)
@@ -203,10 +242,15 @@ class TestProvider:
         if remembered is not None:
             assert isinstance(remembered, ProviderRefund)
             return remembered
+        card = behaviour_of_payment_id(provider_payment_id)
+        if card is None:
+            raise ProviderRejected(
+                "resource_missing", f"No such payment_intent: '{provider_payment_id}'"
+            )
+        if card.outcome is not PaymentOutcome.SUCCEEDED:
+            raise ProviderRejected("charge_not_refundable", "The payment did not succeed.")
         charge = self._charges.get(provider_payment_id)
         if charge is not None:
-            if not charge.succeeded:
-                raise ProviderRejected("charge_not_refundable", "The payment did not succeed.")
             if amount > charge.amount - charge.refunded:
                 raise ProviderRejected("amount_too_large", "More than what is left to refund.")
             charge.refunded += amount
@@ -225,6 +269,29 @@ class TestProvider:
         answer = ProviderRefund(refund_id, RefundOutcome.SUCCEEDED)
         self._answers[idempotency_key] = _Remembered(request_hash, answer)
         return answer
+
+    async def retrieve_payment(self, provider_payment_id: str) -> ProviderPayment:
+        card = behaviour_of_payment_id(provider_payment_id)
+        if card is None:
+            raise ProviderRejected(
+                "resource_missing", f"No such payment_intent: '{provider_payment_id}'"
+            )
+        error = _last_payment_error(card)
+        if error is None:
+            return ProviderPayment(provider_payment_id, PaymentOutcome.SUCCEEDED)
+        return ProviderPayment(
+            provider_payment_id,
+            PaymentOutcome.FAILED,
+            stripe_webhooks.failure_code(error),
+            card.message,
+        )
+
+    async def retrieve_refund(self, provider_refund_id: str) -> ProviderRefund:
+        digest = provider_refund_id.removeprefix(_REFUND_ID_PREFIX)
+        if not provider_refund_id.startswith(_REFUND_ID_PREFIX) or len(digest) != 24:
+            raise ProviderRejected("resource_missing", f"No such refund: '{provider_refund_id}'")
+        # Every refund this provider accepts succeeds.
+        return ProviderRefund(provider_refund_id, RefundOutcome.SUCCEEDED)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> ProviderEvent:
         stripe_webhooks.verify(

@@ -6,7 +6,8 @@ or ``payment_method=pm_...``), ``payment_method_types[0]=card`` keeps it to card
 (no redirect methods, so no ``return_url``), and our ids go in ``metadata`` so
 webhooks find their rows. Every POST carries an ``Idempotency-Key``, which makes
 retrying it safe: connection errors, 409 (the same key in flight), 429 and 5xx
-are retried with backoff, then reported as :class:`ProviderUnavailable`.
+are retried with backoff, then reported as :class:`ProviderUnavailable`. Reads
+(``GET /v1/payment_intents/{id}``, ``GET /v1/refunds/{id}``) are retried the same way.
 """
 
 from __future__ import annotations
@@ -66,6 +67,22 @@ def _error_of(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _rejection(status: int, body: Mapping[str, Any]) -> ProviderRejected:
+    error = _error_of(body)
+    return ProviderRejected(
+        _text(error.get("code")) or f"http_{status}", _text(error.get("message")) or ""
+    )
+
+
+def _refund_of(refund: Mapping[str, Any]) -> ProviderRefund:
+    outcome = _REFUND_STATUSES.get(str(refund.get("status")), RefundOutcome.PENDING)
+    return ProviderRefund(
+        _text(refund.get("id")),
+        outcome,
+        _text(refund.get("failure_reason")) if outcome is RefundOutcome.FAILED else None,
+    )
 
 
 class StripeProvider:
@@ -161,16 +178,20 @@ class StripeProvider:
         form.update({f"metadata[{key}]": value for key, value in metadata.items()})
         status, body = await self._post("/v1/refunds", form, idempotency_key)
         if not 200 <= status < 300:
-            error = _error_of(body)
-            raise ProviderRejected(
-                _text(error.get("code")) or f"http_{status}", _text(error.get("message")) or ""
-            )
-        outcome = _REFUND_STATUSES.get(str(body.get("status")), RefundOutcome.PENDING)
-        return ProviderRefund(
-            _text(body.get("id")),
-            outcome,
-            _text(body.get("failure_reason")) if outcome is RefundOutcome.FAILED else None,
-        )
+            raise _rejection(status, body)
+        return _refund_of(body)
+
+    async def retrieve_payment(self, provider_payment_id: str) -> ProviderPayment:
+        status, body = await self._send("GET", f"/v1/payment_intents/{provider_payment_id}")
+        if not 200 <= status < 300:
+            raise _rejection(status, body)
+        return await self._payment_of(body)
+
+    async def retrieve_refund(self, provider_refund_id: str) -> ProviderRefund:
+        status, body = await self._send("GET", f"/v1/refunds/{provider_refund_id}")
+        if not 200 <= status < 300:
+            raise _rejection(status, body)
+        return _refund_of(body)
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> ProviderEvent:
         stripe_webhooks.verify(
@@ -221,13 +242,26 @@ class StripeProvider:
     async def _post(
         self, path: str, form: Mapping[str, str], idempotency_key: str
     ) -> tuple[int, dict[str, Any]]:
-        headers = {"Idempotency-Key": idempotency_key}
+        return await self._send("POST", path, form, {"Idempotency-Key": idempotency_key})
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        form: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
         problem = "no answer"
         for attempt in range(self._max_retries + 1):
             if attempt:
                 await asyncio.sleep(self._retry_base * 2 ** (attempt - 1))
             try:
-                response = await self._client.post(path, data=dict(form), headers=headers)
+                response = await self._client.request(
+                    method,
+                    path,
+                    data=dict(form) if form is not None else None,
+                    headers=dict(headers or {}),
+                )
             except httpx.TransportError as exc:
                 problem = type(exc).__name__
                 continue
@@ -245,4 +279,4 @@ class StripeProvider:
                     continue
                 raise ProviderRejected("malformed_response", f"HTTP {response.status_code}")
             return response.status_code, body
-        raise ProviderUnavailable(f"Stripe did not answer {path}: {problem}")
+        raise ProviderUnavailable(f"Stripe did not answer {method} {path}: {problem}")

@@ -1,0 +1,122 @@
+"""What the orders service does when the payments service or the catalog tells it something.
+
+Each event is applied once (the runtime's inbox) and only if it is newer than
+what the order already knows of its payment (``revision``): events about one
+order may arrive in any order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from panthera.catalog.events import StockReleased
+from panthera.kernel.db import UnitOfWork
+from panthera.kernel.events import Envelope
+from panthera.kernel.service import ServiceRuntime, Subscription
+from panthera.orders import service
+from panthera.orders.deps import OrdersDeps
+from panthera.orders.models import Order
+from panthera.orders.states import CancelReason, OrderStatus, SagaStep, reason_for_payment_failure
+from panthera.payments.events import PaymentFailed, PaymentRefunded, PaymentSucceeded
+
+AWAITING_PAYMENT = frozenset({SagaStep.PAY, SagaStep.AWAIT_PAYMENT})
+
+
+def _deps(runtime: ServiceRuntime) -> OrdersDeps:
+    deps: OrdersDeps = runtime.components["orders_deps"]
+    return deps
+
+
+async def _order_of(uow: UnitOfWork, reference: str) -> Order | None:
+    try:
+        order_id = uuid.UUID(reference)
+    except ValueError:
+        return None  # A payment or reservation that is not an order's.
+    return await service.find(uow.session, order_id, for_update=True)
+
+
+def _is_stale(order: Order, revision: int) -> bool:
+    return revision <= order.payment_revision
+
+
+def _note_payment(order: Order, event: Any) -> None:
+    order.payment_id = event.payment_id
+    order.payment_revision = event.revision
+
+
+async def payment_succeeded(
+    runtime: ServiceRuntime, uow: UnitOfWork, event: PaymentSucceeded, envelope: Envelope
+) -> None:
+    order = await _order_of(uow, event.order_reference)
+    if order is None or _is_stale(order, event.revision):
+        return
+    _note_payment(order, event)
+    order.payment_status = "succeeded"
+    if order.status == OrderStatus.PENDING and order.saga_step in AWAITING_PAYMENT:
+        service.schedule(order, SagaStep.COMMIT)
+    elif order.status == OrderStatus.CANCELLED:
+        # Money arrived for an order already called off: it goes back.
+        service.ensure_money_goes_back(order)
+    else:
+        return
+    _take_up(runtime, uow, order)
+
+
+async def payment_failed(
+    runtime: ServiceRuntime, uow: UnitOfWork, event: PaymentFailed, envelope: Envelope
+) -> None:
+    order = await _order_of(uow, event.order_reference)
+    if order is None or _is_stale(order, event.revision):
+        return
+    _note_payment(order, event)
+    order.payment_status = "failed"
+    if order.status == OrderStatus.PENDING and order.saga_step in AWAITING_PAYMENT:
+        await service.cancel(
+            uow, order, reason_for_payment_failure(event.reason), message=event.message
+        )
+        _take_up(runtime, uow, order)
+
+
+async def payment_refunded(
+    runtime: ServiceRuntime, uow: UnitOfWork, event: PaymentRefunded, envelope: Envelope
+) -> None:
+    order = await _order_of(uow, event.order_reference)
+    if order is None or _is_stale(order, event.revision):
+        return
+    _note_payment(order, event)
+    order.payment_status = "refunded" if event.fully_refunded else "partially_refunded"
+    await service.apply_refunded(
+        uow, order, amount_refunded=event.amount_refunded, reason=event.reason
+    )
+
+
+async def stock_released(
+    runtime: ServiceRuntime, uow: UnitOfWork, event: StockReleased, envelope: Envelope
+) -> None:
+    if event.reason != "expired":
+        return  # Released by this service itself.
+    order = await _order_of(uow, event.reference)
+    if order is None:
+        return
+    if order.status == OrderStatus.PENDING and order.saga_step in AWAITING_PAYMENT:
+        # The payment may still go through: the compensation refunds it then.
+        await service.cancel(
+            uow,
+            order,
+            CancelReason.RESERVATION_EXPIRED,
+            message="The stock held for the order ran out before it was paid.",
+        )
+        _take_up(runtime, uow, order)
+
+
+def _take_up(runtime: ServiceRuntime, uow: UnitOfWork, order: Order) -> None:
+    _deps(runtime).saga.take_up_after_commit(uow, order)
+
+
+SUBSCRIPTIONS = (
+    Subscription(PaymentSucceeded, payment_succeeded),
+    Subscription(PaymentFailed, payment_failed),
+    Subscription(PaymentRefunded, payment_refunded),
+    Subscription(StockReleased, stock_released),
+)

@@ -1,0 +1,437 @@
+"""The order saga's orchestrator: it performs each order's next step with the catalog
+and the payments service, and records what came of it.
+
+A step runs outside any database transaction (it is a call to another service);
+its outcome is applied in a short transaction afterwards, and only if the order
+is still at that step, since an event (the payment's outcome, an expired
+reservation) or a person (a cancellation) may have moved it on meanwhile. Each
+call is idempotent on the other side, keyed by the order id, so when a process
+dies between the call and the record, the next worker that takes the order over
+(its lease ran out) makes the same call again and gets the same answer.
+
+Orders are taken up as soon as something makes a step due (``kick``) and, for
+retries, timeouts and work a stopped process left, by a poller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from panthera.kernel.db import UnitOfWork
+from panthera.kernel.money import Money
+from panthera.kernel.observability import SAGA_OLDEST_DUE, SAGA_STEPS
+from panthera.orders import service
+from panthera.orders.clients import (
+    CatalogClient,
+    PaymentsClient,
+    PaymentState,
+    Refused,
+    Unavailable,
+)
+from panthera.orders.models import Order, OrderItem
+from panthera.orders.states import (
+    FORWARD_STEPS,
+    CancelReason,
+    OrderStatus,
+    SagaStep,
+    reason_for_payment_failure,
+    reason_for_rejected_stock,
+    retry_delay_seconds,
+)
+
+log = logging.getLogger("panthera.orders.saga")
+
+Change = Callable[[UnitOfWork, Order], Awaitable[None]]
+PAID = frozenset({"succeeded", "partially_refunded", "refunded"})
+UNPAID = frozenset({"failed", "canceled"})
+
+
+class Saga:
+    def __init__(
+        self,
+        *,
+        uow: Callable[[], UnitOfWork],
+        read_session: Callable[[], AsyncSession],
+        catalog: CatalogClient,
+        payments: PaymentsClient,
+        reservation_ttl_seconds: int,
+        lease_seconds: float,
+        step_attempts: int,
+        payment_timeout_seconds: float,
+        poll_seconds: float,
+    ) -> None:
+        self._uow = uow
+        self._read = read_session
+        self._catalog = catalog
+        self._payments = payments
+        self._reservation_ttl = reservation_ttl_seconds
+        self._lease = timedelta(seconds=lease_seconds)
+        self._step_attempts = step_attempts
+        self._payment_timeout = timedelta(seconds=payment_timeout_seconds)
+        self._poll_seconds = poll_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: set[uuid.UUID] = set()
+        # Orders made due again while their task was at work: whether the lease is held.
+        self._again: dict[uuid.UUID, bool] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------- scheduling
+
+    def take_up_after_commit(self, uow: UnitOfWork, order: Order) -> None:
+        """Hold the order's saga in the caller's transaction and take it up once that commits.
+
+        The lease is taken with the change that makes a step due, so this process
+        needs no separate claim; if it dies before the step runs, the lease runs out
+        and any instance's poller takes the order over.
+        """
+        order.saga_lease_until = service.now() + self._lease
+        order_id = order.id
+        uow.on_commit(lambda: self.kick(order_id, held=True))
+
+    def kick(self, order_id: uuid.UUID, *, held: bool = False) -> None:
+        """Take the order up now, in the background; ``held``: its lease is this process's."""
+        if self._closed:
+            return
+        if order_id in self._running:
+            # The task at work on it goes round once more.
+            self._again[order_id] = held or self._again.get(order_id, False)
+            return
+        task = asyncio.get_running_loop().create_task(self.run(order_id, held=held))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self, order_id: uuid.UUID, *, held: bool = False) -> None:
+        """Perform the order's due steps while it holds the lease; never raises."""
+        if order_id in self._running:
+            self._again[order_id] = held or self._again.get(order_id, False)
+            return
+        self._running.add(order_id)
+        try:
+            if not held and not await self._claim(order_id):
+                return
+            released = False
+            try:
+                while True:
+                    self._again.pop(order_id, None)
+                    more, released = await self._advance(order_id)
+                    if more:
+                        continue
+                    if order_id not in self._again:
+                        break
+                    # Something made a step due while this task was at work.
+                    held_again = self._again[order_id]
+                    if released and not held_again and not await self._claim(order_id):
+                        break
+                    released = False
+            finally:
+                if not released:
+                    await self._let_go(order_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("order saga step failed", extra={"order_id": str(order_id)})
+        finally:
+            self._running.discard(order_id)
+            self._again.pop(order_id, None)
+
+    async def poll_forever(self) -> None:
+        """Take up every order with a step due, now and every ``poll_seconds``."""
+        while not self._closed:
+            try:
+                for order_id in await self.due():
+                    self.kick(order_id)
+            except Exception:
+                log.exception("looking for due saga steps failed")
+            await asyncio.sleep(self._poll_seconds)
+
+    async def due(self, limit: int = 200) -> list[uuid.UUID]:
+        at = service.now()
+        async with self._read() as session:
+            return list(
+                (
+                    await session.execute(
+                        select(Order.id)
+                        .where(
+                            Order.saga_step != SagaStep.DONE,
+                            Order.saga_next_at <= at,
+                            or_(Order.saga_lease_until.is_(None), Order.saga_lease_until < at),
+                        )
+                        .order_by(Order.saga_next_at)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+
+    async def pending_by_step(self) -> dict[str, int]:
+        async with self._read() as session:
+            rows = await session.execute(
+                select(Order.saga_step, func.count())
+                .where(Order.saga_step != SagaStep.DONE)
+                .group_by(Order.saga_step)
+            )
+            return {step: count for step, count in rows.all()}
+
+    async def measure_overdue(self) -> None:
+        """How late the most overdue step is: a saga that stopped moving shows here."""
+        at = service.now()
+        async with self._read() as session:
+            oldest = await session.scalar(
+                select(func.min(Order.saga_next_at)).where(Order.saga_step != SagaStep.DONE)
+            )
+        SAGA_OLDEST_DUE.set(max(0.0, (at - oldest).total_seconds()) if oldest else 0.0)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks)
+        if tasks:
+            # In-flight steps finish (their outcome is recorded); a step cut off
+            # here is taken over by another worker once its lease runs out.
+            await asyncio.wait(tasks, timeout=self._lease.total_seconds())
+
+    async def _claim(self, order_id: uuid.UUID) -> bool:
+        at = service.now()
+        async with self._uow() as uow:
+            result = await uow.session.execute(
+                update(Order)
+                .where(
+                    Order.id == order_id,
+                    Order.saga_step != SagaStep.DONE,
+                    or_(Order.saga_lease_until.is_(None), Order.saga_lease_until < at),
+                )
+                .values(saga_lease_until=at + self._lease)
+            )
+            await uow.commit()
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def _let_go(self, order_id: uuid.UUID) -> None:
+        async with self._uow() as uow:
+            await uow.session.execute(
+                update(Order).where(Order.id == order_id).values(saga_lease_until=None)
+            )
+            await uow.commit()
+
+    # ---------------------------------------------------------------- steps
+
+    async def _advance(self, order_id: uuid.UUID) -> tuple[bool, bool]:
+        """Perform the order's step if it is due.
+
+        Answers whether another step is due right away, and whether the lease was let go.
+        """
+        async with self._read() as session:
+            order = await service.find(session, order_id)
+            if order is None or order.saga_step == SagaStep.DONE:
+                return False, False
+            if order.saga_next_at > service.now():
+                return False, False
+            items = await service.items_of(session, order_id)
+        step = SagaStep(order.saga_step)
+        try:
+            change = await self._perform(step, order, items)
+            outcome = "done"
+        except (Unavailable, Refused) as exc:
+            change = self._retry(step, str(exc))
+            outcome = "retry"
+        SAGA_STEPS.labels(step.value, outcome).inc()
+        async with self._uow() as uow:
+            locked = await service.load(uow.session, order_id, for_update=True)
+            if locked.saga_step != step:
+                # Moved on meanwhile (an event, a person): this outcome is stale.
+                return True, False
+            await change(uow, locked)
+            at = service.now()
+            more = due_now(locked, at)
+            # Kept while there is more to do at once; else let go in the same transaction,
+            # so that the event that makes the next step due can take the order up.
+            locked.saga_lease_until = at + self._lease if more else None
+            await uow.commit()
+        return more, not more
+
+    def _retry(self, step: SagaStep, error: str) -> Change:
+        async def change(uow: UnitOfWork, order: Order) -> None:
+            order.saga_attempts += 1
+            order.saga_last_error = error[:500]
+            if (
+                step in FORWARD_STEPS
+                and order.saga_attempts >= self._step_attempts
+                and order.status == OrderStatus.PENDING
+            ):
+                log.warning(
+                    "order saga gave up a step",
+                    extra={"order_id": str(order.id), "step": step.value, "error": error},
+                )
+                await service.cancel(uow, order, CancelReason.TIMED_OUT, message=error[:500])
+                return
+            order.saga_next_at = service.now() + timedelta(
+                seconds=retry_delay_seconds(order.saga_attempts)
+            )
+
+        return change
+
+    async def _perform(self, step: SagaStep, order: Order, items: list[OrderItem]) -> Change:
+        if step == SagaStep.RESERVE:
+            return await self._reserve(order, items)
+        if step == SagaStep.PAY:
+            return await self._pay(order)
+        if step == SagaStep.AWAIT_PAYMENT:
+            return await self._check_payment(order)
+        if step == SagaStep.COMMIT:
+            return await self._commit(order)
+        if step == SagaStep.RELEASE:
+            return await self._release(order)
+        if step == SagaStep.REFUND:
+            return await self._refund(order)
+        raise AssertionError(f"no such saga step {step}")
+
+    async def _reserve(self, order: Order, items: list[OrderItem]) -> Change:
+        held = await self._catalog.reserve(
+            str(order.id),
+            [(item.variant_id, item.quantity) for item in items],
+            self._reservation_ttl,
+        )
+
+        async def change(uow: UnitOfWork, locked: Order) -> None:
+            if held.held:
+                locked.reservation_expires_at = held.expires_at
+                service.schedule(locked, SagaStep.PAY)
+            else:
+                # Nothing is held and nothing was charged: nothing to give back.
+                await service.cancel(
+                    uow, locked, reason_for_rejected_stock(held.reason), compensate=False
+                )
+
+        return change
+
+    async def _pay(self, order: Order) -> Change:
+        token = order.payment_method
+        if token is None:
+            return self._payment_outcome(await self._payments.payment_of(order.id))
+        try:
+            payment: PaymentState | None = await self._payments.pay(
+                order_id=order.id,
+                user_id=order.user_id,
+                amount=Money(order.total_amount, order.currency).format(),
+                currency=order.currency,
+                token=token,
+            )
+        except Refused as exc:
+            if exc.code == "order_already_paid":
+                payment = await self._payments.payment_of(order.id)
+            elif exc.status in (400, 422) and exc.code != "idempotency_in_flight":
+                return self._cancel_for(CancelReason.INVALID_PAYMENT_METHOD, exc.detail)
+            else:
+                raise
+        return self._payment_outcome(payment)
+
+    async def _check_payment(self, order: Order) -> Change:
+        payment = await self._payments.payment_of(order.id)
+        if payment is not None and (payment.status in PAID or payment.status in UNPAID):
+            return self._payment_outcome(payment)
+
+        async def change(uow: UnitOfWork, locked: Order) -> None:
+            if locked.payment_deadline is not None and locked.payment_deadline > service.now():
+                locked.saga_next_at = locked.payment_deadline
+                return
+            # No outcome in time: call it off; a payment that succeeds later is refunded.
+            await service.cancel(
+                uow, locked, CancelReason.TIMED_OUT, message="The payment had no outcome in time."
+            )
+
+        return change
+
+    def _payment_outcome(self, payment: PaymentState | None) -> Change:
+        async def change(uow: UnitOfWork, locked: Order) -> None:
+            if payment is None:
+                await service.cancel(
+                    uow, locked, CancelReason.PAYMENT_ERROR, message="No payment was made."
+                )
+                return
+            record_payment(locked, payment)
+            if payment.status in PAID:
+                service.schedule(locked, SagaStep.COMMIT)
+            elif payment.status in UNPAID:
+                await service.cancel(uow, locked, reason_for_payment_failure(payment.failure_code))
+            else:
+                deadline = service.now() + self._payment_timeout
+                locked.payment_deadline = deadline
+                service.schedule(locked, SagaStep.AWAIT_PAYMENT, at=deadline)
+
+        return change
+
+    def _cancel_for(self, reason: CancelReason, message: str | None) -> Change:
+        async def change(uow: UnitOfWork, locked: Order) -> None:
+            await service.cancel(uow, locked, reason, message=message)
+
+        return change
+
+    async def _commit(self, order: Order) -> Change:
+        try:
+            await self._catalog.commit(str(order.id))
+        except Refused as exc:
+            if exc.status not in (404, 409):
+                raise
+            # The reservation ran out (or was released) before the sale was final.
+            return self._cancel_for(CancelReason.RESERVATION_EXPIRED, exc.detail)
+
+        async def change(uow: UnitOfWork, locked: Order) -> None:
+            locked.payment_method = None
+            service.schedule(locked, SagaStep.DONE)
+            await service.move(uow, locked, OrderStatus.CONFIRMED)
+
+        return change
+
+    async def _release(self, order: Order) -> Change:
+        await self._catalog.call_off(str(order.id), order.cancel_reason or "order_cancelled")
+
+        async def change(uow: UnitOfWork, locked: Order) -> None:
+            nothing_charged = locked.payment_status in UNPAID
+            service.schedule(locked, SagaStep.DONE if nothing_charged else SagaStep.REFUND)
+
+        return change
+
+    async def _refund(self, order: Order) -> Change:
+        try:
+            payment = await self._payments.refund(
+                order.id,
+                key=f"order-cancelled:{order.id}:{order.revision}",
+                reason=order.cancel_reason or "order_cancelled",
+            )
+        except Refused as exc:
+            if exc.code == "payment_in_progress":
+                # Its outcome is not known yet: ask again later, for as long as it takes.
+                raise Unavailable(str(exc)) from exc
+            if exc.code != "payment_not_refundable":
+                raise
+            payment = None
+
+        async def change(uow: UnitOfWork, locked: Order) -> None:
+            if payment is not None:
+                record_payment(locked, payment)
+                await service.apply_refunded(
+                    uow,
+                    locked,
+                    amount_refunded=Money.parse(payment.amount_refunded, locked.currency).amount,
+                    reason=locked.cancel_reason or "order_cancelled",
+                )
+            service.schedule(locked, SagaStep.DONE)
+
+        return change
+
+
+def record_payment(order: Order, payment: PaymentState) -> None:
+    """Keep what is known of the order's payment, unless an newer word is already here."""
+    if payment.revision < order.payment_revision:
+        return
+    order.payment_id = payment.payment_id
+    order.payment_status = payment.status
+    order.payment_revision = payment.revision
+
+
+def due_now(order: Order, at: datetime | None = None) -> bool:
+    return order.saga_step != SagaStep.DONE and order.saga_next_at <= (at or service.now())

@@ -1,0 +1,222 @@
+"""The saga when things go wrong: a service that does not answer, a worker that dies, a
+payment that arrives late or never, a reservation that runs out, events out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from panthera.catalog import inventory
+from panthera.kernel.events import Envelope
+from panthera.orders import handlers
+from panthera.orders.clients import Unavailable
+from panthera.orders.models import Order
+from panthera.payments.events import PaymentFailed
+from tests.conftest import Platform, make_admin, make_settings, register_and_login, start_platform
+from tests.orders.conftest import place, product, saga_finished, settled, stock_of
+
+
+@asynccontextmanager
+async def running_shop(tmp_path: Path, **overrides: Any) -> AsyncIterator[Platform]:
+    values: dict[str, Any] = {
+        "saga_step_attempts": 3,
+        "saga_lease_seconds": 1.0,
+        "saga_poll_seconds": 0.2,
+        "saga_payment_timeout_seconds": 1.0,
+    }
+    settings = make_settings(tmp_path, **{**values, **overrides})
+    app, client = await start_platform(settings)
+    try:
+        yield Platform(app=app, client=client, settings=settings)
+    finally:
+        await client.aclose()
+        await app.state.platform.stop()
+
+
+@pytest.fixture
+async def shop(tmp_path: Path) -> AsyncIterator[Platform]:
+    async with running_shop(tmp_path) as platform:
+        yield platform
+
+
+def _runtime(platform: Platform, name: str) -> Any:
+    return platform.app.state.platform.runtimes[name]
+
+
+def _orders(platform: Platform) -> Any:
+    return _runtime(platform, "orders").components["orders_deps"]
+
+
+def _provider(platform: Platform) -> Any:
+    return _runtime(platform, "payments").components["payments_deps"].provider
+
+
+async def _order_row(platform: Platform, order_id: str) -> Order:
+    async with _runtime(platform, "orders").database.read_sessions() as session:
+        order = await session.get(Order, uuid.UUID(order_id))
+    assert order is not None
+    return order
+
+
+async def _payment_statuses(platform: Platform, admin: Any, order_id: str) -> list[str]:
+    response = await platform.client.get(
+        "/api/v1/payments", params={"orderId": order_id}, headers=admin.headers
+    )
+    return [p["status"] for p in response.json()]
+
+
+async def test_a_catalog_that_never_answers_is_retried_then_the_order_cancelled(
+    shop: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await make_admin(shop)
+    buyer = await register_and_login(shop.client)
+    mug = await product(shop, admin, stock=5)
+    calls = 0
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        raise Unavailable("catalog: ConnectTimeout")
+
+    monkeypatch.setattr(_orders(shop).catalog, "reserve", down)
+    order_id = (await place(shop.client, buyer, [(mug, 1)])).json()["orderId"]
+    order = await settled(shop.client, buyer, order_id, timeout=20)
+    assert (order["status"], order["cancelReason"]) == ("CANCELLED", "timed_out")
+    assert calls == 3
+    await saga_finished(shop, order_id)
+    assert await stock_of(shop, mug) == 5
+    assert await _payment_statuses(shop, admin, order_id) == []
+
+
+async def test_a_worker_that_died_mid_saga_is_taken_over(
+    shop: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await make_admin(shop)
+    buyer = await register_and_login(shop.client)
+    mug = await product(shop, admin, stock=5)
+    saga = _orders(shop).saga
+    # The process that placed the order "dies" before its saga runs: nothing is kicked,
+    # and its lease on the order is left to run out.
+    monkeypatch.setattr(saga, "kick", lambda order_id, held=False: None)
+    order_id = (await place(shop.client, buyer, [(mug, 2)])).json()["orderId"]
+    row = await _order_row(shop, order_id)
+    assert row.saga_step == "reserve"
+    assert row.saga_lease_until is not None
+    assert row.saga_lease_until > datetime.now(UTC)
+    monkeypatch.undo()
+    order = await settled(shop.client, buyer, order_id, timeout=20)
+    assert order["status"] == "CONFIRMED"
+    assert await stock_of(shop, mug) == 3
+    assert await _payment_statuses(shop, admin, order_id) == ["succeeded"]
+
+
+async def test_a_reservation_that_runs_out_before_payment_cancels_and_refunds(
+    tmp_path: Path,
+) -> None:
+    async with running_shop(tmp_path, saga_payment_timeout_seconds=3600.0) as shop:
+        await _reservation_runs_out(shop)
+
+
+async def _reservation_runs_out(shop: Platform) -> None:
+    admin = await make_admin(shop)
+    buyer = await register_and_login(shop.client)
+    mug = await product(shop, admin, price="8.00", stock=5)
+    provider = _provider(shop)
+    provider.delivery_delay_seconds = 3600  # the card's outcome is slow to come
+    order_id = (await place(shop.client, buyer, [(mug, 2)])).json()["orderId"]
+    for _ in range(200):
+        if (await _order_row(shop, order_id)).saga_step == "await_payment":
+            break
+        await asyncio.sleep(0.05)
+    assert (await _order_row(shop, order_id)).saga_step == "await_payment"
+    assert await stock_of(shop, mug) == 3
+
+    # The catalog's expiry loop finds the reservation past its time.
+    catalog = _runtime(shop, "catalog")
+    async with catalog.uow() as uow:
+        await inventory.release(uow, order_id, reason="expired")
+        await uow.commit()
+    order = await settled(shop.client, buyer, order_id)
+    assert (order["status"], order["cancelReason"]) == ("CANCELLED", "reservation_expired")
+    assert await stock_of(shop, mug) == 5
+
+    # Then the payment goes through after all: the money goes back.
+    webhook = provider.webhooks[-1]
+    delivered = await shop.client.post(
+        "/api/v1/payments/webhooks/test", content=webhook, headers=provider.signed_headers(webhook)
+    )
+    assert delivered.status_code == 200, delivered.text
+    for _ in range(200):
+        await shop.settle()
+        if await _payment_statuses(shop, admin, order_id) == ["refunded"]:
+            break
+        await asyncio.sleep(0.05)
+    assert await _payment_statuses(shop, admin, order_id) == ["refunded"]
+    await saga_finished(shop, order_id)
+    final = (await shop.client.get(f"/api/v1/orders/{order_id}", headers=buyer.headers)).json()
+    assert (final["status"], final["amountRefunded"]) == ("CANCELLED", "16.00")
+
+
+async def test_a_payment_with_no_outcome_in_time_cancels_and_is_refunded_later(
+    shop: Platform,
+) -> None:
+    admin = await make_admin(shop)
+    buyer = await register_and_login(shop.client)
+    mug = await product(shop, admin, price="5.00", stock=5)
+    provider = _provider(shop)
+    provider.delivery_delay_seconds = 3600
+    order_id = (await place(shop.client, buyer, [(mug, 1)])).json()["orderId"]
+    order = await settled(shop.client, buyer, order_id, timeout=20)
+    assert (order["status"], order["cancelReason"]) == ("CANCELLED", "timed_out")
+    for _ in range(100):
+        if await stock_of(shop, mug) == 5:
+            break
+        await asyncio.sleep(0.05)
+    assert await stock_of(shop, mug) == 5
+    # The refund waits while the payment is still open at the provider...
+    assert (await _order_row(shop, order_id)).saga_step == "refund"
+    # ...and gives the money back once it went through.
+    webhook = provider.webhooks[-1]
+    await shop.client.post(
+        "/api/v1/payments/webhooks/test", content=webhook, headers=provider.signed_headers(webhook)
+    )
+    await saga_finished(shop, order_id, timeout=60)
+    assert await _payment_statuses(shop, admin, order_id) == ["refunded"]
+
+
+async def test_a_stale_payment_event_changes_nothing(shop: Platform) -> None:
+    admin = await make_admin(shop)
+    buyer = await register_and_login(shop.client)
+    mug = await product(shop, admin, stock=5)
+    order_id = (await place(shop.client, buyer, [(mug, 1)])).json()["orderId"]
+    assert (await settled(shop.client, buyer, order_id))["status"] == "CONFIRMED"
+    row = await _order_row(shop, order_id)
+    stale = PaymentFailed(
+        payment_id=row.payment_id or uuid.uuid4(),
+        order_reference=order_id,
+        user_id=buyer.id,
+        amount=1999,
+        currency="USD",
+        provider="test",
+        revision=1,
+        occurred_at=datetime.now(UTC),
+        reason="card_declined",
+        message=None,
+    )
+    runtime = _runtime(shop, "orders")
+    async with runtime.uow() as uow:
+        await handlers.payment_failed(runtime, uow, stale, Envelope.wrap(stale, source="payments"))
+        await uow.commit()
+    after = await _order_row(shop, order_id)
+    assert (after.status, after.revision) == ("CONFIRMED", row.revision)
+    async with runtime.database.read_sessions() as session:
+        assert (await session.execute(select(Order.status))).scalars().all() == ["CONFIRMED"]

@@ -1,0 +1,98 @@
+"""The order saga on PostgreSQL, where buyers really race for the last units.
+
+Every service of the embedded platform gets its own fresh database on the server
+of ``PANTHERA_TEST_DATABASE_URL`` (dropped afterwards); a server that does not
+answer FAILS the test, never skips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from panthera.catalog.models import Variant
+from panthera.payments.models import Payment
+from panthera.runtime.registry import SERVICE_NAMES
+from tests.conftest import Platform, make_admin, make_settings, register_and_login, start_platform
+from tests.integration.conftest import DATABASE_URL, PostgresServer, ServiceDatabases, unique_prefix
+from tests.orders.conftest import place, product, saga_finished, settled
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+BUYERS = 200
+UNITS = 10
+
+
+@pytest.fixture
+async def pg_platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    databases = ServiceDatabases(PostgresServer(DATABASE_URL), unique_prefix())
+    try:
+        await databases.create(SERVICE_NAMES)
+        settings = make_settings(
+            tmp_path,
+            database_url=databases.url_template,
+            # Hundreds of sign-ups: the password hash's cost is not what is tested here.
+            password_memory_kib=1024,
+            password_time_cost=1,
+        )
+        app, client = await start_platform(settings)
+        try:
+            yield Platform(app=app, client=client, settings=settings)
+        finally:
+            await client.aclose()
+            await app.state.platform.stop()
+    finally:
+        await databases.drop()
+
+
+async def test_200_buyers_of_the_last_10_units(pg_platform: Platform) -> None:
+    platform = pg_platform
+    runtimes = platform.app.state.platform.runtimes
+    assert not runtimes["orders"].database.is_sqlite
+    admin = await make_admin(platform)
+    last_units = await product(platform, admin, price="25.00", stock=UNITS)
+    buyers = []
+    for start in range(0, BUYERS, 25):
+        buyers += await asyncio.gather(
+            *(register_and_login(platform.client) for _ in range(start, min(BUYERS, start + 25)))
+        )
+
+    placed = await asyncio.gather(*(place(platform.client, b, [(last_units, 1)]) for b in buyers))
+    assert [r.status_code for r in placed] == [201] * BUYERS
+    orders = await asyncio.gather(
+        *(
+            settled(platform.client, buyer, response.json()["orderId"], timeout=120, interval=0.5)
+            for buyer, response in zip(buyers, placed, strict=True)
+        )
+    )
+    for order in orders:
+        await saga_finished(platform, order["orderId"], timeout=60)
+
+    confirmed = [o for o in orders if o["status"] == "CONFIRMED"]
+    cancelled = [o for o in orders if o["status"] == "CANCELLED"]
+    assert len(confirmed) == UNITS
+    assert len(cancelled) == BUYERS - UNITS
+    assert {o["cancelReason"] for o in cancelled} == {"out_of_stock"}
+
+    async with runtimes["catalog"].database.read_sessions() as session:
+        variant = (
+            await session.execute(
+                select(Variant).where(Variant.product_id == uuid.UUID(last_units))
+            )
+        ).scalar_one()
+    assert (variant.on_hand, variant.reserved) == (0, 0)
+
+    async with runtimes["payments"].database.read_sessions() as session:
+        paid = list(
+            (await session.execute(select(Payment).where(Payment.status == "succeeded"))).scalars()
+        )
+        attempts = await session.scalar(select(func.count()).select_from(Payment))
+    # Money was taken for the confirmed orders only, once each; the others never paid.
+    assert sorted(p.order_reference for p in paid) == sorted(o["orderId"] for o in confirmed)
+    assert sum(p.amount for p in paid) == 2500 * UNITS
+    assert attempts == UNITS
