@@ -5,6 +5,9 @@ ports, and the gateway in front of them, each service with its own fresh
 PostgreSQL database, all of them sharing Redis and a private RabbitMQ namespace,
 exactly as in production minus the machines. Its log and the processes' logs are
 attached to the report of a failing test.
+
+``DistributedPlatform`` starts the processes one by one instead, for tests that
+stand something between them and a server (a broker proxy they cut at will).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from panthera.runtime.registry import SERVICE_NAMES
@@ -61,7 +65,7 @@ def free_ports(count: int) -> list[int]:
 
 
 @dataclass
-class DistributedPlatform:
+class UpPlatform:
     """``panthera up`` running the topology, its environment, and where the mail goes."""
 
     env: dict[str, str]
@@ -190,11 +194,144 @@ class DistributedPlatform:
                         os.killpg(process["pid"], signal.SIGKILL)
 
 
+@dataclass
+class Process:
+    name: str
+    url: str
+    log_path: Path
+    popen: subprocess.Popen[bytes]
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class DistributedPlatform:
+    """The running processes, their environment, and where the mail goes."""
+
+    env: dict[str, str]
+    data_dir: Path
+    log_dir: Path
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def gateway_url(self) -> str:
+        return self.processes["gateway"].url
+
+    def url_of(self, service: str) -> str:
+        return self.processes[service].url
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    async def cli_in_background(self, *args: str) -> asyncio.subprocess.Process:
+        """Start a ``panthera`` command with the platform's environment; read it later."""
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "panthera.cli",
+            *args,
+            env=self.env,
+            cwd=self.data_dir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    def start(self, name: str, port: int) -> None:
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "panthera.cli",
+                    "serve",
+                    name,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                env=self.env,
+                cwd=self.data_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Its own session: a Ctrl-C at the terminal reaches pytest only,
+                # and the fixture stops the processes in order.
+                start_new_session=True,
+            )
+        self.processes[name] = Process(name, f"http://127.0.0.1:{port}", log_path, popen)
+
+    def logs(self) -> str:
+        parts = []
+        for process in self.processes.values():
+            status = process.popen.poll()
+            state = "running" if status is None else f"exited with {status}"
+            parts.append(
+                f"===== {process.name} ({process.url}, {state}): last lines of "
+                f"{process.log_path} =====\n{process.log_tail()}"
+            )
+        return "\n".join(parts)
+
+    def wait_ready(self, names: list[str], deadline: float) -> None:
+        """Poll each process's /readyz until it answers 200; fail with the logs otherwise."""
+        waiting = list(names)
+        last: dict[str, str] = {}
+        with httpx.Client(timeout=2.0) as client:
+            while waiting:
+                for name in list(waiting):
+                    process = self.processes[name]
+                    if process.popen.poll() is not None:
+                        pytest.fail(
+                            f"`panthera serve {name}` exited with {process.popen.returncode} "
+                            f"before it was ready\n{self.logs()}"
+                        )
+                    try:
+                        response = client.get(f"{process.url}/readyz")
+                    except httpx.HTTPError as exc:
+                        last[name] = repr(exc)
+                        continue
+                    if response.status_code == 200:
+                        waiting.remove(name)
+                    else:
+                        last[name] = f"{response.status_code} {response.text}"
+                if waiting and time.monotonic() > deadline:
+                    pytest.fail(
+                        f"not ready within {STARTUP_SECONDS}s: "
+                        + ", ".join(f"{n} ({last.get(n, 'no answer')})" for n in waiting)
+                        + f"\n{self.logs()}"
+                    )
+                if waiting:
+                    time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM every process, then SIGKILL whatever has not exited in time."""
+        for process in self.processes.values():
+            if process.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        for process in self.processes.values():
+            try:
+                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait(timeout=5)
+
+
 def _environment(
     *,
     databases: ServiceDatabases,
     namespace: str,
     data_dir: Path,
+    urls: dict[str, str] | None = None,
 ) -> dict[str, str]:
     # Nothing from the developer's own PANTHERA_* settings leaks in.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PANTHERA_")}
@@ -219,6 +356,9 @@ def _environment(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # Processes started one by one are told where the others are; panthera up says itself.
+    if urls is not None:
+        env["PANTHERA_SERVICE_URLS"] = json.dumps(urls)
     return env
 
 
@@ -252,7 +392,7 @@ def _check_servers() -> None:
 
 
 @pytest.fixture(scope="module")
-def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedPlatform]:
+def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpPlatform]:
     """The distributed shape as ``panthera up`` runs it: two replicas of every service.
 
     Sync and module-scoped: the processes need no event loop of the test's, and
@@ -265,7 +405,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
     prefix = unique_prefix()
     databases = ServiceDatabases(PostgresServer(DATABASE_URL), prefix)
     namespace = AmqpNamespace(AMQP_URL, prefix)
-    platform = DistributedPlatform(
+    platform = UpPlatform(
         env=_environment(databases=databases, namespace=prefix, data_dir=data_dir),
         data_dir=data_dir,
         run_dir=root / "run",
@@ -286,7 +426,9 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     report = yield
     if report.when == "call" and report.failed:
-        platform = getattr(item, "funcargs", {}).get("distributed")
-        if isinstance(platform, DistributedPlatform):
-            report.sections.append(("panthera process logs", platform.logs()))
+        for value in getattr(item, "funcargs", {}).values():
+            platform = getattr(value, "platform", value)
+            if isinstance(platform, (UpPlatform, DistributedPlatform)):
+                report.sections.append(("panthera process logs", platform.logs()))
+                break
     return report

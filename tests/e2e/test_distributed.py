@@ -28,7 +28,7 @@ import jwt
 import pytest
 
 from panthera.runtime.registry import SERVICE_NAMES
-from tests.e2e.conftest import DistributedPlatform, free_ports
+from tests.e2e.conftest import UpPlatform, free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -39,7 +39,7 @@ EVENTUAL_SECONDS = 15.0
 
 
 @pytest.fixture
-async def gateway(distributed: DistributedPlatform) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(distributed: UpPlatform) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=distributed.gateway_url, timeout=15.0) as client:
         yield client
 
@@ -72,7 +72,7 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-def mail_token(platform: DistributedPlatform, address: str, path: str) -> str | None:
+def mail_token(platform: UpPlatform, address: str, path: str) -> str | None:
     """The token of a mailed ``path`` link to ``address``, if one has arrived."""
     for message_file in sorted(platform.mail_dir.glob("*.eml")):
         message = email.message_from_bytes(message_file.read_bytes(), policy=email.policy.default)
@@ -104,7 +104,7 @@ async def login(client: httpx.AsyncClient, address: str, password: str = PASSWOR
 
 
 async def test_account_lifecycle_across_processes(
-    distributed: DistributedPlatform, gateway: httpx.AsyncClient
+    distributed: UpPlatform, gateway: httpx.AsyncClient
 ) -> None:
     # An operator makes an administrator with the CLI, against the same databases
     # and broker. Started now because a process that imports every service takes
@@ -122,7 +122,7 @@ async def test_account_lifecycle_across_processes(
 
 
 async def _lifecycle(
-    distributed: DistributedPlatform,
+    distributed: UpPlatform,
     gateway: httpx.AsyncClient,
     create_admin: asyncio.subprocess.Process,
     admin_address: str,
@@ -204,7 +204,7 @@ async def _lifecycle(
 
 
 async def test_every_process_checks_identity_itself(
-    distributed: DistributedPlatform, gateway: httpx.AsyncClient
+    distributed: UpPlatform, gateway: httpx.AsyncClient
 ) -> None:
     address = unique_email("identity")
     await register(gateway, address)
@@ -244,7 +244,7 @@ async def test_every_process_checks_identity_itself(
 
 
 async def test_prometheus_scrapes_every_process_and_loads_the_rules(
-    distributed: DistributedPlatform, tmp_path: Path
+    distributed: UpPlatform, tmp_path: Path
 ) -> None:
     binary = shutil.which("prometheus")
     if binary is None:
@@ -307,7 +307,7 @@ async def test_prometheus_scrapes_every_process_and_loads_the_rules(
 
 
 async def test_a_killed_replica_is_gone_round_and_restarted(
-    distributed: DistributedPlatform, gateway: httpx.AsyncClient
+    distributed: UpPlatform, gateway: httpx.AsyncClient
 ) -> None:
     # Two replicas of every service, addressed by the gateway and by each other.
     for service in SERVICE_NAMES:
