@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import httpx
+import pytest
 from aiohttp import web
 
 from panthera.gateway.upstreams import HttpUpstream
@@ -112,3 +113,26 @@ async def test_the_gateway_spreads_requests_and_skips_a_dead_replica() -> None:
         await upstream.close()
         for runner in runners:
             await runner.cleanup()
+
+
+@pytest.mark.parametrize(("method", "moves_on"), [("GET", True), ("POST", False)])
+async def test_a_replica_dying_mid_request_is_gone_round_only_for_safe_requests(
+    method: str, moves_on: bool
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "dying":
+            raise httpx.RemoteProtocolError("Server disconnected", request=request)
+        return httpx.Response(200)
+
+    transport = ReplicaTransport(
+        ["http://dying:1", "http://live:2"],
+        retries=0,
+        retry_after_seconds=60,
+        inner=httpx.MockTransport(handler),
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://dying:1") as client:
+        if moves_on:
+            assert (await client.request(method, "/x")).status_code == 200
+        else:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.request(method, "/x")

@@ -11,6 +11,7 @@ import aiohttp
 import yarl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from panthera.kernel.http.client import SAFE_METHODS
 from panthera.kernel.http.replicas import ReplicaSet
 
 HOP_BY_HOP = frozenset(
@@ -216,6 +217,7 @@ class HttpUpstream:
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
     ) -> aiohttp.ClientResponse:
         rounds = 0
+        failure: aiohttp.ClientError | None = None
         while True:
             for base in self._replicas.order():
                 try:
@@ -232,10 +234,19 @@ class HttpUpstream:
                     self._replicas.refused(base)
                     failure = exc
                     continue
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    # The replica went away with the request in hand (a kept-alive
+                    # connection to a process that died): only a safe request may go
+                    # to another, anything else might already have been done.
+                    if method not in SAFE_METHODS:
+                        raise
+                    self._replicas.refused(base)
+                    failure = exc
+                    continue
                 self._replicas.answered(base)
                 return response
             rounds += 1
-            if rounds > self._retries:
+            if rounds > self._retries and failure is not None:
                 raise failure
             await asyncio.sleep(0.05 * rounds)
 

@@ -23,11 +23,15 @@ async def _propagate_context(request: httpx.Request) -> None:
         request.headers["traceparent"] = traceparent
 
 
+# Requests that change nothing (RFC 9110, 9.2.1): sending one twice is harmless.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class ReplicaTransport(httpx.AsyncBaseTransport):
     """Sends each request to one of a service's replicas, the next one when it cannot connect.
 
-    Only connection failures move on: a request that reached a replica is never
-    sent again, so nothing is done twice.
+    A request that could not be connected moves on; one that reached a replica is
+    sent again only if it is safe (GET, HEAD, OPTIONS), so nothing is done twice.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class ReplicaTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         rounds = 0
+        failure: httpx.TransportError | None = None
         while True:
             for base in self._replicas.order():
                 replica = httpx.URL(base)
@@ -57,10 +62,18 @@ class ReplicaTransport(httpx.AsyncBaseTransport):
                     self._replicas.refused(base)
                     failure = exc
                     continue
+                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                    # A replica that died with the request in hand: a safe request may
+                    # go to another, anything else might already have been done.
+                    if request.method not in SAFE_METHODS:
+                        raise
+                    self._replicas.refused(base)
+                    failure = exc
+                    continue
                 self._replicas.answered(base)
                 return response
             rounds += 1
-            if rounds > self._retries:
+            if rounds > self._retries and failure is not None:
                 raise failure
             await asyncio.sleep(0.05 * rounds)
 
