@@ -405,8 +405,11 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpPlatform
     prefix = unique_prefix()
     databases = ServiceDatabases(PostgresServer(DATABASE_URL), prefix)
     namespace = AmqpNamespace(AMQP_URL, prefix)
+    env = _environment(databases=databases, namespace=prefix, data_dir=data_dir)
+    # Thirteen processes share the test server (and CI's other tests) with small pools.
+    env.update({"PANTHERA_DATABASE_POOL_SIZE": "2", "PANTHERA_DATABASE_MAX_OVERFLOW": "3"})
     platform = UpPlatform(
-        env=_environment(databases=databases, namespace=prefix, data_dir=data_dir),
+        env=env,
         data_dir=data_dir,
         run_dir=root / "run",
         up_log=root / "up.log",

@@ -54,7 +54,9 @@ def service_metadata() -> MetaData:
 class Database:
     """A service's engine and session factory."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 10
+    ) -> None:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -65,7 +67,12 @@ class Database:
 
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+            )
         write_kwargs = dict(kwargs)
         if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
             # SQLite has one writer at a time. Writers queued on one pooled connection

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # service name, so one setting gives every service its own database. Empty
     # means one SQLite file per service under ``data_dir``.
     database_url: str = ""
+    # PostgreSQL connections each process keeps open (and may open beyond that under
+    # load): processes x (pool + overflow) must fit the server's max_connections.
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
     # Shared servers of the distributed shape; empty means the in-process adapter.
     redis_url: str = ""
     amqp_url: str = ""

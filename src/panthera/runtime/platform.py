@@ -129,7 +129,11 @@ class Platform:
         runtime = ServiceRuntime(
             definition=service,
             settings=self.settings,
-            database=Database(self.settings.database_url_for(service.name)),
+            database=Database(
+                self.settings.database_url_for(service.name),
+                pool_size=self.settings.database_pool_size,
+                max_overflow=self.settings.database_max_overflow,
+            ),
             transport=self.transport,
             components={
                 "directory": self.directory,
