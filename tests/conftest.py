@@ -33,6 +33,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "rate_limit_per_user_burst": 10_000,
         "login_attempts_per_address": 1_000,
         "relay_poll_seconds": 0.2,
+        # A checkout's own web/dist must not answer the tests' unknown paths.
+        "web_dir": data_dir / "web",
     }
     values.update(overrides)
     return Settings(**values)

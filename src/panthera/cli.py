@@ -43,6 +43,10 @@ def _serve(asgi_app: object, host: str, port: int, log_level: str) -> None:
         access_log=False,
         proxy_headers=False,
         server_header=False,
+        # Longer than any client's idle keep-alive (the gateway keeps 30 s): the
+        # client, not the server, closes an idle connection, so a request is never
+        # sent down a connection the server is closing at that moment.
+        timeout_keep_alive=75,
         timeout_graceful_shutdown=20,
         log_level=log_level.lower(),
     )

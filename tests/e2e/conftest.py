@@ -348,6 +348,9 @@ def _environment(
             "PANTHERA_LOG_JSON": "false",
             "PANTHERA_LOG_LEVEL": "INFO",
             "PANTHERA_RELAY_POLL_SECONDS": "0.2",
+            # Every process's pool on one PostgreSQL, beside other tests' platforms.
+            "PANTHERA_DATABASE_POOL_SIZE": "2",
+            "PANTHERA_DATABASE_MAX_OVERFLOW": "3",
             # Every request comes from 127.0.0.1: the per-address budgets would
             # otherwise throttle the test itself.
             "PANTHERA_RATE_LIMIT_PER_IP_PER_MINUTE": "100000",

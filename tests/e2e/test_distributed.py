@@ -244,8 +244,10 @@ async def test_every_process_checks_identity_itself(
 
 
 async def test_prometheus_scrapes_every_process_and_loads_the_rules(
-    distributed: UpPlatform, tmp_path: Path
+    distributed: UpPlatform, gateway: httpx.AsyncClient, tmp_path: Path
 ) -> None:
+    # Some traffic, so that the services' request counters have something to show.
+    assert (await gateway.get("/api/v1/categories")).status_code == 200
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("Debian's prometheus is required: apt-get install -y prometheus")

@@ -10,11 +10,13 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from panthera.gateway.cache import CachedResponse, RedisResponseCache, strong_etag
+from panthera.kernel.ratelimit import Decision, RedisRateLimiter
 from panthera.kernel.settings import EventTransportKind, Settings
 from panthera.runtime.apps import _response_cache
 from panthera.runtime.platform import Platform as Runtime
@@ -161,3 +163,65 @@ async def test_the_embedded_platform_caches_in_redis_and_events_invalidate(
         await http.aclose()
         await app.state.platform.stop()
         await app.state.response_cache.close()
+
+
+async def test_a_limited_lookup_spends_the_budget_in_the_same_round_trip(
+    client: Redis, prefix: str
+) -> None:
+    cache = RedisResponseCache(client, prefix=prefix)
+    limiter = RedisRateLimiter(client, prefix=prefix + "rl:")
+    assert cache.shares_server_with(limiter)
+    bucket, args = limiter.hit_arguments("ip:192.0.2.1", rate_per_minute=60, burst=2)
+    decision, generation, nothing = await cache.lookup_limited("catalog", "k", bucket, args)
+    assert decision.allowed
+    assert nothing is None
+    entry = _entry()
+    await cache.store("catalog", "k", generation, entry, ttl_seconds=60)
+    decision, again, found = await cache.lookup_limited("catalog", "k", bucket, args)
+    assert (decision.allowed, again, found) == (True, generation, entry)
+    # The same bucket the limiter itself draws on: the third hit in the burst is refused,
+    # and nothing is looked up for it.
+    refused, none_generation, none_entry = await cache.lookup_limited("catalog", "k", bucket, args)
+    assert not refused.allowed
+    assert refused.retry_after_seconds > 0
+    assert (none_generation, none_entry) == (-1, None)
+    assert not (await limiter.hit("ip:192.0.2.1", rate_per_minute=60, burst=2)).allowed
+
+
+async def test_anonymous_cached_reads_keep_their_rate_limit(
+    client: Redis, settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    separate_hits: list[str] = []
+    original_hit = RedisRateLimiter.hit
+
+    async def hit(self: RedisRateLimiter, key: str, **kwargs: int) -> Decision:
+        separate_hits.append(key)
+        return await original_hit(self, key, **kwargs)
+
+    monkeypatch.setattr(RedisRateLimiter, "hit", hit)
+    settings = settings_factory(
+        redis_url=REDIS_URL, rate_limit_per_ip_per_minute=60, rate_limit_per_ip_burst=3
+    )
+    app, http = await start_platform(settings)
+    caching = app.state.response_cache
+    # An address no other run shares, since Redis is shared between runs.
+    anonymous = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(f"test-{uuid.uuid4().hex}", 1)),
+        base_url="http://testserver",
+    )
+    try:
+        assert isinstance(caching, RedisResponseCache)
+        statuses = [(await anonymous.get("/api/v1/products")).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        limited = await anonymous.get("/api/v1/products")
+        assert limited.status_code == 429
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert limited.json()["code"] == "rate_limited"
+        assert int(limited.headers["Retry-After"]) >= 1
+        # Each budget was spent by the cache lookup's script, not by a round trip of its own.
+        assert separate_hits == []
+    finally:
+        await anonymous.aclose()
+        await http.aclose()
+        await app.state.platform.stop()
+        await caching.close()

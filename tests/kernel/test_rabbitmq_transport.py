@@ -231,6 +231,24 @@ async def test_fan_out_to_two_consumers(broker: Broker) -> None:
     assert (await second.next()).id == sent.id
 
 
+async def test_a_declared_consumer_gets_what_was_published_before_it_started(
+    broker: Broker,
+) -> None:
+    # A one-shot command publishes before any long-running process consumed.
+    command = await broker.transport()
+    consumer = broker.consumer("late")
+    event_type = broker.event_type("user.roles_changed")
+    await command.declare(consumer, [event_type])
+    sent = make_envelope(event_type)
+    await asyncio.wait_for(command.publish(sent), WAIT)
+    assert await broker.depth(broker.unrouted) == 0
+
+    service = await broker.transport()
+    recorder = Recorder()
+    await service.subscribe(consumer, [event_type], recorder)
+    assert (await recorder.next()).id == sent.id
+
+
 async def test_same_consumer_name_shares_one_queue(broker: Broker) -> None:
     replica_a = await broker.transport(prefetch=1)
     replica_b = await broker.transport(prefetch=1)

@@ -39,6 +39,9 @@ async def pg_platform(tmp_path: Path) -> AsyncIterator[Platform]:
             # Hundreds of sign-ups: the password hash's cost is not what is tested here.
             password_memory_kib=1024,
             password_time_cost=1,
+            # Six services in one process beside other tests on the same server.
+            database_pool_size=2,
+            database_max_overflow=3,
         )
         app, client = await start_platform(settings)
         try:

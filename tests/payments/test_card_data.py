@@ -45,6 +45,17 @@ def test_other_numbers_are_not(text: str) -> None:
     assert not contains_card_number(text.encode())
 
 
+def test_no_order_id_looks_like_a_card_number() -> None:
+    # One UUID in about 2,600 has groups of digits only that pass the checksum,
+    # e.g. ...-3193-4050-8230-6...: an order id must never be refused as card data.
+    digits_only = "8a1b2c3d-3193-4050-8230-6e5f4a3b2c1d"
+    assert not contains_card_number(f'{{"orderId": "{digits_only}"}}'.encode())
+    for _ in range(20_000):
+        assert not contains_card_number(str(uuid.uuid4()).encode())
+    # The same digits outside a UUID are still a card number.
+    assert contains_card_number(b"4242-4242-4242-4242 with 8a1b2c3d-3193-4050-8230-6e5f4a3b2c1d")
+
+
 def test_luhn() -> None:
     assert luhn_valid(b"79927398713")
     assert not luhn_valid(b"79927398710")

@@ -45,14 +45,18 @@ def _storage(settings: Settings) -> ObjectStorage:
 
 def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     from panthera.catalog.deps import CatalogDeps
+    from panthera.catalog.listing import ProductPages
     from panthera.catalog.search import search_for
 
     settings = runtime.settings
     storage = _storage(settings)
+    search = search_for("sqlite" if runtime.database.is_sqlite else "postgresql")
+    search.configure(runtime.database)
     deps = CatalogDeps(
         uow=runtime.uow,
         read_session=runtime.database.read_sessions,
-        search=search_for("sqlite" if runtime.database.is_sqlite else "postgresql"),
+        search=search,
+        pages=ProductPages(runtime.database, search, settings.media_url_prefix),
         default_currency=settings.currency,
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
         media_prefix=settings.media_url_prefix,

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from panthera.catalog.listing import ProductPages
 from panthera.catalog.search import SearchIndex
 from panthera.kernel.db import UnitOfWork
 from panthera.kernel.storage import ObjectStorage
@@ -21,6 +22,8 @@ class CatalogDeps:
     # Reads that never write: on SQLite they do not queue behind the writer.
     read_session: Callable[[], AsyncSession]
     search: SearchIndex
+    # List pages, each one read that returns the body ready to send.
+    pages: ProductPages
     default_currency: str
     reservation_ttl: timedelta
     media_prefix: str

@@ -6,7 +6,6 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 
@@ -28,6 +27,7 @@ from panthera.catalog.schemas import (
     QuoteLineOut,
     QuoteOut,
     ReservationIn,
+    ReservationLineIn,
     ReservationLineOut,
     ReservationOut,
     StockAdjustment,
@@ -93,19 +93,11 @@ async def list_products(
         featured=featured,
         sort=sort.value,
     )
-    async with catalog.read_session() as session:
-        rows, total = await service.list_products(session, catalog.search, query)
-        images = await service.first_images(session, [product.id for product, _ in rows])
-    body = [
-        presenters.summary(product, slug, images.get(product.id), catalog.media_prefix).model_dump(
-            mode="json"
-        )
-        for product, slug in rows
-    ]
+    page = await catalog.pages.page(query)
     return Response(
-        orjson.dumps(body),
+        page.body,
         media_type="application/json",
-        headers=total_count_headers(request, total=total, limit=limit, offset=offset),
+        headers=total_count_headers(request, total=page.total, limit=limit, offset=offset),
     )
 
 
@@ -449,6 +441,18 @@ def _reservation_out(
     )
 
 
+def _line_requests(lines: list[ReservationLineIn]) -> list[inventory.LineRequest]:
+    requests = [
+        inventory.LineRequest(
+            quantity=line.quantity, product_id=line.productId, variant_id=line.variantId
+        )
+        for line in lines
+    ]
+    if any(line.product_id is None and line.variant_id is None for line in requests):
+        raise InvalidInput("Each line names a productId or a variantId.")
+    return requests
+
+
 @router.post(
     "/internal/reservations",
     response_model=ReservationOut,
@@ -456,14 +460,7 @@ def _reservation_out(
     dependencies=[Depends(internal_only)],
 )
 async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
-    requests = [
-        inventory.LineRequest(
-            quantity=line.quantity, product_id=line.productId, variant_id=line.variantId
-        )
-        for line in body.lines
-    ]
-    if any(line.product_id is None and line.variant_id is None for line in requests):
-        raise InvalidInput("Each line names a productId or a variantId.")
+    requests = _line_requests(body.lines)
     async with catalog.uow() as uow:
         outcome = await inventory.reserve(
             uow, body.reference, requests, timedelta(seconds=body.ttlSeconds)
@@ -506,14 +503,7 @@ async def commit(reference: str, catalog: Catalog) -> Response:
 )
 async def quote(body: QuoteIn, catalog: Catalog) -> QuoteOut:
     """Today's prices of some lines, holding nothing: what an order is priced at."""
-    requests = [
-        inventory.LineRequest(
-            quantity=line.quantity, product_id=line.productId, variant_id=line.variantId
-        )
-        for line in body.lines
-    ]
-    if any(line.product_id is None and line.variant_id is None for line in requests):
-        raise InvalidInput("Each line names a productId or a variantId.")
+    requests = _line_requests(body.lines)
     async with catalog.read_session() as session:
         lines, problems = await inventory.quote(session, requests)
     return QuoteOut(

@@ -405,8 +405,10 @@ async def release(uow: UnitOfWork, reference: str, *, reason: str = "released") 
 
 
 async def _return_items(
-    uow: UnitOfWork, reservation: Reservation, *, kind: str, reason: str
+    uow: UnitOfWork, reservation: Reservation, *, kind: str, reason: str, sold: bool = False
 ) -> None:
+    """Give the reservation's units back: held ones to available stock, or, when they
+    were ``sold``, back onto the shelf."""
     session = uow.session
     items = list(
         (
@@ -419,18 +421,23 @@ async def _return_items(
     )
     products = set()
     for item in items:
+        on_hand_delta, reserved_delta = (item.quantity, 0) if sold else (0, -item.quantity)
         await session.execute(
             update(Variant)
             .where(Variant.id == item.variant_id)
-            .values(reserved=Variant.reserved - item.quantity, updated_at=_now())
+            .values(
+                on_hand=Variant.on_hand + on_hand_delta,
+                reserved=Variant.reserved + reserved_delta,
+                updated_at=_now(),
+            )
         )
         variant = await _reload(session, item.variant_id)
         _record(
             uow,
             variant,
             kind=kind,
-            on_hand_delta=0,
-            reserved_delta=-item.quantity,
+            on_hand_delta=on_hand_delta,
+            reserved_delta=reserved_delta,
             reason=reason,
             reservation_id=reservation.id,
         )
@@ -542,36 +549,7 @@ async def call_off(uow: UnitOfWork, reference: str, *, reason: str) -> str:
 
 
 async def _restock(uow: UnitOfWork, reservation: Reservation, *, reason: str) -> None:
-    session = uow.session
-    items = list(
-        (
-            await session.execute(
-                select(ReservationItem)
-                .where(ReservationItem.reservation_id == reservation.id)
-                .order_by(ReservationItem.variant_id)
-            )
-        ).scalars()
-    )
-    products = set()
-    for item in items:
-        await session.execute(
-            update(Variant)
-            .where(Variant.id == item.variant_id)
-            .values(on_hand=Variant.on_hand + item.quantity, updated_at=_now())
-        )
-        variant = await _reload(session, item.variant_id)
-        _record(
-            uow,
-            variant,
-            kind="return",
-            on_hand_delta=item.quantity,
-            reserved_delta=0,
-            reason=reason,
-            reservation_id=reservation.id,
-        )
-        products.add(variant.product_id)
-    for product_id in sorted(products):
-        await _refresh_product_totals(session, product_id)
+    await _return_items(uow, reservation, kind="return", reason=reason, sold=True)
     reservation.status = ReservationStatus.RETURNED
     reservation.updated_at = _now()
 

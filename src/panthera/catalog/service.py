@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -526,7 +526,7 @@ class ProductQuery:
     sort: str = "newest"
 
 
-_ORDERINGS: dict[str, Any] = {
+ORDERINGS: dict[str, Any] = {
     "newest": (Product.created_at.desc(), Product.id),
     "oldest": (Product.created_at.asc(), Product.id),
     "price": (Product.price_amount.asc(), Product.id),
@@ -536,47 +536,71 @@ _ORDERINGS: dict[str, Any] = {
 }
 
 
-async def list_products(
-    session: AsyncSession, search: SearchIndex, query: ProductQuery
-) -> tuple[list[tuple[Product, str | None]], int]:
-    """A page of active products with their category slugs, and the total that match."""
+Bind = Callable[[str, Any], Any]
+
+
+def _literal(_name: str, value: Any) -> Any:
+    return value
+
+
+def listing_conditions(query: ProductQuery, category_path: Any, bind: Bind = _literal) -> list[Any]:
+    """The ``WHERE`` of a listing: active products and the query's filters.
+
+    ``category_path`` is the path of the category whose subtree is asked for (a value
+    or an expression), ``None`` for every category. ``bind(name, value)`` gives what a
+    filter compares with: the value itself, or a named parameter of a statement
+    compiled once for every query of its shape.
+    """
     conditions: list[Any] = [Product.status == "active"]
-    if query.category is not None:
-        category = await category_by_slug(session, query.category)
-        if category is None:
-            raise errors.UnknownCategory(f"No category has the slug {query.category!r}.")
-        subtree = select(Category.id).where(Category.path.startswith(category.path))
+    if category_path is not None:
+        subtree = select(Category.id).where(Category.path.startswith(category_path))
         conditions.append(Product.category_id.in_(subtree))
     if query.min_price is not None:
-        conditions.append(Product.price_amount >= query.min_price)
+        conditions.append(Product.price_amount >= bind("min_price", query.min_price))
     if query.max_price is not None:
-        conditions.append(Product.price_amount <= query.max_price)
+        conditions.append(Product.price_amount <= bind("max_price", query.max_price))
     if query.in_stock is True:
         conditions.append(Product.available > 0)
     elif query.in_stock is False:
         conditions.append(Product.available <= 0)
     if query.featured is not None:
-        conditions.append(Product.featured.is_(query.featured))
+        conditions.append(Product.featured == bind("featured", query.featured))
+    return conditions
+
+
+def listing_order(query: ProductQuery) -> str:
+    """The name of the listing's order: a key of :data:`ORDERINGS`, or ``"relevance"``."""
+    if query.q and query.sort in ("relevance", "newest"):
+        return "relevance"
+    return query.sort if query.sort in ORDERINGS else "newest"
+
+
+async def list_products(
+    session: AsyncSession, search: SearchIndex, query: ProductQuery
+) -> tuple[list[tuple[Product, str | None]], int]:
+    """A page of active products with their category slugs, and the total that match."""
+    category_path = None
+    if query.category is not None:
+        category = await category_by_slug(session, query.category)
+        if category is None:
+            raise errors.UnknownCategory(f"No category has the slug {query.category!r}.")
+        category_path = category.path
+    conditions = listing_conditions(query, category_path)
     base: Any = select(Product, Category.slug).outerjoin(
         Category, Category.id == Product.category_id
     )
-    rank = None
+    total_query: Any = select(func.count()).select_from(Product)
+    order = listing_order(query)
     if query.q:
-        matches = search.matches(query.q)
+        matches = search.matches(search.argument(query.q))
         base = base.join(matches, matches.c.product_id == Product.id)
-        rank = matches.c.rank
-        total_query = (
-            select(func.count())
-            .select_from(Product)
-            .join(matches, matches.c.product_id == Product.id)
+        total_query = total_query.join(matches, matches.c.product_id == Product.id)
+        ordering: Any = (
+            (matches.c.rank.desc(), Product.id) if order == "relevance" else ORDERINGS[order]
         )
     else:
-        total_query = select(func.count()).select_from(Product)
+        ordering = ORDERINGS["newest" if order == "relevance" else order]
     total = int(await session.scalar(total_query.where(and_(*conditions))) or 0)
-    if query.sort == "relevance" or (query.q and query.sort == "newest" and rank is not None):
-        ordering: Any = (rank.desc(), Product.id) if rank is not None else _ORDERINGS["newest"]
-    else:
-        ordering = _ORDERINGS.get(query.sort, _ORDERINGS["newest"])
     rows = (
         await session.execute(
             base.where(and_(*conditions))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI
@@ -9,15 +10,26 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from panthera.gateway.cache import ResponseCache, ResponseCaching
+from panthera.gateway.cache import AddressLimit, ResponseCache, ResponseCaching
 from panthera.gateway.proxy import Proxy, RateLimits
+from panthera.gateway.routes import ROUTES
 from panthera.gateway.upstreams import Upstream
+from panthera.gateway.webapp import WebApp, content_security_policy
 from panthera.kernel.http.app import create_app
-from panthera.kernel.ratelimit import RateLimiter
+from panthera.kernel.ratelimit import RateLimiter, RedisRateLimiter
 from panthera.kernel.security.permissions import Authenticator
 from panthera.kernel.settings import Settings
 
+log = logging.getLogger("panthera.gateway")
+
 LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+# First path segments the web app never answers for, whether or not a route exists
+# there today: the API's namespace stays the API's.
+RESERVED_SEGMENTS = frozenset(
+    {"api", "media", ".well-known"}
+    | {path.lstrip("/").split("/", 1)[0] for path in LOCAL_PATHS}
+    | {route.prefix.lstrip("/").split("/", 1)[0] for route in ROUTES}
+)
 
 
 def build_gateway(
@@ -69,7 +81,19 @@ def build_gateway(
             per_user_burst=settings.rate_limit_per_user_burst,
         ),
         caching=(
-            ResponseCaching(response_cache, ttl_seconds=settings.response_cache_ttl_seconds)
+            ResponseCaching(
+                response_cache,
+                ttl_seconds=settings.response_cache_ttl_seconds,
+                address_limit=(
+                    AddressLimit(
+                        rate_limiter,
+                        rate_per_minute=settings.rate_limit_per_ip_per_minute,
+                        burst=settings.rate_limit_per_ip_burst,
+                    )
+                    if isinstance(rate_limiter, RedisRateLimiter)
+                    else None
+                ),
+            )
             if response_cache is not None
             else None
         ),
@@ -77,7 +101,17 @@ def build_gateway(
     app.state.response_cache = response_cache
     # Innermost of the middleware: the request already has its id, metrics,
     # body limit and security headers; only the gateway's own paths reach FastAPI.
-    app.user_middleware.append(Middleware(_Dispatch, proxy=proxy))
+    web_app = WebApp(
+        settings.web_dir,
+        reserved=RESERVED_SEGMENTS,
+        csp=content_security_policy(settings.media_url_prefix),
+    )
+    if not web_app.available():
+        log.info(
+            "no web app built at %s: serving the API alone (scripts/web-build builds it)",
+            settings.web_dir,
+        )
+    app.user_middleware.append(Middleware(_Dispatch, proxy=proxy, web_app=web_app))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -98,12 +132,16 @@ def build_gateway(
 
 
 class _Dispatch:
-    def __init__(self, app: ASGIApp, *, proxy: Proxy) -> None:
+    def __init__(self, app: ASGIApp, *, proxy: Proxy, web_app: WebApp) -> None:
         self.app = app
         self.proxy = proxy
+        self.web_app = web_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in LOCAL_PATHS:
-            await self.proxy(scope, receive, send)
+            if self.web_app.handles(scope):
+                await self.web_app(scope, receive, send)
+            else:
+                await self.proxy(scope, receive, send)
             return
         await self.app(scope, receive, send)

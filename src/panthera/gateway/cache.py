@@ -50,9 +50,11 @@ from panthera.catalog.events import (
     StockReleased,
     StockReserved,
 )
+from panthera.kernel.errors import TooManyRequests
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.events.transport import DeliveryHandler
 from panthera.kernel.observability import EVENTS_CONSUMED
+from panthera.kernel.ratelimit import GCRA_LUA, Decision, RedisRateLimiter
 
 log = logging.getLogger("panthera.gateway.cache")
 
@@ -289,6 +291,23 @@ redis.call('SET', KEYS[1], ARGV[1], 'NX')
 return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
 """
 
+# KEYS: generation, entry, rate-limit bucket. ARGV: a seed for a missing generation,
+# then gcra's interval, burst, cost and tolerance. The lookup, and the hit on the
+# caller's budget that the gateway takes before it, in one round trip; nothing is
+# looked up for a caller over budget.
+_LIMITED_LOOKUP_SCRIPT = (
+    GCRA_LUA
+    + """
+local decision = gcra(KEYS[3], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+    tonumber(ARGV[5]))
+if decision[1] == 0 then
+    return {decision}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return {decision, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+"""
+)
+
 # KEYS: generation, entry. ARGV: the generation the entry was fetched under, the
 # encoded entry, TTL in ms. Stores only if that generation is still current.
 _STORE_SCRIPT = """
@@ -310,6 +329,29 @@ def _seed() -> str:
     return str(secrets.randbits(52) + 1)
 
 
+def _current(generation: int, raw: bytes | None) -> tuple[int, CachedResponse | None]:
+    if not raw:
+        return generation, None
+    stored_generation, entry = CachedResponse.decode(raw)
+    # An entry of an older generation is left to its TTL: deleting it here
+    # would race with a replica storing the current one under the same key.
+    return generation, entry if stored_generation == generation else None
+
+
+def _server(redis: Redis) -> tuple[Any, ...]:
+    kwargs = redis.connection_pool.connection_kwargs
+    return (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class AddressLimit:
+    """The per-address budget, for the cache to take in its lookup's round trip."""
+
+    limiter: RedisRateLimiter
+    rate_per_minute: int
+    burst: int
+
+
 class RedisResponseCache:
     """Entries and generations in Redis, shared by every gateway replica.
 
@@ -323,6 +365,7 @@ class RedisResponseCache:
         self._redis = redis
         self._prefix = prefix
         self._lookup = redis.register_script(_LOOKUP_SCRIPT)
+        self._limited_lookup = redis.register_script(_LIMITED_LOOKUP_SCRIPT)
         self._store = redis.register_script(_STORE_SCRIPT)
         self._bump = redis.register_script(_BUMP_SCRIPT)
 
@@ -337,14 +380,29 @@ class RedisResponseCache:
         reply: Any = await self._lookup(
             keys=[self.generation_key(namespace), self.entry_key(namespace, key)], args=[_seed()]
         )
-        generation = int(reply[0])
-        raw = reply[1]
-        if not raw:
-            return generation, None
-        stored_generation, entry = CachedResponse.decode(raw)
-        # An entry of an older generation is left to its TTL: deleting it here
-        # would race with a replica storing the current one under the same key.
-        return generation, entry if stored_generation == generation else None
+        return _current(int(reply[0]), reply[1])
+
+    async def lookup_limited(
+        self, namespace: str, key: str, bucket: str, gcra_args: list[Any]
+    ) -> tuple[Decision, int, CachedResponse | None]:
+        """Take a hit on a rate-limit bucket, then, if allowed, :meth:`lookup`: one round trip.
+
+        ``bucket`` and ``gcra_args`` are what :meth:`RedisRateLimiter.hit_arguments`
+        gives. The generation is ``-1`` when the hit was refused.
+        """
+        reply: Any = await self._limited_lookup(
+            keys=[self.generation_key(namespace), self.entry_key(namespace, key), bucket],
+            args=[_seed(), *gcra_args],
+        )
+        decision = RedisRateLimiter.decision(reply[0])
+        if not decision.allowed:
+            return decision, -1, None
+        generation, entry = _current(int(reply[1]), reply[2])
+        return decision, generation, entry
+
+    def shares_server_with(self, limiter: RedisRateLimiter) -> bool:
+        """Whether ``limiter`` keeps its buckets in the Redis this cache uses."""
+        return _server(self._redis) == _server(limiter.redis)
 
     async def store(
         self,
@@ -473,20 +531,54 @@ class ResponseCaching:
         *,
         ttl_seconds: float,
         max_entry_bytes: int = MAX_ENTRY_BYTES,
+        address_limit: AddressLimit | None = None,
     ) -> None:
         self.cache = cache
         self.ttl_seconds = ttl_seconds
         self.max_entry_bytes = max_entry_bytes
+        # Only when the budget and the entries live in the same Redis can one
+        # script touch both.
+        self.address_limit = (
+            address_limit
+            if address_limit is not None
+            and isinstance(cache, RedisResponseCache)
+            and cache.shares_server_with(address_limit.limiter)
+            else None
+        )
 
     @property
     def namespaces(self) -> frozenset[str]:
         """The namespaces whose entries events can invalidate, hence that may be cached."""
         return frozenset(INVALIDATED_BY)
 
+    def limits_address(self, scope: Scope) -> bool:
+        """Whether :meth:`handle` takes the caller's per-address hit itself (with its lookup).
+
+        True for an anonymous ``GET``/``HEAD`` that may be answered from the cache,
+        when the rate limiter and the cache share a Redis server.
+        """
+        return (
+            self.address_limit is not None
+            and scope["method"] in ("GET", "HEAD")
+            and not any(key in _BYPASS_REQUEST_HEADERS for key, _ in scope["headers"])
+        )
+
     async def handle(
-        self, scope: Scope, send: Send, *, namespace: str, headers: Headers, forward: Forward
+        self,
+        scope: Scope,
+        send: Send,
+        *,
+        namespace: str,
+        headers: Headers,
+        forward: Forward,
+        address: str | None = None,
     ) -> None:
-        """Answer one request on a cacheable route: from the cache or the service."""
+        """Answer one request on a cacheable route: from the cache or the service.
+
+        With ``address`` (only when :meth:`limits_address`), the address's rate-limit
+        hit is taken in the lookup's round trip; :class:`TooManyRequests` when its
+        budget is spent.
+        """
         method = scope["method"]
         if method not in ("GET", "HEAD"):
             await forward(scope, headers, send)
@@ -498,10 +590,18 @@ class ResponseCaching:
         query = normalise_query(scope.get("query_string", b""))
         key = cache_key(scope, query)
         try:
-            generation, entry = await self.cache.lookup(namespace, key)
+            if address is not None and self.address_limit is not None:
+                generation, entry = await self._limited_lookup(namespace, key, address)
+            else:
+                generation, entry = await self.cache.lookup(namespace, key)
+        except TooManyRequests:
+            raise
         except Exception as exc:
             # The cache is an optimisation: without it, ask the service.
             log.warning("response cache lookup failed: %r", exc)
+            if address is not None and self.address_limit is not None:
+                # The budget was not spent: spend it the ordinary way.
+                await self._hit(address)
             RESPONSE_CACHE_LOOKUPS.labels(namespace, "error").inc()
             await forward(scope, headers, _tagged(send, BYPASS))
             return
@@ -541,6 +641,31 @@ class ResponseCaching:
         except Exception as exc:
             log.warning("response cache store failed: %r", exc)
         await _send_entry(send, entry, MISS, if_none_match=if_none_match, head=False)
+
+    async def _limited_lookup(
+        self, namespace: str, key: str, address: str
+    ) -> tuple[int, CachedResponse | None]:
+        limit = self.address_limit
+        assert limit is not None
+        assert isinstance(self.cache, RedisResponseCache)
+        bucket, gcra_args = limit.limiter.hit_arguments(
+            f"ip:{address}", rate_per_minute=limit.rate_per_minute, burst=limit.burst
+        )
+        decision, generation, entry = await self.cache.lookup_limited(
+            namespace, key, bucket, gcra_args
+        )
+        if not decision.allowed:
+            raise TooManyRequests(decision.retry_after_seconds)
+        return generation, entry
+
+    async def _hit(self, address: str) -> None:
+        limit = self.address_limit
+        assert limit is not None
+        decision = await limit.limiter.hit(
+            f"ip:{address}", rate_per_minute=limit.rate_per_minute, burst=limit.burst
+        )
+        if not decision.allowed:
+            raise TooManyRequests(decision.retry_after_seconds)
 
 
 async def _send_entry(

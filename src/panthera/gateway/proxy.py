@@ -126,7 +126,16 @@ class Proxy:
             route, upstream_path = found
             address = scope["client"][0] if scope.get("client") else "unknown"
             principal = await self._authenticate(scope)
-            await self.rate_limits.check(address, principal)
+            # An anonymous cacheable read spends its budget in the cache lookup's
+            # round trip instead (see ResponseCaching.limits_address).
+            limited_by_cache = (
+                principal is None
+                and route.cacheable
+                and self.caching is not None
+                and self.caching.limits_address(scope)
+            )
+            if not limited_by_cache:
+                await self.rate_limits.check(address, principal)
         except PantheraError as exc:
             await problem_response(
                 exc.status,
@@ -173,10 +182,19 @@ class Proxy:
         try:
             if self.caching is not None and route.cacheable:
                 await self.caching.handle(
-                    scope, send, namespace=route.service, headers=headers, forward=forward
+                    scope,
+                    send,
+                    namespace=route.service,
+                    headers=headers,
+                    forward=forward,
+                    address=address if limited_by_cache else None,
                 )
             else:
                 await forward(scope, headers, send)
+        except TooManyRequests as exc:
+            await problem_response(
+                exc.status, exc.code, exc.title, instance=path, headers=exc.headers
+            )(scope, receive, send)
         except UpstreamTimeout:
             log.warning("upstream timed out", extra={"service": route.service})
             await problem_response(504, "gateway_timeout", "Gateway timeout", instance=path)(

@@ -235,12 +235,12 @@ class HttpUpstream:
                     failure = exc
                     continue
                 except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                    # The replica went away with the request in hand (a kept-alive
-                    # connection to a process that died): only a safe request may go
-                    # to another, anything else might already have been done.
+                    # A pooled connection closed under the request: the replica closed
+                    # an idle one, or died with the request in hand. A safe request
+                    # goes again (to the next replica, on a fresh connection); anything
+                    # else may already have been acted on.
                     if method not in SAFE_METHODS:
                         raise
-                    self._replicas.refused(base)
                     failure = exc
                     continue
                 self._replicas.answered(base)

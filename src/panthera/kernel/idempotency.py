@@ -19,8 +19,10 @@ taken over once its lease runs out.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -51,6 +53,7 @@ from starlette.responses import Response
 from panthera.kernel.db import UTCDateTime
 from panthera.kernel.errors import Conflict, InvalidInput, PantheraError
 
+_log = logging.getLogger("panthera.idempotency")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Set on every answer of an idempotent route: "true" when it is a stored one.
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -328,6 +331,16 @@ class IdempotencyKeys:
                 )
             await session.commit()
         return len(expired)
+
+    async def purge_forever(self, every_seconds: float = 3600.0) -> None:
+        """Delete expired keys now and every ``every_seconds``, until cancelled."""
+        while True:
+            try:
+                while await self.purge_expired() > 0:
+                    pass
+            except Exception:
+                _log.exception("purging idempotency keys failed")
+            await asyncio.sleep(every_seconds)
 
     def _held(self, claim: Claim) -> Any:
         return (

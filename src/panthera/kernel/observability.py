@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json as stdlib_json
 import logging
 import sys
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
+import orjson
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -89,6 +91,15 @@ def _record_extras(
     return event
 
 
+def _dumps(event: Any, **_options: Any) -> str:
+    # Every request writes an access line: orjson renders it several times faster
+    # than the json module. What orjson refuses (integers past 64 bits) still logs.
+    try:
+        return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return stdlib_json.dumps(event, default=repr)
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     """Route stdlib and structlog logs to stdout, one JSON object per line."""
     shared: list[Any] = [
@@ -98,7 +109,11 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_context,
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_dumps)
+        if json
+        else structlog.dev.ConsoleRenderer()
+    )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, _record_extras],
         processors=[

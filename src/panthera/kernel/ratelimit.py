@@ -182,39 +182,44 @@ def _remaining(headroom: float, interval: float, tolerance: float, burst: int) -
     return max(0, min(burst, math.floor((headroom + tolerance) / interval)))
 
 
-# KEYS[1]: the key. ARGV: emission interval (µs, may be fractional), burst, cost,
-# tolerance (µs). Returns {allowed, remaining, retry_after_us, reset_after_us}, all
-# integers, because Redis truncates Lua numbers in replies. Time comes from the
+# ``gcra(key, ...)`` takes the key, the emission interval (µs, may be fractional),
+# burst, cost and tolerance (µs). It returns {allowed, remaining, retry_after_us,
+# reset_after_us}, all integers, because Redis truncates Lua numbers in replies.
+# A Lua function, so that a script doing other work can take a hit in the same
+# round trip (the gateway's response cache does). Time comes from the
 # server so replicas with skewed clocks agree; Redis 5+ replicates a script's
 # effects rather than the script, so calling TIME before a write is allowed.
-_GCRA_SCRIPT = """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local tolerance = tonumber(ARGV[4])
-local capacity = burst * interval
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-local debt = 0
-if tat and tat > now then
-    debt = tat - now
+GCRA_LUA = """
+local function gcra(key, interval, burst, cost, tolerance)
+    local capacity = burst * interval
+    local time = redis.call('TIME')
+    local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+    local tat = tonumber(redis.call('GET', key))
+    local debt = 0
+    if tat and tat > now then
+        debt = tat - now
+    end
+    local new_debt = debt + cost * interval
+    local function remaining(headroom)
+        return math.max(0, math.min(burst, math.floor((headroom + tolerance) / interval)))
+    end
+    if new_debt > capacity + tolerance then
+        return {0, remaining(capacity - debt), math.ceil(new_debt - capacity), math.ceil(debt)}
+    end
+    if cost > 0 then
+        -- %.17g: Lua's default number formatting keeps 14 digits, too few for a
+        -- microsecond timestamp. The key lives exactly as long as it holds any debt.
+        redis.call('SET', key, string.format('%.17g', now + new_debt),
+            'PX', math.max(1, math.ceil(new_debt / 1000)))
+    end
+    return {1, remaining(capacity - new_debt), 0, math.ceil(new_debt)}
 end
-local new_debt = debt + cost * interval
-local function remaining(headroom)
-    return math.max(0, math.min(burst, math.floor((headroom + tolerance) / interval)))
-end
-if new_debt > capacity + tolerance then
-    return {0, remaining(capacity - debt), math.ceil(new_debt - capacity), math.ceil(debt)}
-end
-if cost > 0 then
-    -- %.17g: Lua's default number formatting keeps 14 digits, too few for a
-    -- microsecond timestamp. The key lives exactly as long as it holds any debt.
-    redis.call('SET', KEYS[1], string.format('%.17g', now + new_debt),
-        'PX', math.max(1, math.ceil(new_debt / 1000)))
-end
-return {1, remaining(capacity - new_debt), 0, math.ceil(new_debt)}
 """
+_GCRA_SCRIPT = (
+    GCRA_LUA
+    + "return gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), "
+    + "tonumber(ARGV[4]))"
+)
 
 
 class RedisRateLimiter:
@@ -230,13 +235,29 @@ class RedisRateLimiter:
         self._prefix = prefix
         self._script = redis.register_script(_GCRA_SCRIPT)
 
+    @property
+    def redis(self) -> Redis:
+        """The client the buckets are kept through."""
+        return self._redis
+
     async def hit(self, key: str, *, rate_per_minute: int, burst: int, cost: int = 1) -> Decision:
         """See :meth:`RateLimiter.hit`."""
-        interval_us = _check_hit(rate_per_minute, burst, cost) * 1_000_000
-        reply: Any = await self._script(
-            keys=[self._prefix + key],
-            args=[repr(interval_us), burst, cost, _TOLERANCE_MICROSECONDS],
+        redis_key, args = self.hit_arguments(
+            key, rate_per_minute=rate_per_minute, burst=burst, cost=cost
         )
+        reply: Any = await self._script(keys=[redis_key], args=args)
+        return self.decision(reply)
+
+    def hit_arguments(
+        self, key: str, *, rate_per_minute: int, burst: int, cost: int = 1
+    ) -> tuple[str, list[Any]]:
+        """The Redis key and the arguments of ``gcra`` (:data:`GCRA_LUA`) for one hit."""
+        interval_us = _check_hit(rate_per_minute, burst, cost) * 1_000_000
+        return self._prefix + key, [repr(interval_us), burst, cost, _TOLERANCE_MICROSECONDS]
+
+    @staticmethod
+    def decision(reply: Any) -> Decision:
+        """The decision in what ``gcra`` returned."""
         allowed, remaining, retry_after_us, reset_after_us = (int(value) for value in reply)
         return Decision(
             allowed=allowed == 1,

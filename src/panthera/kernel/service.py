@@ -99,6 +99,10 @@ class ServiceRuntime:
             traceparent=current_traceparent,
         )
 
+    def subscribed_event_types(self) -> list[str]:
+        """The event types this service consumes."""
+        return list(dict.fromkeys(s.contract.event_type for s in self.definition.subscriptions))
+
     async def subscribe(self) -> None:
         """Register this service's consumers with the transport."""
         by_type: dict[str, Subscription] = {}

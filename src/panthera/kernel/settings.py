@@ -46,10 +46,11 @@ class Settings(BaseSettings):
     # service name, so one setting gives every service its own database. Empty
     # means one SQLite file per service under ``data_dir``.
     database_url: str = ""
-    # PostgreSQL connections each process keeps open (and may open beyond that under
-    # load): processes x (pool + overflow) must fit the server's max_connections.
-    database_pool_size: int = Field(default=10, ge=1)
-    database_max_overflow: int = Field(default=10, ge=0)
+    # Connections each service process keeps to PostgreSQL, and how many more it may
+    # open at a peak. Processes x services x (both) must stay under the server's
+    # max_connections.
+    database_pool_size: int = Field(default=5, ge=1)
+    database_max_overflow: int = Field(default=5, ge=0)
     # Shared servers of the distributed shape; empty means the in-process adapter.
     redis_url: str = ""
     amqp_url: str = ""
@@ -141,6 +142,9 @@ class Settings(BaseSettings):
     # A shop's own message templates, searched before the built-in ones.
     templates_dir: Path | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    # The built web app (Vite's output), relative to the working directory unless
+    # absolute. Without an index.html there the gateway serves the API alone.
+    web_dir: Path = Path("web/dist")
     # The gateway's cache of anonymous catalog reads (GET answered 200), emptied by
     # the catalog's events; the TTL only bounds how long an entry outlives a lost
     # event. In Redis when ``redis_url`` is set (shared by gateway replicas, and

@@ -70,19 +70,6 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     return {"orders_deps": deps}
 
 
-async def _purge_idempotency_keys(runtime: ServiceRuntime) -> None:
-    from panthera.orders.deps import OrdersDeps
-
-    deps: OrdersDeps = runtime.components["orders_deps"]
-    while True:
-        try:
-            while await deps.idempotency.purge_expired() > 0:
-                pass
-        except Exception:
-            log.exception("purging idempotency keys failed")
-        await asyncio.sleep(PURGE_EVERY_SECONDS)
-
-
 async def _measure_saga(runtime: ServiceRuntime) -> None:
     """Keep the saga gauges current: what alerting calls a stuck saga shows here."""
     from panthera.kernel.observability import SAGA_PENDING
@@ -108,7 +95,10 @@ async def _start(runtime: ServiceRuntime) -> None:
     deps: OrdersDeps = runtime.components["orders_deps"]
     runtime.components["orders_tasks"] = [
         asyncio.create_task(deps.saga.poll_forever(), name="orders-saga"),
-        asyncio.create_task(_purge_idempotency_keys(runtime), name="orders-idempotency-purge"),
+        asyncio.create_task(
+            deps.idempotency.purge_forever(PURGE_EVERY_SECONDS),
+            name="orders-idempotency-purge",
+        ),
         asyncio.create_task(_measure_saga(runtime), name="orders-saga-gauges"),
     ]
 

@@ -118,9 +118,11 @@ class Saga:
                 return
             released = False
             try:
+                # The order as this task's last step left it: the next step needs no read.
+                known: Order | None = None
                 while True:
                     self._again.pop(order_id, None)
-                    more, released = await self._advance(order_id)
+                    more, released, known = await self._advance(order_id, known)
                     if more:
                         continue
                     if order_id not in self._again:
@@ -130,6 +132,7 @@ class Saga:
                     if released and not held_again and not await self._claim(order_id):
                         break
                     released = False
+                    known = None
             finally:
                 if not released:
                     await self._let_go(order_id)
@@ -219,18 +222,25 @@ class Saga:
 
     # ---------------------------------------------------------------- steps
 
-    async def _advance(self, order_id: uuid.UUID) -> tuple[bool, bool]:
+    async def _advance(
+        self, order_id: uuid.UUID, known: Order | None = None
+    ) -> tuple[bool, bool, Order | None]:
         """Perform the order's step if it is due.
 
-        Answers whether another step is due right away, and whether the lease was let go.
+        Answers whether another step is due right away, whether the lease was let go,
+        and the order as the step left it.
         """
-        async with self._read() as session:
-            order = await service.find(session, order_id)
-            if order is None or order.saga_step == SagaStep.DONE:
-                return False, False
-            if order.saga_next_at > service.now():
-                return False, False
-            items = await service.items_of(session, order_id)
+        order = known
+        items: list[OrderItem] = []
+        if order is None or order.saga_step == SagaStep.RESERVE:
+            async with self._read() as session:
+                order = await service.find(session, order_id)
+                if order is not None and order.saga_step == SagaStep.RESERVE:
+                    items = await service.items_of(session, order_id)
+        if order is None or order.saga_step == SagaStep.DONE:
+            return False, False, None
+        if order.saga_next_at > service.now():
+            return False, False, None
         step = SagaStep(order.saga_step)
         try:
             change = await self._perform(step, order, items)
@@ -243,7 +253,7 @@ class Saga:
             locked = await service.load(uow.session, order_id, for_update=True)
             if locked.saga_step != step:
                 # Moved on meanwhile (an event, a person): this outcome is stale.
-                return True, False
+                return True, False, None
             await change(uow, locked)
             at = service.now()
             more = due_now(locked, at)
@@ -251,7 +261,7 @@ class Saga:
             # so that the event that makes the next step due can take the order up.
             locked.saga_lease_until = at + self._lease if more else None
             await uow.commit()
-        return more, not more
+        return more, not more, locked
 
     def _retry(self, step: SagaStep, error: str) -> Change:
         async def change(uow: UnitOfWork, order: Order) -> None:

@@ -63,20 +63,6 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     return {"payments_deps": deps}
 
 
-async def _purge_idempotency_keys(runtime: ServiceRuntime) -> None:
-    """Delete idempotency keys past their time to live, now and then."""
-    from panthera.payments.deps import PaymentsDeps
-
-    deps: PaymentsDeps = runtime.components["payments_deps"]
-    while True:
-        try:
-            while await deps.idempotency.purge_expired() > 0:
-                pass
-        except Exception:
-            log.exception("purging idempotency keys failed")
-        await asyncio.sleep(PURGE_EVERY_SECONDS)
-
-
 async def _reconcile(runtime: ServiceRuntime) -> None:
     """Ask the provider about what waits too long for it, every few seconds."""
     from panthera.payments.reconciler import Reconciler
@@ -97,7 +83,8 @@ async def _reconcile(runtime: ServiceRuntime) -> None:
 
 async def _start(runtime: ServiceRuntime) -> None:
     runtime.components["purge_task"] = asyncio.create_task(
-        _purge_idempotency_keys(runtime), name="payments-idempotency-purge"
+        runtime.components["payments_deps"].idempotency.purge_forever(PURGE_EVERY_SECONDS),
+        name="payments-idempotency-purge",
     )
     runtime.components["reconcile_task"] = asyncio.create_task(
         _reconcile(runtime), name="payments-reconciler"

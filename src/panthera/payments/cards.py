@@ -20,6 +20,12 @@ _CANDIDATES = re.compile(
     rb"|\d{4}([ -])\d{6}\2\d{4,5}"  # 4-6-5 (American Express), 4-6-4 (Diners)
     rb")(?!\d)"
 )
+# A UUID's groups may be all digits and pass the checksum (about 1 in 2,600 order
+# ids does); no card is printed 8-4-4-4-12, so UUIDs are set aside before the scan.
+_UUID = re.compile(
+    rb"(?<![0-9A-Fa-f-])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    rb"(?![0-9A-Fa-f-])"
+)
 
 
 def luhn_valid(digits: bytes) -> bool:
@@ -37,7 +43,7 @@ def luhn_valid(digits: bytes) -> bool:
 
 def contains_card_number(data: bytes) -> bool:
     """Whether ``data`` holds anything that looks like a payment card number."""
-    for match in _CANDIDATES.finditer(data):
+    for match in _CANDIDATES.finditer(_UUID.sub(b"<uuid>", data)):
         digits = bytes(char for char in match.group(0) if 48 <= char <= 57)
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             return True

@@ -201,12 +201,30 @@ class Platform:
         if consume:
             for consumer, event_types, handler in self._consumers:
                 await self.transport.subscribe(consumer, event_types, handler)
+        else:
+            await self._declare_consumers()
         for runtime in self.runtimes.values():
             runtime.relay.start()
         if self.runtimes:
             self._gauges = asyncio.create_task(self._report_outbox_lag(), name="outbox-gauges")
         self._started = True
         log.info("services started", extra={"services": list(self.runtimes)})
+
+    async def _declare_consumers(self) -> None:
+        """Bind every consumer's queue on the broker without consuming.
+
+        A one-shot command (``create-admin``...) may run before the long-running
+        processes ever started: its events must find their consumers' queues.
+        """
+        declare = getattr(self.transport, "declare", None)
+        if declare is None:
+            return
+        for runtime in self.runtimes.values():
+            event_types = runtime.subscribed_event_types()
+            if event_types:
+                await declare(runtime.name, event_types)
+        for consumer, event_types, _handler in self._consumers:
+            await declare(consumer, event_types)
 
     async def stop(self) -> None:
         """Stop relays and consumers, then close connections."""

@@ -329,37 +329,7 @@ class RabbitMQTransport:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
             await channel.set_qos(prefetch_count=self._prefetch)
-            # Declared on this channel too so that after a reconnect it can
-            # restore its bindings whichever channel aio-pika restores first.
-            exchange, dlx = await self._declare_exchanges(channel)
-            queue_name = self.queue_name(consumer, self._queue_prefix)
-            dlq_name = self.dead_letter_queue_name(consumer, self._queue_prefix)
-
-            dlq = await channel.declare_queue(
-                dlq_name, durable=True, arguments={"x-queue-type": "quorum"}
-            )
-            await dlq.bind(dlx, routing_key=dlq_name)
-
-            queue = await channel.declare_queue(
-                queue_name,
-                durable=True,
-                arguments={
-                    "x-queue-type": "quorum",
-                    # RabbitMQ 3.x has no default limit; without one a message
-                    # that kills the consumer would be redelivered forever.
-                    "x-delivery-limit": self._max_deliveries,
-                    "x-dead-letter-exchange": self._dlx_name,
-                    "x-dead-letter-routing-key": dlq_name,
-                    # At-most-once (the default) drops the message if the DLQ
-                    # is unavailable at that moment; at-least-once requires
-                    # reject-publish overflow, which is inert without a length limit.
-                    "x-dead-letter-strategy": "at-least-once",
-                    "x-overflow": "reject-publish",
-                },
-            )
-            for event_type in types:
-                await queue.bind(exchange, routing_key=event_type)
-
+            queue, dlx, retry_queues = await self._declare_consumer(channel, consumer, types)
             subscription = _Subscription(
                 consumer=consumer,
                 handler=handler,
@@ -367,23 +337,7 @@ class RabbitMQTransport:
                 queue=queue,
                 dead_letter_exchange=dlx,
             )
-            for delay_ms in dict.fromkeys(self._retry_delays_ms):
-                retry_name = self.retry_queue_name(consumer, delay_ms, self._queue_prefix)
-                await channel.declare_queue(
-                    retry_name,
-                    durable=True,
-                    arguments={
-                        # Quorum so a waiting retry survives losing a node;
-                        # one TTL per queue keeps expiry in FIFO order.
-                        "x-queue-type": "quorum",
-                        "x-message-ttl": delay_ms,
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": queue_name,
-                        "x-dead-letter-strategy": "at-least-once",
-                        "x-overflow": "reject-publish",
-                    },
-                )
-                subscription.retry_queues[delay_ms] = retry_name
+            subscription.retry_queues.update(retry_queues)
 
             async def on_message(message: AbstractIncomingMessage) -> None:
                 await self._on_message(subscription, message)
@@ -394,7 +348,80 @@ class RabbitMQTransport:
                 await channel.close()
             raise
         self._subscriptions.append(subscription)
-        logger.info("consuming %s for event types %s", queue_name, ", ".join(types))
+        logger.info("consuming %s for event types %s", queue.name, ", ".join(types))
+
+    async def declare(self, consumer: str, event_types: Iterable[str]) -> None:
+        """Declare and bind ``consumer``'s queues without consuming from them.
+
+        A one-shot command that publishes before the long-running processes
+        ever started would otherwise find no queue bound for its events, and
+        the broker would set them aside as unroutable.
+        """
+        types = list(dict.fromkeys(event_types))
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            raise RuntimeError("RabbitMQ transport is not started; call start() first")
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            await self._declare_consumer(channel, consumer, types)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def _declare_consumer(
+        self, channel: AbstractRobustChannel, consumer: str, types: list[str]
+    ) -> tuple[AbstractRobustQueue, AbstractRobustExchange, dict[int, str]]:
+        """The consumer's queue (bound to ``types``), its dead-letter exchange and retry queues."""
+        # Declared on this channel too so that after a reconnect it can
+        # restore its bindings whichever channel aio-pika restores first.
+        exchange, dlx = await self._declare_exchanges(channel)
+        queue_name = self.queue_name(consumer, self._queue_prefix)
+        dlq_name = self.dead_letter_queue_name(consumer, self._queue_prefix)
+
+        dlq = await channel.declare_queue(
+            dlq_name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=dlq_name)
+
+        queue = await channel.declare_queue(
+            queue_name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                # RabbitMQ 3.x has no default limit; without one a message
+                # that kills the consumer would be redelivered forever.
+                "x-delivery-limit": self._max_deliveries,
+                "x-dead-letter-exchange": self._dlx_name,
+                "x-dead-letter-routing-key": dlq_name,
+                # At-most-once (the default) drops the message if the DLQ
+                # is unavailable at that moment; at-least-once requires
+                # reject-publish overflow, which is inert without a length limit.
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+        )
+        for event_type in types:
+            await queue.bind(exchange, routing_key=event_type)
+
+        retry_queues: dict[int, str] = {}
+        for delay_ms in dict.fromkeys(self._retry_delays_ms):
+            retry_name = self.retry_queue_name(consumer, delay_ms, self._queue_prefix)
+            await channel.declare_queue(
+                retry_name,
+                durable=True,
+                arguments={
+                    # Quorum so a waiting retry survives losing a node;
+                    # one TTL per queue keeps expiry in FIFO order.
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": delay_ms,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": queue_name,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+            retry_queues[delay_ms] = retry_name
+        return queue, dlx, retry_queues
 
     async def _on_message(self, sub: _Subscription, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()

@@ -7,6 +7,10 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+from asyncpg.exceptions import (  # type: ignore[import-untyped]
+    CannotConnectNowError,
+    TooManyConnectionsError,
+)
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -153,6 +157,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(OperationalError, on_database_unavailable)
     app.add_exception_handler(InterfaceError, on_database_unavailable)
+    # Refused before SQLAlchemy wraps anything: the server is full or starting up.
+    app.add_exception_handler(TooManyConnectionsError, on_database_unavailable)
+    app.add_exception_handler(CannotConnectNowError, on_database_unavailable)
+    app.add_exception_handler(ConnectionRefusedError, on_database_unavailable)
     app.add_exception_handler(Exception, on_unexpected)
 
 

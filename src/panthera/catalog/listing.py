@@ -1,0 +1,282 @@
+"""Product list pages, built by the database: one statement, the JSON body ready to send.
+
+A page is the catalog's hottest read. Loading ORM objects and serialising them in
+Python cost ten times what the database spends finding the rows, so the listing is
+one statement that returns the total, the page's items already as the API's JSON
+(the same fields and decimal-string prices as :class:`~panthera.catalog.schemas.
+ProductSummary`) and whether the asked-for category exists. The statement is built
+from the same filters and search adapter as :func:`panthera.catalog.service.list_products`
+and compiled once per shape of query (which filters, which order); the values are
+parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+
+from panthera.catalog import errors
+from panthera.catalog.models import Category, Product, ProductImage
+from panthera.catalog.search import SearchIndex
+from panthera.catalog.service import ORDERINGS, ProductQuery, listing_conditions, listing_order
+from panthera.kernel.db import Database
+from panthera.kernel.money import MINOR_UNITS
+
+_TYPES: dict[str, Any] = {
+    "min_price": Integer,
+    "max_price": Integer,
+    "featured": Boolean,
+    "category": String,
+    "limit": Integer,
+    "offset": Integer,
+    "media_prefix": String,
+}
+_SHAPE_FIELDS = ("category", "q", "min_price", "max_price", "featured")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page: its JSON array and how many products match in all."""
+
+    body: bytes
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What decides the statement's text; the values are its parameters."""
+
+    present: frozenset[str]
+    in_stock: bool | None
+    order: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    # The statement's parameters in order, by name; fixed values for the rest.
+    names: tuple[str, ...]
+    constants: dict[str, Any]
+
+
+class ProductPages:
+    """Answers list pages of active products from one read of the catalog's database."""
+
+    def __init__(self, database: Database, search: SearchIndex, media_prefix: str) -> None:
+        self._database = database
+        self._search = search
+        self._media_prefix = media_prefix
+        self._dialect: Dialect = (
+            sqlite.pysqlite.dialect() if database.is_sqlite else postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
+        )
+        self._compile = lru_cache(maxsize=256)(self._compile_shape)
+
+    async def page(self, query: ProductQuery) -> Page:
+        """The page ``query`` asks for; an unknown category slug is an error."""
+        values: dict[str, Any] = {
+            "limit": query.limit,
+            "offset": query.offset,
+            "media_prefix": self._media_prefix,
+        }
+        present = set()
+        for name in _SHAPE_FIELDS:
+            value = getattr(query, name)
+            if value is not None:
+                present.add(name)
+                values[name] = value
+        if query.q:
+            values["q"] = self._search.argument(query.q)
+        else:
+            # As in the ORM listing, an empty query searches nothing.
+            present.discard("q")
+        compiled = self._compile(_Shape(frozenset(present), query.in_stock, listing_order(query)))
+        args = [
+            values[name] if name in values else compiled.constants[name] for name in compiled.names
+        ]
+        row = await self._database.read_one(compiled.sql, args)
+        assert row is not None  # an aggregate always answers one row
+        total, items, category_known = row
+        if query.category is not None and not category_known:
+            raise errors.UnknownCategory(f"No category has the slug {query.category!r}.")
+        return Page(body=items.encode(), total=total)
+
+    def _compile_shape(self, shape: _Shape) -> _Compiled:
+        statement = _statement(shape, self._search, postgres=not self._database.is_sqlite)
+        compiled = statement.compile(dialect=self._dialect)
+        names = tuple(compiled.positiontup or ())
+        return _Compiled(sql=compiled.string, names=names, constants=dict(compiled.params))
+
+
+def _bind(name: str, _value: Any) -> Any:
+    return bindparam(name, type_=_TYPES.get(name, String))
+
+
+def _statement(shape: _Shape, search: SearchIndex, *, postgres: bool) -> Any:
+    query = ProductQuery(
+        category="" if "category" in shape.present else None,
+        q="" if "q" in shape.present else None,
+        min_price=0 if "min_price" in shape.present else None,
+        max_price=0 if "max_price" in shape.present else None,
+        in_stock=shape.in_stock,
+        featured=False if "featured" in shape.present else None,
+    )
+    category_path = None
+    category_known: Any = literal(True)
+    if query.category is not None:
+        by_slug = Category.slug == _bind("category", None)
+        category_path = select(Category.path).where(by_slug).scalar_subquery().correlate(None)
+        category_known = exists(select(Category.id).where(by_slug)).correlate(None)
+    conditions = and_(*listing_conditions(query, category_path, _bind))
+
+    total = select(func.count()).select_from(Product)
+    columns: list[Any] = [
+        Product.id,
+        Product.name,
+        Product.price_amount,
+        Product.currency,
+        Product.available,
+        Product.slug,
+        Category.slug.label("category"),
+        Product.featured,
+        Product.created_at,
+    ]
+    rows = select(*columns).outerjoin(Category, Category.id == Product.category_id)
+    ordering: list[Any] = list(ORDERINGS.get(shape.order, ()))
+    if query.q is not None:
+        # Materialised once, for the total and the page alike.
+        hits = select(search.matches(None)).cte("hits").prefix_with("MATERIALIZED")
+        total = total.join(hits, hits.c.product_id == Product.id)
+        rows = rows.add_columns(hits.c.rank).join(hits, hits.c.product_id == Product.id)
+        if shape.order == "relevance":
+            ordering = [hits.c.rank.desc(), Product.id]
+    page = (
+        rows.where(conditions)
+        .order_by(*ordering)
+        .limit(_bind("limit", None))
+        .offset(_bind("offset", None))
+        .subquery("page")
+    )
+    item = _item_json(page, postgres=postgres)
+    if postgres:
+        # json_agg keeps no order by itself: the page's order, restated on its columns.
+        page_order = [_on_page(page, column) for column in ordering]
+        # As text: the driver would otherwise parse the JSON it is only to pass on.
+        items: Any = func.coalesce(
+            func.json_agg(aggregate_order_by(item, *page_order)), literal_column("'[]'::json")
+        ).cast(Text)
+    else:
+        # SQLite aggregates the rows in the order the ordered, limited subquery yields them.
+        items = func.json_group_array(item)
+    return select(
+        total.where(conditions).scalar_subquery().label("total"),
+        select(items).select_from(page).scalar_subquery().label("items"),
+        category_known.label("category_known"),
+    )
+
+
+def _on_page(page: Any, column: Any) -> Any:
+    """An ordering term of the listing, on the page subquery's columns."""
+    modifier = getattr(column, "modifier", None)
+    element = column.element if modifier is not None else column
+    name = getattr(element, "key", None) or getattr(element, "name", None)
+    on_page = page.c[name]
+    if modifier is not None:
+        return on_page.desc() if "desc" in modifier.__name__ else on_page.asc()
+    return on_page
+
+
+def aggregate_order_by(item: Any, *order: Any) -> Any:
+    return postgresql.aggregate_order_by(item, *order)
+
+
+def _price_text(amount: str, currency: str, *, postgres: bool) -> ColumnElement[Any]:
+    """The exact decimal string of an amount in minor units, with the currency's places."""
+    by_places: dict[int, list[str]] = {}
+    for code, places in MINOR_UNITS.items():
+        by_places.setdefault(places, []).append(code)
+    cases = []
+    for places in sorted(by_places):
+        if places == 2:
+            continue
+        codes = ", ".join(f"'{code}'" for code in by_places[places])
+        cases.append(f"WHEN {currency} IN ({codes}) THEN {_decimal(amount, places, postgres)}")
+    default = _decimal(amount, 2, postgres)
+    return literal_column(f"CASE {' '.join(cases)} ELSE {default} END")
+
+
+def _decimal(amount: str, places: int, postgres: bool) -> str:
+    if places == 0:
+        return f"CAST({amount} AS TEXT)"
+    scale = 10**places
+    if postgres:
+        whole = f"(({amount}) / {scale})::text"
+        return f"{whole} || '.' || lpad((({amount}) % {scale})::text, {places}, '0')"
+    return f"printf('%d.%0{places}d', ({amount}) / {scale}, ({amount}) % {scale})"
+
+
+def _item_json(page: Any, *, postgres: bool) -> Any:
+    """One list item, ``ProductSummary``'s fields in its order."""
+    if postgres:
+        medium, original = "keys ->> 'medium'", "keys ->> 'original'"
+    else:
+        medium, original = "json_extract(keys, '$.medium')", "json_extract(keys, '$.original')"
+    image_key = literal_column(f"coalesce(nullif({medium}, ''), {original})", String)
+    image_url = (
+        select(_bind("media_prefix", None) + "/" + image_key)
+        .where(ProductImage.product_id == page.c.id)
+        .order_by(ProductImage.position)
+        .limit(1)
+        .scalar_subquery()
+    )
+    price = _price_text("page.price_amount", "page.currency", postgres=postgres)
+    if postgres:
+        product_id: Any = page.c.id
+        featured: Any = page.c.featured
+        build = func.json_build_object
+    else:
+        # SQLite keeps a UUID as 32 hex digits; the API spells it with hyphens.
+        product_id = literal_column(
+            "lower(substr(page.id, 1, 8) || '-' || substr(page.id, 9, 4) || '-' || "
+            "substr(page.id, 13, 4) || '-' || substr(page.id, 17, 4) || '-' || "
+            "substr(page.id, 21, 12))"
+        )
+        featured = func.json(literal_column("CASE WHEN page.featured THEN 'true' ELSE 'false' END"))
+        build = func.json_object
+    return build(
+        "productId",
+        product_id,
+        "name",
+        page.c.name,
+        "price",
+        price,
+        "stock",
+        page.c.available,
+        "currency",
+        page.c.currency,
+        "slug",
+        page.c.slug,
+        "category",
+        page.c.category,
+        "imageUrl",
+        image_url,
+        "featured",
+        featured,
+    )
