@@ -60,10 +60,14 @@ def run(
 ) -> None:
     """Run every service and the gateway in one process on the embedded defaults."""
     from panthera.kernel.observability import configure_logging
+    from panthera.kernel.tracing import configure_tracing
     from panthera.runtime.apps import embedded_app
 
     settings = _settings(data_dir)
     configure_logging(settings.log_level, json=settings.log_json)
+    configure_tracing(
+        "platform", endpoint=settings.otlp_endpoint, sample_ratio=settings.otlp_sample_ratio
+    )
     _serve(embedded_app(settings), host, port, settings.log_level)
 
 
@@ -75,16 +79,83 @@ def serve(
 ) -> None:
     """Run one service (or the gateway) as its own process."""
     from panthera.kernel.observability import configure_logging
+    from panthera.kernel.tracing import configure_tracing
     from panthera.runtime.apps import service_app
 
     settings = _settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    configure_tracing(
+        service, endpoint=settings.otlp_endpoint, sample_ratio=settings.otlp_sample_ratio
+    )
     try:
         asgi_app = service_app(settings, service)
     except (KeyError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _serve(asgi_app, host, port, settings.log_level)
+
+
+@app.command()
+def up(
+    host: HostOption = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the gateway.")] = 8000,
+    first_service_port: Annotated[
+        int, typer.Option(help="Services listen on ports counting up from here; 0 picks free ones.")
+    ] = 8101,
+    replicas: Annotated[int, typer.Option(min=1, help="Processes per service.")] = 2,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Logs and topology.json (what runs where); default <data dir>/run."),
+    ] = None,
+    grace_seconds: Annotated[
+        float, typer.Option(help="How long a stopping process may finish its work before SIGKILL.")
+    ] = 25.0,
+    ready_timeout: Annotated[
+        float, typer.Option(help="How long the processes may take to become ready.")
+    ] = 120.0,
+    migrate_first: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Migrate every database first.")
+    ] = True,
+) -> None:
+    """Run the distributed shape on this machine: every service in its own processes.
+
+    Each service runs REPLICAS times and the gateway once, against the PostgreSQL,
+    Redis and RabbitMQ the settings name. A process that dies is restarted (after
+    a delay that doubles while it keeps dying); SIGINT or SIGTERM stops them all,
+    the gateway first, each given the grace period before it is killed.
+    """
+    from panthera.kernel.observability import configure_logging
+    from panthera.runtime import up as local
+    from panthera.runtime.supervisor import Supervisor
+    from panthera.runtime.topology import missing_servers, plan
+
+    settings = _settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    missing = missing_servers(settings)
+    if missing:
+        typer.echo("error: `panthera up` needs " + "; ".join(missing), err=True)
+        raise typer.Exit(2)
+    topology = plan(
+        host=host, gateway_port=port, first_service_port=first_service_port, replicas=replicas
+    )
+
+    def announce(supervisor: Supervisor) -> None:
+        for child in supervisor.children.values():
+            typer.echo(f"{child.spec.name:<24} {child.spec.url}")
+        typer.echo(f"ready: the gateway answers on {topology.gateway.url}")
+
+    status = asyncio.run(
+        local.run(
+            settings,
+            topology,
+            run_dir=run_dir or settings.data_dir / "run",
+            grace_seconds=grace_seconds,
+            ready_timeout_seconds=ready_timeout,
+            migrate=migrate_first,
+            on_ready=announce,
+        )
+    )
+    raise typer.Exit(status)
 
 
 @app.command()
@@ -112,6 +183,48 @@ def migrate(
 
     asyncio.run(go())
     typer.echo(f"migrated: {', '.join(names)}")
+
+
+@app.command()
+def backup(
+    output: Annotated[Path, typer.Argument(help="A new directory to write the backup into.")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Take a logical backup of every service's database (pg_dump, or SQLite's backup API)."""
+    from panthera.runtime import backup as backups
+
+    settings = _settings(data_dir)
+    try:
+        taken = backups.backup(settings, output)
+    except backups.BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for entry in taken:
+        typer.echo(f"{entry.service:<16} {entry.file} ({entry.bytes} bytes)")
+    typer.echo(f"backup written to {output}")
+
+
+@app.command()
+def restore(
+    source: Annotated[Path, typer.Argument(help="A directory `panthera backup` wrote.")],
+    service: Annotated[
+        list[str] | None, typer.Option(help="Only this service (repeatable); all when omitted.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Replace the services' databases with a backup's (stop the services first)."""
+    from panthera.runtime import backup as backups
+
+    settings = _settings(data_dir)
+    if not yes:
+        typer.confirm("This replaces the data in the databases. Go on?", abort=True)
+    try:
+        restored = backups.restore(settings, source, service or None)
+    except backups.BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"restored: {', '.join(restored)}")
 
 
 @app.command("make-migration", hidden=True)
@@ -236,6 +349,26 @@ def openapi(
     if stale:
         typer.echo("out of date (run `panthera openapi`): " + ", ".join(stale), err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def k8s(
+    output: Annotated[Path, typer.Option(help="Directory to write into.")] = Path(
+        "deploy/k8s/base/services"
+    ),
+    check: Annotated[
+        bool, typer.Option(help="Only compare with the files there; exit 1 on any difference.")
+    ] = False,
+) -> None:
+    """Write each service's Kubernetes objects from the registry (or check the committed ones)."""
+    from panthera.runtime.kubernetes import write
+
+    changed = write(output, check=check)
+    if check and changed:
+        typer.echo("out of date (run `panthera k8s`): " + ", ".join(map(str, changed)), err=True)
+        raise typer.Exit(1)
+    for path in [] if check else changed:
+        typer.echo(f"wrote {path}")
 
 
 def main() -> None:

@@ -1,9 +1,13 @@
-"""The distributed platform as separate processes: every service and the gateway.
+"""The distributed platform as ``panthera up`` runs it: every service and the gateway.
 
-Each service runs ``python -m panthera.cli serve <name>`` on a free port with its
-own fresh PostgreSQL database, all of them sharing Redis and a private RabbitMQ
-namespace, exactly as in production minus the machines. The processes' logs are
+``panthera up`` starts two ``panthera serve`` processes of every service on free
+ports, and the gateway in front of them, each service with its own fresh
+PostgreSQL database, all of them sharing Redis and a private RabbitMQ namespace,
+exactly as in production minus the machines. Its log and the processes' logs are
 attached to the report of a failing test.
+
+``DistributedPlatform`` starts the processes one by one instead, for tests that
+stand something between them and a server (a broker proxy they cut at will).
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ from tests.integration.conftest import (
 
 # How long every process together may take to answer /readyz. Generous because a
 # loaded CI box can take many seconds just to import the application.
-STARTUP_SECONDS = float(os.environ.get("PANTHERA_TEST_STARTUP_SECONDS", "45"))
+STARTUP_SECONDS = float(os.environ.get("PANTHERA_TEST_STARTUP_SECONDS", "90"))
 STOP_SECONDS = 15.0
+GRACE_SECONDS = 10.0
 LOG_TAIL_LINES = 120
 
 
@@ -57,6 +62,136 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+@dataclass
+class UpPlatform:
+    """``panthera up`` running the topology, its environment, and where the mail goes."""
+
+    env: dict[str, str]
+    data_dir: Path
+    run_dir: Path
+    up_log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def topology(self) -> dict[str, Any]:
+        """What ``panthera up`` says runs where (its ``topology.json``)."""
+        state: dict[str, Any] = json.loads((self.run_dir / "topology.json").read_text())
+        return state
+
+    def processes(self, role: str | None = None) -> list[dict[str, Any]]:
+        found = self.topology()["processes"]
+        return [p for p in found if role is None or p["role"] == role]
+
+    def process(self, name: str) -> dict[str, Any]:
+        return next(p for p in self.processes() if p["name"] == name)
+
+    @property
+    def gateway_url(self) -> str:
+        url: str = self.process("gateway")["url"]
+        return url
+
+    def url_of(self, service: str) -> str:
+        """The address of the service's first replica."""
+        url: str = self.processes(service)[0]["url"]
+        return url
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    async def cli_in_background(self, *args: str) -> asyncio.subprocess.Process:
+        """Start a ``panthera`` command with the platform's environment; read it later."""
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "panthera.cli",
+            *args,
+            env=self.env,
+            cwd=self.data_dir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    def start(self) -> None:
+        with self.up_log.open("wb") as log:
+            self.popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "panthera.cli",
+                    "up",
+                    "--port",
+                    str(free_ports(1)[0]),
+                    "--first-service-port",
+                    "0",
+                    "--replicas",
+                    "2",
+                    "--run-dir",
+                    str(self.run_dir),
+                    "--grace-seconds",
+                    str(GRACE_SECONDS),
+                    "--ready-timeout",
+                    str(STARTUP_SECONDS),
+                ],
+                env=self.env,
+                cwd=self.data_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Its own session: a Ctrl-C at the terminal reaches pytest only,
+                # and the fixture stops the platform in order.
+                start_new_session=True,
+            )
+
+    def logs(self) -> str:
+        def tail(path: Path) -> str:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError as exc:
+                return f"(no log: {exc})"
+            return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+
+        parts = [f"===== panthera up: last lines of {self.up_log} =====\n{tail(self.up_log)}"]
+        for log_path in sorted((self.run_dir / "logs").glob("*.log")):
+            parts.append(f"===== {log_path.stem}: last lines of {log_path} =====\n{tail(log_path)}")
+        return "\n".join(parts)
+
+    def wait_ready(self) -> None:
+        """Until ``panthera up`` says every process is ready; fail with the logs otherwise."""
+        deadline = time.monotonic() + STARTUP_SECONDS + 30
+        state_file = self.run_dir / "topology.json"
+        assert self.popen is not None
+        while True:
+            if self.popen.poll() is not None:
+                pytest.fail(
+                    f"`panthera up` exited with {self.popen.returncode} before it was ready\n"
+                    f"{self.logs()}"
+                )
+            if state_file.exists() and self.topology()["ready"]:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"`panthera up` not ready within {STARTUP_SECONDS}s\n{self.logs()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM ``panthera up`` (which stops its processes), SIGKILL it if it hangs."""
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=GRACE_SECONDS + STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=5)
+        # Whatever it could not stop must not outlive the test run.
+        with contextlib.suppress(OSError, ValueError):
+            for process in self.processes():
+                if process["pid"]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process["pid"], signal.SIGKILL)
 
 
 @dataclass
@@ -196,7 +331,7 @@ def _environment(
     databases: ServiceDatabases,
     namespace: str,
     data_dir: Path,
-    urls: dict[str, str],
+    urls: dict[str, str] | None = None,
 ) -> dict[str, str]:
     # Nothing from the developer's own PANTHERA_* settings leaks in.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PANTHERA_")}
@@ -209,7 +344,6 @@ def _environment(
             "PANTHERA_AMQP_URL": AMQP_URL,
             "PANTHERA_AMQP_NAMESPACE": namespace,
             "PANTHERA_EVENT_TRANSPORT": "rabbitmq",
-            "PANTHERA_SERVICE_URLS": json.dumps(urls),
             "PANTHERA_INTERNAL_TOKEN": secrets.token_urlsafe(32),
             "PANTHERA_LOG_JSON": "false",
             "PANTHERA_LOG_LEVEL": "INFO",
@@ -225,6 +359,9 @@ def _environment(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # Processes started one by one are told where the others are; panthera up says itself.
+    if urls is not None:
+        env["PANTHERA_SERVICE_URLS"] = json.dumps(urls)
     return env
 
 
@@ -258,37 +395,32 @@ def _check_servers() -> None:
 
 
 @pytest.fixture(scope="module")
-def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DistributedPlatform]:
-    """Every service and the gateway, each its own ``panthera serve`` process.
+def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpPlatform]:
+    """The distributed shape as ``panthera up`` runs it: two replicas of every service.
 
     Sync and module-scoped: the processes need no event loop of the test's, and
     the tests of a module share one platform (each makes its own accounts).
     """
     _check_servers()
     root = tmp_path_factory.mktemp("distributed")
-    data_dir, log_dir = root / "data", root / "logs"
+    data_dir = root / "data"
     data_dir.mkdir()
-    log_dir.mkdir()
     prefix = unique_prefix()
     databases = ServiceDatabases(PostgresServer(DATABASE_URL), prefix)
     namespace = AmqpNamespace(AMQP_URL, prefix)
-    names = [*SERVICE_NAMES, "gateway"]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    platform = DistributedPlatform(
-        env=_environment(databases=databases, namespace=prefix, data_dir=data_dir, urls=urls),
+    env = _environment(databases=databases, namespace=prefix, data_dir=data_dir)
+    # Thirteen processes share the test server (and CI's other tests) with small pools.
+    env.update({"PANTHERA_DATABASE_POOL_SIZE": "2", "PANTHERA_DATABASE_MAX_OVERFLOW": "3"})
+    platform = UpPlatform(
+        env=env,
         data_dir=data_dir,
-        log_dir=log_dir,
+        run_dir=root / "run",
+        up_log=root / "up.log",
     )
     try:
         asyncio.run(databases.create(SERVICE_NAMES))
-        started = time.monotonic()
-        for name in names:
-            platform.start(name, ports[name])
-        deadline = started + STARTUP_SECONDS
-        platform.wait_ready(list(SERVICE_NAMES), deadline)
-        # The gateway is ready once every service it routes to is.
-        platform.wait_ready(["gateway"], deadline)
+        platform.start()
+        platform.wait_ready()
         yield platform
     finally:
         platform.stop()
@@ -300,7 +432,9 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
     report = yield
     if report.when == "call" and report.failed:
-        platform = getattr(item, "funcargs", {}).get("distributed")
-        if isinstance(platform, DistributedPlatform):
-            report.sections.append(("panthera process logs", platform.logs()))
+        for value in getattr(item, "funcargs", {}).values():
+            platform = getattr(value, "platform", value)
+            if isinstance(platform, (UpPlatform, DistributedPlatform)):
+                report.sections.append(("panthera process logs", platform.logs()))
+                break
     return report

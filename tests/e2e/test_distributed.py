@@ -12,27 +12,34 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import json
+import os
 import re
+import shutil
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
 
-from tests.e2e.conftest import DistributedPlatform
+from panthera.runtime.registry import SERVICE_NAMES
+from tests.e2e.conftest import UpPlatform, free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(180)]
 
 PASSWORD = "correct horse battery staple"
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
 # How long an event may take to cross the broker and be applied.
 EVENTUAL_SECONDS = 15.0
 
 
 @pytest.fixture
-async def gateway(distributed: DistributedPlatform) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(distributed: UpPlatform) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=distributed.gateway_url, timeout=15.0) as client:
         yield client
 
@@ -65,7 +72,7 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-def mail_token(platform: DistributedPlatform, address: str, path: str) -> str | None:
+def mail_token(platform: UpPlatform, address: str, path: str) -> str | None:
     """The token of a mailed ``path`` link to ``address``, if one has arrived."""
     for message_file in sorted(platform.mail_dir.glob("*.eml")):
         message = email.message_from_bytes(message_file.read_bytes(), policy=email.policy.default)
@@ -97,7 +104,7 @@ async def login(client: httpx.AsyncClient, address: str, password: str = PASSWOR
 
 
 async def test_account_lifecycle_across_processes(
-    distributed: DistributedPlatform, gateway: httpx.AsyncClient
+    distributed: UpPlatform, gateway: httpx.AsyncClient
 ) -> None:
     # An operator makes an administrator with the CLI, against the same databases
     # and broker. Started now because a process that imports every service takes
@@ -115,7 +122,7 @@ async def test_account_lifecycle_across_processes(
 
 
 async def _lifecycle(
-    distributed: DistributedPlatform,
+    distributed: UpPlatform,
     gateway: httpx.AsyncClient,
     create_admin: asyncio.subprocess.Process,
     admin_address: str,
@@ -197,7 +204,7 @@ async def _lifecycle(
 
 
 async def test_every_process_checks_identity_itself(
-    distributed: DistributedPlatform, gateway: httpx.AsyncClient
+    distributed: UpPlatform, gateway: httpx.AsyncClient
 ) -> None:
     address = unique_email("identity")
     await register(gateway, address)
@@ -234,3 +241,123 @@ async def test_every_process_checks_identity_itself(
             headers={"x-internal-token": "guessed"},
         )
     assert refused.status_code == 403, refused.text
+
+
+async def test_prometheus_scrapes_every_process_and_loads_the_rules(
+    distributed: UpPlatform, gateway: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # Some traffic, so that the services' request counters have something to show.
+    assert (await gateway.get("/api/v1/categories")).status_code == 200
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("Debian's prometheus is required: apt-get install -y prometheus")
+    targets = distributed.run_dir / "prometheus-targets.json"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES / "*.yml")],
+                "scrape_configs": [
+                    {"job_name": "panthera", "file_sd_configs": [{"files": [str(targets)]}]}
+                ],
+            }
+        )
+    )
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    prometheus = await asyncio.create_subprocess_exec(
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address={address}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    expected = {p["name"] for p in distributed.processes()}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=5.0) as client:
+
+            async def targets_up() -> set[str]:
+                try:
+                    answer = await client.get("/api/v1/targets")
+                except httpx.HTTPError:
+                    return set()
+                if answer.status_code != 200:
+                    return set()
+                return {
+                    target["labels"]["process"]
+                    for target in answer.json()["data"]["activeTargets"]
+                    if target["health"] == "up"
+                }
+
+            await eventually(
+                targets_up, lambda up: up == expected, what="every process scraped", timeout=60
+            )
+            rules = (await client.get("/api/v1/rules")).json()["data"]["groups"]
+            loaded = [rule for group in rules for rule in group["rules"]]
+            assert {group["name"] for group in rules} >= {"panthera.http", "panthera.events"}
+            assert all(rule["health"] != "err" for rule in loaded), loaded
+            # A recording rule over the services' own metrics yields data.
+            query = await client.get(
+                "/api/v1/query", params={"query": "sum(panthera_http_requests_total)"}
+            )
+            assert query.json()["data"]["result"], query.text
+    finally:
+        prometheus.terminate()
+        _out, err = await prometheus.communicate()
+        assert prometheus.returncode in (0, -15), err.decode(errors="replace")[-2000:]
+
+
+async def test_a_killed_replica_is_gone_round_and_restarted(
+    distributed: UpPlatform, gateway: httpx.AsyncClient
+) -> None:
+    # Two replicas of every service, addressed by the gateway and by each other.
+    for service in SERVICE_NAMES:
+        assert len(distributed.processes(service)) == 2, distributed.topology()
+    address = unique_email("replica")
+    await register(gateway, address)
+
+    # Kill one users replica and one auth replica outright: signing in goes
+    # gateway → users → auth, so both hops must go round a dead peer.
+    victims = {name: distributed.process(name) for name in ("users-2", "auth-1")}
+    for victim in victims.values():
+        os.kill(victim["pid"], signal.SIGKILL)
+
+    # Once they are gone (a request caught mid-flight by the crash may fail, as
+    # anywhere), every request finds a live replica while they are being restarted.
+    async def states() -> list[dict[str, Any]]:
+        return [distributed.process(name) for name in victims]
+
+    await eventually(
+        states,
+        lambda found: all(p["pid"] != victims[p["name"]]["pid"] for p in found),
+        what="the killed replicas exiting",
+    )
+    for _ in range(12):
+        tokens = await login(gateway, address)
+        profile = await gateway.get("/api/v1/users/me", headers=bearer(tokens["accessToken"]))
+        assert profile.status_code == 200, profile.text
+
+    # The supervisor starts each again, on the same address.
+    def back(processes: list[dict[str, Any]]) -> bool:
+        return all(
+            p["restarts"] >= 1 and p["pid"] not in (None, victims[p["name"]]["pid"])
+            for p in processes
+        )
+
+    await eventually(states, back, what="the killed replicas being restarted", timeout=30)
+    async with httpx.AsyncClient(timeout=5.0) as client:
+
+        async def ready() -> list[int]:
+            answers = []
+            for victim in victims.values():
+                try:
+                    answers.append((await client.get(f"{victim['url']}/readyz")).status_code)
+                except httpx.HTTPError:
+                    answers.append(0)
+            return answers
+
+        await eventually(
+            ready, lambda codes: codes == [200, 200], what="the restarted replicas", timeout=60
+        )
+    assert (await login(gateway, address))["accessToken"]

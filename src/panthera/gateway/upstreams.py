@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import quote
 
 import aiohttp
 import yarl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from panthera.kernel.http.client import SAFE_METHODS
+from panthera.kernel.http.replicas import ReplicaSet
 
 HOP_BY_HOP = frozenset(
     {
@@ -128,8 +132,16 @@ class HttpUpstream:
     bench/RESULTS.md).
     """
 
-    def __init__(self, base_url: str, *, timeout_seconds: float, retries: int) -> None:
-        self._base = base_url.rstrip("/")
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        *,
+        timeout_seconds: float,
+        retries: int,
+        retry_after_seconds: float = 5.0,
+    ) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        self._replicas = ReplicaSet(urls, retry_after_seconds=retry_after_seconds)
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_seconds, connect=min(2.0, timeout_seconds)
         )
@@ -166,10 +178,7 @@ class HttpUpstream:
             if not message.get("more_body", False):
                 break
         query = scope.get("query_string", b"").decode("latin-1")
-        url = yarl.URL(
-            self._base + quote(path, safe=_PATH_SAFE) + ("?" + query if query else ""),
-            encoded=True,
-        )
+        target = quote(path, safe=_PATH_SAFE) + ("?" + query if query else "")
         # The service's own host and the body's real length, not the client's.
         forwarded = [
             (key.decode("latin-1"), value.decode("latin-1"))
@@ -179,7 +188,7 @@ class HttpUpstream:
         started = False
         try:
             async with await self._request(
-                scope["method"], url, forwarded, bytes(body)
+                scope["method"], target, forwarded, bytes(body)
             ) as response:
                 await send(
                     {
@@ -205,33 +214,52 @@ class HttpUpstream:
             raise UpstreamUnreachable(str(exc)) from exc
 
     async def _request(
-        self, method: str, url: yarl.URL, headers: list[tuple[str, str]], body: bytes
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
     ) -> aiohttp.ClientResponse:
-        attempt = 0
+        rounds = 0
+        failure: aiohttp.ClientError | None = None
         while True:
-            try:
-                return await self._client().request(
-                    method, url, headers=headers, data=body or None, allow_redirects=False
-                )
-            except aiohttp.ClientConnectorError:
-                # Nothing reached the service, so trying again cannot do anything twice.
-                attempt += 1
-                if attempt > self._retries:
-                    raise
-                await asyncio.sleep(0.05 * attempt)
-            except aiohttp.ServerDisconnectedError:
-                # A pooled connection the service had just closed: a read is safe to
-                # send again on a fresh one; anything else may have been acted on.
-                attempt += 1
-                if method not in ("GET", "HEAD") or attempt > self._retries:
-                    raise
+            for base in self._replicas.order():
+                try:
+                    response = await self._client().request(
+                        method,
+                        yarl.URL(base + target, encoded=True),
+                        headers=headers,
+                        data=body or None,
+                        allow_redirects=False,
+                    )
+                except aiohttp.ClientConnectorError as exc:
+                    # Nothing reached that replica, so another may take the request
+                    # without anything being done twice.
+                    self._replicas.refused(base)
+                    failure = exc
+                    continue
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    # A pooled connection closed under the request: the replica closed
+                    # an idle one, or died with the request in hand. A safe request
+                    # goes again (to the next replica, on a fresh connection); anything
+                    # else may already have been acted on.
+                    if method not in SAFE_METHODS:
+                        raise
+                    failure = exc
+                    continue
+                self._replicas.answered(base)
+                return response
+            rounds += 1
+            if rounds > self._retries and failure is not None:
+                raise failure
+            await asyncio.sleep(0.05 * rounds)
 
     async def ready(self) -> bool:
-        try:
-            async with await self._request("GET", yarl.URL(self._base + "/readyz"), [], b"") as r:
-                return r.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+        """Ready when at least one replica says it is."""
+        for base in self._replicas.urls:
+            try:
+                async with self._client().get(base + "/readyz", allow_redirects=False) as r:
+                    if r.status == 200:
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
+                continue
+        return False
 
     async def close(self) -> None:
         if self._session is not None:

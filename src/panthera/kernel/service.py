@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
+from opentelemetry.trace import SpanKind
 from sqlalchemy import MetaData
 
 from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.events.envelope import Envelope, EventContract
 from panthera.kernel.events.outbox import EventTables, OutboxRelay, outbox_writer, record_in_inbox
 from panthera.kernel.events.transport import EventTransport
-from panthera.kernel.observability import EVENTS_CONSUMED, current_traceparent
+from panthera.kernel.observability import EVENTS_CONSUMED, current_traceparent, set_traceparent
 from panthera.kernel.settings import Settings
+from panthera.kernel.tracing import continue_trace
 
 log = logging.getLogger("panthera.events")
 
@@ -121,14 +123,27 @@ class ServiceRuntime:
                 # for an operator rather than silently dropped.
                 raise UnsupportedEventVersion(envelope.type, envelope.version)
             payload = subscription.contract.model_validate(envelope.payload)
-            async with self.uow() as uow:
-                if not await record_in_inbox(
-                    uow.session, self.definition.tables, self.name, envelope
-                ):
-                    EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
-                    return
-                await subscription.handler(self, uow, payload, envelope)
-                await uow.commit()
+            with continue_trace(
+                f"consume {envelope.type}",
+                kind=SpanKind.CONSUMER,
+                traceparent=envelope.traceparent,
+                attributes={"messaging.consumer.group.name": self.name},
+            ) as (span, passed_on):
+                # Events the handler publishes continue the trace that brought this one.
+                outer = current_traceparent()
+                set_traceparent(passed_on)
+                try:
+                    async with self.uow() as uow:
+                        if not await record_in_inbox(
+                            uow.session, self.definition.tables, self.name, envelope
+                        ):
+                            EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
+                            span.set_attribute("panthera.duplicate", True)
+                            return
+                        await subscription.handler(self, uow, payload, envelope)
+                        await uow.commit()
+                finally:
+                    set_traceparent(outer)
             EVENTS_CONSUMED.labels(self.name, envelope.type, "applied").inc()
 
         return consume

@@ -67,11 +67,14 @@ class Settings(BaseSettings):
     amqp_namespace: str = Field(default="panthera", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
 
     # Where each service listens, for the gateway and service-to-service calls in
-    # the distributed shape: ``PANTHERA_SERVICE_URLS='{"users": "http://127.0.0.1:8102"}'``.
-    service_urls: dict[str, str] = Field(default_factory=dict)
+    # the distributed shape: ``PANTHERA_SERVICE_URLS='{"users": "http://127.0.0.1:8102"}'``,
+    # or a list of its replicas' addresses, which callers take turns over.
+    service_urls: dict[str, str | list[str]] = Field(default_factory=dict)
     internal_token: SecretStr = SecretStr(DEVELOPMENT_INTERNAL_TOKEN)
     http_timeout_seconds: float = 5.0
     http_retries: int = 2
+    # How long a replica that refused a connection is passed over before it is tried again.
+    replica_retry_after_seconds: float = Field(default=5.0, ge=0)
 
     # Tokens.
     jwt_issuer: str = "panthera"
@@ -182,6 +185,11 @@ class Settings(BaseSettings):
     response_cache_ttl_seconds: int = Field(default=300, ge=1)
     response_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     relay_poll_seconds: float = 1.0
+    # OpenTelemetry: where spans go (an OTLP/HTTP collector, e.g. http://collector:4318);
+    # empty records none. New traces are kept with this probability; traces that
+    # arrive sampled stay sampled.
+    otlp_endpoint: str = ""
+    otlp_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     # Payments. ``test`` is the built-in provider: it takes Stripe's test tokens
     # (tok_visa...) and answers through webhooks it signs itself; anyone could pay
     # with those, so the payments service refuses it in production.
@@ -214,6 +222,14 @@ class Settings(BaseSettings):
     def body_limit_overrides(self) -> tuple[tuple[str, int], ...]:
         """Larger body limits by path suffix, the same in the gateway and the services."""
         return ((IMAGE_UPLOAD_PATH_SUFFIX, self.max_image_bytes + MULTIPART_ALLOWANCE_BYTES),)
+
+    def replica_urls(self) -> dict[str, list[str]]:
+        """Every configured service's replica addresses (one or more each)."""
+        return {
+            name: [urls] if isinstance(urls, str) else list(urls)
+            for name, urls in self.service_urls.items()
+            if urls
+        }
 
     def database_url_for(self, service: str) -> str:
         """The SQLAlchemy URL of one service's own database."""

@@ -76,14 +76,16 @@ def embedded_app(settings: Settings) -> FastAPI:
 def gateway_app(settings: Settings) -> FastAPI:
     """The gateway alone, reaching each service at its configured URL."""
     platform = Platform(settings, ())
-    missing = [name for name in SERVICE_NAMES if name not in settings.service_urls]
+    urls = settings.replica_urls()
+    missing = [name for name in SERVICE_NAMES if name not in urls]
     if missing:
         raise ValueError(f"PANTHERA_SERVICE_URLS lacks {', '.join(missing)}")
     upstreams: dict[str, Upstream] = {
         name: HttpUpstream(
-            settings.service_urls[name],
+            urls[name],
             timeout_seconds=settings.http_timeout_seconds,
             retries=settings.http_retries,
+            retry_after_seconds=settings.replica_retry_after_seconds,
         )
         for name in SERVICE_NAMES
     }

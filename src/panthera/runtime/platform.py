@@ -74,9 +74,10 @@ class Platform:
         self.apps: dict[str, FastAPI] = {}
         self.directory = ServiceDirectory(
             internal_token=settings.internal_token.get_secret_value(),
-            urls=settings.service_urls,
+            urls=settings.replica_urls(),
             timeout_seconds=settings.http_timeout_seconds,
             retries=settings.http_retries,
+            retry_after_seconds=settings.replica_retry_after_seconds,
             local_app=self._local_app,
         )
         self.verifier = TokenVerifier(

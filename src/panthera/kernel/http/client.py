@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 
 import httpx
 from starlette.types import ASGIApp
 
 from panthera.kernel.errors import ServiceUnavailable
+from panthera.kernel.http.replicas import ReplicaSet
 from panthera.kernel.observability import current_request_id, current_traceparent
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
 
@@ -21,6 +23,64 @@ async def _propagate_context(request: httpx.Request) -> None:
         request.headers["traceparent"] = traceparent
 
 
+# Requests that change nothing (RFC 9110, 9.2.1): sending one twice is harmless.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class ReplicaTransport(httpx.AsyncBaseTransport):
+    """Sends each request to one of a service's replicas, the next one when it cannot connect.
+
+    A request that could not be connected moves on; one that reached a replica is
+    sent again only if it is safe (GET, HEAD, OPTIONS), so nothing is done twice.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        retries: int,
+        retry_after_seconds: float,
+        limits: httpx.Limits | None = None,
+        inner: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._replicas = ReplicaSet(urls, retry_after_seconds=retry_after_seconds)
+        self._retries = retries
+        self._inner = inner or httpx.AsyncHTTPTransport(limits=limits or httpx.Limits())
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        rounds = 0
+        failure: httpx.TransportError | None = None
+        while True:
+            for base in self._replicas.order():
+                replica = httpx.URL(base)
+                request.url = request.url.copy_with(
+                    scheme=replica.scheme, host=replica.host, port=replica.port
+                )
+                try:
+                    response = await self._inner.handle_async_request(request)
+                except httpx.ConnectError as exc:
+                    self._replicas.refused(base)
+                    failure = exc
+                    continue
+                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                    # A replica that died with the request in hand: a safe request may
+                    # go to another, anything else might already have been done.
+                    if request.method not in SAFE_METHODS:
+                        raise
+                    self._replicas.refused(base)
+                    failure = exc
+                    continue
+                self._replicas.answered(base)
+                return response
+            rounds += 1
+            if rounds > self._retries and failure is not None:
+                raise failure
+            await asyncio.sleep(0.05 * rounds)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class ServiceDirectory:
     """Finds the other services: by in-process app or by URL, one pooled client each."""
 
@@ -28,15 +88,17 @@ class ServiceDirectory:
         self,
         *,
         internal_token: str,
-        urls: dict[str, str],
+        urls: dict[str, list[str]],
         timeout_seconds: float,
         retries: int,
+        retry_after_seconds: float = 5.0,
         local_app: Callable[[str], ASGIApp | None] | None = None,
     ) -> None:
         self._internal_token = internal_token
         self._urls = urls
         self._timeout = httpx.Timeout(timeout_seconds, connect=min(2.0, timeout_seconds))
         self._retries = retries
+        self._retry_after = retry_after_seconds
         self._local_app = local_app
         self._clients: dict[str, httpx.AsyncClient] = {}
 
@@ -60,16 +122,17 @@ class ServiceDirectory:
                 event_hooks=hooks,
                 timeout=self._timeout,
             )
-        url = self._urls.get(service)
-        if not url:
+        urls = self._urls.get(service)
+        if not urls:
             raise ServiceUnavailable(f"No address is configured for the {service} service.")
         return httpx.AsyncClient(
-            # Connection-level retries only: a request that reached the peer is not resent.
-            transport=httpx.AsyncHTTPTransport(
+            transport=ReplicaTransport(
+                urls,
                 retries=self._retries,
+                retry_after_seconds=self._retry_after,
                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             ),
-            base_url=url,
+            base_url=urls[0],
             headers=headers,
             event_hooks=hooks,
             timeout=self._timeout,

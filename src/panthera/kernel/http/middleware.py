@@ -7,8 +7,10 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from panthera.kernel.http.problems import problem_response
@@ -18,6 +20,7 @@ from panthera.kernel.observability import (
     set_request_id,
     set_traceparent,
 )
+from panthera.kernel.tracing import continue_trace
 
 access_log = logging.getLogger("panthera.access")
 
@@ -58,7 +61,26 @@ class RequestContextMiddleware:
         if not traceparent or not _TRACEPARENT.match(traceparent):
             traceparent = _new_traceparent()
         set_request_id(request_id)
-        set_traceparent(traceparent)
+        path = scope["path"]
+        method = scope["method"]
+        tracing: AbstractContextManager[tuple[Span | None, str | None]] = (
+            nullcontext((None, traceparent))
+            if path in _UNTRACKED_PATHS
+            else continue_trace(
+                f"{method} unmatched",
+                kind=SpanKind.SERVER,
+                traceparent=traceparent,
+                attributes={"http.request.method": method, "panthera.service": self.service},
+            )
+        )
+        with tracing as (span, passed_on):
+            # Calls and events made while serving carry this request's span on.
+            set_traceparent(passed_on)
+            await self._serve(scope, receive, send, request_id, span)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, span: Span | None
+    ) -> None:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
@@ -85,6 +107,12 @@ class RequestContextMiddleware:
                 method = scope["method"]
                 HTTP_REQUESTS.labels(self.service, method, template, str(status)).inc()
                 HTTP_LATENCY.labels(self.service, method, template).observe(elapsed)
+                if span is not None:
+                    span.update_name(f"{method} {template}")
+                    span.set_attribute("http.route", template)
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_status(StatusCode.ERROR)
                 if access_log.isEnabledFor(logging.INFO):
                     access_log.info(
                         "request",
