@@ -5,3 +5,4 @@ CREATE DATABASE panthera_catalog;
 CREATE DATABASE panthera_payments;
 CREATE DATABASE panthera_orders;
 CREATE DATABASE panthera_notifications;
+CREATE DATABASE panthera_analytics;
