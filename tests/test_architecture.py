@@ -157,10 +157,13 @@ def test_check_reports_changed_missing_and_extra_files(tmp_path: Path) -> None:
     assert differences(files, tmp_path) == []
     (tmp_path / "README.md").write_text("edited by hand\n")
     (tmp_path / "diagrams" / "system.dot").unlink()
-    (tmp_path / "stale.md").write_text("left over\n")
-    assert differences(files, tmp_path) == ["README.md", "diagrams/system.dot", "stale.md"]
+    (tmp_path / "diagrams" / "gone.svg").write_text("left over\n")
+    (tmp_path / "notes.txt").write_text("not the document's\n")
+    assert differences(files, tmp_path) == ["README.md", "diagrams/gone.svg", "diagrams/system.dot"]
     write(files, tmp_path)
     assert differences(files, tmp_path) == []
+    assert not (tmp_path / "diagrams" / "gone.svg").exists()
+    assert (tmp_path / "notes.txt").exists()
 
 
 COMPOSE = """

@@ -1137,8 +1137,28 @@ def generate(
     return dict(sorted(files.items()))
 
 
+# Files of the output directory that belong to the document: anything else found
+# there (a README of one's own, a hand-made sketch) is neither reported nor removed.
+GENERATED_DIRECTORIES = ("diagrams", "services")
+GENERATED_TOP_LEVEL = ("README.md", "asyncapi.json")
+
+
+def _leftovers(files: Mapping[str, bytes], directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory)
+        owned = relative.parts[0] in GENERATED_DIRECTORIES or (
+            relative.as_posix() in GENERATED_TOP_LEVEL
+        )
+        if owned and relative.as_posix() not in files:
+            found.append(path)
+    return found
+
+
 def write(files: Mapping[str, bytes], directory: Path) -> list[Path]:
-    """Write the files, removing any other file a previous run left there."""
+    """Write the files, removing the generated files a previous run left that are gone."""
     written = []
     for relative, content in files.items():
         target = directory / relative
@@ -1146,10 +1166,8 @@ def write(files: Mapping[str, bytes], directory: Path) -> list[Path]:
         if not target.exists() or target.read_bytes() != content:
             target.write_bytes(content)
         written.append(target)
-    if directory.is_dir():
-        for stale in sorted(p for p in directory.rglob("*") if p.is_file()):
-            if stale.relative_to(directory).as_posix() not in files:
-                stale.unlink()
+    for stale in _leftovers(files, directory):
+        stale.unlink()
     return written
 
 
@@ -1160,10 +1178,5 @@ def differences(files: Mapping[str, bytes], directory: Path) -> list[str]:
         for relative, content in files.items()
         if not (directory / relative).is_file() or (directory / relative).read_bytes() != content
     ]
-    if directory.is_dir():
-        found += [
-            p.relative_to(directory).as_posix()
-            for p in directory.rglob("*")
-            if p.is_file() and p.relative_to(directory).as_posix() not in files
-        ]
+    found += [p.relative_to(directory).as_posix() for p in _leftovers(files, directory)]
     return sorted(found)
