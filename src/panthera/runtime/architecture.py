@@ -455,10 +455,10 @@ def _kustomize_documents(directory: Path, seen: set[Path] | None = None) -> list
 
 
 def _apply_patch(documents: list[dict[str, Any]], patch: Mapping[str, Any]) -> None:
-    """Apply the JSON 6902 ``replace``/``add`` operations that touch scalar spec fields.
+    """Apply the JSON 6902 ``replace``/``add`` operations on a top-level spec field.
 
-    Only what the document reports (replicas, autoscaling bounds) needs to be exact;
-    other operations are left to kustomize itself.
+    What the document reports (replicas, autoscaling bounds, TLS) sits there;
+    deeper operations are left to kustomize itself.
     """
     target = patch.get("target") or {}
     text = patch.get("patch")
@@ -479,7 +479,7 @@ def _apply_patch(documents: list[dict[str, Any]], patch: Mapping[str, Any]) -> N
             if not isinstance(operation, dict) or operation.get("op") not in ("replace", "add"):
                 continue
             path = str(operation.get("path", ""))
-            if path in ("/spec/replicas", "/spec/minReplicas", "/spec/maxReplicas"):
+            if re.fullmatch(r"/spec/[A-Za-z]+", path):
                 document.setdefault("spec", {})[path.rsplit("/", 1)[1]] = operation.get("value")
 
 
@@ -541,6 +541,26 @@ def _compose_services(path: Path) -> list[Workload]:
     return found
 
 
+def _kustomize_roots(k8s: Path) -> list[Path]:
+    """The kustomizations worth describing: the base and each overlay built on it."""
+    if not k8s.is_dir():
+        return []
+    roots = sorted(
+        {p.parent for p in k8s.rglob("kustomization.y*ml")},
+        key=lambda p: p.relative_to(k8s).as_posix(),
+    )
+    # Only the kustomizations nothing else includes, and the base they share.
+    included: set[Path] = set()
+    for directory in roots:
+        for document in _yaml_documents(next(directory.glob("kustomization.y*ml"))):
+            for entry in list(document.get("resources", [])) + list(document.get("bases", [])):
+                included.add((directory / str(entry)).resolve())
+    roots = [r for r in roots if r.resolve() not in included] or roots
+    overlays = [r for r in roots if "overlays" in r.relative_to(k8s).parts]
+    bases = [k8s / "base"] if (k8s / "base").is_dir() else []
+    return bases + overlays if overlays else roots
+
+
 def deployment_section(inputs: Inputs) -> tuple[str, dict[str, str]]:
     """Section 6 and any deployment diagrams, from whatever deploy/ holds."""
     deploy = inputs.root / "deploy"
@@ -581,22 +601,7 @@ def deployment_section(inputs: Inputs) -> tuple[str, dict[str, str]]:
 
     parts.append("### 6.2. Kubernetes\n")
     k8s = deploy / "k8s"
-    roots = []
-    if k8s.is_dir():
-        roots = sorted(
-            {p.parent for p in k8s.rglob("kustomization.y*ml")},
-            key=lambda p: p.relative_to(k8s).as_posix(),
-        )
-        # Only the kustomizations nothing else includes: a base and its overlays.
-        included: set[Path] = set()
-        for directory in roots:
-            for document in _yaml_documents(next(directory.glob("kustomization.y*ml"))):
-                for entry in list(document.get("resources", [])) + list(document.get("bases", [])):
-                    included.add((directory / str(entry)).resolve())
-        roots = [r for r in roots if r.resolve() not in included] or roots
-        overlays = [r for r in roots if "overlays" in r.relative_to(k8s).parts]
-        bases = [k8s / "base"] if (k8s / "base").is_dir() else []
-        roots = bases + overlays if overlays else roots
+    roots = _kustomize_roots(k8s)
     if not roots:
         parts.append("No Kustomize manifests in `deploy/k8s/`.\n")
     for directory in roots:
@@ -638,6 +643,70 @@ def deployment_section(inputs: Inputs) -> tuple[str, dict[str, str]]:
             else "The module declares no resources.\n"
         )
     return "\n".join(parts), diagrams
+
+
+ENCRYPTION_WORDS = re.compile(r"kms|encrypt|waf|secretsmanager|public_access_block|acm_|tls", re.I)
+
+
+def protection_section(inputs: Inputs) -> str:
+    """Encryption and isolation as the deploy files declare them."""
+    deploy = inputs.root / "deploy"
+    if not deploy.is_dir():
+        return (
+            "No `deploy/` files: TLS in front of the gateway, encryption at rest and "
+            "network isolation are left to whoever runs the platform.\n"
+        )
+    lines: list[str] = []
+    for directory in _kustomize_roots(deploy / "k8s"):
+        documents = _kustomize_documents(directory)
+        relative = directory.relative_to(inputs.root).as_posix()
+        tls = sorted(
+            str(d.get("metadata", {}).get("name", ""))
+            for d in documents
+            if d.get("kind") == "Ingress" and d.get("spec", {}).get("tls")
+        )
+        policies = sum(1 for d in documents if d.get("kind") == "NetworkPolicy")
+        deployments = [d for d in documents if d.get("kind") == "Deployment"]
+        hardened = sum(1 for d in deployments if _hardened(d))
+        lines.append(
+            f"- `{relative}`: Ingress TLS {'on (' + ', '.join(tls) + ')' if tls else 'off'}; "
+            f"{policies} NetworkPolicies; {hardened} of {len(deployments)} Deployments run "
+            "as non-root with a read-only root filesystem."
+        )
+    terraform = deploy / "terraform"
+    if terraform.is_dir():
+        for tf in sorted(terraform.rglob("*.tf")):
+            text = tf.read_text()
+            resources = {
+                f"`{kind}.{name}`"
+                for kind, name in re.findall(r'^resource\s+"([^"]+)"\s+"([^"]+)"', text, re.M)
+                if ENCRYPTION_WORDS.search(kind)
+            }
+            attributes = {
+                "`" + " ".join(m.split()) + "`"
+                for m in re.findall(
+                    r"^\s*(\w*(?:encrypt|tls|ssl)\w*\s*=\s*[^\n{]+)$", text, re.M | re.I
+                )
+            }
+            found = sorted(resources | attributes)
+            if found:
+                lines.append(f"- `{tf.relative_to(inputs.root).as_posix()}`: {', '.join(found)}.")
+    if not lines:
+        return "The deploy files declare no TLS, encryption or network policy.\n"
+    return "From the deploy files:\n\n" + "\n".join(lines) + "\n"
+
+
+def _hardened(deployment: Mapping[str, Any]) -> bool:
+    pod = deployment.get("spec", {}).get("template", {}).get("spec", {})
+    containers = pod.get("containers") or []
+    return bool(containers) and all(
+        (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is True
+        and (
+            (c.get("securityContext") or {}).get("runAsNonRoot") is True
+            or (pod.get("securityContext") or {}).get("runAsNonRoot") is True
+        )
+        for c in containers
+    )
 
 
 def _deployment_diagram(
@@ -1074,6 +1143,8 @@ def index_page(inputs: Inputs, deployment: str) -> str:
     for endpoints in inputs.endpoints.values():
         for e in endpoints:
             permission_counts[e.permission] = permission_counts.get(e.permission, 0) + 1
+    out.append("### Encryption and isolation\n")
+    out.append(protection_section(inputs))
     out.append(
         "Endpoints by permission: "
         + ", ".join(f"{kind} {count}" for kind, count in sorted(permission_counts.items()))
