@@ -249,3 +249,23 @@ def test_rendered_svg_is_the_same_every_time() -> None:
     assert first.startswith(b"<?xml")
     assert b"<!--" not in first
     assert render_svg(source) == first
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
+def test_the_command_writes_then_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from panthera.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["architecture"]).exit_code == 0
+    assert (tmp_path / "docs/architecture/diagrams/system.svg").is_file()
+    assert runner.invoke(app, ["architecture", "--check"]).exit_code == 0
+
+    (tmp_path / "docs/architecture/services/users.md").write_text("edited by hand\n")
+    (tmp_path / "docs/architecture/diagrams/er-gone.svg").write_text("<svg/>\n")
+    result = runner.invoke(app, ["architecture", "--check"])
+    assert result.exit_code == 1
+    assert "services/users.md" in result.output
+    assert "diagrams/er-gone.svg" in result.output

@@ -847,7 +847,21 @@ def _event_link(key: str) -> str:
 def service_page(service: ServiceDefinition, inputs: Inputs) -> str:
     name = service.name
     out = [f"# {name}: {service.title}\n", f"{service.description}\n"]
-    out.append(f"Public prefix: `{service.api_prefix}`. [Back to the index](../README.md).\n")
+    prefixes = ", ".join(f"`{r.prefix}`" for r in ROUTES if r.service == name)
+    out.append(
+        f"Published by the gateway under {prefixes or 'no public prefix'}. "
+        "[Back to the index](../README.md).\n"
+    )
+    out.append("## Runs as\n")
+    dockerfile = (inputs.root / "deploy" / "Dockerfile").exists()
+    out.append(
+        f"A FastAPI application: every service in one process with `panthera run`, or this "
+        f"one alone with `panthera serve {name}`"
+        + (" (the image of `deploy/Dockerfile`)" if dockerfile else "")
+        + f". Its database is `{name}.sqlite3` under `PANTHERA_DATA_DIR` embedded, or "
+        f"`PANTHERA_DATABASE_URL` with `{{service}}` = `{name}` (PostgreSQL) distributed; its "
+        f"schema comes from the Alembic migrations in `src/panthera/{name}/migrations/`.\n"
+    )
 
     out.append("## Data it owns\n")
     tables = _sorted_tables(service.metadata)
