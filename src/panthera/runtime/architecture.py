@@ -265,7 +265,9 @@ def settings_rows(names: Sequence[str], inputs: Inputs) -> list[tuple[str, str, 
     }
     rows = []
     for name in names:
-        info = Settings.model_fields[name]
+        info = Settings.model_fields.get(name)
+        if info is None:  # renamed or dropped: the table shows what exists
+            continue
         value = _setting_default(info)
         shown = json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
         variable = f"PANTHERA_{name.upper()}"
@@ -283,7 +285,8 @@ def render_svg(source: str) -> bytes:
     dot = shutil.which("dot")
     if dot is None:
         raise ArchitectureError(
-            "Graphviz's `dot` is needed to draw the diagrams: apt-get install graphviz"
+            "Graphviz's `dot` is needed to draw the diagrams: "
+            "apt-get install graphviz fonts-liberation2"
         )
     done = subprocess.run(  # noqa: S603 - a fixed program fed our own source
         [dot, "-Tsvg"], input=source.encode(), capture_output=True, check=False
@@ -299,10 +302,10 @@ def render_svg(source: str) -> bytes:
 def system_diagram(inputs: Inputs) -> str:
     lines = [
         "digraph system {",
-        '  graph [rankdir=LR, fontname="Helvetica", fontsize=11, nodesep=0.4, ranksep=1.1];',
-        '  node [fontname="Helvetica", fontsize=10, shape=box, style="rounded,filled", '
+        '  graph [rankdir=LR, fontname="Liberation Sans", fontsize=11, nodesep=0.4, ranksep=1.1];',
+        '  node [fontname="Liberation Sans", fontsize=10, shape=box, style="rounded,filled", '
         'fillcolor="#f4f6fb"];',
-        '  edge [fontname="Helvetica", fontsize=8];',
+        '  edge [fontname="Liberation Sans", fontsize=8];',
         '  clients [label="Clients\\n(web app, API users)", shape=oval, fillcolor="#ffffff"];',
         '  gateway [label="gateway\\nrouting, JWT check, rate limits,\\nresponse cache", '
         'fillcolor="#dde8f7"];',
@@ -358,9 +361,9 @@ def _sorted_tables(metadata: MetaData) -> list[Table]:
 def er_diagram(service: ServiceDefinition) -> str:
     lines = [
         f"digraph {_quote(service.name + '_schema')} {{",
-        '  graph [rankdir=LR, fontname="Helvetica", nodesep=0.3, ranksep=0.8];',
-        '  node [fontname="Helvetica", fontsize=9, shape=plain];',
-        '  edge [fontname="Helvetica", fontsize=8, arrowhead=crow, arrowtail=tee, dir=both];',
+        '  graph [rankdir=LR, fontname="Liberation Sans", nodesep=0.3, ranksep=0.8];',
+        '  node [fontname="Liberation Sans", fontsize=9, shape=plain];',
+        '  edge [fontname="Liberation Sans", fontsize=8, arrowhead=crow, arrowtail=tee, dir=both];',
     ]
     for table in _sorted_tables(service.metadata):
         rows = [f'<tr><td bgcolor="#dde8f7" colspan="2"><b>{escape(table.fullname)}</b></td></tr>']
@@ -714,8 +717,8 @@ def _deployment_diagram(
 ) -> str:
     lines = [
         f"digraph {_quote('deployment ' + title)} {{",
-        '  graph [rankdir=LR, fontname="Helvetica", fontsize=11];',
-        '  node [fontname="Helvetica", fontsize=10, shape=box3d, style=filled, '
+        '  graph [rankdir=LR, fontname="Liberation Sans", fontsize=11];',
+        '  node [fontname="Liberation Sans", fontsize=10, shape=box3d, style=filled, '
         'fillcolor="#f4f6fb"];',
         f"  subgraph cluster_k8s {{ label={_quote(title)}; style=rounded;",
     ]
@@ -1144,6 +1147,13 @@ def index_page(inputs: Inputs, deployment: str) -> str:
     out.append(
         _table(("setting", "default", "meaning"), settings_rows(SCALABILITY_SETTINGS, inputs))
     )
+    out.append("### Every other setting\n")
+    out.append(
+        "The remaining settings, so that a new one shows in this document's diff "
+        "(see the README for how each is set):\n"
+    )
+    others = sorted(set(Settings.model_fields) - set(SCALABILITY_SETTINGS) - set(SECURITY_SETTINGS))
+    out.append(_table(("setting", "default", "meaning"), settings_rows(others, inputs)))
     out.append(f"## {SEED_SECTIONS[11]}\n")
     out.append(
         f"Access tokens are {TOKEN_ALGORITHM} JSON Web Tokens, published as a JWKS at "
