@@ -26,7 +26,7 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
-from sqlalchemy import Column, MetaData, Table
+from sqlalchemy import Column, MetaData, Table, UniqueConstraint
 
 from panthera import __version__
 from panthera.gateway.cache import CONSUMER as GATEWAY_CACHE_CONSUMER
@@ -900,6 +900,13 @@ def service_page(service: ServiceDefinition, inputs: Inputs) -> str:
         )
         if indexes:
             out.append("Indexes: " + "; ".join(indexes) + ".\n")
+        uniques = sorted(
+            "(" + ", ".join(c.name for c in constraint.columns) + ")"
+            for constraint in table.constraints
+            if isinstance(constraint, UniqueConstraint) and len(constraint.columns) > 1
+        )
+        if uniques:
+            out.append("Unique together: " + "; ".join(uniques) + ".\n")
 
     out.append("## Endpoints\n")
     endpoints = inputs.endpoints[name]
