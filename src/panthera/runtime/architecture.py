@@ -843,7 +843,11 @@ def _hoisted_schema(
 # --------------------------------------------------------------------------- Markdown
 
 
-def _event_link(key: str) -> str:
+def _event_link(key: str, inputs: Inputs) -> str:
+    """An event, linked to its published JSON Schema when ``docs/events`` has it."""
+    schema = Path("docs/events") / f"{key}.json"
+    if (inputs.root / schema).exists():
+        return f"[`{key}`]({_relative(schema, inputs, 'services')})"
     return f"`{key}`"
 
 
@@ -939,7 +943,11 @@ def service_page(service: ServiceDefinition, inputs: Inputs) -> str:
         _table(
             ("event", "summary", "consumed by"),
             (
-                (_event_link(e.key), _doc_line(e.contract), ", ".join(e.consumers) or "nobody yet")
+                (
+                    _event_link(e.key, inputs),
+                    _doc_line(e.contract),
+                    ", ".join(e.consumers) or "nobody yet",
+                )
                 for e in published
             ),
         )
@@ -954,7 +962,7 @@ def service_page(service: ServiceDefinition, inputs: Inputs) -> str:
             event = inputs.events[key]
             consumed.append(
                 (
-                    _event_link(key),
+                    _event_link(key, inputs),
                     ", ".join(event.producers) or "no publisher in the registry",
                     f"`{subscription.handler.__module__}.{subscription.handler.__qualname__}`",
                 )
