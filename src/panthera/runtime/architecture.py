@@ -1073,6 +1073,46 @@ def index_page(inputs: Inputs, deployment: str) -> str:
             )
         )
     out.append(_table(("component", "role", "public API"), rows))
+    out.append(
+        "\nShared infrastructure, each chosen by a setting (empty: the in-process adapter):\n"
+    )
+    out.append(
+        _table(
+            ("component", "embedded shape", "distributed shape", "chosen by"),
+            (
+                (
+                    "databases",
+                    "one SQLite file per service",
+                    "one PostgreSQL database per service",
+                    "`PANTHERA_DATABASE_URL`",
+                ),
+                (
+                    "message broker",
+                    "in-process delivery of the outbox",
+                    "RabbitMQ",
+                    "`PANTHERA_EVENT_TRANSPORT`, `PANTHERA_AMQP_URL`",
+                ),
+                (
+                    "cache, rate limits, token denylist",
+                    "in memory",
+                    "Redis",
+                    "`PANTHERA_REDIS_URL`",
+                ),
+                (
+                    "object storage (product images)",
+                    "files under the data directory",
+                    "any S3-compatible store",
+                    "`PANTHERA_S3_BUCKET`",
+                ),
+                (
+                    "CDN for images",
+                    "served by the gateway",
+                    "a CDN in front of the store",
+                    "`PANTHERA_MEDIA_URL_PREFIX`",
+                ),
+            ),
+        )
+    )
     out.append("\nPublic routes of the gateway:\n")
     out.append(
         _table(
