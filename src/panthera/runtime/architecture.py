@@ -258,6 +258,14 @@ def _rebase_links(text: str, inputs: Inputs) -> str:
     )
 
 
+def _env(*names: str) -> str:
+    """The variables of some settings; a renamed setting fails here, not in a reader's shell."""
+    missing = [n for n in names if n not in Settings.model_fields]
+    if missing:
+        raise ArchitectureError(f"no such settings: {', '.join(missing)}")
+    return ", ".join(f"`PANTHERA_{n.upper()}`" for n in names)
+
+
 def settings_rows(names: Sequence[str], inputs: Inputs) -> list[tuple[str, str, str]]:
     """``(variable, default, description)`` for some settings, from ``Settings`` itself."""
     descriptions = {
@@ -1084,31 +1092,31 @@ def index_page(inputs: Inputs, deployment: str) -> str:
                     "databases",
                     "one SQLite file per service",
                     "one PostgreSQL database per service",
-                    "`PANTHERA_DATABASE_URL`",
+                    _env("database_url"),
                 ),
                 (
                     "message broker",
                     "in-process delivery of the outbox",
                     "RabbitMQ",
-                    "`PANTHERA_EVENT_TRANSPORT`, `PANTHERA_AMQP_URL`",
+                    _env("event_transport", "amqp_url"),
                 ),
                 (
                     "cache, rate limits, token denylist",
                     "in memory",
                     "Redis",
-                    "`PANTHERA_REDIS_URL`",
+                    _env("redis_url"),
                 ),
                 (
                     "object storage (product images)",
                     "files under the data directory",
                     "any S3-compatible store",
-                    "`PANTHERA_S3_BUCKET`",
+                    _env("s3_bucket"),
                 ),
                 (
                     "CDN for images",
                     "served by the gateway",
                     "a CDN in front of the store",
-                    "`PANTHERA_MEDIA_URL_PREFIX`",
+                    _env("media_url_prefix"),
                 ),
             ),
         )
