@@ -371,6 +371,45 @@ def k8s(
         typer.echo(f"wrote {path}")
 
 
+@app.command()
+def architecture(
+    out: Annotated[Path, typer.Option(help="Directory to write into.")] = Path("docs/architecture"),
+    check: Annotated[
+        bool,
+        typer.Option(help="Only compare with the files there; exit 1 on any difference."),
+    ] = False,
+) -> None:
+    """Write the architecture document, diagrams included (or check the committed one).
+
+    Run from the repository's root: it reads deploy/, docs/ and README.md there.
+    """
+    from panthera.runtime.architecture import ArchitectureError, differences, generate, write
+    from panthera.runtime.registry import all_definitions
+
+    root = Path.cwd()
+    # Links inside the document are relative to where it is written.
+    relative = Path(os.path.relpath(out.resolve(), root))
+    try:
+        files = generate(all_definitions(), root=root, out=relative)
+    except ArchitectureError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if check:
+        stale = differences(files, out)
+        if stale:
+            typer.echo(
+                f"out of date (run `panthera architecture`): {len(stale)} files in {out}",
+                err=True,
+            )
+            for path in stale:
+                typer.echo(f"  {out / path}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{out} is up to date ({len(files)} files)")
+        return
+    write(files, out)
+    typer.echo(f"wrote {len(files)} files to {out}")
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()
