@@ -16,6 +16,16 @@ export function currenciesOf(rows: SalesRow[]): string[] {
   return [...totals.entries()].sort((a, b) => b[1] - a[1]).map(([currency]) => currency);
 }
 
+// The platform answers an empty report as a blank CSV; a download still names its columns.
+const CSV_COLUMNS = {
+  sales: ["period", "currency", "grossRevenue", "refunded", "netRevenue", "orders", "units", "refunds", "averageOrderValue"],
+  "top-products": ["productId", "name", "categoryId", "currency", "units", "revenue"],
+} as const;
+
+export function csvWithHeader(report: keyof typeof CSV_COLUMNS, csv: string): string {
+  return csv.trim() ? csv : `${CSV_COLUMNS[report].join(",")}\r\n`;
+}
+
 export default function Analytics() {
   const [range, setRange] = useState(() => {
     const to = new Date();
@@ -39,7 +49,7 @@ export default function Analytics() {
     setCsvError(null);
     try {
       const query = report === "sales" ? range : { from: range.from, to: range.to, limit: 100 };
-      const csv = await analytics.csv(report, query);
+      const csv = csvWithHeader(report, await analytics.csv(report, query));
       const url = URL.createObjectURL(new Blob([csv], { type: "text/csv" }));
       const link = document.createElement("a");
       link.href = url;

@@ -26,6 +26,11 @@ export function AdminDeliveries() {
       setError(failure);
     }
   };
+  // A message resent is queued until the log is read again; then it may be resent once more.
+  const refresh = () => {
+    setResent([]);
+    list.reload();
+  };
   return (
     <>
       <PageTitle>Notification log</PageTitle>
@@ -40,7 +45,7 @@ export function AdminDeliveries() {
             <option value="failed">failed</option>
           </select>
         </div>
-        <button type="button" onClick={list.reload}>Refresh</button>
+        <button type="button" onClick={refresh}>Refresh</button>
       </div>
       <ProblemMessage error={error} title="The message was not sent again" />
       {list.loading && <Loading label="Loading deliveries" />}

@@ -171,11 +171,16 @@ function Preferences({ user }: { user: User }) {
   const [error, setError] = useState<unknown>(null);
   const current = saved ?? loaded.data;
 
+  // The box follows the click at once; a refusal puts it back and says why.
   const change = async (name: Choice, value: boolean) => {
+    if (!current) return;
+    const before = current;
     setError(null);
+    setSaved({ ...current, [name]: value });
     try {
       setSaved(await notifications.setPreferences(user.id, { [name]: value }));
     } catch (failure) {
+      setSaved(before);
       setError(failure);
     }
   };

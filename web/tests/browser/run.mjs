@@ -2,8 +2,8 @@
 // `panthera run` (started here unless PANTHERA_E2E_URL names one that is running).
 // Every page visited is kept as a screenshot under test-results/screenshots/.
 //
-//   node tests/browser/run.mjs [name-filter]
-import { mkdirSync, rmSync } from "node:fs";
+//   node tests/browser/run.mjs [name-filter[|another]]
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { chromium } from "playwright-core";
 import { ADMIN, startPlatform } from "./platform.mjs";
 
@@ -382,9 +382,82 @@ test("admin manages categories, user roles and reads the notification log", asyn
   for (const [link, heading, name] of [["Orders", "Orders", "admin-orders"], ["Analytics", "Sales", "admin-analytics"]]) {
     await page.getByRole("navigation", { name: "Admin" }).getByRole("link", { name: link }).click();
     await page.getByRole("heading", { name: heading, exact: true }).waitFor();
-    await page.locator(".problem, .order-admin-list, .table, p:has-text('No orders.')").first().waitFor();
+    await page.locator(".problem, .order-admin-list, .table, p:has-text('No orders.'), p:has-text('No confirmed orders')").first().waitFor();
     await snap(page, name);
   }
+  expect(appErrors(page).length === 0, `console errors: ${page.errors}`);
+  await context.close();
+});
+
+test("a shopper's notification choices are saved and still there after a reload", async () => {
+  const email = unique("chooser");
+  await register(email);
+  const { context, page } = await open();
+  await page.goto("/account");
+  await signIn(page, email, PASSWORD);
+  await page.getByRole("heading", { name: "Notifications" }).waitFor();
+  // The notifications service learns of a new account from its event.
+  for (let i = 0; i < 20 && !(await page.getByLabel("News and offers by email").isVisible()); i += 1) {
+    await new Promise((r) => setTimeout(r, 500));
+    await page.reload();
+    await page.getByRole("heading", { name: "Notifications" }).waitFor();
+  }
+  const marketing = page.getByLabel("News and offers by email");
+  const push = page.getByLabel("Order updates as push notifications");
+  const wasMarketing = await marketing.isChecked();
+  const wasPush = await push.isChecked();
+  expect(await page.getByLabel(/Order updates by text message/).isDisabled(), "text messages offered without a phone number");
+  for (const [box, was] of [[marketing, wasMarketing], [push, wasPush]]) {
+    const saved = page.waitForResponse((r) => r.url().includes("/notifications/preferences/") && r.request().method() === "PUT");
+    await box.setChecked(!was);
+    const answer = await saved;
+    expect(answer.ok(), `preferences answered ${answer.status()}`);
+  }
+  await snap(page, "account-notifications-changed");
+  await page.reload();
+  await page.getByLabel("News and offers by email").waitFor();
+  expect((await marketing.isChecked()) === !wasMarketing, "the email choice did not persist");
+  expect((await push.isChecked()) === !wasPush, "the push choice did not persist");
+  await snap(page, "account-notifications-reloaded");
+  expect(appErrors(page).length === 0, `console errors: ${page.errors}`);
+  await context.close();
+});
+
+test("staff resend a message from the notification log", async () => {
+  const email = unique("resend");
+  await register(email);
+  const { context, page } = await adminPage();
+  await page.getByRole("link", { name: "Notifications" }).click();
+  await page.getByRole("heading", { name: "Notification log" }).waitFor();
+  const row = page.getByRole("row").filter({ has: page.getByRole("cell", { name: email, exact: true }) }).first();
+  // The confirmation mail is sent a moment after the account is made.
+  for (let i = 0; i < 20 && !(await row.getByRole("button", { name: /^Resend/ }).isVisible()); i += 1) {
+    await new Promise((r) => setTimeout(r, 500));
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await page.getByRole("heading", { name: "Notification log" }).waitFor();
+  }
+  const resent = page.waitForResponse((r) => r.url().endsWith("/resend") && r.request().method() === "POST");
+  await row.getByRole("button", { name: /^Resend/ }).click();
+  const answer = await resent;
+  expect(answer.status() === 202, `resend answered ${answer.status()}`);
+  const delivery = await answer.json();
+  await snap(page, "admin-notification-resent");
+  // Sent again: the log shows it sent, with one more attempt made afresh.
+  const token = await adminToken();
+  let again;
+  for (let i = 0; i < 40; i += 1) {
+    const list = await fetch(`${base}/api/v1/notifications/deliveries?limit=200`, { headers: { Authorization: `Bearer ${token}` } })
+      .then((r) => r.json());
+    again = list.find((d) => d.id === delivery.id);
+    if (again?.status === "sent") break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  expect(again?.status === "sent", `after resending the message is ${again?.status}`);
+  expect(again.sentAt > delivery.createdAt, "sent time not updated");
+  await page.getByRole("button", { name: "Refresh" }).click();
+  await row.locator(".status-sent").waitFor();
+  expect(await row.getByRole("button", { name: /^Resend/ }).isEnabled(), "a message sent again cannot be resent");
+  await snap(page, "admin-notification-log-after-resend");
   expect(appErrors(page).length === 0, `console errors: ${page.errors}`);
   await context.close();
 });
@@ -416,6 +489,63 @@ async function checkoutWith(card, expected) {
   await snap(page, `order-${expected.toLowerCase()}`);
   return { context, page };
 }
+
+async function salesToday(token) {
+  const today = new Date().toISOString().slice(0, 10);
+  const report = await fetch(`${base}/api/v1/analytics/sales?from=${today}&to=${today}`, {
+    headers: { Authorization: `Bearer ${token}` },
+  }).then((r) => r.json());
+  return report.rows.filter((row) => row.currency === "USD").reduce((sum, row) => sum + Number(row.grossRevenue), 0);
+}
+
+test("the sales dashboard shows a confirmed purchase, draws the chart and exports CSV", async () => {
+  if (!(await ordersAvailable())) return "skip";
+  const token = await adminToken();
+  const before = await salesToday(token);
+  const buyer = await checkoutWith("Visa ending 4242 (succeeds)", "CONFIRMED");
+  const orderId = new URL(buyer.page.url()).pathname.split("/").at(-1);
+  await buyer.context.close();
+  const order = await fetch(`${base}/api/v1/orders/${orderId}`, { headers: { Authorization: `Bearer ${token}` } })
+    .then((r) => r.json());
+  const expected = Math.round((before + Number(order.totalAmount)) * 100) / 100;
+  // The reports read the platform's events a moment after they happen.
+  let gross = before;
+  for (let i = 0; i < 80 && Math.abs(gross - expected) > 0.001; i += 1) {
+    await new Promise((r) => setTimeout(r, 250));
+    gross = await salesToday(token);
+  }
+  expect(Math.abs(gross - expected) < 0.001, `sales report has ${gross}, expected ${expected}`);
+  const { context, page } = await adminPage();
+  await page.getByRole("navigation", { name: "Admin" }).getByRole("link", { name: "Analytics" }).click();
+  await page.getByRole("heading", { name: "Sales", exact: true }).waitFor();
+  const money = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD" }).format(expected);
+  const today = new Date().toISOString().slice(0, 10);
+  const row = page.getByRole("row").filter({ has: page.getByRole("cell", { name: today, exact: true }) });
+  await row.getByRole("cell", { name: money, exact: true }).first().waitFor();
+  const chart = page.locator(".chart canvas");
+  await chart.waitFor();
+  const box = await chart.boundingBox();
+  expect(box && box.width > 100 && box.height > 100, `chart is ${JSON.stringify(box)}`);
+  const label = await chart.getAttribute("aria-label");
+  expect(/Net revenue and orders for \d+ periods/.test(label ?? ""), `chart label: ${label}`);
+  await page.getByRole("cell", { name: order.items?.[0]?.name ?? "", exact: true }).first().waitFor();
+  await snap(page, "admin-sales-dashboard");
+  for (const [button, header] of [
+    ["Sales as CSV", "period,currency,grossRevenue,refunded,netRevenue,orders,units,refunds,averageOrderValue"],
+    ["Top products as CSV", "productId,name,categoryId,currency,units,revenue"],
+  ]) {
+    const downloading = page.waitForEvent("download");
+    await page.getByRole("button", { name: button }).click();
+    const download = await downloading;
+    const text = readFileSync(await download.path(), "utf8");
+    const [first, second] = text.split(/\r?\n/);
+    expect(first === header, `${button}: header ${JSON.stringify(first)}`);
+    expect(second && second.length > 0, `${button}: no rows in ${JSON.stringify(text)}`);
+    expect(download.suggestedFilename().endsWith(".csv"), `${button}: saved as ${download.suggestedFilename()}`);
+  }
+  expect(appErrors(page).length === 0, `console errors: ${page.errors}`);
+  await context.close();
+});
 
 test("purchase journey: checkout with a test card, the order becomes CONFIRMED and is in the history", async () => {
   if (!(await ordersAvailable())) return "skip";
@@ -484,7 +614,7 @@ let failed = 0;
 let skipped = 0;
 try {
   for (const { name, body } of tests) {
-    if (filter && !name.includes(filter)) continue;
+    if (filter && !filter.split("|").some((part) => name.includes(part))) continue;
     const started = Date.now();
     try {
       const outcome = await body();
