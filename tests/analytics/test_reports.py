@@ -239,6 +239,16 @@ async def test_csv_on_request_and_clear_errors_for_bad_ranges(platform: Platform
         )
         assert answer.status_code == 200, (name, answer.text)
         assert answer.text.splitlines()[0].count(",") >= 1, name
+    # A report with no rows still says what its columns are.
+    empty = await platform.client.get(
+        "/api/v1/analytics/sales",
+        params={"from": "2020-01-01", "to": "2020-01-31"},
+        headers={**admin.headers, "Accept": "text/csv"},
+    )
+    assert empty.status_code == 200, empty.text
+    header = empty.text.splitlines()[0].split(",")
+    assert {"currency", "grossRevenue", "averageOrderValue"} <= set(header)
+    assert len(empty.text.splitlines()) == 1
 
     for query in (
         {"from": "2026-05-02", "to": "2026-05-01"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import typing
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -64,12 +65,24 @@ def _wants_csv(request: Request) -> bool:
     return "text/csv" in request.headers.get("accept", "").lower()
 
 
+def _report_columns(request: Request) -> list[str]:
+    """The columns of a report's rows, from its response model: an empty report's CSV
+    still starts with its header row."""
+    route = request.scope.get("route")
+    model = getattr(route, "response_model", None)
+    field = getattr(model, "model_fields", {}).get("rows")
+    if field is None:
+        return []
+    (row_model,) = typing.get_args(field.annotation) or (None,)
+    return list(getattr(row_model, "model_fields", {}))
+
+
 def _answer(
     request: Request, name: str, dates: DateRange, rows: list[dict[str, Any]], **extra: Any
 ) -> Response:
     if _wants_csv(request):
         buffer = io.StringIO()
-        columns = list(rows[0]) if rows else []
+        columns = list(rows[0]) if rows else _report_columns(request)
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\r\n")
         writer.writeheader()
         writer.writerows(rows)
