@@ -361,3 +361,73 @@ async def test_a_killed_replica_is_gone_round_and_restarted(
             ready, lambda codes: codes == [200, 200], what="the restarted replicas", timeout=60
         )
     assert (await login(gateway, address))["accessToken"]
+
+
+async def test_orders_go_through_with_two_replicas_of_every_service(
+    distributed: UpPlatform, gateway: httpx.AsyncClient
+) -> None:
+    # Two orders replicas share the sagas (leases on the order rows), two payments
+    # replicas the webhooks and the reconciler, two catalog replicas the stock.
+    admin_address = unique_email("seller")
+    made = await distributed.cli_in_background(
+        "create-admin", "--email", admin_address, "--password", PASSWORD
+    )
+    async with asyncio.timeout(120):
+        await made.communicate()
+    assert made.returncode == 0
+    admin = bearer((await login(gateway, admin_address))["accessToken"])
+    created = await gateway.post(
+        "/api/v1/products",
+        json={"name": "Replica Mug", "description": "", "price": "7.50", "stock": 8},
+        headers=admin,
+    )
+    assert created.status_code == 201, created.text
+    product_id = created.json()["productId"]
+    buyer_address = unique_email("buyer")
+    await register(gateway, buyer_address)
+    buyer = bearer((await login(gateway, buyer_address))["accessToken"])
+
+    tokens = ["tok_visa"] * 4 + ["tok_chargeDeclined"] * 2 + ["tok_visa"] * 2
+    placed = await asyncio.gather(
+        *(
+            gateway.post(
+                "/api/v1/orders",
+                json={
+                    "items": [{"productId": product_id, "quantity": 1}],
+                    "shippingAddress": "1 Main Street",
+                    "paymentMethod": token,
+                },
+                headers={**buyer, "Idempotency-Key": uuid.uuid4().hex},
+            )
+            for token in tokens
+        )
+    )
+    assert [r.status_code for r in placed] == [201] * len(tokens), [r.text for r in placed]
+
+    async def outcomes() -> list[dict[str, Any]]:
+        found = []
+        for response in placed:
+            order = await gateway.get(f"/api/v1/orders/{response.json()['orderId']}", headers=buyer)
+            found.append(order.json())
+        return found
+
+    orders = await eventually(
+        outcomes,
+        lambda found: all(o["status"] in ("CONFIRMED", "CANCELLED") for o in found),
+        what="every order leaving PENDING",
+        timeout=60,
+    )
+    by_token = list(zip(tokens, orders, strict=True))
+    declined = [o for token, o in by_token if token == "tok_chargeDeclined"]
+    assert {(o["status"], o["cancelReason"]) for o in declined} == {("CANCELLED", "card_declined")}
+    paid = [o for token, o in by_token if token == "tok_visa"]
+    # A unit for every order: each card that pays buys one, none is sold twice, and
+    # the declined ones give theirs back.
+    assert [o["status"] for o in paid] == ["CONFIRMED"] * 6
+
+    async def stock() -> httpx.Response:
+        return await gateway.get(
+            f"/api/v1/products/{product_id}", headers={"Cache-Control": "no-cache"}
+        )
+
+    await eventually(stock, lambda r: r.json()["stock"] == 2, what="the stock settling at 2")
