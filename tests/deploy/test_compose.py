@@ -144,3 +144,46 @@ def test_grafana_dashboard_queries_metrics_that_exist() -> None:
     ours = set(re.findall(r"\b(panthera_[a-z_]+?)(?:_bucket|_total)?\b", expressions))
     known = {metric.name for metric in REGISTRY.collect()}
     assert ours <= known, ours - known
+
+
+def test_the_image_builds_the_web_app_and_serves_it() -> None:
+    lines = [
+        line.strip()
+        for line in (DEPLOY / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    stages = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
+    names = {lines[i].split()[-1]: i for i in stages if " AS " in lines[i]}
+    web = next(name for name, i in names.items() if lines[i].split()[1].startswith("node:"))
+    start = names[web]
+    end = min((i for i in stages if i > start), default=len(lines))
+    body = lines[start:end]
+    assert stages[-1] != start, "the web app is built in a stage of its own, not the final one"
+    # Dependencies from the lock, then the build that writes web/dist.
+    assert any(line.startswith("COPY") and "web/package-lock.json" in line for line in body)
+    ci = next(i for i, line in enumerate(body) if re.match(r"RUN npm ci\b", line))
+    build = next(i for i, line in enumerate(body) if line.startswith("RUN npm run build"))
+    assert ci < build
+    final = lines[stages[-1] :]
+    copied = [line for line in final if line.startswith(f"COPY --from={web} ")]
+    assert len(copied) == 1, "only the built files leave the web stage"
+    source, target = copied[0].split()[-2:]
+    assert source.endswith("/dist")
+    assert not any(re.search(r"\b(node|npm)\b", line) for line in final if line not in copied)
+    # The gateway serves what was copied.
+    assert re.search(rf"PANTHERA_WEB_DIR={re.escape(target)}(\s|$)", "\n".join(final))
+
+
+def test_the_build_context_leaves_installed_and_built_files_out() -> None:
+    rules = [
+        line.strip()
+        for line in (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    # The last matching rule wins, so the exclusions come after every re-inclusion.
+    last_include = max(i for i, rule in enumerate(rules) if rule.startswith("!"))
+    for excluded in ("**/node_modules", "**/dist"):
+        assert excluded in rules[last_include:], excluded
+    # What the web stage copies is in the context.
+    for needed in ("web/package.json", "web/package-lock.json", "web/src/"):
+        assert f"!{needed}" in rules, needed

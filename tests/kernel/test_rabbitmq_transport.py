@@ -403,6 +403,58 @@ async def test_delivery_cut_short_by_shutdown_is_redelivered(broker: Broker) -> 
         release.set()
 
 
+async def test_shutdown_finishes_the_running_handler_and_hands_back_the_waiting_one(
+    broker: Broker,
+) -> None:
+    """A replica told to stop while busy: the message it is handling is finished
+    and acked (applied once, never redelivered); one it was given but had not yet
+    started goes back to the queue and the next replica applies it."""
+    event_type = broker.event_type("busy")
+    consumer = broker.consumer("stopping")
+    applied: list[uuid.UUID] = []
+    running, waiting, finish_running = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    never = asyncio.Event()
+    first: list[uuid.UUID] = []
+
+    async def busy(envelope: Envelope) -> None:
+        if not first:
+            first.append(envelope.id)
+            running.set()
+            await finish_running.wait()
+        else:
+            # Queued behind work this replica never gets to before it stops.
+            waiting.set()
+            await never.wait()
+        applied.append(envelope.id)
+
+    # Both messages reach this replica before it is told to stop.
+    stopping = await broker.transport(prefetch=2, close_timeout=2.0)
+    await stopping.subscribe(consumer, [event_type], busy)
+    one, two = make_envelope(event_type, n=1), make_envelope(event_type, n=2)
+    for envelope in (one, two):
+        await asyncio.wait_for(stopping.publish(envelope), WAIT)
+    await asyncio.wait_for(asyncio.gather(running.wait(), waiting.wait()), WAIT)
+    in_flight = first[0]
+    not_started = two.id if in_flight == one.id else one.id
+
+    closing = asyncio.create_task(stopping.close())
+    await asyncio.sleep(0.3)
+    assert not closing.done(), "close returned while a handler was still running"
+    finish_running.set()
+    await asyncio.wait_for(closing, WAIT)
+    assert applied == [in_flight]
+
+    survivor = await broker.transport()
+    recorder = Recorder()
+    await survivor.subscribe(consumer, [event_type], recorder)
+    assert (await recorder.next()).id == not_started
+    # The finished one was acked: nothing else comes, and the queue is empty.
+    with pytest.raises(asyncio.TimeoutError):
+        await recorder.next(timeout=1.0)
+    assert await broker.depth(RabbitMQTransport.queue_name(consumer)) == 0
+    assert [envelope.id for _, envelope in recorder.calls] == [not_started]
+
+
 async def test_publish_before_start_fails() -> None:
     transport = RabbitMQTransport(AMQP_URL)
     assert not await transport.ready()
