@@ -11,6 +11,7 @@ from panthera.gateway.cache import Headers, ResponseCaching
 from panthera.gateway.routes import ROUTES, Route, is_private, match
 from panthera.gateway.upstreams import Upstream, UpstreamTimeout, UpstreamUnreachable
 from panthera.kernel.errors import PantheraError, TooManyRequests, Unauthenticated
+from panthera.kernel.http.breaker import CircuitOpen
 from panthera.kernel.http.problems import problem_response
 from panthera.kernel.observability import current_request_id, current_traceparent
 from panthera.kernel.ratelimit import RateLimiter
@@ -191,7 +192,8 @@ class Proxy:
                 )
             else:
                 await forward(scope, headers, send)
-        except TooManyRequests as exc:
+        except (TooManyRequests, CircuitOpen) as exc:
+            # Both carry Retry-After: the client is told when to come back.
             await problem_response(
                 exc.status, exc.code, exc.title, instance=path, headers=exc.headers
             )(scope, receive, send)

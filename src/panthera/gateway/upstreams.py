@@ -139,9 +139,18 @@ class HttpUpstream:
         timeout_seconds: float,
         retries: int,
         retry_after_seconds: float = 5.0,
+        failure_threshold: int = 5,
+        open_seconds: float = 10.0,
+        service: str = "",
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
-        self._replicas = ReplicaSet(urls, retry_after_seconds=retry_after_seconds)
+        self._replicas = ReplicaSet(
+            urls,
+            retry_after_seconds=retry_after_seconds,
+            failure_threshold=failure_threshold,
+            open_seconds=open_seconds,
+            service=service,
+        )
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_seconds, connect=min(2.0, timeout_seconds)
         )
@@ -220,6 +229,8 @@ class HttpUpstream:
         failure: aiohttp.ClientError | None = None
         while True:
             for base in self._replicas.order():
+                if not self._replicas.claim(base):
+                    continue
                 try:
                     response = await self._client().request(
                         method,
@@ -239,14 +250,22 @@ class HttpUpstream:
                     # an idle one, or died with the request in hand. A safe request
                     # goes again (to the next replica, on a fresh connection); anything
                     # else may already have been acted on.
+                    self._replicas.failed(base)
                     if method not in SAFE_METHODS:
                         raise
                     failure = exc
                     continue
-                self._replicas.answered(base)
+                except TimeoutError:
+                    # The request may be in hand there, so it is not sent again.
+                    self._replicas.failed(base)
+                    raise
+                self._replicas.answered(base, response.status)
                 return response
             rounds += 1
-            if rounds > self._retries and failure is not None:
+            if rounds > self._retries:
+                if failure is None:
+                    # Every replica was taken by an open or half-open breaker.
+                    raise self._replicas.unavailable()
                 raise failure
             await asyncio.sleep(0.05 * rounds)
 

@@ -185,3 +185,8 @@ QUEUE_DEPTH = Gauge(
     "Messages waiting in a consumer's broker queue (dead-letter queues end in .dlq)",
     ["queue"],
 )
+CIRCUIT_STATE = Gauge(
+    "panthera_circuit_state",
+    "Circuit breaker state per service replica address: 0 closed, 1 half-open, 2 open",
+    ["service", "address"],
+)

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     http_retries: int = 2
     # How long a replica that refused a connection is passed over before it is tried again.
     replica_retry_after_seconds: float = Field(default=5.0, ge=0)
+    # Circuit breakers per replica address: this many failures in a row (no
+    # connection, timeout, 5xx) open one, and calls to that address then fail at
+    # once for ``circuit_open_seconds`` before one trial call is let through.
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_open_seconds: float = Field(default=10.0, gt=0)
 
     # Tokens.
     jwt_issuer: str = "panthera"

@@ -86,6 +86,9 @@ def gateway_app(settings: Settings) -> FastAPI:
             timeout_seconds=settings.http_timeout_seconds,
             retries=settings.http_retries,
             retry_after_seconds=settings.replica_retry_after_seconds,
+            failure_threshold=settings.circuit_failure_threshold,
+            open_seconds=settings.circuit_open_seconds,
+            service=name,
         )
         for name in SERVICE_NAMES
     }

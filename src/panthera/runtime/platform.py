@@ -78,6 +78,8 @@ class Platform:
             timeout_seconds=settings.http_timeout_seconds,
             retries=settings.http_retries,
             retry_after_seconds=settings.replica_retry_after_seconds,
+            failure_threshold=settings.circuit_failure_threshold,
+            open_seconds=settings.circuit_open_seconds,
             local_app=self._local_app,
         )
         self.verifier = TokenVerifier(

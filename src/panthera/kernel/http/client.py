@@ -40,10 +40,19 @@ class ReplicaTransport(httpx.AsyncBaseTransport):
         *,
         retries: int,
         retry_after_seconds: float,
+        failure_threshold: int = 5,
+        open_seconds: float = 10.0,
+        service: str = "",
         limits: httpx.Limits | None = None,
         inner: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._replicas = ReplicaSet(urls, retry_after_seconds=retry_after_seconds)
+        self._replicas = ReplicaSet(
+            urls,
+            retry_after_seconds=retry_after_seconds,
+            failure_threshold=failure_threshold,
+            open_seconds=open_seconds,
+            service=service,
+        )
         self._retries = retries
         self._inner = inner or httpx.AsyncHTTPTransport(limits=limits or httpx.Limits())
 
@@ -52,28 +61,39 @@ class ReplicaTransport(httpx.AsyncBaseTransport):
         failure: httpx.TransportError | None = None
         while True:
             for base in self._replicas.order():
+                if not self._replicas.claim(base):
+                    continue
                 replica = httpx.URL(base)
                 request.url = request.url.copy_with(
                     scheme=replica.scheme, host=replica.host, port=replica.port
                 )
                 try:
                     response = await self._inner.handle_async_request(request)
-                except httpx.ConnectError as exc:
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    # Nothing reached that replica: another may take the request.
                     self._replicas.refused(base)
                     failure = exc
                     continue
+                except (httpx.ReadTimeout, httpx.WriteTimeout):
+                    # The request may be in hand there, so it is not sent again.
+                    self._replicas.failed(base)
+                    raise
                 except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                     # A replica that died with the request in hand: a safe request may
                     # go to another, anything else might already have been done.
                     if request.method not in SAFE_METHODS:
+                        self._replicas.failed(base)
                         raise
                     self._replicas.refused(base)
                     failure = exc
                     continue
-                self._replicas.answered(base)
+                self._replicas.answered(base, response.status_code)
                 return response
             rounds += 1
-            if rounds > self._retries and failure is not None:
+            if rounds > self._retries:
+                if failure is None:
+                    # Every replica was taken by an open or half-open breaker.
+                    raise self._replicas.unavailable()
                 raise failure
             await asyncio.sleep(0.05 * rounds)
 
@@ -92,6 +112,8 @@ class ServiceDirectory:
         timeout_seconds: float,
         retries: int,
         retry_after_seconds: float = 5.0,
+        failure_threshold: int = 5,
+        open_seconds: float = 10.0,
         local_app: Callable[[str], ASGIApp | None] | None = None,
     ) -> None:
         self._internal_token = internal_token
@@ -99,6 +121,8 @@ class ServiceDirectory:
         self._timeout = httpx.Timeout(timeout_seconds, connect=min(2.0, timeout_seconds))
         self._retries = retries
         self._retry_after = retry_after_seconds
+        self._failure_threshold = failure_threshold
+        self._open_seconds = open_seconds
         self._local_app = local_app
         self._clients: dict[str, httpx.AsyncClient] = {}
 
@@ -130,6 +154,9 @@ class ServiceDirectory:
                 urls,
                 retries=self._retries,
                 retry_after_seconds=self._retry_after,
+                failure_threshold=self._failure_threshold,
+                open_seconds=self._open_seconds,
+                service=service,
                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             ),
             base_url=urls[0],

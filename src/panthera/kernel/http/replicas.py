@@ -1,18 +1,25 @@
-"""Several addresses of one service: take turns, and pass over one that refused to connect."""
+"""Several addresses of one service: take turns, and pass over one that refused or keeps failing."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from panthera.kernel.http.breaker import CircuitBreaker, CircuitOpen, gauge_reporter
+
 
 class ReplicaSet:
-    """Round-robin over a service's replicas, skipping one that recently refused a connection.
+    """Round-robin over a service's replicas, skipping one that refused or whose breaker is open.
 
     A replica that cannot be connected to is set aside for ``retry_after_seconds``;
     the next request goes to the next one. When every replica is set aside they are
     all tried anyway: a whole service restarting should slow requests, not fail
     them for the rest of the window.
+
+    Each replica also has a circuit breaker (see ``breaker``). A replica whose
+    breaker is open is not offered at all; when every one is open, ``order`` raises
+    ``CircuitOpen`` so the caller answers 503 at once instead of waiting on a peer
+    that is known to be failing.
     """
 
     def __init__(
@@ -20,31 +27,68 @@ class ReplicaSet:
         urls: Sequence[str],
         *,
         retry_after_seconds: float,
+        failure_threshold: int = 5,
+        open_seconds: float = 10.0,
+        service: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not urls:
             raise ValueError("a replica set needs at least one address")
         self.urls = tuple(dict.fromkeys(url.rstrip("/") for url in urls))
+        self.service = service
         self._retry_after = retry_after_seconds
         self._clock = clock
         self._next = 0
         self._down_until = [0.0] * len(self.urls)
+        self.breakers = {
+            url: CircuitBreaker(
+                failure_threshold=failure_threshold,
+                open_seconds=open_seconds,
+                clock=clock,
+                on_change=gauge_reporter(service, url),
+            )
+            for url in self.urls
+        }
 
     def order(self) -> Iterator[str]:
-        """Every replica once, live ones first, starting with the one whose turn it is."""
+        """Every replica a call may go to, live ones first, starting with the one whose turn it is.
+
+        Raises ``CircuitOpen`` when every replica's breaker is open.
+        """
         start = self._next
         self._next = (self._next + 1) % len(self.urls)
         now = self._clock()
         turn = [self.urls[(start + i) % len(self.urls)] for i in range(len(self.urls))]
-        live = [url for url in turn if self._down_until[self.urls.index(url)] <= now]
-        resting = [url for url in turn if url not in live]
+        callable_ = [url for url in turn if self.breakers[url].available()]
+        if not callable_:
+            raise self.unavailable()
+        live = [url for url in callable_ if self._down_until[self.urls.index(url)] <= now]
+        resting = [url for url in callable_ if url not in live]
         yield from live
         yield from resting
+
+    def claim(self, url: str) -> bool:
+        """Whether a call may be sent to ``url`` now; a half-open breaker lets one through."""
+        return self.breakers[url].allow()
+
+    def unavailable(self) -> CircuitOpen:
+        """The error for a call no replica may take now, with when to try again."""
+        wait = min(breaker.retry_after() for breaker in self.breakers.values())
+        return CircuitOpen(self.service, wait)
 
     def refused(self, url: str) -> None:
         """``url`` could not be connected to: pass over it for a while."""
         self._down_until[self.urls.index(url)] = self._clock() + self._retry_after
+        self.breakers[url].failure()
 
-    def answered(self, url: str) -> None:
-        """``url`` answered: it is live again."""
+    def failed(self, url: str) -> None:
+        """A call to ``url`` timed out or broke off: one more failure for its breaker."""
+        self.breakers[url].failure()
+
+    def answered(self, url: str, status: int = 200) -> None:
+        """``url`` answered: it is live again, though a 5xx still counts against its breaker."""
         self._down_until[self.urls.index(url)] = 0.0
+        if status >= 500:
+            self.breakers[url].failure()
+        else:
+            self.breakers[url].success()
