@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import io
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from PIL import Image
 
 from panthera.runtime.registry import SERVICE_NAMES
 from tests.e2e.conftest import UpPlatform, free_ports
@@ -431,3 +433,41 @@ async def test_orders_go_through_with_two_replicas_of_every_service(
         )
 
     await eventually(stock, lambda r: r.json()["stock"] == 2, what="the stock settling at 2")
+
+    # The catalog's pictures and search, the mail and the reports, on the same processes.
+    picture = io.BytesIO()
+    Image.new("RGB", (320, 240), (30, 90, 200)).save(picture, format="JPEG")
+    uploaded = await gateway.post(
+        f"/api/v1/products/{product_id}/images",
+        files={"file": ("mug.jpg", picture.getvalue(), "image/jpeg")},
+        headers=admin,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    served = await gateway.get(uploaded.json()["urls"]["medium"])
+    assert served.status_code == 200
+    assert served.headers["content-type"].startswith("image/")
+    found = await gateway.get("/api/v1/products", params={"q": "replica mug"})
+    assert product_id in [p["productId"] for p in found.json()], found.text
+
+    def confirmation_mailed() -> bool:
+        for message_file in distributed.mail_dir.glob("*.eml"):
+            message = email.message_from_bytes(
+                message_file.read_bytes(), policy=email.policy.default
+            )
+            if message["To"] == buyer_address and "is confirmed" in str(message["Subject"]):
+                return True
+        return False
+
+    async def mailed() -> bool:
+        return confirmation_mailed()
+
+    await eventually(mailed, bool, what="an order confirmation mail")
+
+    async def sales() -> httpx.Response:
+        return await gateway.get("/api/v1/analytics/sales", headers=admin)
+
+    def six_sold(response: httpx.Response) -> bool:
+        rows = response.json().get("rows", []) if response.status_code == 200 else []
+        return sum(int(row["orders"]) for row in rows if row["currency"] == "USD") >= 6
+
+    await eventually(sales, six_sold, what="the confirmed orders in the sales report")
