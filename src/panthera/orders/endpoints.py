@@ -19,6 +19,7 @@ from panthera.orders import errors, presenters, service
 from panthera.orders.clients import Refused, Unavailable
 from panthera.orders.deps import Orders
 from panthera.orders.models import Order, OrderItem
+from panthera.orders.saga import record_payment
 from panthera.orders.schemas import (
     CancelIn,
     OrderCreate,
@@ -416,9 +417,7 @@ async def _refund(
     async with orders.uow() as uow:
         locked = await service.load(uow.session, order_id, for_update=True)
         if payment.revision > locked.payment_revision:
-            locked.payment_id = payment.payment_id
-            locked.payment_status = payment.status
-            locked.payment_revision = payment.revision
+            record_payment(locked, payment)
             await service.apply_refunded(
                 uow,
                 locked,

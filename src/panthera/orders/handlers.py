@@ -40,9 +40,8 @@ def _is_stale(order: Order, revision: int) -> bool:
     return revision <= order.payment_revision
 
 
-def _note_payment(order: Order, event: Any) -> None:
-    order.payment_id = event.payment_id
-    order.payment_revision = event.revision
+def _note_payment(order: Order, event: Any, status: str) -> None:
+    service.note_payment(order, payment_id=event.payment_id, status=status, revision=event.revision)
 
 
 async def payment_succeeded(
@@ -51,8 +50,7 @@ async def payment_succeeded(
     order = await _order_of(uow, event.order_reference)
     if order is None or _is_stale(order, event.revision):
         return
-    _note_payment(order, event)
-    order.payment_status = "succeeded"
+    _note_payment(order, event, "succeeded")
     if order.status == OrderStatus.PENDING and order.saga_step in AWAITING_PAYMENT:
         service.schedule(order, SagaStep.COMMIT)
     elif order.status == OrderStatus.CANCELLED:
@@ -69,8 +67,7 @@ async def payment_failed(
     order = await _order_of(uow, event.order_reference)
     if order is None or _is_stale(order, event.revision):
         return
-    _note_payment(order, event)
-    order.payment_status = "failed"
+    _note_payment(order, event, "failed")
     if order.status == OrderStatus.PENDING and order.saga_step in AWAITING_PAYMENT:
         await service.cancel(
             uow, order, reason_for_payment_failure(event.reason), message=event.message
@@ -84,8 +81,7 @@ async def payment_refunded(
     order = await _order_of(uow, event.order_reference)
     if order is None or _is_stale(order, event.revision):
         return
-    _note_payment(order, event)
-    order.payment_status = "refunded" if event.fully_refunded else "partially_refunded"
+    _note_payment(order, event, "refunded" if event.fully_refunded else "partially_refunded")
     await service.apply_refunded(
         uow, order, amount_refunded=event.amount_refunded, reason=event.reason
     )

@@ -435,12 +435,9 @@ class Saga:
 
 
 def record_payment(order: Order, payment: PaymentState) -> None:
-    """Keep what is known of the order's payment, unless an newer word is already here."""
-    if payment.revision < order.payment_revision:
-        return
-    order.payment_id = payment.payment_id
-    order.payment_status = payment.status
-    order.payment_revision = payment.revision
+    service.note_payment(
+        order, payment_id=payment.payment_id, status=payment.status, revision=payment.revision
+    )
 
 
 def due_now(order: Order, at: datetime | None = None) -> bool:

@@ -264,6 +264,15 @@ async def cancel(
     schedule(order, SagaStep.RELEASE if compensate else SagaStep.DONE)
 
 
+def note_payment(order: Order, *, payment_id: uuid.UUID, status: str, revision: int) -> None:
+    """Keep what is known of the order's payment, unless newer word is already here."""
+    if revision < order.payment_revision:
+        return
+    order.payment_id = payment_id
+    order.payment_status = status
+    order.payment_revision = revision
+
+
 def schedule(order: Order, step: SagaStep, *, at: datetime | None = None) -> None:
     """Make ``step`` the saga's next one, due at ``at`` (now by default), with fresh tries."""
     order.saga_step = step
