@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from typing import Any, Self
 
 from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -50,6 +52,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# A pooled connection idle longer than this is pinged before use: the server or a
+# proxy may have closed it meanwhile. One busy moments ago is used as it is, since a
+# ping on every checkout (SQLAlchemy's pre_ping) costs BEGIN, a query and ROLLBACK:
+# three round trips before each transaction.
+IDLE_PING_SECONDS = 10.0
+
+
 def service_metadata() -> MetaData:
     """A fresh metadata for one service's tables, with the platform's naming convention."""
     return MetaData(naming_convention=NAMING_CONVENTION)
@@ -59,7 +68,7 @@ class Database:
     """A service's engine and session factory."""
 
     def __init__(
-        self, url: str, *, echo: bool = False, pool_size: int = 5, max_overflow: int = 5
+        self, url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 0
     ) -> None:
         self.url = url
         parsed = make_url(url)
@@ -70,11 +79,13 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             # Every process of every service has its own pool on one server: the sum
-            # must stay under its max_connections (100 by default).
+            # must stay under its max_connections (100 by default). Connections open
+            # on demand and stay open up to pool_size; overflow ones are closed on
+            # return, so under a burst each costs a new server process and a cold
+            # statement cache: overflow is for rare peaks, not for the steady load.
             kwargs.update(
                 pool_size=pool_size,
                 max_overflow=max_overflow,
-                pool_pre_ping=True,
                 pool_recycle=1800,
             )
         write_kwargs = dict(kwargs)
@@ -86,6 +97,13 @@ class Database:
             write_kwargs.update(pool_size=1, max_overflow=0, pool_timeout=120)
         self.engine: AsyncEngine = create_async_engine(url, **write_kwargs)
         self.read_engine = self.engine
+        if not self.is_sqlite:
+            event.listen(self.engine.sync_engine.pool, "checkin", _note_idle)
+            event.listen(self.engine.sync_engine.pool, "checkout", _ping_if_idle)
+            # Read sessions run each statement on its own, without BEGIN and ROLLBACK
+            # round trips: their callers read rows written once (an order with its
+            # items) or need no snapshot across statements. Same pool as the writers.
+            self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
@@ -215,6 +233,27 @@ class Database:
             with suppress(sqlite3.Error):
                 self._sqlite_reader.close()
             self._sqlite_reader = None
+
+
+def _note_idle(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    # A DisconnectionError makes the pool drop this connection and check out (or
+    # open) another: the transaction about to start never sees the dead one.
+    driver_connection = getattr(dbapi_connection, "driver_connection", None)
+    if driver_connection is not None and driver_connection.is_closed():
+        # The driver already saw the server hang up (a restart, an idle timeout):
+        # known without a round trip.
+        raise DisconnectionError("the server closed the connection")
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as exc:
+        raise DisconnectionError(str(exc)) from exc
 
 
 async def _no_reset(_connection: Any) -> None:

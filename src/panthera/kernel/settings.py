@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     # Connections each service process keeps to PostgreSQL, and how many more it may
     # open at a peak. Processes x services x (both) must stay under the server's
     # max_connections.
-    database_pool_size: int = Field(default=5, ge=1)
-    database_max_overflow: int = Field(default=5, ge=0)
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=0, ge=0)
     # Shared servers of the distributed shape; empty means the in-process adapter.
     redis_url: str = ""
     amqp_url: str = ""
