@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from panthera.catalog import inventory
 from panthera.kernel.events import Envelope
-from panthera.orders import handlers
+from panthera.orders import handlers, service
 from panthera.orders.clients import Unavailable
 from panthera.orders.models import Order
 from panthera.payments.events import PaymentFailed
@@ -106,7 +106,7 @@ async def test_a_worker_that_died_mid_saga_is_taken_over(
     saga = _orders(shop).saga
     # The process that placed the order "dies" before its saga runs: nothing is kicked,
     # and its lease on the order is left to run out.
-    monkeypatch.setattr(saga, "kick", lambda order_id, held=False: None)
+    monkeypatch.setattr(saga, "kick", lambda order_id, **kwargs: None)
     order_id = (await place(shop.client, buyer, [(mug, 2)])).json()["orderId"]
     row = await _order_row(shop, order_id)
     assert row.saga_step == "reserve"
@@ -220,3 +220,27 @@ async def test_a_stale_payment_event_changes_nothing(shop: Platform) -> None:
     assert (after.status, after.revision) == ("CONFIRMED", row.revision)
     async with runtime.database.read_sessions() as session:
         assert (await session.execute(select(Order.status))).scalars().all() == ["CONFIRMED"]
+
+
+async def test_the_saga_reads_back_nothing_its_own_transactions_hold(
+    shop: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await make_admin(shop)
+    buyer = await register_and_login(shop.client)
+    mug = await product(shop, admin, stock=5)
+    reads: list[str] = []
+    load = service.load
+
+    async def counted(session: Any, order_id: uuid.UUID, *, for_update: bool = False) -> Order:
+        if not for_update:
+            reads.append(str(order_id))
+        return await load(session, order_id, for_update=for_update)
+
+    monkeypatch.setattr(service, "load", counted)
+    order_id = (await place(shop.client, buyer, [(mug, 2)])).json()["orderId"]
+    await saga_finished(shop, order_id)
+    assert (await _order_row(shop, order_id)).status == "CONFIRMED"
+    # The reserve step starts from the order and lines just placed, the commit step
+    # from the order as the payment's event left it.
+    assert reads == []
+    assert await stock_of(shop, mug) == 3

@@ -155,7 +155,7 @@ async def _place(
     currency = currencies.pop()
     try:
         async with orders.uow() as uow:
-            order = await service.place(
+            order, items = await service.place(
                 uow,
                 user_id=principal.user_id,
                 lines=lines,
@@ -164,7 +164,8 @@ async def _place(
                 payment_method=body.paymentMethod,
                 request_key=request_key,
             )
-            orders.saga.take_up_after_commit(uow, order)
+            # The reserve step starts from the lines written here, without reading them back.
+            orders.saga.take_up_after_commit(uow, order, items)
             await uow.commit()
     except IntegrityError:
         # A run of the same request that overlapped this one wrote its order first.

@@ -84,30 +84,54 @@ class Saga:
 
     # ------------------------------------------------------------- scheduling
 
-    def take_up_after_commit(self, uow: UnitOfWork, order: Order) -> None:
+    def take_up_after_commit(
+        self, uow: UnitOfWork, order: Order, items: list[OrderItem] | None = None
+    ) -> None:
         """Hold the order's saga in the caller's transaction and take it up once that commits.
 
         The lease is taken with the change that makes a step due, so this process
         needs no separate claim; if it dies before the step runs, the lease runs out
-        and any instance's poller takes the order over.
+        and any instance's poller takes the order over. The order as the caller
+        committed it (and its ``items``, when the caller has them) starts the step, so
+        the step does not read again what the lease already keeps unchanged.
         """
         order.saga_lease_until = service.now() + self._lease
         order_id = order.id
-        uow.on_commit(lambda: self.kick(order_id, held=True))
+        uow.on_commit(lambda: self.kick(order_id, held=True, known=order, items=items))
 
-    def kick(self, order_id: uuid.UUID, *, held: bool = False) -> None:
-        """Take the order up now, in the background; ``held``: its lease is this process's."""
+    def kick(
+        self,
+        order_id: uuid.UUID,
+        *,
+        held: bool = False,
+        known: Order | None = None,
+        items: list[OrderItem] | None = None,
+    ) -> None:
+        """Take the order up now, in the background; ``held``: its lease is this process's.
+
+        ``known`` (with ``items``) is the order as a committed transaction of this
+        process left it, while holding its lease; the first step starts from it.
+        """
         if self._closed:
             return
         if order_id in self._running:
-            # The task at work on it goes round once more.
+            # The task at work on it goes round once more, from a fresh read.
             self._again[order_id] = held or self._again.get(order_id, False)
             return
-        task = asyncio.get_running_loop().create_task(self.run(order_id, held=held))
+        task = asyncio.get_running_loop().create_task(
+            self.run(order_id, held=held, known=known if held else None, items=items)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def run(self, order_id: uuid.UUID, *, held: bool = False) -> None:
+    async def run(
+        self,
+        order_id: uuid.UUID,
+        *,
+        held: bool = False,
+        known: Order | None = None,
+        items: list[OrderItem] | None = None,
+    ) -> None:
         """Perform the order's due steps while it holds the lease; never raises."""
         if order_id in self._running:
             self._again[order_id] = held or self._again.get(order_id, False)
@@ -118,11 +142,12 @@ class Saga:
                 return
             released = False
             try:
-                # The order as this task's last step left it: the next step needs no read.
-                known: Order | None = None
+                # The order as this task's last step (or the transaction that took the
+                # lease for it) left it: the next step needs no read.
                 while True:
                     self._again.pop(order_id, None)
-                    more, released, known = await self._advance(order_id, known)
+                    more, released, known = await self._advance(order_id, known, items)
+                    items = None
                     if more:
                         continue
                     if order_id not in self._again:
@@ -133,6 +158,7 @@ class Saga:
                         break
                     released = False
                     known = None
+                    items = None
             finally:
                 if not released:
                     await self._let_go(order_id)
@@ -223,7 +249,10 @@ class Saga:
     # ---------------------------------------------------------------- steps
 
     async def _advance(
-        self, order_id: uuid.UUID, known: Order | None = None
+        self,
+        order_id: uuid.UUID,
+        known: Order | None = None,
+        known_items: list[OrderItem] | None = None,
     ) -> tuple[bool, bool, Order | None]:
         """Perform the order's step if it is due.
 
@@ -231,8 +260,8 @@ class Saga:
         and the order as the step left it.
         """
         order = known
-        items: list[OrderItem] = []
-        if order is None or order.saga_step == SagaStep.RESERVE:
+        items: list[OrderItem] = known_items or []
+        if order is None or (order.saga_step == SagaStep.RESERVE and not items):
             async with self._read() as session:
                 order = await service.find(session, order_id)
                 if order is not None and order.saga_step == SagaStep.RESERVE:

@@ -156,7 +156,7 @@ async def place(
     shipping_address: str,
     payment_method: str,
     request_key: str | None = None,
-) -> Order:
+) -> tuple[Order, list[OrderItem]]:
     """Record a PENDING order priced by the catalog; the saga takes it from there."""
     at = now()
     order = Order(
@@ -199,7 +199,7 @@ async def place(
     uow.publish(
         OrderPlaced(**_common(order), items=_lines(items), shipping_address=shipping_address)
     )
-    return order
+    return order, items
 
 
 async def move(
