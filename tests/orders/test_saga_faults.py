@@ -244,3 +244,81 @@ async def test_the_saga_reads_back_nothing_its_own_transactions_hold(
     # from the order as the payment's event left it.
     assert reads == []
     assert await stock_of(shop, mug) == 3
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "reason"),
+    [("tok_visa", "CONFIRMED", None), ("tok_chargeDeclined", "CANCELLED", "card_declined")],
+)
+async def test_a_payment_outcome_that_arrives_before_the_reserve_step_is_recorded_decides(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    token: str,
+    status: str,
+    reason: str | None,
+) -> None:
+    # A payment timeout this long would leave the order waiting if the early word were lost.
+    async with running_shop(tmp_path, saga_payment_timeout_seconds=3600.0) as shop:
+        admin = await make_admin(shop)
+        buyer = await register_and_login(shop.client)
+        mug = await product(shop, admin, stock=5)
+        provider = _provider(shop)
+        provider.delivery_delay_seconds = 3600
+        payments = _orders(shop).payments
+        pay = payments.pay
+        steps_at_outcome: list[str] = []
+
+        async def pay_then_deliver(**kwargs: Any) -> Any:
+            answer = await pay(**kwargs)
+            webhook = provider.webhooks[-1]
+            delivered = await shop.client.post(
+                "/api/v1/payments/webhooks/test",
+                content=webhook,
+                headers=provider.signed_headers(webhook),
+            )
+            assert delivered.status_code == 200, delivered.text
+            for _ in range(200):
+                await shop.settle()
+                row = await _order_row(shop, str(kwargs["order_id"]))
+                if row.payment_revision > answer.revision:
+                    steps_at_outcome.append(row.saga_step)
+                    break
+                await asyncio.sleep(0.02)
+            return answer
+
+        monkeypatch.setattr(payments, "pay", pay_then_deliver)
+        order_id = (await place(shop.client, buyer, [(mug, 1)], token=token)).json()["orderId"]
+        order = await settled(shop.client, buyer, order_id, timeout=20)
+        assert (order["status"], order.get("cancelReason")) == (status, reason)
+        assert steps_at_outcome == ["reserve"]
+        await saga_finished(shop, order_id)
+        assert await stock_of(shop, mug) == (4 if status == "CONFIRMED" else 5)
+        expected = ["succeeded"] if status == "CONFIRMED" else ["failed"]
+        assert await _payment_statuses(shop, admin, order_id) == expected
+
+
+async def test_a_payment_call_that_fails_after_the_stock_is_held_keeps_the_hold_and_retries(
+    shop: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await make_admin(shop)
+    buyer = await register_and_login(shop.client)
+    mug = await product(shop, admin, stock=5)
+    payments = _orders(shop).payments
+    pay = payments.pay
+    calls = 0
+
+    async def once_down(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Unavailable("payments: ConnectError")
+        return await pay(**kwargs)
+
+    monkeypatch.setattr(payments, "pay", once_down)
+    order_id = (await place(shop.client, buyer, [(mug, 2)])).json()["orderId"]
+    order = await settled(shop.client, buyer, order_id, timeout=20)
+    assert order["status"] == "CONFIRMED"
+    assert calls == 2
+    await saga_finished(shop, order_id)
+    assert await stock_of(shop, mug) == 3
+    assert await _payment_statuses(shop, admin, order_id) == ["succeeded"]
