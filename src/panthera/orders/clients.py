@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
+import orjson
 
-from panthera.kernel.http.client import ServiceDirectory
+from panthera.kernel.http.client import CallFailed, ServiceCaller, ServiceDirectory
 
 
 class Unavailable(Exception):
@@ -76,26 +76,28 @@ def _payment_state(body: dict[str, Any]) -> PaymentState:
     )
 
 
-async def _call(client: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+async def _call(caller: ServiceCaller, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
     try:
-        response = await client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        raise Unavailable(f"{method} {path}: {type(exc).__name__}") from exc
-    if response.status_code >= 500:
-        raise Unavailable(f"{method} {path}: {response.status_code}")
-    if response.status_code >= 400:
+        answer = await caller.request(method, path, **kwargs)
+    except CallFailed as exc:
+        raise Unavailable(f"{method} {path}: {exc}") from exc
+    if answer.status >= 500:
+        raise Unavailable(f"{method} {path}: {answer.status}")
+    if answer.status >= 400:
         try:
-            problem = response.json()
+            problem = orjson.loads(answer.body)
         except ValueError:
             problem = {}
+        if not isinstance(problem, dict):
+            problem = {}
         raise Refused(
-            response.status_code,
+            answer.status,
             str(problem.get("code", "refused")),
             problem.get("detail") if isinstance(problem.get("detail"), str) else None,
         )
-    if response.status_code == 204 or not response.content:
+    if answer.status == 204 or not answer.body:
         return {}
-    body: dict[str, Any] = response.json()
+    body: dict[str, Any] = orjson.loads(answer.body)
     return body
 
 
@@ -104,8 +106,8 @@ class CatalogClient:
         self._directory = directory
 
     @property
-    def _client(self) -> httpx.AsyncClient:
-        return self._directory.client("catalog")
+    def _client(self) -> ServiceCaller:
+        return self._directory.caller("catalog")
 
     async def quote(self, lines: list[tuple[uuid.UUID, uuid.UUID | None, int]]) -> Quote:
         """Today's price of (product, variant or None, quantity) lines."""
@@ -179,8 +181,8 @@ class PaymentsClient:
         self._directory = directory
 
     @property
-    def _client(self) -> httpx.AsyncClient:
-        return self._directory.client("payments")
+    def _client(self) -> ServiceCaller:
+        return self._directory.caller("payments")
 
     async def pay(
         self, *, order_id: uuid.UUID, user_id: uuid.UUID, amount: str, currency: str, token: str

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+import aiohttp
 import httpx
+import orjson
+import yarl
 from starlette.types import ASGIApp
 
 from panthera.kernel.errors import ServiceUnavailable
@@ -101,6 +106,185 @@ class ReplicaTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Another service's answer: its status and body, read in full."""
+
+    status: int
+    body: bytes
+
+
+class CallFailed(Exception):
+    """No answer came back: nothing could be connected, it timed out, or the connection broke."""
+
+
+class ServiceCaller(Protocol):
+    """Calls to one service, by path; answers whatever status it gets."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer: ...
+
+    async def aclose(self) -> None: ...
+
+
+class InProcessCaller:
+    """Calls to a service in the same process, through its ASGI app."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        try:
+            response = await self._client.request(
+                method, path, json=json, params=params, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise CallFailed(type(exc).__name__) from exc
+        return Answer(response.status_code, response.content)
+
+    async def aclose(self) -> None:
+        # The client is the directory's, shared with ``ServiceDirectory.client``.
+        return None
+
+
+class ReplicaCaller:
+    """Calls to a service's replicas over pooled HTTP: round-robin, breakers, one timeout.
+
+    aiohttp rather than httpx: the saga makes several of these calls per order, and
+    aiohttp's client costs a fraction of httpx's CPU per request. The rules are
+    ``ReplicaTransport``'s: a request that could not be connected moves on to the
+    next replica; one that reached a replica goes again only if it is safe.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        headers: Mapping[str, str],
+        timeout_seconds: float,
+        retries: int,
+        retry_after_seconds: float,
+        failure_threshold: int = 5,
+        open_seconds: float = 10.0,
+        service: str = "",
+    ) -> None:
+        self._replicas = ReplicaSet(
+            urls,
+            retry_after_seconds=retry_after_seconds,
+            failure_threshold=failure_threshold,
+            open_seconds=open_seconds,
+            service=service,
+        )
+        self._headers = dict(headers)
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_seconds, connect=min(2.0, timeout_seconds)
+        )
+        self._retries = retries
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the service's running event loop.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                # Idle connections are dropped well before the services' uvicorn drops
+                # them (75 s), so a request is not written on one being closed.
+                connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30),
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def _headers_for(self, extra: Mapping[str, str] | None, has_body: bool) -> dict[str, str]:
+        headers = dict(self._headers)
+        if has_body:
+            headers["content-type"] = "application/json"
+        request_id = current_request_id()
+        if request_id:
+            headers["x-request-id"] = request_id
+        traceparent = current_traceparent()
+        if traceparent:
+            headers["traceparent"] = traceparent
+        if extra:
+            headers.update(extra)
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        body = None if json is None else orjson.dumps(json)
+        sent = self._headers_for(headers, body is not None)
+        rounds = 0
+        failure: Exception | None = None
+        while True:
+            for base in self._replicas.order():
+                if not self._replicas.claim(base):
+                    continue
+                try:
+                    async with self._client().request(
+                        method,
+                        yarl.URL(base + path),
+                        params=params,
+                        data=body,
+                        headers=sent,
+                        allow_redirects=False,
+                    ) as response:
+                        answer = Answer(response.status, await response.read())
+                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                    # Nothing reached that replica: another may take the request.
+                    self._replicas.refused(base)
+                    failure = exc
+                    continue
+                except TimeoutError as exc:
+                    # The request may be in hand there, so it is not sent again.
+                    self._replicas.failed(base)
+                    raise CallFailed(f"timed out: {type(exc).__name__}") from exc
+                except aiohttp.ClientError as exc:
+                    # A replica that died with the request in hand: a safe request may
+                    # go to another, anything else might already have been done.
+                    if method not in SAFE_METHODS:
+                        self._replicas.failed(base)
+                        raise CallFailed(type(exc).__name__) from exc
+                    self._replicas.refused(base)
+                    failure = exc
+                    continue
+                self._replicas.answered(base, answer.status)
+                return answer
+            rounds += 1
+            if rounds > self._retries:
+                if failure is None:
+                    # Every replica was taken by an open or half-open breaker.
+                    raise self._replicas.unavailable()
+                raise CallFailed(type(failure).__name__) from failure
+            await asyncio.sleep(0.05 * rounds)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class ServiceDirectory:
     """Finds the other services: by in-process app or by URL, one pooled client each."""
 
@@ -123,8 +307,10 @@ class ServiceDirectory:
         self._retry_after = retry_after_seconds
         self._failure_threshold = failure_threshold
         self._open_seconds = open_seconds
+        self._timeout_seconds = timeout_seconds
         self._local_app = local_app
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._callers: dict[str, ServiceCaller] = {}
 
     def client(self, service: str) -> httpx.AsyncClient:
         """The client for one service, created on first use."""
@@ -133,6 +319,32 @@ class ServiceDirectory:
             client = self._build(service)
             self._clients[service] = client
         return client
+
+    def caller(self, service: str) -> ServiceCaller:
+        """The cheaper caller for one service, created on first use: in process when the
+        service is, else over HTTP to its replicas."""
+        caller = self._callers.get(service)
+        if caller is None:
+            caller = self._build_caller(service)
+            self._callers[service] = caller
+        return caller
+
+    def _build_caller(self, service: str) -> ServiceCaller:
+        if self._local_app is not None and self._local_app(service) is not None:
+            return InProcessCaller(self.client(service))
+        urls = self._urls.get(service)
+        if not urls:
+            raise ServiceUnavailable(f"No address is configured for the {service} service.")
+        return ReplicaCaller(
+            urls,
+            headers={INTERNAL_TOKEN_HEADER: self._internal_token},
+            timeout_seconds=self._timeout_seconds,
+            retries=self._retries,
+            retry_after_seconds=self._retry_after,
+            failure_threshold=self._failure_threshold,
+            open_seconds=self._open_seconds,
+            service=service,
+        )
 
     def _build(self, service: str) -> httpx.AsyncClient:
         headers = {INTERNAL_TOKEN_HEADER: self._internal_token}
@@ -167,6 +379,9 @@ class ServiceDirectory:
 
     async def close(self) -> None:
         """Close every pooled connection."""
+        for caller in self._callers.values():
+            await caller.aclose()
+        self._callers.clear()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()

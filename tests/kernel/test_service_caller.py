@@ -1,0 +1,219 @@
+"""Service-to-service calls over aiohttp: replicas in turn, breakers, timeouts, and what
+is sent again, against real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from panthera.kernel.errors import ServiceUnavailable
+from panthera.kernel.http.breaker import CircuitOpen, CircuitState
+from panthera.kernel.http.client import CallFailed, ReplicaCaller, ServiceDirectory
+from panthera.kernel.observability import set_request_id
+from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
+
+NAME = web.AppKey("name", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[str, Handler], Awaitable[str]]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(name: str, handler: Handler) -> str:
+        application = web.Application()
+        application[NAME] = name
+        application.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(application)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def _caller(urls: list[str], **overrides: float | int) -> ReplicaCaller:
+    options: dict[str, float | int] = {
+        "timeout_seconds": 5.0,
+        "retries": 0,
+        "retry_after_seconds": 60.0,
+        **overrides,
+    }
+    return ReplicaCaller(
+        urls,
+        headers={INTERNAL_TOKEN_HEADER: "secret"},
+        timeout_seconds=float(options["timeout_seconds"]),
+        retries=int(options["retries"]),
+        retry_after_seconds=float(options["retry_after_seconds"]),
+        failure_threshold=int(options.get("failure_threshold", 5)),
+        open_seconds=float(options.get("open_seconds", 10.0)),
+        service="catalog",
+    )
+
+
+async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
+    serve: Callable[[str, Handler], Awaitable[str]],
+) -> None:
+    seen: list[dict[str, object]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(
+            {
+                "name": request.app[NAME],
+                "path": request.path,
+                "query": dict(request.query),
+                "body": await request.json() if request.can_read_body else None,
+                "token": request.headers.get(INTERNAL_TOKEN_HEADER),
+                "request_id": request.headers.get("x-request-id"),
+                "key": request.headers.get("Idempotency-Key"),
+            }
+        )
+        return web.json_response({"name": request.app[NAME]}, status=201)
+
+    urls = [await serve("one", answer), await serve("two", answer)]
+    caller = _caller([*urls, f"http://127.0.0.1:{_closed_port()}"])
+    set_request_id("req-1")
+    try:
+        first = await caller.request(
+            "POST",
+            "/internal/things",
+            json={"a": 1},
+            params={"reason": "expired"},
+            headers={"Idempotency-Key": "k"},
+        )
+        assert first.status == 201
+        names = [(await caller.request("GET", "/x")).body for _ in range(5)]
+    finally:
+        set_request_id(None)
+        await caller.aclose()
+    assert seen[0] == {
+        "name": "one",
+        "path": "/internal/things",
+        "query": {"reason": "expired"},
+        "body": {"a": 1},
+        "token": "secret",
+        "request_id": "req-1",
+        "key": "k",
+    }
+    # The closed port was tried once, then set aside; the two live ones share the rest.
+    assert {b'{"name": "one"}', b'{"name": "two"}'} == set(names)
+    assert len(seen) == 6
+
+
+async def test_calls_fail_fast_once_the_breaker_opens_then_recover(
+    serve: Callable[[str, Handler], Awaitable[str]],
+) -> None:
+    calls: list[str] = []
+    healthy = False
+
+    async def answer(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        return web.Response(status=200 if healthy else 503)
+
+    url = await serve("flaky", answer)
+    caller = _caller([url], retry_after_seconds=0, failure_threshold=2, open_seconds=0.2)
+    try:
+        for _ in range(2):
+            assert (await caller.request("GET", "/x")).status == 503
+        with pytest.raises(CircuitOpen):
+            await caller.request("POST", "/x")
+        assert calls == ["GET", "GET"]  # the open breaker sent nothing
+        healthy = True
+        await asyncio.sleep(0.25)
+        assert (await caller.request("GET", "/x")).status == 200
+        assert (await caller.request("POST", "/x")).status == 200
+        assert caller._replicas.breakers[url].state is CircuitState.CLOSED
+    finally:
+        await caller.aclose()
+
+
+async def test_an_unsafe_request_answered_5xx_is_not_sent_again(
+    serve: Callable[[str, Handler], Awaitable[str]],
+) -> None:
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.app[NAME])
+        return web.Response(status=500 if request.app[NAME] == "bad" else 200)
+
+    urls = [await serve("bad", answer), await serve("good", answer)]
+    caller = _caller(urls, retries=2, retry_after_seconds=0, failure_threshold=2, open_seconds=60)
+    try:
+        statuses = [(await caller.request("POST", "/x")).status for _ in range(8)]
+    finally:
+        await caller.aclose()
+    # Each POST went to exactly one replica; after two 500s the bad one gets nothing.
+    assert len(seen) == 8
+    assert seen.count("bad") == 2
+    assert statuses.count(500) == 2
+
+
+async def test_a_call_that_times_out_fails_and_is_not_sent_elsewhere(
+    serve: Callable[[str, Handler], Awaitable[str]],
+) -> None:
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.app[NAME])
+        if request.app[NAME] == "slow":
+            await asyncio.sleep(5)
+        return web.Response(status=200)
+
+    urls = [await serve("slow", answer), await serve("quick", answer)]
+    caller = _caller(urls, timeout_seconds=0.3, retries=2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(CallFailed):
+            await caller.request("POST", "/x")
+    finally:
+        await caller.aclose()
+    assert time.monotonic() - started < 2
+    assert seen == ["slow"]
+
+
+@pytest.mark.parametrize(("method", "moves_on"), [("GET", True), ("POST", False)])
+async def test_a_replica_dying_mid_request_is_gone_round_only_for_safe_requests(
+    serve: Callable[[str, Handler], Awaitable[str]], method: str, moves_on: bool
+) -> None:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.app[NAME] == "dying":
+            assert request.transport is not None
+            request.transport.close()
+        return web.Response(status=200)
+
+    urls = [await serve("dying", answer), await serve("live", answer)]
+    caller = _caller(urls)
+    try:
+        if moves_on:
+            assert (await caller.request(method, "/x")).status == 200
+        else:
+            with pytest.raises(CallFailed):
+                await caller.request(method, "/x")
+    finally:
+        await caller.aclose()
+
+
+async def test_the_directory_calls_a_service_without_an_address_unavailable() -> None:
+    directory = ServiceDirectory(
+        internal_token="secret", urls={}, timeout_seconds=1.0, retries=0, local_app=None
+    )
+    with pytest.raises(ServiceUnavailable):
+        directory.caller("catalog")
+    await directory.close()
