@@ -253,11 +253,11 @@ async def receive_webhook(provider: str, request: Request, payments: Payments) -
         raise errors.UnknownProvider()
     body = await request.body()
     try:
-        event = payments.provider.parse_webhook(request.headers, body)
+        outcome = await webhooks.receive_webhook(
+            payments.uow, payments.provider, request.headers, body
+        )
     except InvalidWebhook as exc:
-        log.warning("webhook refused", extra={"provider": provider, "reason": exc.reason})
         raise errors.InvalidWebhookSignature(reason=exc.reason) from exc
-    outcome = await webhooks.apply_webhook(payments.uow, provider, event)
     return WebhookAck(received=True, duplicate=outcome == webhooks.DUPLICATE, outcome=outcome)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -12,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from panthera.kernel.db import UnitOfWork
 from panthera.payments import repository
 from panthera.payments.models import Payment, ProviderEventRecord
-from panthera.payments.providers import EventKind, PaymentOutcome, ProviderEvent, RefundOutcome
+from panthera.payments.providers import (
+    EventKind,
+    InvalidWebhook,
+    PaymentOutcome,
+    PaymentProvider,
+    ProviderEvent,
+    RefundOutcome,
+)
 from panthera.payments.refunds import settle_refund
 from panthera.payments.service import UnitsOfWork, settle_payment
 
@@ -34,6 +42,21 @@ _REFUND_OUTCOMES = {
     EventKind.REFUND_FAILED: RefundOutcome.FAILED,
 }
 DUPLICATE = "duplicate"
+
+
+async def receive_webhook(
+    uows: UnitsOfWork, provider: PaymentProvider, headers: Mapping[str, str], body: bytes
+) -> str:
+    """Verify a webhook by its signature and apply it; raises InvalidWebhook when forged.
+
+    The webhook endpoint and the test provider's own deliveries both come here.
+    """
+    try:
+        event = provider.parse_webhook(headers, body)
+    except InvalidWebhook as exc:
+        log.warning("webhook refused", extra={"provider": provider.name, "reason": exc.reason})
+        raise
+    return await apply_webhook(uows, provider.name, event)
 
 
 async def apply_webhook(uows: UnitsOfWork, provider: str, event: ProviderEvent) -> str:
