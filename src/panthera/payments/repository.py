@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.payments.models import (
@@ -56,6 +56,21 @@ async def payment_of_request(
             .order_by(Payment.created_at.desc())
             .limit(1)
             .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    return found
+
+
+async def payment_of_order(session: AsyncSession, order_reference: str) -> Payment | None:
+    """The order's payment that went through or is under way, else its latest attempt."""
+    found: Payment | None = (
+        await session.execute(
+            select(Payment)
+            .where(Payment.order_reference == order_reference)
+            .order_by(
+                case((Payment.status.in_(LIVE_STATUSES), 0), else_=1), Payment.created_at.desc()
+            )
+            .limit(1)
         )
     ).scalar_one_or_none()
     return found

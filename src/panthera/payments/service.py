@@ -122,50 +122,69 @@ async def confirm_payment(
 
 
 async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> Payment:
-    """The payment row of this request: new, or the one an earlier run of it left."""
+    """The payment row of this request: new, or the one an earlier run of it left.
+
+    Inserted straight away: the unique constraints say whether this request (its
+    order and key) already made a payment, or another payment of the order is
+    live, and only then is anything read.
+    """
+    now = _now()
+    payment = Payment(
+        id=uuid.uuid4(),
+        order_reference=request.order_reference,
+        user_id=request.user_id,
+        amount=request.amount.amount,
+        currency=request.amount.currency,
+        status=PaymentStatus.REQUIRES_CONFIRMATION,
+        provider=provider,
+        payment_method=request.token,
+        amount_refunded=0,
+        request_key=request.request_key,
+        created_at=now,
+        updated_at=now,
+        revision=1,
+    )
     async with uows() as uow:
-        session = uow.session
-        existing = await repository.live_payment_of_order(
-            session, request.order_reference, for_update=True
-        )
-        if existing is None or existing.request_key != request.request_key:
-            # The same request run again (its answer was lost): its payment, even a
-            # failed one, is the answer; the token is not charged a second time.
-            earlier = await repository.payment_of_request(
-                session, request.order_reference, request.request_key
-            )
-            if earlier is not None:
-                return earlier
-        if existing is not None:
-            if existing.request_key == request.request_key:
-                return existing
-            if existing.status in OPEN_STATUSES:
-                raise errors.PaymentInProgress()
-            raise errors.OrderAlreadyPaid()
-        now = _now()
-        payment = Payment(
-            id=uuid.uuid4(),
-            order_reference=request.order_reference,
-            user_id=request.user_id,
-            amount=request.amount.amount,
-            currency=request.amount.currency,
-            status=PaymentStatus.REQUIRES_CONFIRMATION,
-            provider=provider,
-            payment_method=request.token,
-            amount_refunded=0,
-            request_key=request.request_key,
-            created_at=now,
-            updated_at=now,
-            revision=1,
-        )
-        session.add(payment)
+        uow.session.add(payment)
         try:
             await uow.commit()
         except IntegrityError:
-            # Another request recorded a payment of this order between our read
-            # and our insert (the unique index on live payments said no).
-            raise errors.PaymentInProgress() from None
-    return payment
+            pass
+        else:
+            return payment
+    return await _earlier_payment(uows, request)
+
+
+async def _earlier_payment(uows: UnitsOfWork, request: PaymentRequest) -> Payment:
+    """Why a payment of this request could not be recorded: its own earlier one, or a rival."""
+    async with uows() as uow:
+        session = uow.session
+        # The same request run again (its answer was lost): its payment, even a
+        # failed one, is the answer; the token is not charged a second time.
+        earlier = await repository.payment_of_request(
+            session, request.order_reference, request.request_key
+        )
+        if earlier is not None:
+            _refuse_another_request(earlier, request)
+            return earlier
+        existing = await repository.live_payment_of_order(session, request.order_reference)
+    if existing is not None and existing.status not in OPEN_STATUSES:
+        raise errors.OrderAlreadyPaid()
+    # Under way for another request, or it was between our insert and this read.
+    raise errors.PaymentInProgress()
+
+
+def _refuse_another_request(payment: Payment, request: PaymentRequest) -> None:
+    """A request sent again must ask for what it first asked for."""
+    same = (
+        payment.amount == request.amount.amount
+        and payment.currency == request.amount.currency
+        and payment.user_id == request.user_id
+        # Kept only until the provider answered; resuming asks with the request's token.
+        and (payment.payment_method is None or payment.payment_method == request.token)
+    )
+    if not same:
+        raise errors.PaymentRequestMismatch()
 
 
 async def settle_by_id(
