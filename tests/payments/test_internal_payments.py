@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from panthera.payments.models import IDEMPOTENCY_KEYS
 from tests.payments.conftest import PaymentsService
@@ -165,3 +166,36 @@ async def test_the_orders_payment_shows_its_refunds(payments: PaymentsService) -
     assert [refund["amount"] for refund in state["refunds"]] == ["4.00"]
     replay = await pay_for_order(payments, order_body("order-6", user))
     assert replay.json()["refunds"] == state["refunds"]
+
+
+async def test_an_orders_payment_takes_few_statements(payments: PaymentsService) -> None:
+    """Recorded, answered, settled by its webhook: each write one statement, no reads first."""
+    statements: list[str] = []
+    # Only what this payment runs (its webhook's delivery inherits the context), not
+    # what the service's background tasks do meanwhile.
+    ours: ContextVar[bool] = ContextVar("ours", default=False)
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if ours.get():
+            statements.append(" ".join(statement.split()[:3]).upper())
+
+    engine = payments.runtime.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", note)
+    token = ours.set(True)
+    try:
+        paid = await pay_for_order(payments, order_body("order-7", uuid.uuid4()))
+        await payments.settle()
+    finally:
+        ours.reset(token)
+        event.remove(engine, "before_cursor_execute", note)
+    assert paid.status_code == 201
+    assert [s for s in statements if not s.startswith("BEGIN")] == [
+        "INSERT INTO PAYMENTS",
+        "UPDATE PAYMENTS SET",
+        "UPDATE PAYMENTS SET",
+        "INSERT INTO PROVIDER_EVENTS",
+        "INSERT INTO OUTBOX",
+    ]
+    state = (await payment_of_order(payments, "order-7")).json()
+    assert state["status"] == "succeeded"
+    assert state["revision"] == 3

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -196,18 +197,87 @@ async def settle_by_id(
     failure_message: str | None,
 ) -> Payment:
     async with uows() as uow:
-        payment = await repository.payment(uow.session, payment_id, for_update=True)
-        if payment is None:
-            raise errors.PaymentNotFound()
-        settle_payment(
+        payment = await settle_open_payment(
             uow,
-            payment,
+            payment_id,
             outcome,
             provider_payment_id=provider_payment_id,
             failure_code=failure_code,
             failure_message=failure_message,
         )
+        if payment is None:
+            payment = await repository.payment(uow.session, payment_id, for_update=True)
+            if payment is None:
+                raise errors.PaymentNotFound()
+            settle_payment(
+                uow,
+                payment,
+                outcome,
+                provider_payment_id=provider_payment_id,
+                failure_code=failure_code,
+                failure_message=failure_message,
+            )
         await uow.commit()
+    return payment
+
+
+async def settle_open_payment(
+    uow: UnitOfWork,
+    payment_id: uuid.UUID,
+    outcome: PaymentOutcome,
+    *,
+    provider_payment_id: str | None = None,
+    failure_code: str | None = None,
+    failure_message: str | None = None,
+    provider: str | None = None,
+) -> Payment | None:
+    """Move a payment still waiting for the provider in one UPDATE ... RETURNING.
+
+    The common case of :func:`settle_payment`, without reading the row first. None
+    when the payment is not waiting (not found, settled, already processing when
+    told it is processing, or holding another provider id): the caller then takes
+    the general way, a locked read and ``settle_payment``.
+    """
+    conditions = [Payment.id == payment_id]
+    if outcome is PaymentOutcome.PROCESSING:
+        conditions.append(Payment.status == PaymentStatus.REQUIRES_CONFIRMATION)
+    else:
+        conditions.append(Payment.status.in_(OPEN_STATUSES))
+    if provider is not None:
+        conditions.append(Payment.provider == provider)
+    values: dict[str, object] = {
+        "payment_method": None,
+        "revision": Payment.revision + 1,
+        "updated_at": _now(),
+    }
+    if provider_payment_id:
+        conditions.append(
+            or_(
+                Payment.provider_payment_id.is_(None),
+                Payment.provider_payment_id == provider_payment_id,
+            )
+        )
+        values["provider_payment_id"] = provider_payment_id
+    if outcome is PaymentOutcome.PROCESSING:
+        values["status"] = PaymentStatus.PROCESSING
+    elif outcome is PaymentOutcome.SUCCEEDED:
+        values["status"] = PaymentStatus.SUCCEEDED
+    else:
+        failed = outcome is PaymentOutcome.FAILED
+        values["status"] = PaymentStatus.FAILED if failed else PaymentStatus.CANCELED
+        values["failure_code"] = (failure_code or ("payment_failed" if failed else "canceled"))[:60]
+        values["failure_message"] = failure_message[:500] if failure_message else None
+    payment: Payment | None = (
+        await uow.session.execute(
+            update(Payment)
+            .where(*conditions)
+            .values(values)
+            .returning(Payment)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if payment is not None:
+        _publish_outcome(uow, payment)
     return payment
 
 
@@ -259,6 +329,11 @@ def settle_payment(
     # The provider has it now: the token is not needed to ask again.
     payment.payment_method = None
     touch(payment)
+    _publish_outcome(uow, payment)
+    return True
+
+
+def _publish_outcome(uow: UnitOfWork, payment: Payment) -> None:
     if payment.status == PaymentStatus.SUCCEEDED:
         uow.publish(
             PaymentSucceeded(
@@ -273,7 +348,6 @@ def settle_payment(
                 message=payment.failure_message,
             )
         )
-    return True
 
 
 def event_fields(payment: Payment) -> dict[str, object]:
