@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Annotated, Any
 
@@ -39,7 +38,6 @@ from panthera.payments.schemas import (
     WebhookAck,
 )
 
-log = logging.getLogger("panthera.payments")
 router = APIRouter()
 Responses = dict[int | str, dict[str, Any]]
 _invalid: Responses = {400: {"description": "Invalid input"}}
