@@ -70,6 +70,45 @@ async def test_duplicates_and_rivals_take_the_money_once(pg_payments: PaymentsSe
     assert len(await payments.outbox("payment.succeeded")) == 2
 
 
+async def test_the_sagas_duplicates_and_rivals_make_one_payment(
+    pg_payments: PaymentsService,
+) -> None:
+    """Without idempotency key rows, the unique constraints alone keep it to one payment."""
+    payments = pg_payments
+    user = uuid.uuid4()
+    order = {"orderId": "order-9", "userId": str(user), "amount": "10.00", "currency": "USD"}
+    duplicates = [
+        payments.client.post(
+            "/internal/payments",
+            json={**order, "paymentMethod": "tok_visa"},
+            headers=payments.internal_headers,
+        )
+        for _ in range(20)
+    ]
+    rivals = [
+        payments.client.post(
+            "/internal/payments",
+            json={**order, "paymentMethod": "tok_visa"},
+            headers={**payments.internal_headers, "Idempotency-Key": f"rival-{n}"},
+        )
+        for n in range(10)
+    ]
+    responses = await asyncio.gather(*duplicates, *rivals)
+    assert {r.status_code for r in responses} <= {201, 409}, [r.text for r in responses]
+    # Whichever request came first, every answer of its key is its payment.
+    assert len({r.json()["paymentId"] for r in responses if r.status_code == 201}) == 1
+    same, other = responses[:20], responses[20:]
+    assert all(r.status_code == 201 for r in same) or not any(r.status_code == 201 for r in same)
+    assert sum(r.status_code == 201 for r in other) <= 1
+    assert {r.json()["code"] for r in responses if r.status_code == 409} <= {
+        "payment_in_progress",
+        "order_already_paid",
+    }
+    await payments.settle()
+    assert await payments.payment_count(order_reference="order-9") == 1
+    assert len(await payments.outbox("payment.succeeded")) == 1
+
+
 async def test_webhook_copies_apply_once(pg_payments: PaymentsService) -> None:
     payments = pg_payments
     payments.provider.delivery_delay_seconds = 60

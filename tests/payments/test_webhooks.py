@@ -6,9 +6,11 @@ import asyncio
 import time
 
 import orjson
+import pytest
 from sqlalchemy import select
 
 from panthera.payments.models import ProviderEventRecord
+from panthera.payments.providers import InvalidWebhook
 from panthera.payments.providers.stripe_webhooks import SIGNATURE_HEADER, signature_header
 from tests.payments.conftest import PaymentsService
 
@@ -108,6 +110,26 @@ async def test_forged_stale_or_unsigned_webhooks_are_400(payments: PaymentsServi
     assert response.status_code == 400
     assert (await payments.get(user, payment["paymentId"]))["status"] == "processing"
     assert not await payments.outbox("payment.succeeded")
+
+
+async def test_the_test_providers_own_deliveries_are_verified(payments: PaymentsService) -> None:
+    """Its webhooks skip HTTP, not the signature check: a forged one changes nothing."""
+    user = payments.caller()
+    payments.provider.delivery_delay_seconds = 60
+    payment = await payments.pay(user, settle=False)
+    webhook = payments.provider.webhooks[-1]
+    deliver_in_process = payments.provider.deliver
+    assert deliver_in_process is not None
+    forged = {SIGNATURE_HEADER: signature_header(webhook, "whsec_forged", int(time.time()))}
+    with pytest.raises(InvalidWebhook):
+        await deliver_in_process(forged, webhook)
+    assert (await payments.get(user, payment["paymentId"]))["status"] == "processing"
+    assert not await payments.outbox("payment.succeeded")
+    await deliver_in_process(payments.provider.signed_headers(webhook), webhook)
+    assert (await payments.get(user, payment["paymentId"]))["status"] == "succeeded"
+    assert len(await payments.outbox("payment.succeeded")) == 1
+    again = await deliver(payments, webhook)
+    assert again["outcome"] == "duplicate"
 
 
 async def test_only_the_configured_provider_has_a_webhook(payments: PaymentsService) -> None:

@@ -1,9 +1,9 @@
 """The payments service: payments by provider token, refunds, and the provider's webhooks.
 
 The provider is chosen by ``PANTHERA_PAYMENT_PROVIDER``: ``test`` (built in, no
-network) or ``stripe``. The test provider's webhooks are delivered to this
-service's own ``/webhooks/test`` through the service directory: in process when
-the service runs here, which it always does for its own deliveries. Payments
+network) or ``stripe``. The test provider's webhooks are signed as Stripe signs
+them and handed straight to the code behind ``/webhooks/test``, which verifies
+the signature and applies them as it does for a request. Payments
 and refunds whose outcome never arrived are asked about by the reconciler
 (reconciler.py), which runs beside the service.
 """
@@ -31,21 +31,18 @@ def _router() -> APIRouter:
 
 
 def _state(runtime: ServiceRuntime) -> dict[str, Any]:
-    from panthera.kernel.http.client import ServiceDirectory
     from panthera.kernel.idempotency import IdempotencyKeys
     from panthera.payments.deps import PaymentsDeps
     from panthera.payments.models import IDEMPOTENCY_KEYS
     from panthera.payments.providers import build_provider
     from panthera.payments.reconciler import Reconciler
-
-    directory: ServiceDirectory = runtime.components["directory"]
-    name = runtime.name
+    from panthera.payments.webhooks import receive_webhook
 
     async def deliver(headers: dict[str, str], body: bytes) -> None:
-        response = await directory.client(name).post(
-            "/webhooks/test", content=body, headers=headers
-        )
-        response.raise_for_status()
+        # The provider's own webhooks are verified and applied as the endpoint does,
+        # without the HTTP round trip through this very service: that cost a request,
+        # its middleware and a second connection for every payment.
+        await receive_webhook(runtime.uow, deps.provider, headers, body)
 
     deps = PaymentsDeps(
         uow=runtime.uow,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Annotated, Any
 
@@ -26,7 +25,7 @@ from panthera.kernel.security.permissions import (
 from panthera.payments import errors, presenters, refunds, repository, service, webhooks
 from panthera.payments.cards import refuse_card_numbers
 from panthera.payments.deps import Payments
-from panthera.payments.models import Payment
+from panthera.payments.models import REFUNDED_STATUSES, Payment, Refund
 from panthera.payments.providers import InvalidWebhook
 from panthera.payments.schemas import (
     InternalPaymentCreate,
@@ -39,7 +38,6 @@ from panthera.payments.schemas import (
     WebhookAck,
 )
 
-log = logging.getLogger("panthera.payments")
 router = APIRouter()
 Responses = dict[int | str, dict[str, Any]]
 _invalid: Responses = {400: {"description": "Invalid input"}}
@@ -77,21 +75,35 @@ async def _view(payments: Payments, payment_id: uuid.UUID) -> PaymentOut:
     return presenters.payment_out(view.payment, view.refunds)
 
 
+def _payment_request(
+    body: PaymentCreate, user_id: uuid.UUID, request_key: str
+) -> service.PaymentRequest:
+    return service.PaymentRequest(
+        order_reference=body.orderId,
+        user_id=user_id,
+        amount=_amount(body.amount, body.currency),
+        token=body.paymentMethod,
+        request_key=request_key,
+    )
+
+
+async def _payment_body(payments: Payments, payment: Payment) -> dict[str, Any]:
+    """A payment as the API shows it; its refunds are read only when it may have any."""
+    refunds: list[Refund] = []
+    if payment.status in REFUNDED_STATUSES:
+        async with payments.read_session() as session:
+            refunds = await repository.refunds_of(session, [payment.id])
+    return presenters.payment_out(payment, refunds).model_dump(mode="json")
+
+
 async def _take_payment(
     payments: Payments, body: PaymentCreate, user_id: uuid.UUID, scope: str, key: str
 ) -> Response:
-    amount = _amount(body.amount, body.currency)
-    request = service.PaymentRequest(
-        order_reference=body.orderId,
-        user_id=user_id,
-        amount=amount,
-        token=body.paymentMethod,
-        request_key=f"{scope}:{key}",
-    )
+    request = _payment_request(body, user_id, f"{scope}:{key}")
 
     async def handle() -> tuple[int, Any]:
         payment = await service.create_payment(payments.uow, payments.provider, request)
-        return 201, (await _view(payments, payment.id)).model_dump(mode="json")
+        return 201, await _payment_body(payments, payment)
 
     result = await payments.idempotency.run(
         scope=scope,
@@ -253,11 +265,11 @@ async def receive_webhook(provider: str, request: Request, payments: Payments) -
         raise errors.UnknownProvider()
     body = await request.body()
     try:
-        event = payments.provider.parse_webhook(request.headers, body)
+        outcome = await webhooks.receive_webhook(
+            payments.uow, payments.provider, request.headers, body
+        )
     except InvalidWebhook as exc:
-        log.warning("webhook refused", extra={"provider": provider, "reason": exc.reason})
         raise errors.InvalidWebhookSignature(reason=exc.reason) from exc
-    outcome = await webhooks.apply_webhook(payments.uow, provider, event)
     return WebhookAck(received=True, duplicate=outcome == webhooks.DUPLICATE, outcome=outcome)
 
 
@@ -276,9 +288,21 @@ async def create_payment_for_order(
     payments: Payments,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    """Idempotent by order: the key defaults to ``payment:<orderId>``."""
+    """Idempotent by order: the key defaults to ``payment:<orderId>``.
+
+    No idempotency key row: the payment itself, unique by order and key, is the
+    record of the request. Sent again, it answers that payment as it is now (422
+    ``idempotency_key_reused`` if it asks for another amount, currency, payer or
+    token); while another payment of the order is live, 409.
+    """
     key = checked_key(idempotency_key or f"payment:{body.orderId}")
-    return await _take_payment(payments, body, body.userId, INTERNAL_SCOPE, key)
+    request = _payment_request(body, body.userId, f"{INTERNAL_SCOPE}:{key}")
+    payment = await service.create_payment(payments.uow, payments.provider, request)
+    return Response(
+        orjson.dumps(await _payment_body(payments, payment)),
+        status_code=201,
+        media_type="application/json",
+    )
 
 
 @router.post(
@@ -333,16 +357,12 @@ async def refund_order(
     include_in_schema=False,
     dependencies=[Depends(internal_only)],
 )
-async def payment_of_order(
-    reference: Annotated[Reference, Path()], payments: Payments
-) -> PaymentOut:
+async def payment_of_order(reference: Annotated[Reference, Path()], payments: Payments) -> Response:
     """The order's payment that went through or is under way, else its latest attempt."""
     async with payments.read_session() as session:
-        payment = await repository.live_payment_of_order(
-            session, reference
-        ) or await repository.latest_payment_of_order(session, reference)
-        if payment is None:
-            raise errors.PaymentNotFound()
-        view = await service.payment_view(session, payment.id)
-    assert view is not None
-    return presenters.payment_out(view.payment, view.refunds)
+        payment = await repository.payment_of_order(session, reference)
+    if payment is None:
+        raise errors.PaymentNotFound()
+    return Response(
+        orjson.dumps(await _payment_body(payments, payment)), media_type="application/json"
+    )

@@ -1,6 +1,7 @@
 """The payments' errors."""
 
 from panthera.kernel.errors import Conflict, InvalidInput, NotFound, PantheraError
+from panthera.kernel.idempotency import IdempotencyKeyReused
 
 
 class PaymentNotFound(NotFound):
@@ -21,6 +22,18 @@ class CardDataRefused(InvalidInput):
 class OrderAlreadyPaid(Conflict):
     code = "order_already_paid"
     title = "The order already has a payment that went through or is under way"
+
+
+class PaymentRequestMismatch(IdempotencyKeyReused):
+    """The request that made a payment, sent again asking for something else.
+
+    The same code as any key reused with another request: to its caller it is one.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This key already paid for the order with another amount, currency, payer or token."
+        )
 
 
 class PaymentInProgress(Conflict):

@@ -65,6 +65,8 @@ LIVE_STATUSES = frozenset(
 # Waiting for the provider's word.
 OPEN_STATUSES = frozenset({PaymentStatus.REQUIRES_CONFIRMATION, PaymentStatus.PROCESSING})
 REFUNDABLE_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED})
+# Only a payment in these states may have refunds.
+REFUNDED_STATUSES = REFUNDABLE_STATUSES | {PaymentStatus.REFUNDED}
 
 
 class RefundStatus(StrEnum):
@@ -84,6 +86,12 @@ class Payment(Base):
             "amount_refunded >= 0 AND amount_refunded <= amount", name="refunds_within_amount"
         ),
         UniqueConstraint("provider", "provider_payment_id", name="uq_payments_provider_payment_id"),
+        # One payment per request: a request sent again finds its payment by this
+        # index instead of an idempotency key of its own, and it serves every lookup
+        # by order too (the order reference leads).
+        UniqueConstraint(
+            "order_reference", "request_key", name="uq_payments_order_reference_request_key"
+        ),
         Index(
             "uq_payments_live_order_reference",
             "order_reference",
@@ -96,7 +104,7 @@ class Payment(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     # The caller's id for what is paid for (an order id); the payments service
     # never reads the orders' data.
-    order_reference: Mapped[str] = mapped_column(String(100), index=True)
+    order_reference: Mapped[str] = mapped_column(String(100))
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))

@@ -6,13 +6,15 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.payments.models import (
     LIVE_STATUSES,
     OPEN_STATUSES,
     Payment,
+    ProviderEventRecord,
     Refund,
     RefundStatus,
 )
@@ -61,6 +63,21 @@ async def payment_of_request(
     return found
 
 
+async def payment_of_order(session: AsyncSession, order_reference: str) -> Payment | None:
+    """The order's payment that went through or is under way, else its latest attempt."""
+    found: Payment | None = (
+        await session.execute(
+            select(Payment)
+            .where(Payment.order_reference == order_reference)
+            .order_by(
+                case((Payment.status.in_(LIVE_STATUSES), 0), else_=1), Payment.created_at.desc()
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return found
+
+
 async def latest_payment_of_order(session: AsyncSession, order_reference: str) -> Payment | None:
     found: Payment | None = (
         await session.execute(
@@ -85,6 +102,29 @@ async def payment_by_provider_id(
         )
     ).scalar_one_or_none()
     return found
+
+
+async def record_provider_event(session: AsyncSession, record: ProviderEventRecord) -> bool:
+    """Insert a webhook's record; False when its event id is already recorded.
+
+    ON CONFLICT DO NOTHING rather than a savepoint around the insert: one statement,
+    and a copy being recorded at this moment is waited for, then found.
+    """
+    values = {
+        column.key: getattr(record, column.key) for column in ProviderEventRecord.__mapper__.columns
+    }
+    keys = [ProviderEventRecord.provider, ProviderEventRecord.event_id]
+    if session.get_bind().dialect.name == "postgresql":
+        pg = postgresql.insert(ProviderEventRecord).values(values)
+        statement = pg.on_conflict_do_nothing(index_elements=keys).returning(
+            ProviderEventRecord.event_id
+        )
+    else:
+        lite = sqlite.insert(ProviderEventRecord).values(values)
+        statement = lite.on_conflict_do_nothing(index_elements=keys).returning(
+            ProviderEventRecord.event_id
+        )
+    return (await session.execute(statement)).first() is not None
 
 
 async def refunds_of(session: AsyncSession, payment_ids: Sequence[uuid.UUID]) -> list[Refund]:

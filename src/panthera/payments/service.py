@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -122,50 +123,69 @@ async def confirm_payment(
 
 
 async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> Payment:
-    """The payment row of this request: new, or the one an earlier run of it left."""
+    """The payment row of this request: new, or the one an earlier run of it left.
+
+    Inserted straight away: the unique constraints say whether this request (its
+    order and key) already made a payment, or another payment of the order is
+    live, and only then is anything read.
+    """
+    now = _now()
+    payment = Payment(
+        id=uuid.uuid4(),
+        order_reference=request.order_reference,
+        user_id=request.user_id,
+        amount=request.amount.amount,
+        currency=request.amount.currency,
+        status=PaymentStatus.REQUIRES_CONFIRMATION,
+        provider=provider,
+        payment_method=request.token,
+        amount_refunded=0,
+        request_key=request.request_key,
+        created_at=now,
+        updated_at=now,
+        revision=1,
+    )
     async with uows() as uow:
-        session = uow.session
-        existing = await repository.live_payment_of_order(
-            session, request.order_reference, for_update=True
-        )
-        if existing is None or existing.request_key != request.request_key:
-            # The same request run again (its answer was lost): its payment, even a
-            # failed one, is the answer; the token is not charged a second time.
-            earlier = await repository.payment_of_request(
-                session, request.order_reference, request.request_key
-            )
-            if earlier is not None:
-                return earlier
-        if existing is not None:
-            if existing.request_key == request.request_key:
-                return existing
-            if existing.status in OPEN_STATUSES:
-                raise errors.PaymentInProgress()
-            raise errors.OrderAlreadyPaid()
-        now = _now()
-        payment = Payment(
-            id=uuid.uuid4(),
-            order_reference=request.order_reference,
-            user_id=request.user_id,
-            amount=request.amount.amount,
-            currency=request.amount.currency,
-            status=PaymentStatus.REQUIRES_CONFIRMATION,
-            provider=provider,
-            payment_method=request.token,
-            amount_refunded=0,
-            request_key=request.request_key,
-            created_at=now,
-            updated_at=now,
-            revision=1,
-        )
-        session.add(payment)
+        uow.session.add(payment)
         try:
             await uow.commit()
         except IntegrityError:
-            # Another request recorded a payment of this order between our read
-            # and our insert (the unique index on live payments said no).
-            raise errors.PaymentInProgress() from None
-    return payment
+            pass
+        else:
+            return payment
+    return await _earlier_payment(uows, request)
+
+
+async def _earlier_payment(uows: UnitsOfWork, request: PaymentRequest) -> Payment:
+    """Why a payment of this request could not be recorded: its own earlier one, or a rival."""
+    async with uows() as uow:
+        session = uow.session
+        # The same request run again (its answer was lost): its payment, even a
+        # failed one, is the answer; the token is not charged a second time.
+        earlier = await repository.payment_of_request(
+            session, request.order_reference, request.request_key
+        )
+        if earlier is not None:
+            _refuse_another_request(earlier, request)
+            return earlier
+        existing = await repository.live_payment_of_order(session, request.order_reference)
+    if existing is not None and existing.status not in OPEN_STATUSES:
+        raise errors.OrderAlreadyPaid()
+    # Under way for another request, or it was between our insert and this read.
+    raise errors.PaymentInProgress()
+
+
+def _refuse_another_request(payment: Payment, request: PaymentRequest) -> None:
+    """A request sent again must ask for what it first asked for."""
+    same = (
+        payment.amount == request.amount.amount
+        and payment.currency == request.amount.currency
+        and payment.user_id == request.user_id
+        # Kept only until the provider answered; resuming asks with the request's token.
+        and (payment.payment_method is None or payment.payment_method == request.token)
+    )
+    if not same:
+        raise errors.PaymentRequestMismatch()
 
 
 async def settle_by_id(
@@ -177,18 +197,87 @@ async def settle_by_id(
     failure_message: str | None,
 ) -> Payment:
     async with uows() as uow:
-        payment = await repository.payment(uow.session, payment_id, for_update=True)
-        if payment is None:
-            raise errors.PaymentNotFound()
-        settle_payment(
+        payment = await settle_open_payment(
             uow,
-            payment,
+            payment_id,
             outcome,
             provider_payment_id=provider_payment_id,
             failure_code=failure_code,
             failure_message=failure_message,
         )
+        if payment is None:
+            payment = await repository.payment(uow.session, payment_id, for_update=True)
+            if payment is None:
+                raise errors.PaymentNotFound()
+            settle_payment(
+                uow,
+                payment,
+                outcome,
+                provider_payment_id=provider_payment_id,
+                failure_code=failure_code,
+                failure_message=failure_message,
+            )
         await uow.commit()
+    return payment
+
+
+async def settle_open_payment(
+    uow: UnitOfWork,
+    payment_id: uuid.UUID,
+    outcome: PaymentOutcome,
+    *,
+    provider_payment_id: str | None = None,
+    failure_code: str | None = None,
+    failure_message: str | None = None,
+    provider: str | None = None,
+) -> Payment | None:
+    """Move a payment still waiting for the provider in one UPDATE ... RETURNING.
+
+    The common case of :func:`settle_payment`, without reading the row first. None
+    when the payment is not waiting (not found, settled, already processing when
+    told it is processing, or holding another provider id): the caller then takes
+    the general way, a locked read and ``settle_payment``.
+    """
+    conditions = [Payment.id == payment_id]
+    if outcome is PaymentOutcome.PROCESSING:
+        conditions.append(Payment.status == PaymentStatus.REQUIRES_CONFIRMATION)
+    else:
+        conditions.append(Payment.status.in_(OPEN_STATUSES))
+    if provider is not None:
+        conditions.append(Payment.provider == provider)
+    values: dict[str, object] = {
+        "payment_method": None,
+        "revision": Payment.revision + 1,
+        "updated_at": _now(),
+    }
+    if provider_payment_id:
+        conditions.append(
+            or_(
+                Payment.provider_payment_id.is_(None),
+                Payment.provider_payment_id == provider_payment_id,
+            )
+        )
+        values["provider_payment_id"] = provider_payment_id
+    if outcome is PaymentOutcome.PROCESSING:
+        values["status"] = PaymentStatus.PROCESSING
+    elif outcome is PaymentOutcome.SUCCEEDED:
+        values["status"] = PaymentStatus.SUCCEEDED
+    else:
+        failed = outcome is PaymentOutcome.FAILED
+        values["status"] = PaymentStatus.FAILED if failed else PaymentStatus.CANCELED
+        values["failure_code"] = (failure_code or ("payment_failed" if failed else "canceled"))[:60]
+        values["failure_message"] = failure_message[:500] if failure_message else None
+    payment: Payment | None = (
+        await uow.session.execute(
+            update(Payment)
+            .where(*conditions)
+            .values(values)
+            .returning(Payment)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if payment is not None:
+        _publish_outcome(uow, payment)
     return payment
 
 
@@ -240,6 +329,11 @@ def settle_payment(
     # The provider has it now: the token is not needed to ask again.
     payment.payment_method = None
     touch(payment)
+    _publish_outcome(uow, payment)
+    return True
+
+
+def _publish_outcome(uow: UnitOfWork, payment: Payment) -> None:
     if payment.status == PaymentStatus.SUCCEEDED:
         uow.publish(
             PaymentSucceeded(
@@ -254,7 +348,6 @@ def settle_payment(
                 message=payment.failure_message,
             )
         )
-    return True
 
 
 def event_fields(payment: Payment) -> dict[str, object]:

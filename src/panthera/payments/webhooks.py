@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.db import UnitOfWork
 from panthera.payments import repository
 from panthera.payments.models import Payment, ProviderEventRecord
-from panthera.payments.providers import EventKind, PaymentOutcome, ProviderEvent, RefundOutcome
+from panthera.payments.providers import (
+    EventKind,
+    InvalidWebhook,
+    PaymentOutcome,
+    PaymentProvider,
+    ProviderEvent,
+    RefundOutcome,
+)
 from panthera.payments.refunds import settle_refund
-from panthera.payments.service import UnitsOfWork, settle_payment
+from panthera.payments.service import UnitsOfWork, settle_open_payment, settle_payment
 
 log = logging.getLogger("panthera.payments")
 
@@ -36,30 +43,45 @@ _REFUND_OUTCOMES = {
 DUPLICATE = "duplicate"
 
 
+async def receive_webhook(
+    uows: UnitsOfWork, provider: PaymentProvider, headers: Mapping[str, str], body: bytes
+) -> str:
+    """Verify a webhook by its signature and apply it; raises InvalidWebhook when forged.
+
+    The webhook endpoint and the test provider's own deliveries both come here.
+    """
+    try:
+        event = provider.parse_webhook(headers, body)
+    except InvalidWebhook as exc:
+        log.warning("webhook refused", extra={"provider": provider.name, "reason": exc.reason})
+        raise
+    return await apply_webhook(uows, provider.name, event)
+
+
 async def apply_webhook(uows: UnitsOfWork, provider: str, event: ProviderEvent) -> str:
     """Apply a verified webhook once: ``applied``, ``ignored``, ``unmatched`` or ``duplicate``.
 
     The event's id is recorded in the same transaction as its effect, so a
-    redelivery (providers deliver at least once) finds it and changes nothing.
+    redelivery (providers deliver at least once) finds it and changes nothing. It is
+    recorded last, with what it did: a copy finds the id taken and its transaction
+    (which changed nothing, the first copy having settled the payment) is let go.
     """
     async with uows() as uow:
-        session = uow.session
-        record = ProviderEventRecord(
-            provider=provider,
-            event_id=event.id,
-            type=event.type,
-            outcome="ignored",
-            received_at=_now(),
-            payload=event.payload,
-        )
-        try:
-            async with session.begin_nested():
-                session.add(record)
-        except IntegrityError:
-            return DUPLICATE
         outcome, payment_id = await _apply(uow, provider, event)
-        record.outcome = outcome
-        record.payment_id = payment_id
+        recorded = await repository.record_provider_event(
+            uow.session,
+            ProviderEventRecord(
+                provider=provider,
+                event_id=event.id,
+                type=event.type,
+                outcome=outcome,
+                payment_id=payment_id,
+                received_at=_now(),
+                payload=event.payload,
+            ),
+        )
+        if not recorded:
+            return DUPLICATE
         await uow.commit()
     return outcome
 
@@ -85,6 +107,19 @@ async def _apply(
 ) -> tuple[str, uuid.UUID | None]:
     session = uow.session
     if event.kind in _PAYMENT_OUTCOMES:
+        if event.payment_id is not None:
+            # Ours (from the metadata) and still waiting: settled in one statement.
+            settled = await settle_open_payment(
+                uow,
+                event.payment_id,
+                _PAYMENT_OUTCOMES[event.kind],
+                provider_payment_id=event.provider_payment_id,
+                failure_code=event.failure_code,
+                failure_message=event.failure_message,
+                provider=provider,
+            )
+            if settled is not None:
+                return "applied", settled.id
         payment = await _payment_of_event(session, provider, event)
         if payment is None:
             log.warning("webhook for an unknown payment", extra={"event_id": event.id})

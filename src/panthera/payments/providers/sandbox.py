@@ -4,8 +4,8 @@ It behaves like Stripe in test mode, without a network: ``create_payment``
 accepts the payment at once (``processing``) and the outcome arrives later as a
 ``payment_intent.succeeded`` or ``payment_intent.payment_failed`` webhook,
 signed with Stripe's scheme, which the injected ``deliver`` callable hands to the
-payments service's own webhook endpoint (in process, through the service
-directory). Refunds succeed at once and are confirmed by a ``refund.updated``
+payments service's webhook handling (the code behind its webhook endpoint, which
+checks the signature). Refunds succeed at once and are confirmed by a ``refund.updated``
 webhook.
 
 Like Stripe's servers, it answers ``retrieve_payment`` after a restart: a
