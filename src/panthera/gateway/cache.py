@@ -24,6 +24,7 @@ process (embedded shape), :class:`RedisResponseCache` shared by gateway replicas
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
@@ -479,8 +480,21 @@ def normalise_query(query_string: bytes) -> bytes:
 def cache_key(scope: Scope, query: bytes) -> str:
     """The entry's key: host, path and normalised query (GET and HEAD share it)."""
     host = _header(scope["headers"], b"host") or b""
-    material = b"\n".join((b"GET", host, scope["path"].encode("utf-8"), query))
+    return _key(host, scope["path"], query)
+
+
+def _key(host: bytes, path: str, query: bytes) -> str:
+    material = b"\n".join((b"GET", host, path.encode("utf-8"), query))
     return hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
+# Shoppers ask for the same few pages over and over: parsing, sorting and hashing
+# each query again cost more than the rest of a hit. Bounded, so a stream of
+# distinct queries only evicts.
+@functools.lru_cache(maxsize=4096)
+def _query_and_key(host: bytes, path: str, query_string: bytes) -> tuple[bytes, str]:
+    query = normalise_query(query_string)
+    return query, _key(host, path, query)
 
 
 def _header(headers: Any, name: bytes) -> bytes | None:
@@ -587,8 +601,9 @@ class ResponseCaching:
             RESPONSE_CACHE_LOOKUPS.labels(namespace, "bypass").inc()
             await forward(scope, headers, _tagged(send, BYPASS))
             return
-        query = normalise_query(scope.get("query_string", b""))
-        key = cache_key(scope, query)
+        query, key = _query_and_key(
+            _header(scope["headers"], b"host") or b"", scope["path"], scope.get("query_string", b"")
+        )
         try:
             if address is not None and self.address_limit is not None:
                 generation, entry = await self._limited_lookup(namespace, key, address)
