@@ -23,6 +23,7 @@ from panthera.kernel.http.problems import problem_response
 from panthera.kernel.observability import (
     HTTP_LATENCY,
     HTTP_REQUESTS,
+    current_request_id,
     set_request_id,
     set_traceparent,
 )
@@ -34,6 +35,11 @@ error_log = logging.getLogger("panthera.http")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 _UNTRACKED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+# Set in the scope of a request the gateway passes to a service's app in its own
+# process (the embedded shape): the gateway's platform middleware has already bound
+# the request id and trace context, enforces the same body limits, and adds the
+# headers to the answer, so the service's only counts, times and logs it.
+IN_PROCESS = "panthera.in_process"
 
 
 def _new_traceparent() -> str:
@@ -92,6 +98,9 @@ class PlatformMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope.get(IN_PROCESS) and not recording():
+            await self._observe(scope, receive, send)
             return
         supplied: str | None = None
         traceparent: str | None = None
@@ -196,6 +205,24 @@ class PlatformMiddleware:
             path = scope["path"]
             if path not in _UNTRACKED_PATHS:
                 self._record(scope, path, status or 500, time.perf_counter() - started, span)
+
+    async def _observe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["request_id"] = current_request_id()
+        started = time.perf_counter()
+        status = 0
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            path = scope["path"]
+            if path not in _UNTRACKED_PATHS:
+                self._record(scope, path, status or 500, time.perf_counter() - started, None)
 
     def _record(
         self, scope: Scope, path: str, status: int, elapsed: float, span: Span | None
