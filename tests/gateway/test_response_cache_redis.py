@@ -188,6 +188,34 @@ async def test_a_limited_lookup_spends_the_budget_in_the_same_round_trip(
     assert not (await limiter.hit("ip:192.0.2.1", rate_per_minute=60, burst=2)).allowed
 
 
+async def test_lookups_survive_a_server_that_lost_their_scripts(client: Redis, prefix: str) -> None:
+    cache = RedisResponseCache(client, prefix=prefix)
+    limiter = RedisRateLimiter(client, prefix=prefix + "rl:")
+    generation, _ = await cache.lookup("catalog", "k")
+    entry = _entry()
+    await cache.store("catalog", "k", generation, entry, ttl_seconds=60)
+    bucket, args = limiter.hit_arguments("ip:192.0.2.9", rate_per_minute=60, burst=5)
+    # As after SCRIPT FLUSH or a fail-over to a server that never saw them.
+    cache._lookup.sha = "0" * 40
+    cache._limited_lookup.sha = "0" * 40
+    assert await cache.lookup("catalog", "k") == (generation, entry)
+    decision, again, found = await cache.lookup_limited("catalog", "k", bucket, args)
+    assert (decision.allowed, again, found) == (True, generation, entry)
+    # The connections went back to the pool in a usable state.
+    for _ in range(3):
+        assert await cache.lookup("catalog", "k") == (generation, entry)
+    assert await client.ping()
+
+
+async def test_an_unreachable_cache_raises_for_the_caller_to_fall_back() -> None:
+    # Port 9 (discard): nothing listens, the connection is refused.
+    cache = RedisResponseCache(Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=2))
+    for _ in range(2):
+        with pytest.raises((RedisError, OSError)):
+            await cache.lookup("catalog", "k")
+    await cache.close()
+
+
 async def test_anonymous_cached_reads_keep_their_rate_limit(
     client: Redis, settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
