@@ -8,9 +8,9 @@ passes through here, and each extra layer costs a call per message on every one.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,7 +43,9 @@ IN_PROCESS = "panthera.in_process"
 
 
 def _new_traceparent() -> str:
-    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    # Trace and span id from one read of the system's random source.
+    ids = os.urandom(24).hex()
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def security_headers() -> list[tuple[bytes, bytes]]:
@@ -112,7 +114,9 @@ class PlatformMiddleware:
                 traceparent = value.decode("latin-1")
             elif key == b"content-length":
                 declared = value
-        request_id = supplied if supplied and _SAFE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        request_id = (
+            supplied if supplied and _SAFE_REQUEST_ID.match(supplied) else os.urandom(16).hex()
+        )
         if not traceparent or not _TRACEPARENT.match(traceparent):
             traceparent = _new_traceparent()
         set_request_id(request_id)
