@@ -949,6 +949,17 @@ def main() -> int:
             seconds = wait_ready(f"{bases[name]}/readyz", procs.children[name], timeout=120)
             log(f"  {name} ready after {seconds:.1f} s")
 
+        deadline = time.monotonic() + 180
+        # Seed events still reaching the services would load the machine, and each
+        # one reaching the gateway retires its cached answers, so the check below
+        # could see a miss where it wants a hit, and a round misses mid-run: wait
+        # until the services' outboxes are relayed and the queues drained.
+        while backlog := {**postgres.unsent_events(), **rabbit.backlog()}:
+            if time.monotonic() > deadline:
+                raise BenchError(f"events not relayed or queues not drained: {backlog}")
+            log(f"  waiting for events: {backlog}")
+            time.sleep(2)
+
         # ----------------------------------------------------------- check
         search = f"/api/v1/products?q={urllib.parse.quote(word)}&limit=20"
         report["search_total"] = "?"
@@ -966,16 +977,6 @@ def main() -> int:
                     raise BenchError(f"{name} {path}: X-Total-Count {total}, not {args.products}")
                 if path == search:
                     report["search_total"] = total
-        deadline = time.monotonic() + 180
-        # Seed events still reaching the services would load the machine, and each
-        # one reaching the gateway retires its cached answers mid-run: wait until
-        # the services' outboxes are relayed and the queues drained.
-        while backlog := {**postgres.unsent_events(), **rabbit.backlog()}:
-            if time.monotonic() > deadline:
-                raise BenchError(f"events not relayed or queues not drained: {backlog}")
-            log(f"  waiting for events: {backlog}")
-            time.sleep(2)
-
         # --------------------------------------------------------- measure
         pid = {name: child.pid for name, child in procs.children.items()}
         targets = [

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 
@@ -165,3 +166,69 @@ async def test_an_unreachable_service_answers_502_not_500(
     assert response.status_code == 502
     assert response.json()["code"] == "bad_gateway"
     await client.aclose()
+
+
+async def test_a_streamed_body_over_the_limit_is_refused(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory(max_request_body_bytes=1024)
+    app, client = await start_platform(settings)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"a" * 512
+
+    try:
+        # No Content-Length: only counting what arrives can refuse it.
+        response = await client.post(
+            "/api/v1/users/register",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 413
+        assert response.json()["code"] == "payload_too_large"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    finally:
+        await client.aclose()
+        await app.state.platform.stop()
+
+
+async def test_an_unexpected_failure_still_answers_the_platform_error_shape(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    from panthera.gateway import build_gateway
+    from panthera.runtime.platform import Platform as Runtime
+
+    class Failing:
+        async def forward(self, *_args: Any, **_kwargs: Any) -> None:
+            raise RuntimeError("a bug")
+
+        async def ready(self) -> bool:
+            return True
+
+        async def close(self) -> None:
+            return None
+
+    settings = settings_factory()
+    runtime = Runtime(settings, ())
+    app = build_gateway(
+        settings,
+        upstreams={"users": Failing()},
+        authenticator=runtime.authenticator,
+        rate_limiter=runtime.rate_limiter,
+    )
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    try:
+        response = await client.get(
+            "/api/v1/users/profiles/1", headers={"X-Request-ID": "broken-1"}
+        )
+        assert response.status_code == 500
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "internal_error"
+        assert response.json()["requestId"] == "broken-1"
+        assert response.headers["x-request-id"] == "broken-1"
+        assert response.headers["x-frame-options"] == "DENY"
+        # The gateway's own paths still answer.
+        assert (await client.get("/healthz")).status_code == 200
+    finally:
+        await client.aclose()

@@ -6,7 +6,9 @@ missing server never passes for a green run.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -186,6 +188,70 @@ async def test_a_limited_lookup_spends_the_budget_in_the_same_round_trip(
     assert refused.retry_after_seconds > 0
     assert (none_generation, none_entry) == (-1, None)
     assert not (await limiter.hit("ip:192.0.2.1", rate_per_minute=60, burst=2)).allowed
+
+
+async def test_lookups_survive_a_server_that_lost_their_scripts(client: Redis, prefix: str) -> None:
+    cache = RedisResponseCache(client, prefix=prefix)
+    limiter = RedisRateLimiter(client, prefix=prefix + "rl:")
+    generation, _ = await cache.lookup("catalog", "k")
+    entry = _entry()
+    await cache.store("catalog", "k", generation, entry, ttl_seconds=60)
+    bucket, args = limiter.hit_arguments("ip:192.0.2.9", rate_per_minute=60, burst=5)
+    # As after SCRIPT FLUSH or a fail-over to a server that never saw them.
+    cache._lookup.sha = "0" * 40
+    cache._limited_lookup.sha = "0" * 40
+    assert await cache.lookup("catalog", "k") == (generation, entry)
+    decision, again, found = await cache.lookup_limited("catalog", "k", bucket, args)
+    assert (decision.allowed, again, found) == (True, generation, entry)
+    # The connections went back to the pool in a usable state.
+    for _ in range(3):
+        assert await cache.lookup("catalog", "k") == (generation, entry)
+    assert await client.ping()
+
+
+async def test_concurrent_lookups_share_a_bounded_set_of_connections(prefix: str) -> None:
+    cache = RedisResponseCache(connect(), prefix=prefix, lookup_connections=2)
+    generation, _ = await cache.lookup("catalog", "k")
+    entry = _entry()
+    await cache.store("catalog", "k", generation, entry, ttl_seconds=60)
+    answers = await asyncio.gather(*(cache.lookup("catalog", "k") for _ in range(20)))
+    assert answers == [(generation, entry)] * 20
+    assert len(cache._idle) <= 2
+    await cache.close()
+    assert cache._idle == []
+
+
+async def test_a_server_that_never_answers_times_the_lookup_out() -> None:
+    done = asyncio.Event()
+
+    async def accept_and_stay_silent(
+        _reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(accept_and_stay_silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cache = RedisResponseCache(Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.2))
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await cache.lookup("catalog", "k")
+        assert time.monotonic() - started < 5
+    finally:
+        await cache.close()
+        done.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_unreachable_cache_raises_for_the_caller_to_fall_back() -> None:
+    # Port 9 (discard): nothing listens, the connection is refused.
+    cache = RedisResponseCache(Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=2))
+    for _ in range(2):
+        with pytest.raises((RedisError, OSError)):
+            await cache.lookup("catalog", "k")
+    await cache.close()
 
 
 async def test_anonymous_cached_reads_keep_their_rate_limit(

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from panthera.kernel import tracing
-from panthera.kernel.http.middleware import RequestContextMiddleware
+from panthera.kernel.http.middleware import PlatformMiddleware
 from panthera.kernel.observability import current_traceparent
 
 INCOMING = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -63,7 +63,7 @@ async def test_every_request_is_a_server_span_named_by_its_route(
         seen.append(current_traceparent())
         return {"id": thing_id}
 
-    wrapped = RequestContextMiddleware(app, service="things")
+    wrapped = PlatformMiddleware(app, service="things", max_bytes=1024)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=wrapped), base_url="http://test"
     ) as client:
@@ -77,3 +77,26 @@ async def test_every_request_is_a_server_span_named_by_its_route(
     assert span.attributes["http.response.status_code"] == 200
     # What the route saw, and would pass to the services it calls, is this span.
     assert seen == [f"00-{INCOMING.split('-')[1]}-{format(span.context.span_id, '016x')}-01"]
+
+
+async def test_without_an_exporter_a_request_passes_its_trace_on_unchanged() -> None:
+    app = FastAPI()
+    seen: list[str | None] = []
+
+    @app.get("/things")
+    async def things() -> list[int]:
+        seen.append(current_traceparent())
+        return []
+
+    wrapped = PlatformMiddleware(app, service="things", max_bytes=1024)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=wrapped), base_url="http://test"
+    ) as client:
+        assert (await client.get("/things", headers={"traceparent": INCOMING})).is_success
+        assert (await client.get("/things", headers={"traceparent": "00-bad"})).is_success
+    assert seen[0] == INCOMING
+    # A missing or malformed one is replaced by a new trace.
+    assert seen[1] is not None
+    assert seen[1] != "00-bad"
+    _version, trace_id, span_id, flags = seen[1].split("-")
+    assert (len(trace_id), len(span_id), flags) == (32, 16, "01")

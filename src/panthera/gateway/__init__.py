@@ -6,7 +6,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -69,7 +68,9 @@ def build_gateway(
         checks={"services": upstreams_ready},
         on_start=on_start,
         on_stop=stop,
+        app_class=_GatewayApp,
     )
+    assert isinstance(app, _GatewayApp)
     proxy = Proxy(
         upstreams,
         authenticator=authenticator,
@@ -99,8 +100,6 @@ def build_gateway(
         ),
     )
     app.state.response_cache = response_cache
-    # Innermost of the middleware: the request already has its id, metrics,
-    # body limit and security headers; only the gateway's own paths reach FastAPI.
     web_app = WebApp(
         settings.web_dir,
         reserved=RESERVED_SEGMENTS,
@@ -111,7 +110,7 @@ def build_gateway(
             "no web app built at %s: serving the API alone (scripts/web-build builds it)",
             settings.web_dir,
         )
-    app.user_middleware.append(Middleware(_Dispatch, proxy=proxy, web_app=web_app))
+    app.dispatch_to = (proxy, web_app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -129,6 +128,35 @@ def build_gateway(
             max_age=600,
         )
     return app
+
+
+class _GatewayApp(FastAPI):
+    """FastAPI whose own layers serve only the gateway's local paths.
+
+    The platform middleware (and CORS) wrap every request: the request has its id,
+    metrics, body limit and security headers before it is dispatched. Proxied and
+    web-app requests then go straight to the proxy, past FastAPI's error, telemetry
+    and body-limit layers that they do not use and would pay for on every message:
+    the proxy renders its own problem answers, and the platform middleware answers
+    whatever escapes it.
+    """
+
+    dispatch_to: tuple[Proxy, WebApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        if self.dispatch_to is None:
+            return super().build_middleware_stack()
+        outer = self.user_middleware
+        self.user_middleware = []
+        try:
+            local = super().build_middleware_stack()
+        finally:
+            self.user_middleware = outer
+        proxy, web_app = self.dispatch_to
+        app: ASGIApp = _Dispatch(local, proxy=proxy, web_app=web_app)
+        for cls, args, kwargs in reversed(outer):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 class _Dispatch:

@@ -24,6 +24,8 @@ process (embedded shape), :class:`RedisResponseCache` shared by gateway replicas
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -37,6 +39,9 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from prometheus_client import Counter
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 from starlette.types import Message, Scope, Send
 
 from panthera.catalog.events import (
@@ -325,6 +330,14 @@ return tostring(redis.call('INCR', KEYS[1]))
 """
 
 
+# At most this many lookups in flight per process, each on a connection of its own;
+# one more waits at most LOOKUP_WAIT_SECONDS for one to come back, like the pool.
+LOOKUP_CONNECTIONS = 64
+LOOKUP_WAIT_SECONDS = 5.0
+# A lookup's round trip, when the client sets no socket timeout of its own.
+LOOKUP_TIMEOUT_SECONDS = 5.0
+
+
 def _seed() -> str:
     return str(secrets.randbits(52) + 1)
 
@@ -361,9 +374,22 @@ class RedisResponseCache:
     (``maxmemory`` with an eviction policy).
     """
 
-    def __init__(self, redis: Redis, prefix: str = "panthera:rc:") -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "panthera:rc:",
+        *,
+        lookup_connections: int = LOOKUP_CONNECTIONS,
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
+        # The lookups' own connections, made by the client's pool from its settings
+        # but kept here: taking one from redis-py's pool (locks, timers, a readability
+        # check, observability hooks) cost more than the lookup's reply.
+        self._idle: list[AbstractConnection] = []
+        self._lookup_slots = asyncio.Semaphore(lookup_connections)
+        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._lookup_timeout: float = socket_timeout or LOOKUP_TIMEOUT_SECONDS
         self._lookup = redis.register_script(_LOOKUP_SCRIPT)
         self._limited_lookup = redis.register_script(_LIMITED_LOOKUP_SCRIPT)
         self._store = redis.register_script(_STORE_SCRIPT)
@@ -377,8 +403,10 @@ class RedisResponseCache:
 
     async def lookup(self, namespace: str, key: str) -> tuple[int, CachedResponse | None]:
         """See :meth:`ResponseCache.lookup`."""
-        reply: Any = await self._lookup(
-            keys=[self.generation_key(namespace), self.entry_key(namespace, key)], args=[_seed()]
+        reply: Any = await self._run(
+            self._lookup,
+            [self.generation_key(namespace), self.entry_key(namespace, key)],
+            [_seed()],
         )
         return _current(int(reply[0]), reply[1])
 
@@ -390,15 +418,61 @@ class RedisResponseCache:
         ``bucket`` and ``gcra_args`` are what :meth:`RedisRateLimiter.hit_arguments`
         gives. The generation is ``-1`` when the hit was refused.
         """
-        reply: Any = await self._limited_lookup(
-            keys=[self.generation_key(namespace), self.entry_key(namespace, key), bucket],
-            args=[_seed(), *gcra_args],
+        reply: Any = await self._run(
+            self._limited_lookup,
+            [self.generation_key(namespace), self.entry_key(namespace, key), bucket],
+            [_seed(), *gcra_args],
         )
         decision = RedisRateLimiter.decision(reply[0])
         if not decision.allowed:
             return decision, -1, None
         generation, entry = _current(int(reply[1]), reply[2])
         return decision, generation, entry
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """``script`` on one of the lookups' connections: one EVALSHA, its reply as it comes.
+
+        The lookups run on every cached answer, and redis-py's general command path
+        (pool, retry policy, observability hooks, reply callbacks) cost about half of
+        the round trip's CPU. A failure here is not retried: the caller answers from
+        the service instead. A server that lost the script gets it through redis-py,
+        which loads it again.
+        """
+        if self._lookup_slots.locked():
+            async with asyncio.timeout(LOOKUP_WAIT_SECONDS):
+                await self._lookup_slots.acquire()
+        else:
+            await self._lookup_slots.acquire()
+        try:
+            connection = self._idle.pop() if self._idle else self._new_connection()
+            try:
+                # One deadline for the whole round trip: redis-py's per-socket timeouts
+                # start a task for every write and a timer for every read.
+                async with asyncio.timeout(self._lookup_timeout):
+                    # Connects first when the connection is new or was dropped.
+                    await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    reply = await connection.read_response()
+            except NoScriptError:
+                self._idle.append(connection)
+            except BaseException:
+                # Whatever was half sent or half read must not meet the next command.
+                await connection.disconnect()
+                self._idle.append(connection)
+                raise
+            else:
+                self._idle.append(connection)
+                return reply
+        finally:
+            self._lookup_slots.release()
+        return await script(keys=keys, args=args)
+
+    def _new_connection(self) -> AbstractConnection:
+        # The client's own settings, less its socket timeout: _run keeps one
+        # deadline for the round trip instead.
+        pool = self._redis.connection_pool
+        settings = {**pool.connection_kwargs, "socket_timeout": None}
+        connection: AbstractConnection = pool.connection_class(**settings)
+        return connection
 
     def shares_server_with(self, limiter: RedisRateLimiter) -> bool:
         """Whether ``limiter`` keeps its buckets in the Redis this cache uses."""
@@ -424,7 +498,10 @@ class RedisResponseCache:
         await self._bump(keys=[self.generation_key(namespace)], args=[_seed()])
 
     async def close(self) -> None:
-        """Close the Redis client this cache was given."""
+        """Close the lookups' connections and the Redis client this cache was given."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()
         await self._redis.aclose()
 
 
@@ -479,8 +556,21 @@ def normalise_query(query_string: bytes) -> bytes:
 def cache_key(scope: Scope, query: bytes) -> str:
     """The entry's key: host, path and normalised query (GET and HEAD share it)."""
     host = _header(scope["headers"], b"host") or b""
-    material = b"\n".join((b"GET", host, scope["path"].encode("utf-8"), query))
+    return _key(host, scope["path"], query)
+
+
+def _key(host: bytes, path: str, query: bytes) -> str:
+    material = b"\n".join((b"GET", host, path.encode("utf-8"), query))
     return hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
+# Shoppers ask for the same few pages over and over: parsing, sorting and hashing
+# each query again cost more than the rest of a hit. Bounded, so a stream of
+# distinct queries only evicts.
+@functools.lru_cache(maxsize=4096)
+def _query_and_key(host: bytes, path: str, query_string: bytes) -> tuple[bytes, str]:
+    query = normalise_query(query_string)
+    return query, _key(host, path, query)
 
 
 def _header(headers: Any, name: bytes) -> bytes | None:
@@ -587,8 +677,9 @@ class ResponseCaching:
             RESPONSE_CACHE_LOOKUPS.labels(namespace, "bypass").inc()
             await forward(scope, headers, _tagged(send, BYPASS))
             return
-        query = normalise_query(scope.get("query_string", b""))
-        key = cache_key(scope, query)
+        query, key = _query_and_key(
+            _header(scope["headers"], b"host") or b"", scope["path"], scope.get("query_string", b"")
+        )
         try:
             if address is not None and self.address_limit is not None:
                 generation, entry = await self._limited_lookup(namespace, key, address)

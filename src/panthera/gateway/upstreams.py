@@ -12,6 +12,7 @@ import yarl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from panthera.kernel.http.client import SAFE_METHODS
+from panthera.kernel.http.middleware import IN_PROCESS
 from panthera.kernel.http.replicas import ReplicaSet
 
 HOP_BY_HOP = frozenset(
@@ -77,6 +78,7 @@ class InProcessUpstream:
         inner.pop("endpoint", None)
         inner.pop("path_params", None)
         inner["state"] = {}
+        inner[IN_PROCESS] = True
         await self.app(inner, receive, send)
 
     async def ready(self) -> bool:

@@ -9,16 +9,22 @@ otherwise nothing is recorded and the incoming ``traceparent`` is passed on as i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
+from opentelemetry.trace import ProxyTracer, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("panthera")
+# Whether spans go anywhere: set by configure_tracing, or by OpenTelemetry's own
+# environment variable naming a provider. Kept here because asking OpenTelemetry
+# costs an environment lookup, too much for every request.
+_configured = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
 
 def configure_tracing(service: str, *, endpoint: str, sample_ratio: float = 1.0) -> bool:
@@ -27,6 +33,7 @@ def configure_tracing(service: str, *, endpoint: str, sample_ratio: float = 1.0)
     Traces that arrive sampled stay sampled, so a trace is whole or absent; new
     ones are kept with probability ``sample_ratio``.
     """
+    global _configured
     if not endpoint:
         return False
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -43,7 +50,17 @@ def configure_tracing(service: str, *, endpoint: str, sample_ratio: float = 1.0)
         BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces"))
     )
     trace.set_tracer_provider(provider)
+    _configured = True
     return True
+
+
+def recording() -> bool:
+    """Whether spans go anywhere: a provider was configured, or a tracer given directly.
+
+    When none is, a span would be a no-op that passes the incoming ``traceparent``
+    on unchanged, so a request's path may skip building one.
+    """
+    return _configured or not isinstance(_tracer, ProxyTracer)
 
 
 @contextmanager

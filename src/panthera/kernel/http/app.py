@@ -13,11 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from panthera import __version__
-from panthera.kernel.http.middleware import (
-    BodySizeLimitMiddleware,
-    RequestContextMiddleware,
-    SecurityHeadersMiddleware,
-)
+from panthera.kernel.http.middleware import PlatformMiddleware
 from panthera.kernel.http.problems import install_problem_handlers, problem_schema
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -55,6 +51,7 @@ def create_app(
     on_start: Callable[[], Awaitable[None]] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     server_url: str | None = None,
+    app_class: type[FastAPI] = FastAPI,
 ) -> FastAPI:
     """A FastAPI app with the platform's error shape, middleware and operational routes."""
 
@@ -68,7 +65,7 @@ def create_app(
             if on_stop is not None:
                 await on_stop()
 
-    app = FastAPI(
+    app = app_class(
         title=title,
         description=description,
         version=__version__,
@@ -80,13 +77,12 @@ def create_app(
     app.state.service_name = name
     install_problem_handlers(app)
     add_operational_routes(app, checks)
-    # Starlette runs the last added middleware first: the request context must
-    # wrap everything, so even a 413 carries a request id and is counted.
-    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(
-        BodySizeLimitMiddleware, max_bytes=max_body_bytes, overrides=body_limit_overrides
+        PlatformMiddleware,
+        service=name,
+        max_bytes=max_body_bytes,
+        overrides=body_limit_overrides,
     )
-    app.add_middleware(RequestContextMiddleware, service=name)
     _use_problem_schema_in_openapi(app)
     return app
 

@@ -23,7 +23,8 @@ def total_count_headers(request: Request, *, total: int, limit: int, offset: int
     # Built from the scope rather than through URL.include_query_params: the same
     # text, without parsing and re-building the whole URL twice on every page.
     prefix = request.headers.get(FORWARDED_PREFIX_HEADER, "")
-    path = request.url.path
+    # What request.url.path gives, without building the whole URL first.
+    path = request.scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
     kept = [
         pair
         for pair in parse_qsl(
