@@ -235,7 +235,8 @@ async def test_stock_changes_and_reservations_publish_their_events(platform: Pla
     assert await outbox.new() == []
 
     async def shown_stock() -> int:
-        detail = await platform.client.get(f"/api/v1/products/{product['productId']}")
+        # From the catalog itself, not a page the gateway may have cached.
+        detail = await catalog.get(f"/products/{product['productId']}")
         assert detail.status_code == 200, detail.text
         (shown,) = detail.json()["variants"]
         # The product's total moves with its variant's available stock.
