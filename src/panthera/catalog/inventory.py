@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -47,6 +47,70 @@ _products = cast(Table, Product.__table__)
 _reservations = cast(Table, Reservation.__table__)
 _items = cast(Table, ReservationItem.__table__)
 _movements = cast(Table, StockMovement.__table__)
+
+
+def _bind(name: str, column: Any, *, expanding: bool = False) -> Any:
+    return bindparam(name, type_=column.type, expanding=expanding)
+
+
+# The hot path's statements, built once: building one costs more Python than
+# running it, and the values are parameters anyway.
+_RESERVE_LINE = (
+    update(_variants)
+    .where(
+        _variants.c.id == _bind("variant", _variants.c.id),
+        _variants.c.on_hand - _variants.c.reserved >= _bind("quantity", _variants.c.reserved),
+    )
+    .values(
+        reserved=_variants.c.reserved + _bind("quantity", _variants.c.reserved),
+        updated_at=_bind("at", _variants.c.updated_at),
+    )
+    .returning(_variants.c.on_hand, _variants.c.reserved, _variants.c.price_amount)
+)
+_MOVE_VARIANT = (
+    update(_variants)
+    .where(_variants.c.id == _bind("variant", _variants.c.id))
+    .values(
+        on_hand=_variants.c.on_hand + _bind("on_hand_by", _variants.c.on_hand),
+        reserved=_variants.c.reserved + _bind("reserved_by", _variants.c.reserved),
+        updated_at=_bind("at", _variants.c.updated_at),
+    )
+    .returning(_variants.c.on_hand, _variants.c.reserved)
+)
+_MOVE_PRODUCT = (
+    update(_products)
+    .where(_products.c.id == _bind("product", _products.c.id))
+    .values(available=_products.c.available + _bind("by", _products.c.available))
+)
+_CLOSE = (
+    update(_reservations)
+    .where(
+        _reservations.c.reference == _bind("ref", _reservations.c.reference),
+        _reservations.c.status == _bind("was", _reservations.c.status),
+    )
+    .values(
+        status=_bind("becomes", _reservations.c.status),
+        updated_at=_bind("at", _reservations.c.updated_at),
+    )
+    .returning(_reservations.c.id)
+)
+_STATUS = select(_reservations.c.status).where(
+    _reservations.c.reference == _bind("ref", _reservations.c.reference)
+)
+_HELD_ITEMS = (
+    select(_items.c.variant_id, _items.c.quantity, _variants.c.product_id, _variants.c.sku)
+    .join_from(_items, _variants, _variants.c.id == _items.c.variant_id)
+    .where(_items.c.reservation_id == _bind("reservation", _items.c.reservation_id))
+    .order_by(_items.c.variant_id)
+)
+_INSERT_ITEMS = insert(_items)
+_INSERT_MOVEMENTS = insert(_movements)
+_CLAIM = {
+    name: dialect.insert(_reservations)
+    .on_conflict_do_nothing(index_elements=[_reservations.c.reference])
+    .returning(_reservations.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 class ReservationStatus:
@@ -128,9 +192,7 @@ async def _move_product_totals(connection: AsyncConnection, deltas: dict[uuid.UU
     for product_id in sorted(deltas):
         if deltas[product_id]:
             await connection.execute(
-                update(_products)
-                .where(_products.c.id == product_id)
-                .values(available=_products.c.available + deltas[product_id])
+                _MOVE_PRODUCT, {"product": product_id, "by": deltas[product_id]}
             )
 
 
@@ -212,7 +274,7 @@ async def _settle(
     if not moved:
         return
     await connection.execute(
-        insert(_movements),
+        _INSERT_MOVEMENTS,
         [
             {
                 "id": uuid.uuid4(),
@@ -312,6 +374,16 @@ _LINE_COLUMNS = (
     _products.c.name,
     _products.c.category_id,
 )
+_LINES = (
+    select(*_LINE_COLUMNS)
+    .join_from(_variants, _products, _products.c.id == _variants.c.product_id)
+    .where(
+        or_(
+            _variants.c.id.in_(_bind("variants", _variants.c.id, expanding=True)),
+            _variants.c.product_id.in_(_bind("products", _variants.c.product_id, expanding=True)),
+        )
+    )
+)
 
 
 async def _resolve(
@@ -326,35 +398,27 @@ async def _resolve(
     product_ids = {
         r.product_id for r in requests if r.variant_id is None and r.product_id is not None
     }
-    conditions = []
-    if variant_ids:
-        conditions.append(_variants.c.id.in_(variant_ids))
-    if product_ids:
-        conditions.append(_variants.c.product_id.in_(product_ids))
-    rows: list[Any] = []
-    if conditions:
-        rows = list(
-            (
-                await connection.execute(
-                    select(*_LINE_COLUMNS)
-                    .join_from(_variants, _products, _products.c.id == _variants.c.product_id)
-                    .where(or_(*conditions))
-                )
-            ).all()
-        )
+    rows: list[Any] = list(
+        (
+            await connection.execute(
+                _LINES, {"variants": list(variant_ids), "products": list(product_ids)}
+            )
+        ).all()
+    )
     by_variant = {row.id: row for row in rows}
     by_product: dict[uuid.UUID, list[Any]] = {}
     for row in rows:
         by_product.setdefault(row.product_id, []).append(row)
     resolved: list[tuple[LineRequest, Any]] = []
     for request in requests:
-        row = None
+        named: Any = None
         if request.variant_id is not None:
-            row = by_variant.get(request.variant_id)
+            named = by_variant.get(request.variant_id)
         elif request.product_id is not None:
             found = by_product.get(request.product_id, [])
-            row = found[0] if len(found) == 1 else None
-        resolved.append((request, row if row is not None and row.status == "active" else None))
+            named = found[0] if len(found) == 1 else None
+        active = named is not None and named.status == "active"
+        resolved.append((request, named if active else None))
     return resolved
 
 
@@ -404,13 +468,7 @@ async def reserve(
         quantity = wanted[variant_id]
         row = (
             await connection.execute(
-                update(_variants)
-                .where(
-                    _variants.c.id == variant_id,
-                    _variants.c.on_hand - _variants.c.reserved >= quantity,
-                )
-                .values(reserved=_variants.c.reserved + quantity, updated_at=now)
-                .returning(_variants.c.on_hand, _variants.c.reserved, _variants.c.price_amount)
+                _RESERVE_LINE, {"variant": variant_id, "quantity": quantity, "at": now}
             )
         ).one_or_none()
         if row is None:
@@ -444,7 +502,7 @@ async def reserve(
         await uow.rollback()
         return await _reject(uow, reference, "insufficient_stock", short)
     await connection.execute(
-        insert(_items),
+        _INSERT_ITEMS,
         [
             {
                 "reservation_id": reservation.id,
@@ -527,19 +585,16 @@ async def _claim(
     the first transaction and then meets the unique reference. That request then
     gives the first one's answer instead of failing.
     """
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     inserted = await connection.execute(
-        dialect.insert(_reservations)
-        .values(
-            id=reservation.id,
-            reference=reservation.reference,
-            status=reservation.status,
-            expires_at=reservation.expires_at,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[_reservations.c.reference])
-        .returning(_reservations.c.id)
+        _CLAIM["postgresql" if connection.dialect.name == "postgresql" else "sqlite"],
+        {
+            "id": reservation.id,
+            "reference": reservation.reference,
+            "status": reservation.status,
+            "expires_at": reservation.expires_at,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     if inserted.one_or_none() is not None:
         return None
@@ -604,18 +659,13 @@ async def _close(
     return cast(
         uuid.UUID | None,
         await connection.scalar(
-            update(_reservations)
-            .where(_reservations.c.reference == reference, _reservations.c.status == was)
-            .values(status=becomes, updated_at=now)
-            .returning(_reservations.c.id)
+            _CLOSE, {"ref": reference, "was": was, "becomes": becomes, "at": now}
         ),
     )
 
 
 async def _status_of(connection: AsyncConnection, reference: str) -> str:
-    status = await connection.scalar(
-        select(_reservations.c.status).where(_reservations.c.reference == reference)
-    )
+    status = await connection.scalar(_STATUS, {"ref": reference})
     if status is None:
         raise errors.ReservationNotFound()
     return cast(str, status)
@@ -652,21 +702,7 @@ async def release(uow: UnitOfWork, reference: str, *, reason: str = "released") 
 
 async def _held_items(connection: AsyncConnection, reservation_id: uuid.UUID) -> list[Any]:
     """The reservation's lines in variant id order: the order every writer locks them in."""
-    return list(
-        (
-            await connection.execute(
-                select(
-                    _items.c.variant_id,
-                    _items.c.quantity,
-                    _variants.c.product_id,
-                    _variants.c.sku,
-                )
-                .join_from(_items, _variants, _variants.c.id == _items.c.variant_id)
-                .where(_items.c.reservation_id == reservation_id)
-                .order_by(_items.c.variant_id)
-            )
-        ).all()
-    )
+    return list((await connection.execute(_HELD_ITEMS, {"reservation": reservation_id})).all())
 
 
 async def _move_held(
@@ -684,14 +720,13 @@ async def _move_held(
         reserved_delta = reserved_sign * line.quantity
         after = (
             await connection.execute(
-                update(_variants)
-                .where(_variants.c.id == line.variant_id)
-                .values(
-                    on_hand=_variants.c.on_hand + on_hand_delta,
-                    reserved=_variants.c.reserved + reserved_delta,
-                    updated_at=now,
-                )
-                .returning(_variants.c.on_hand, _variants.c.reserved)
+                _MOVE_VARIANT,
+                {
+                    "variant": line.variant_id,
+                    "on_hand_by": on_hand_delta,
+                    "reserved_by": reserved_delta,
+                    "at": now,
+                },
             )
         ).one()
         moved.append(
