@@ -234,17 +234,23 @@ async def test_stock_changes_and_reservations_publish_their_events(platform: Pla
     assert anonymous.status_code == 403
     assert await outbox.new() == []
 
-    # Reserved: stock.changed for the line, then stock.reserved for the whole.
+    async def shown_stock() -> int:
+        # From the catalog itself, not a page the gateway may have cached.
+        detail = await catalog.get(f"/products/{product['productId']}")
+        assert detail.status_code == 200, detail.text
+        (shown,) = detail.json()["variants"]
+        # The product's total moves with its variant's available stock.
+        assert detail.json()["stock"] == shown["stock"]
+        return int(shown["stock"])
+
+    # Reserved: one stock.reserved carrying the lines; the variant is still in
+    # stock, so no stock.changed.
     made = await reserve("order-1", 2, variantId=variant_id)
     assert made.json()["status"] == "active"
     rows = await outbox.new()
-    assert [row[0] for row in rows] == ["stock.changed", "stock.reserved"]
-    assert (rows[0][1]["on_hand"], rows[0][1]["reserved"], rows[0][1]["cause"]) == (
-        3,
-        2,
-        "reservation",
-    )
-    reserved, subject = rows[1][1], rows[1][2]
+    assert [row[0] for row in rows] == ["stock.reserved"]
+    assert await shown_stock() == 1
+    reserved, subject = rows[0][1], rows[0][2]
     assert subject == "order-1"
     assert reserved["reference"] == "order-1"
     assert reserved["reservation_id"] == made.json()["reservationId"]
@@ -287,13 +293,9 @@ async def test_stock_changes_and_reservations_publish_their_events(platform: Pla
         released = await catalog.post("/internal/reservations/order-1/release")
         assert released.status_code == 204
     rows = await outbox.new()
-    assert [row[0] for row in rows] == ["stock.changed", "stock.released"]
-    assert (rows[0][1]["reserved"], rows[0][1]["available"], rows[0][1]["cause"]) == (
-        0,
-        3,
-        "release",
-    )
-    assert rows[1][1] == {
+    assert [row[0] for row in rows] == ["stock.released"]
+    assert await shown_stock() == 3
+    assert rows[0][1] == {
         "reservation_id": made.json()["reservationId"],
         "reference": "order-1",
         "reason": "released",
@@ -303,17 +305,26 @@ async def test_stock_changes_and_reservations_publish_their_events(platform: Pla
     assert closed.status_code == 409
     assert await outbox.new() == []
 
-    # Committed, once: the units leave the shelf.
+    # A reservation that takes the last units: stock.changed says the variant is out of stock.
     sale = await reserve("order-4", 3, variantId=variant_id)
     assert sale.json()["status"] == "active"
-    await outbox.new()
+    rows = await outbox.new()
+    assert [row[0] for row in rows] == ["stock.changed", "stock.reserved"]
+    assert (
+        rows[0][1]["on_hand"],
+        rows[0][1]["reserved"],
+        rows[0][1]["available"],
+        rows[0][1]["cause"],
+    ) == (3, 3, 0, "reservation")
+    assert await shown_stock() == 0
+    # Committed, once: the units leave the shelf; what is available does not change.
     for _ in range(2):
         committed = await catalog.post("/internal/reservations/order-4/commit")
         assert committed.status_code == 204
     rows = await outbox.new()
-    assert [row[0] for row in rows] == ["stock.changed", "stock.committed"]
-    assert (rows[0][1]["on_hand"], rows[0][1]["reserved"], rows[0][1]["cause"]) == (0, 0, "sale")
-    assert rows[1][1] == {"reservation_id": sale.json()["reservationId"], "reference": "order-4"}
+    assert [row[0] for row in rows] == ["stock.committed"]
+    assert rows[0][1] == {"reservation_id": sale.json()["reservationId"], "reference": "order-4"}
+    assert await shown_stock() == 0
     assert (await catalog.post("/internal/reservations/order-4/release")).status_code == 409
     missing = await catalog.post("/internal/reservations/no-such-order/release")
     assert missing.status_code == 404
@@ -343,9 +354,21 @@ async def test_stock_changes_and_reservations_publish_their_events(platform: Pla
             await inventory.release(uow, reference, reason="expired")
             await uow.commit()
     rows = await outbox.new()
+    assert [row[0] for row in rows] == ["stock.released"]
+    assert rows[0][1]["reason"] == "expired"
+    assert rows[0][1]["reference"] == "order-5"
+    assert await shown_stock() == 2
+
+    # Released stock that brings a sold-out variant back: stock.changed says so.
+    await reserve("order-6", 2, variantId=variant_id)
+    assert [row[0] for row in await outbox.new()] == ["stock.changed", "stock.reserved"]
+    assert (await catalog.post("/internal/reservations/order-6/release")).status_code == 204
+    rows = await outbox.new()
     assert [row[0] for row in rows] == ["stock.changed", "stock.released"]
-    assert rows[1][1]["reason"] == "expired"
-    assert rows[1][1]["reference"] == "order-5"
-    detail = await platform.client.get(f"/api/v1/products/{product['productId']}")
-    assert detail.json()["stock"] == 2
+    assert (rows[0][1]["reserved"], rows[0][1]["available"], rows[0][1]["cause"]) == (
+        0,
+        2,
+        "release",
+    )
+    assert await shown_stock() == 2
     await catalog.aclose()

@@ -249,7 +249,10 @@ class ReservationMachine(RuleBasedStateMachine):
                 held.status = inventory.ReservationStatus.RELEASED
                 continue
             before = self.run(self._snapshot())
-            if held.status == inventory.ReservationStatus.COMMITTED:
+            if held.status in (
+                inventory.ReservationStatus.COMMITTED,
+                inventory.ReservationStatus.RETURNED,
+            ):
                 with pytest.raises(errors.ReservationClosed):
                     self.run(self._release(reference, "released"))
             else:
@@ -275,6 +278,33 @@ class ReservationMachine(RuleBasedStateMachine):
                 with pytest.raises(errors.ReservationClosed):
                     self.run(self._commit(reference))
             assert self.run(self._snapshot()) == before
+
+    async def _call_off(self, reference: str) -> str:
+        async with self.runtime.uow() as uow:
+            status = await inventory.call_off(uow, reference, reason="order_cancelled")
+            await uow.commit()
+        return status
+
+    @rule(reference=references)
+    def call_off(self, reference: str) -> None:
+        """Undo whatever was done: held stock is released, sold stock goes back on the shelf."""
+        held = self.held[reference]
+        for attempt in range(2):  # calling off twice is harmless
+            before = self.run(self._snapshot())
+            status = self.run(self._call_off(reference))
+            if held.status == inventory.ReservationStatus.ACTIVE:
+                assert attempt == 0
+                for index, quantity in held.items.items():
+                    self.reserved[index] -= quantity
+                held.status = inventory.ReservationStatus.RELEASED
+            elif held.status == inventory.ReservationStatus.COMMITTED:
+                assert attempt == 0
+                for index, quantity in held.items.items():
+                    self.on_hand[index] += quantity
+                held.status = inventory.ReservationStatus.RETURNED
+            else:
+                assert self.run(self._snapshot()) == before
+            assert status == held.status
 
     @rule(reference=references)
     def backdate(self, reference: str) -> None:

@@ -34,7 +34,10 @@ async def product(
 
 
 async def stock_of(platform: Platform, product_id: str) -> int:
-    response = await platform.client.get(f"/api/v1/products/{product_id}")
+    # From the catalog itself: the gateway's cached page may show a count that
+    # orders have since moved (docs/decisions/0014-cached-pages-and-stock-counts.md).
+    catalog = platform.app.state.platform.directory.client("catalog")
+    response = await catalog.get(f"/products/{product_id}")
     assert response.status_code == 200, response.text
     stock: int = response.json()["stock"]
     return stock

@@ -511,17 +511,15 @@ async def quote(body: QuoteIn, catalog: Catalog) -> QuoteOut:
     return QuoteOut(
         lines=[
             QuoteLineOut(
-                productId=line.product.id,
-                variantId=line.variant.id,
-                sku=line.variant.sku,
-                name=line.product.name
-                if line.variant.title in ("", line.product.name)
-                else f"{line.product.name} ({line.variant.title})",
-                categoryId=line.product.category_id,
+                productId=line.product_id,
+                variantId=line.variant_id,
+                sku=line.sku,
+                name=line.name,
+                categoryId=line.category_id,
                 quantity=line.quantity,
-                unitPriceAmount=line.variant.price_amount,
-                currency=line.product.currency,
-                available=line.variant.on_hand - line.variant.reserved,
+                unitPriceAmount=line.unit_price_amount,
+                currency=line.currency,
+                available=line.available,
             )
             for line in lines
         ],

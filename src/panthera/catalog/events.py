@@ -72,7 +72,12 @@ class PriceChanged(_ProductEvent):
 
 
 class StockChanged(EventContract):
-    """On-hand or reserved stock of one variant changed; ``available`` is what can be sold."""
+    """Stock of one variant changed in a way the reservation events do not tell.
+
+    Published for every adjustment (a delivery, a count, opening stock), and when a
+    reservation, release or return takes the variant out of stock or brings it back:
+    what shop pages show. ``available`` is what can be sold.
+    """
 
     event_type = "stock.changed"
     version = 1

@@ -3,7 +3,18 @@
 Reservations never oversell: each line is one conditional UPDATE
 (``reserved = reserved + q WHERE on_hand - reserved >= q``), which PostgreSQL
 serialises on the row and SQLite on its write lock; variants are taken in id
-order so concurrent multi-line reservations cannot deadlock.
+order, then their products in id order, so concurrent multi-line reservations
+cannot deadlock.
+
+Reserving and settling are the hottest writes of an order, so they are Core
+statements on the session's connection: the conditional UPDATE answers the
+variant's new stock with ``RETURNING`` (what the ledger records), the ledger and
+the reservation's lines are one INSERT each, and a product's ``available`` total
+moves by the same delta as its variants instead of being summed again.
+
+A reservation publishes one event carrying its lines (``stock.reserved``,
+``stock.committed``, ``stock.released``); ``stock.changed`` is kept for what those
+do not tell: adjustments, and a variant going out of stock or back in stock.
 """
 
 from __future__ import annotations
@@ -12,10 +23,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from panthera.catalog import errors
 from panthera.catalog.events import (
@@ -29,6 +41,76 @@ from panthera.catalog.events import (
 )
 from panthera.catalog.models import Product, Reservation, ReservationItem, StockMovement, Variant
 from panthera.kernel.db import UnitOfWork
+
+_variants = cast(Table, Variant.__table__)
+_products = cast(Table, Product.__table__)
+_reservations = cast(Table, Reservation.__table__)
+_items = cast(Table, ReservationItem.__table__)
+_movements = cast(Table, StockMovement.__table__)
+
+
+def _bind(name: str, column: Any, *, expanding: bool = False) -> Any:
+    return bindparam(name, type_=column.type, expanding=expanding)
+
+
+# The hot path's statements, built once: building one costs more Python than
+# running it, and the values are parameters anyway.
+_RESERVE_LINE = (
+    update(_variants)
+    .where(
+        _variants.c.id == _bind("variant", _variants.c.id),
+        _variants.c.on_hand - _variants.c.reserved >= _bind("quantity", _variants.c.reserved),
+    )
+    .values(
+        reserved=_variants.c.reserved + _bind("quantity", _variants.c.reserved),
+        updated_at=_bind("at", _variants.c.updated_at),
+    )
+    .returning(_variants.c.on_hand, _variants.c.reserved, _variants.c.price_amount)
+)
+_MOVE_VARIANT = (
+    update(_variants)
+    .where(_variants.c.id == _bind("variant", _variants.c.id))
+    .values(
+        on_hand=_variants.c.on_hand + _bind("on_hand_by", _variants.c.on_hand),
+        reserved=_variants.c.reserved + _bind("reserved_by", _variants.c.reserved),
+        updated_at=_bind("at", _variants.c.updated_at),
+    )
+    .returning(_variants.c.on_hand, _variants.c.reserved)
+)
+_MOVE_PRODUCT = (
+    update(_products)
+    .where(_products.c.id == _bind("product", _products.c.id))
+    .values(available=_products.c.available + _bind("by", _products.c.available))
+)
+_CLOSE = (
+    update(_reservations)
+    .where(
+        _reservations.c.reference == _bind("ref", _reservations.c.reference),
+        _reservations.c.status == _bind("was", _reservations.c.status),
+    )
+    .values(
+        status=_bind("becomes", _reservations.c.status),
+        updated_at=_bind("at", _reservations.c.updated_at),
+    )
+    .returning(_reservations.c.id)
+)
+_STATUS = select(_reservations.c.status).where(
+    _reservations.c.reference == _bind("ref", _reservations.c.reference)
+)
+_HELD_ITEMS = (
+    select(_items.c.variant_id, _items.c.quantity, _variants.c.product_id, _variants.c.sku)
+    .join_from(_items, _variants, _variants.c.id == _items.c.variant_id)
+    .where(_items.c.reservation_id == _bind("reservation", _items.c.reservation_id))
+    .order_by(_items.c.variant_id)
+)
+_INSERT_ITEMS = insert(_items)
+_INSERT_MOVEMENTS = insert(_movements)
+_CLAIM = {
+    name: dialect.insert(_reservations)
+    .on_conflict_do_nothing(index_elements=[_reservations.c.reference])
+    .returning(_reservations.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 
 
 class ReservationStatus:
@@ -48,10 +130,27 @@ class LineRequest:
     variant_id: uuid.UUID | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StockItem:
+    """The variant a reservation line holds."""
+
+    id: uuid.UUID
+    product_id: uuid.UUID
+    sku: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldReservation:
+    id: uuid.UUID
+    reference: str
+    status: str
+    expires_at: datetime
+
+
 @dataclass(frozen=True)
 class ReservationOutcome:
-    reservation: Reservation | None
-    lines: list[tuple[Variant, int, int]]
+    reservation: HeldReservation | None
+    lines: list[tuple[StockItem, int, int]]
     currency: str | None
     rejected: StockRejected | None = None
 
@@ -61,8 +160,9 @@ def _now() -> datetime:
 
 
 async def _refresh_product_totals(session: AsyncSession, product_id: uuid.UUID) -> None:
-    """Keep the product's list price and available total equal to its variants'.
+    """Set the product's list price and available total from its variants.
 
+    For price changes; stock changes move ``available`` by their delta instead.
     The product row is locked before the variants are summed: on PostgreSQL each
     statement reads what was committed when it began, so a sum taken before waiting
     for a concurrent change of another variant would overwrite that change's total.
@@ -82,6 +182,20 @@ async def _refresh_product_totals(session: AsyncSession, product_id: uuid.UUID) 
     )
 
 
+async def _move_product_totals(connection: AsyncConnection, deltas: dict[uuid.UUID, int]) -> None:
+    """Move each product's ``available`` by what its variants' available stock moved.
+
+    Products in id order, after the variants: one lock order for every writer. On
+    PostgreSQL an UPDATE that waited for a concurrent one applies its delta to the
+    value that one committed, so no change is lost without reading the variants.
+    """
+    for product_id in sorted(deltas):
+        if deltas[product_id]:
+            await connection.execute(
+                _MOVE_PRODUCT, {"product": product_id, "by": deltas[product_id]}
+            )
+
+
 def _record(
     uow: UnitOfWork,
     variant: Variant,
@@ -93,6 +207,7 @@ def _record(
     actor_id: uuid.UUID | None = None,
     reservation_id: uuid.UUID | None = None,
 ) -> None:
+    """Ledger row and ``stock.changed`` for a change of one variant loaded in the session."""
     now = _now()
     uow.session.add(
         StockMovement(
@@ -123,15 +238,78 @@ def _record(
     )
 
 
-async def _reload(session: AsyncSession, variant_id: uuid.UUID) -> Variant:
-    variant = (
-        await session.execute(
-            select(Variant)
-            .where(Variant.id == variant_id)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
-    return variant
+@dataclass(frozen=True, slots=True)
+class _Moved:
+    """One variant's stock after a reservation line moved it."""
+
+    item: StockItem
+    on_hand_delta: int
+    reserved_delta: int
+    on_hand: int
+    reserved: int
+
+    @property
+    def available_delta(self) -> int:
+        return self.on_hand_delta - self.reserved_delta
+
+    @property
+    def crossed_zero(self) -> bool:
+        """Whether the variant went out of stock or came back: what a shop page shows."""
+        after = self.on_hand - self.reserved
+        before = after - self.available_delta
+        return (before > 0) != (after > 0)
+
+
+async def _settle(
+    uow: UnitOfWork,
+    connection: AsyncConnection,
+    moved: Sequence[_Moved],
+    *,
+    kind: str,
+    reason: str,
+    reservation_id: uuid.UUID,
+    now: datetime,
+) -> None:
+    """The ledger rows of ``moved``, product totals, and ``stock.changed`` where it counts."""
+    if not moved:
+        return
+    await connection.execute(
+        _INSERT_MOVEMENTS,
+        [
+            {
+                "id": uuid.uuid4(),
+                "variant_id": line.item.id,
+                "kind": kind,
+                "on_hand_delta": line.on_hand_delta,
+                "reserved_delta": line.reserved_delta,
+                "on_hand_after": line.on_hand,
+                "reserved_after": line.reserved,
+                "reason": reason,
+                "actor_id": None,
+                "reservation_id": reservation_id,
+                "created_at": now,
+            }
+            for line in moved
+        ],
+    )
+    deltas: dict[uuid.UUID, int] = {}
+    for line in moved:
+        deltas[line.item.product_id] = deltas.get(line.item.product_id, 0) + line.available_delta
+    await _move_product_totals(connection, deltas)
+    for line in moved:
+        if line.crossed_zero:
+            uow.publish(
+                StockChanged(
+                    product_id=line.item.product_id,
+                    variant_id=line.item.id,
+                    sku=line.item.sku,
+                    on_hand=line.on_hand,
+                    reserved=line.reserved,
+                    available=line.on_hand - line.reserved,
+                    cause=kind,
+                    occurred_at=now,
+                )
+            )
 
 
 async def adjust(
@@ -148,7 +326,13 @@ async def adjust(
         if await session.get(Variant, variant_id) is None:
             raise errors.VariantNotFound()
         raise errors.StockBelowReserved()
-    variant = await _reload(session, variant_id)
+    variant = (
+        await session.execute(
+            select(Variant)
+            .where(Variant.id == variant_id)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
     _record(
         uow,
         variant,
@@ -158,123 +342,187 @@ async def adjust(
         reason=reason,
         actor_id=actor_id,
     )
-    await _refresh_product_totals(session, variant.product_id)
+    await _move_product_totals(await session.connection(), {variant.product_id: delta})
     return variant
 
 
-async def _resolve_lines(
-    session: AsyncSession, requests: Sequence[LineRequest]
-) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, Variant], list[RejectedLine]]:
-    """Variant ids and quantities of the lines; a one-variant product stands for its variant."""
-    wanted: dict[uuid.UUID, int] = {}
-    variants: dict[uuid.UUID, Variant] = {}
-    problems: list[RejectedLine] = []
-    for line in requests:
-        variant: Variant | None = None
-        if line.variant_id is not None:
-            variant = await session.get(Variant, line.variant_id)
-        elif line.product_id is not None:
-            found = list(
-                (
-                    await session.execute(
-                        select(Variant).where(Variant.product_id == line.product_id)
-                    )
-                ).scalars()
+@dataclass(frozen=True, slots=True)
+class QuotedLine:
+    """A line priced as the catalog sells it today."""
+
+    variant_id: uuid.UUID
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    category_id: uuid.UUID | None
+    quantity: int
+    unit_price_amount: int
+    currency: str
+    available: int
+
+
+_LINE_COLUMNS = (
+    _variants.c.id,
+    _variants.c.product_id,
+    _variants.c.sku,
+    _variants.c.title,
+    _variants.c.price_amount,
+    _variants.c.on_hand,
+    _variants.c.reserved,
+    _products.c.status,
+    _products.c.currency,
+    _products.c.name,
+    _products.c.category_id,
+)
+_LINES = (
+    select(*_LINE_COLUMNS)
+    .join_from(_variants, _products, _products.c.id == _variants.c.product_id)
+    .where(
+        or_(
+            _variants.c.id.in_(_bind("variants", _variants.c.id, expanding=True)),
+            _variants.c.product_id.in_(_bind("products", _variants.c.product_id, expanding=True)),
+        )
+    )
+)
+
+
+async def _resolve(
+    connection: AsyncConnection, requests: Sequence[LineRequest]
+) -> list[tuple[LineRequest, Any]]:
+    """Each line with its variant's row (joined with its product), or None if it names none.
+
+    One statement for all lines; a line naming a product stands for that product's
+    variant when it has exactly one. Archived products name nothing.
+    """
+    variant_ids = {r.variant_id for r in requests if r.variant_id is not None}
+    product_ids = {
+        r.product_id for r in requests if r.variant_id is None and r.product_id is not None
+    }
+    rows: list[Any] = list(
+        (
+            await connection.execute(
+                _LINES, {"variants": list(variant_ids), "products": list(product_ids)}
             )
-            variant = found[0] if len(found) == 1 else None
-        product = await session.get(Product, variant.product_id) if variant else None
-        if variant is None or product is None or product.status != "active":
-            problems.append(
-                RejectedLine(
-                    product_id=line.product_id,
-                    variant_id=line.variant_id,
-                    requested=line.quantity,
-                    available=0,
-                )
-            )
-            continue
-        variants[variant.id] = variant
-        wanted[variant.id] = wanted.get(variant.id, 0) + line.quantity
-    return wanted, variants, problems
+        ).all()
+    )
+    by_variant = {row.id: row for row in rows}
+    by_product: dict[uuid.UUID, list[Any]] = {}
+    for row in rows:
+        by_product.setdefault(row.product_id, []).append(row)
+    resolved: list[tuple[LineRequest, Any]] = []
+    for request in requests:
+        named: Any = None
+        if request.variant_id is not None:
+            named = by_variant.get(request.variant_id)
+        elif request.product_id is not None:
+            found = by_product.get(request.product_id, [])
+            named = found[0] if len(found) == 1 else None
+        active = named is not None and named.status == "active"
+        resolved.append((request, named if active else None))
+    return resolved
+
+
+def _unknown(request: LineRequest) -> RejectedLine:
+    return RejectedLine(
+        product_id=request.product_id,
+        variant_id=request.variant_id,
+        requested=request.quantity,
+        available=0,
+    )
 
 
 async def reserve(
     uow: UnitOfWork, reference: str, requests: Sequence[LineRequest], ttl: timedelta
 ) -> ReservationOutcome:
     """Hold stock for ``reference``, all lines or none; asking again returns the same answer."""
-    session = uow.session
-    existing = (
-        await session.execute(select(Reservation).where(Reservation.reference == reference))
-    ).scalar_one_or_none()
-    if existing is not None:
-        return await _outcome_of(session, existing)
-    wanted, variants, problems = await _resolve_lines(session, requests)
-    currencies = {
-        (await session.get(Product, variant.product_id)).currency  # type: ignore[union-attr]
-        for variant in variants.values()
-    }
+    connection = await uow.session.connection()
+    wanted: dict[uuid.UUID, int] = {}
+    items: dict[uuid.UUID, StockItem] = {}
+    currencies: set[str] = set()
+    problems: list[RejectedLine] = []
+    for request, row in await _resolve(connection, requests):
+        if row is None:
+            problems.append(_unknown(request))
+            continue
+        items[row.id] = StockItem(id=row.id, product_id=row.product_id, sku=row.sku)
+        wanted[row.id] = wanted.get(row.id, 0) + request.quantity
+        currencies.add(row.currency)
     if problems or len(currencies) > 1:
         reason = "unknown_product" if problems else "mixed_currencies"
         return await _reject(uow, reference, reason, problems)
     now = _now()
-    reservation = Reservation(
+    reservation = HeldReservation(
         id=uuid.uuid4(),
         reference=reference,
         status=ReservationStatus.ACTIVE,
         expires_at=now + ttl,
-        created_at=now,
-        updated_at=now,
     )
-    winner = await _claim(session, reservation)
+    # A retry of a reference already answered gets that answer, before anything is held.
+    winner = await _claim(connection, reservation, now)
     if winner is not None:
-        return await _outcome_of(session, winner)
+        return await _outcome_of(connection, winner)
     short: list[RejectedLine] = []
+    moved: list[_Moved] = []
+    prices: dict[uuid.UUID, int] = {}
     for variant_id in sorted(wanted):
         quantity = wanted[variant_id]
-        result = await session.execute(
-            update(Variant)
-            .where(Variant.id == variant_id, Variant.on_hand - Variant.reserved >= quantity)
-            .values(reserved=Variant.reserved + quantity, updated_at=now)
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            current = await _reload(session, variant_id)
-            short.append(
-                RejectedLine(
-                    product_id=current.product_id,
-                    variant_id=variant_id,
-                    requested=quantity,
-                    available=current.on_hand - current.reserved,
+        row = (
+            await connection.execute(
+                _RESERVE_LINE, {"variant": variant_id, "quantity": quantity, "at": now}
+            )
+        ).one_or_none()
+        if row is None:
+            available = await connection.scalar(
+                select(_variants.c.on_hand - _variants.c.reserved).where(
+                    _variants.c.id == variant_id
                 )
             )
+            short.append(
+                RejectedLine(
+                    product_id=items[variant_id].product_id,
+                    variant_id=variant_id,
+                    requested=quantity,
+                    available=available or 0,
+                )
+            )
+            continue
+        prices[variant_id] = row.price_amount
+        moved.append(
+            _Moved(
+                item=items[variant_id],
+                on_hand_delta=0,
+                reserved_delta=quantity,
+                on_hand=row.on_hand,
+                reserved=row.reserved,
+            )
+        )
     if short:
         # Undo the lines that did succeed: the caller's transaction is rolled
         # back, and the rejection is recorded in a fresh one.
         await uow.rollback()
         return await _reject(uow, reference, "insufficient_stock", short)
-    lines = []
-    for variant_id in sorted(wanted):
-        variant = await _reload(session, variant_id)
-        session.add(
-            ReservationItem(
-                reservation_id=reservation.id,
-                variant_id=variant_id,
-                quantity=wanted[variant_id],
-                unit_price_amount=variant.price_amount,
-            )
-        )
-        _record(
-            uow,
-            variant,
-            kind="reservation",
-            on_hand_delta=0,
-            reserved_delta=wanted[variant_id],
-            reason=f"reserved for {reference}",
-            reservation_id=reservation.id,
-        )
-        lines.append((variant, wanted[variant_id], variant.price_amount))
-    # Products in id order, after the variants: one lock order for every writer.
-    for product_id in sorted({variant.product_id for variant, _, _ in lines}):
-        await _refresh_product_totals(session, product_id)
+    await connection.execute(
+        _INSERT_ITEMS,
+        [
+            {
+                "reservation_id": reservation.id,
+                "variant_id": variant_id,
+                "quantity": wanted[variant_id],
+                "unit_price_amount": prices[variant_id],
+            }
+            for variant_id in sorted(wanted)
+        ],
+    )
+    await _settle(
+        uow,
+        connection,
+        moved,
+        kind="reservation",
+        reason=f"reserved for {reference}",
+        reservation_id=reservation.id,
+        now=now,
+    )
+    lines = [(items[v], wanted[v], prices[v]) for v in sorted(wanted)]
     currency = currencies.pop()
     uow.publish(
         StockReserved(
@@ -283,13 +531,13 @@ async def reserve(
             currency=currency,
             lines=[
                 ReservedLine(
-                    product_id=variant.product_id,
-                    variant_id=variant.id,
-                    sku=variant.sku,
+                    product_id=item.product_id,
+                    variant_id=item.id,
+                    sku=item.sku,
                     quantity=quantity,
                     unit_price_amount=price,
                 )
-                for variant, quantity, price in lines
+                for item, quantity, price in lines
             ],
             expires_at=reservation.expires_at,
         )
@@ -301,47 +549,68 @@ async def _reject(
     uow: UnitOfWork, reference: str, reason: str, problems: list[RejectedLine]
 ) -> ReservationOutcome:
     now = _now()
+    connection = await uow.session.connection()
     # A rejection is remembered too, so a retried request gets the same answer.
     winner = await _claim(
-        uow.session,
-        Reservation(
+        connection,
+        HeldReservation(
             id=uuid.uuid4(),
             reference=reference,
             status=ReservationStatus.REJECTED,
             expires_at=now,
-            created_at=now,
-            updated_at=now,
         ),
+        now,
     )
     if winner is not None:
-        return await _outcome_of(uow.session, winner)
+        return await _outcome_of(connection, winner)
     event = StockRejected(reference=reference, reason=reason, lines=problems)
     uow.publish(event)
     return ReservationOutcome(reservation=None, lines=[], currency=None, rejected=event)
 
 
-async def _claim(session: AsyncSession, reservation: Reservation) -> Reservation | None:
+_HELD_COLUMNS = (
+    _reservations.c.id,
+    _reservations.c.reference,
+    _reservations.c.status,
+    _reservations.c.expires_at,
+)
+
+
+async def _claim(
+    connection: AsyncConnection, reservation: HeldReservation, now: datetime
+) -> HeldReservation | None:
     """Insert the row that answers for a reference; None when this request got it.
 
     A retry can overlap the first attempt: on PostgreSQL the second insert waits for
-    the first transaction and then hits the unique reference. That request then
+    the first transaction and then meets the unique reference. That request then
     gives the first one's answer instead of failing.
     """
-    try:
-        async with session.begin_nested():
-            session.add(reservation)
-    except IntegrityError:
-        return (
-            await session.execute(
-                select(Reservation)
-                .where(Reservation.reference == reservation.reference)
-                .execution_options(populate_existing=True)
-            )
-        ).scalar_one()
-    return None
+    inserted = await connection.execute(
+        _CLAIM["postgresql" if connection.dialect.name == "postgresql" else "sqlite"],
+        {
+            "id": reservation.id,
+            "reference": reservation.reference,
+            "status": reservation.status,
+            "expires_at": reservation.expires_at,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    if inserted.one_or_none() is not None:
+        return None
+    row = (
+        await connection.execute(
+            select(*_HELD_COLUMNS).where(_reservations.c.reference == reservation.reference)
+        )
+    ).one()
+    return HeldReservation(
+        id=row.id, reference=row.reference, status=row.status, expires_at=row.expires_at
+    )
 
 
-async def _outcome_of(session: AsyncSession, reservation: Reservation) -> ReservationOutcome:
+async def _outcome_of(
+    connection: AsyncConnection, reservation: HeldReservation
+) -> ReservationOutcome:
     if reservation.status == ReservationStatus.REJECTED:
         return ReservationOutcome(
             reservation=None,
@@ -351,149 +620,182 @@ async def _outcome_of(session: AsyncSession, reservation: Reservation) -> Reserv
                 reference=reservation.reference, reason="insufficient_stock", lines=[]
             ),
         )
-    items = list(
-        (
-            await session.execute(
-                select(ReservationItem, Variant)
-                .join(Variant, Variant.id == ReservationItem.variant_id)
-                .where(ReservationItem.reservation_id == reservation.id)
-                .order_by(ReservationItem.variant_id)
+    rows = (
+        await connection.execute(
+            select(
+                _items.c.variant_id,
+                _items.c.quantity,
+                _items.c.unit_price_amount,
+                _variants.c.product_id,
+                _variants.c.sku,
+                _products.c.currency,
             )
-        ).all()
-    )
-    currency = None
-    if items:
-        product = await session.get(Product, items[0][1].product_id)
-        currency = product.currency if product else None
+            .join_from(_items, _variants, _variants.c.id == _items.c.variant_id)
+            .join(_products, _products.c.id == _variants.c.product_id)
+            .where(_items.c.reservation_id == reservation.id)
+            .order_by(_items.c.variant_id)
+        )
+    ).all()
     return ReservationOutcome(
         reservation=reservation,
-        lines=[(variant, item.quantity, item.unit_price_amount) for item, variant in items],
-        currency=currency,
+        lines=[
+            (
+                StockItem(id=row.variant_id, product_id=row.product_id, sku=row.sku),
+                row.quantity,
+                row.unit_price_amount,
+            )
+            for row in rows
+        ],
+        currency=rows[0].currency if rows else None,
     )
 
 
-async def _locked_reservation(session: AsyncSession, reference: str) -> Reservation:
-    reservation = (
-        await session.execute(
-            select(Reservation).where(Reservation.reference == reference).with_for_update()
-        )
-    ).scalar_one_or_none()
-    if reservation is None:
+async def _close(
+    connection: AsyncConnection, reference: str, *, was: str, becomes: str, now: datetime
+) -> uuid.UUID | None:
+    """Move the reservation from status ``was`` to ``becomes``; its id, or None if it
+    was not in ``was``. The UPDATE's row lock orders it against any other change of
+    the same reservation, and a change that waited sees the status the other set."""
+    return cast(
+        uuid.UUID | None,
+        await connection.scalar(
+            _CLOSE, {"ref": reference, "was": was, "becomes": becomes, "at": now}
+        ),
+    )
+
+
+async def _status_of(connection: AsyncConnection, reference: str) -> str:
+    status = await connection.scalar(_STATUS, {"ref": reference})
+    if status is None:
         raise errors.ReservationNotFound()
-    return reservation
+    return cast(str, status)
 
 
-async def release(uow: UnitOfWork, reference: str, *, reason: str = "released") -> Reservation:
-    """Give held stock back. Releasing twice is harmless; a committed sale cannot be released."""
-    session = uow.session
-    reservation = await _locked_reservation(session, reference)
-    if reservation.status in (
-        ReservationStatus.RELEASED,
-        ReservationStatus.EXPIRED,
-        ReservationStatus.REJECTED,
-    ):
-        return reservation
-    if reservation.status == ReservationStatus.COMMITTED:
-        raise errors.ReservationClosed()
-    await _return_items(uow, reservation, kind="release", reason=f"{reason} ({reference})")
-    reservation.status = (
-        ReservationStatus.EXPIRED if reason == "expired" else ReservationStatus.RELEASED
+async def release(uow: UnitOfWork, reference: str, *, reason: str = "released") -> str:
+    """Give held stock back. Releasing twice is harmless; a sale cannot be released.
+
+    Answers the reservation's status afterwards.
+    """
+    connection = await uow.session.connection()
+    now = _now()
+    becomes = ReservationStatus.EXPIRED if reason == "expired" else ReservationStatus.RELEASED
+    reservation_id = await _close(
+        connection, reference, was=ReservationStatus.ACTIVE, becomes=becomes, now=now
     )
-    reservation.updated_at = _now()
-    uow.publish(StockReleased(reservation_id=reservation.id, reference=reference, reason=reason))
-    return reservation
+    if reservation_id is None:
+        status = await _status_of(connection, reference)
+        if status in (ReservationStatus.COMMITTED, ReservationStatus.RETURNED):
+            raise errors.ReservationClosed()
+        return status
+    await _return_items(
+        uow,
+        connection,
+        reservation_id,
+        kind="release",
+        reason=f"{reason} ({reference})",
+        sold=False,
+        now=now,
+    )
+    uow.publish(StockReleased(reservation_id=reservation_id, reference=reference, reason=reason))
+    return becomes
+
+
+async def _held_items(connection: AsyncConnection, reservation_id: uuid.UUID) -> list[Any]:
+    """The reservation's lines in variant id order: the order every writer locks them in."""
+    return list((await connection.execute(_HELD_ITEMS, {"reservation": reservation_id})).all())
+
+
+async def _move_held(
+    connection: AsyncConnection,
+    reservation_id: uuid.UUID,
+    *,
+    on_hand_sign: int,
+    reserved_sign: int,
+    now: datetime,
+) -> list[_Moved]:
+    """Move each line's variant by its quantity times the signs; the stock after each."""
+    moved = []
+    for line in await _held_items(connection, reservation_id):
+        on_hand_delta = on_hand_sign * line.quantity
+        reserved_delta = reserved_sign * line.quantity
+        after = (
+            await connection.execute(
+                _MOVE_VARIANT,
+                {
+                    "variant": line.variant_id,
+                    "on_hand_by": on_hand_delta,
+                    "reserved_by": reserved_delta,
+                    "at": now,
+                },
+            )
+        ).one()
+        moved.append(
+            _Moved(
+                item=StockItem(id=line.variant_id, product_id=line.product_id, sku=line.sku),
+                on_hand_delta=on_hand_delta,
+                reserved_delta=reserved_delta,
+                on_hand=after.on_hand,
+                reserved=after.reserved,
+            )
+        )
+    return moved
 
 
 async def _return_items(
-    uow: UnitOfWork, reservation: Reservation, *, kind: str, reason: str, sold: bool = False
+    uow: UnitOfWork,
+    connection: AsyncConnection,
+    reservation_id: uuid.UUID,
+    *,
+    kind: str,
+    reason: str,
+    sold: bool,
+    now: datetime,
 ) -> None:
     """Give the reservation's units back: held ones to available stock, or, when they
     were ``sold``, back onto the shelf."""
-    session = uow.session
-    items = list(
-        (
-            await session.execute(
-                select(ReservationItem)
-                .where(ReservationItem.reservation_id == reservation.id)
-                .order_by(ReservationItem.variant_id)
-            )
-        ).scalars()
+    moved = await _move_held(
+        connection,
+        reservation_id,
+        on_hand_sign=1 if sold else 0,
+        reserved_sign=0 if sold else -1,
+        now=now,
     )
-    products = set()
-    for item in items:
-        on_hand_delta, reserved_delta = (item.quantity, 0) if sold else (0, -item.quantity)
-        await session.execute(
-            update(Variant)
-            .where(Variant.id == item.variant_id)
-            .values(
-                on_hand=Variant.on_hand + on_hand_delta,
-                reserved=Variant.reserved + reserved_delta,
-                updated_at=_now(),
-            )
-        )
-        variant = await _reload(session, item.variant_id)
-        _record(
-            uow,
-            variant,
-            kind=kind,
-            on_hand_delta=on_hand_delta,
-            reserved_delta=reserved_delta,
-            reason=reason,
-            reservation_id=reservation.id,
-        )
-        products.add(variant.product_id)
-    for product_id in sorted(products):
-        await _refresh_product_totals(session, product_id)
-
-
-async def commit(uow: UnitOfWork, reference: str) -> Reservation:
-    """The sale is final: reserved units leave on-hand stock. Committing twice is harmless."""
-    session = uow.session
-    reservation = await _locked_reservation(session, reference)
-    if reservation.status == ReservationStatus.COMMITTED:
-        return reservation
-    if reservation.status != ReservationStatus.ACTIVE:
-        raise errors.ReservationClosed()
-    items = list(
-        (
-            await session.execute(
-                select(ReservationItem)
-                .where(ReservationItem.reservation_id == reservation.id)
-                .order_by(ReservationItem.variant_id)
-            )
-        ).scalars()
+    await _settle(
+        uow, connection, moved, kind=kind, reason=reason, reservation_id=reservation_id, now=now
     )
-    for item in items:
-        await session.execute(
-            update(Variant)
-            .where(Variant.id == item.variant_id)
-            .values(
-                reserved=Variant.reserved - item.quantity,
-                on_hand=Variant.on_hand - item.quantity,
-                updated_at=_now(),
-            )
-        )
-        variant = await _reload(session, item.variant_id)
-        _record(
-            uow,
-            variant,
-            kind="sale",
-            on_hand_delta=-item.quantity,
-            reserved_delta=-item.quantity,
-            reason=f"sold ({reference})",
-            reservation_id=reservation.id,
-        )
-    reservation.status = ReservationStatus.COMMITTED
-    reservation.updated_at = _now()
-    uow.publish(StockCommitted(reservation_id=reservation.id, reference=reference))
-    return reservation
 
 
-@dataclass(frozen=True)
-class QuotedLine:
-    variant: Variant
-    product: Product
-    quantity: int
+async def commit(uow: UnitOfWork, reference: str) -> str:
+    """The sale is final: reserved units leave on-hand stock. Committing twice is harmless.
+
+    Available stock does not change, so neither do the products' totals.
+    """
+    connection = await uow.session.connection()
+    now = _now()
+    reservation_id = await _close(
+        connection,
+        reference,
+        was=ReservationStatus.ACTIVE,
+        becomes=ReservationStatus.COMMITTED,
+        now=now,
+    )
+    if reservation_id is None:
+        status = await _status_of(connection, reference)
+        if status != ReservationStatus.COMMITTED:
+            raise errors.ReservationClosed()
+        return status
+    moved = await _move_held(connection, reservation_id, on_hand_sign=-1, reserved_sign=-1, now=now)
+    await _settle(
+        uow,
+        connection,
+        moved,
+        kind="sale",
+        reason=f"sold ({reference})",
+        reservation_id=reservation_id,
+        now=now,
+    )
+    uow.publish(StockCommitted(reservation_id=reservation_id, reference=reference))
+    return ReservationStatus.COMMITTED
 
 
 async def quote(
@@ -502,13 +804,23 @@ async def quote(
     """Today's price of each line, without holding anything: what an order is priced at."""
     lines: list[QuotedLine] = []
     problems: list[RejectedLine] = []
-    for request in requests:
-        wanted, variants, missing = await _resolve_lines(session, [request])
-        problems.extend(missing)
-        for variant_id, variant in variants.items():
-            product = await session.get(Product, variant.product_id)
-            assert product is not None
-            lines.append(QuotedLine(variant=variant, product=product, quantity=wanted[variant_id]))
+    for request, row in await _resolve(await session.connection(), requests):
+        if row is None:
+            problems.append(_unknown(request))
+            continue
+        lines.append(
+            QuotedLine(
+                variant_id=row.id,
+                product_id=row.product_id,
+                sku=row.sku,
+                name=row.name if row.title in ("", row.name) else f"{row.name} ({row.title})",
+                category_id=row.category_id,
+                quantity=request.quantity,
+                unit_price_amount=row.price_amount,
+                currency=row.currency,
+                available=row.on_hand - row.reserved,
+            )
+        )
     return lines, problems
 
 
@@ -520,38 +832,46 @@ async def call_off(uow: UnitOfWork, reference: str, *, reason: str) -> str:
     arrives late (a retry that was still in flight) holds nothing.
     Answers the reservation's status afterwards.
     """
-    session = uow.session
-    reservation = (
-        await session.execute(
-            select(Reservation).where(Reservation.reference == reference).with_for_update()
-        )
-    ).scalar_one_or_none()
+    connection = await uow.session.connection()
     now = _now()
-    if reservation is None:
-        tombstone = Reservation(
+    status = await connection.scalar(
+        select(_reservations.c.status)
+        .where(_reservations.c.reference == reference)
+        .with_for_update()
+    )
+    if status is None:
+        tombstone = HeldReservation(
             id=uuid.uuid4(),
             reference=reference,
             status=ReservationStatus.RELEASED,
             expires_at=now,
-            created_at=now,
-            updated_at=now,
         )
-        winner = await _claim(session, tombstone)
-        if winner is None:
+        if await _claim(connection, tombstone, now) is None:
             return ReservationStatus.RELEASED
         # A reservation landed meanwhile: undo it like any other.
         return await call_off(uow, reference, reason=reason)
-    if reservation.status == ReservationStatus.ACTIVE:
-        await release(uow, reference, reason=reason)
-    elif reservation.status == ReservationStatus.COMMITTED:
-        await _restock(uow, reservation, reason=f"{reason} ({reference})")
-    return reservation.status
-
-
-async def _restock(uow: UnitOfWork, reservation: Reservation, *, reason: str) -> None:
-    await _return_items(uow, reservation, kind="return", reason=reason, sold=True)
-    reservation.status = ReservationStatus.RETURNED
-    reservation.updated_at = _now()
+    if status == ReservationStatus.ACTIVE:
+        return await release(uow, reference, reason=reason)
+    if status == ReservationStatus.COMMITTED:
+        reservation_id = await _close(
+            connection,
+            reference,
+            was=ReservationStatus.COMMITTED,
+            becomes=ReservationStatus.RETURNED,
+            now=now,
+        )
+        assert reservation_id is not None  # the row is locked and was committed
+        await _return_items(
+            uow,
+            connection,
+            reservation_id,
+            kind="return",
+            reason=f"{reason} ({reference})",
+            sold=True,
+            now=now,
+        )
+        return ReservationStatus.RETURNED
+    return cast(str, status)
 
 
 async def due_for_expiry(session: AsyncSession, now: datetime, limit: int = 100) -> list[str]:

@@ -14,7 +14,9 @@ Freshness comes from events, not from the TTL: each cacheable service is a
 *namespace* with a *generation*; every entry records the generation it was stored
 under, and an event that changes what the service shows (see
 :data:`INVALIDATED_BY`) bumps the generation, so every older entry stops matching
-at once. The TTL only bounds how long an entry outlives a lost event. The
+at once. The TTL bounds how long an entry outlives a lost event, and how late the
+stock counts of a cached catalog page can be (orders move them without an event
+that invalidates). The
 generation is read in the same round trip as the entry and checked again when
 storing, so an answer fetched before an event is never stored as current after it.
 
@@ -51,9 +53,6 @@ from panthera.catalog.events import (
     ProductDeleted,
     ProductUpdated,
     StockChanged,
-    StockCommitted,
-    StockReleased,
-    StockReserved,
 )
 from panthera.kernel.errors import TooManyRequests
 from panthera.kernel.events.envelope import Envelope
@@ -64,7 +63,10 @@ from panthera.kernel.ratelimit import GCRA_LUA, Decision, RedisRateLimiter
 log = logging.getLogger("panthera.gateway.cache")
 
 # Which events make a namespace's (a service's) cached answers stale. Any version:
-# whatever its shape, the event says something changed.
+# whatever its shape, the event says something changed. Reservations, sales and
+# releases are left out: pages may show their stock counts up to a TTL late, and
+# stock.changed still comes when a variant goes out of stock or back in (see
+# docs/decisions/0014-cached-pages-and-stock-counts.md).
 INVALIDATED_BY: Mapping[str, frozenset[str]] = {
     "catalog": frozenset(
         contract.event_type
@@ -74,9 +76,6 @@ INVALIDATED_BY: Mapping[str, frozenset[str]] = {
             ProductDeleted,
             PriceChanged,
             StockChanged,
-            StockReserved,
-            StockReleased,
-            StockCommitted,
             CategoryChanged,
         )
     )
