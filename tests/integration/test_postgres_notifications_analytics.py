@@ -164,6 +164,49 @@ async def test_concurrent_consumers_lose_no_sale_in_the_roll_ups(
         await runtime.database.dispose()
 
 
+async def test_concurrent_batches_add_every_sale_once_to_the_roll_ups(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("analytics")
+    runtime = await _runtime("analytics", databases.url_for("analytics"), tmp_path)
+    try:
+        consume = runtime._batch_consumer(
+            {s.contract.event_type: s for s in runtime.definition.subscriptions}
+        )
+        day = datetime(2026, 11, 3, 12, tzinfo=UTC)
+        products = [uuid.uuid4(), uuid.uuid4()]
+        events = [_confirmed(day, products[index % 2], 1 + index % 3) for index in range(48)]
+        placed = [
+            OrderPlaced(
+                shipping_address="1 Main St",
+                **event.model_dump(exclude={"payment_id"}) | {"status": "PENDING", "revision": 1},
+            )
+            for event in events
+        ]
+        envelopes = [Envelope.wrap(event, source="orders") for event in [*events, *placed]]
+        # Replicas take overlapping batches: some hold an order's placement and its
+        # confirmation together, every event arrives twice, and the batches race.
+        batches = [envelopes[start : start + 8] for start in range(0, len(envelopes), 8)]
+        batches += [envelopes[start : start + 12] for start in range(4, len(envelopes), 12)]
+        outcomes = await asyncio.gather(*(consume(batch) for batch in batches))
+        assert all(outcome is None for batch in outcomes for outcome in batch)
+
+        units = sum(event.items[0].quantity for event in events)
+        async with runtime.database.sessions() as session:
+            (row,) = (await session.execute(select(DailySales))).scalars()
+            assert (row.gross, row.orders, row.units) == (1000 * units, 48, units)
+            period = reports.DateRange(day.date(), day.date())
+            top = await reports.top_products(session, period, limit=5, by="units")
+            by_status = await reports.orders_by_status(session, period)
+        expected: Counter[str] = Counter()
+        for event in events:
+            expected[str(event.items[0].product_id)] += event.items[0].quantity
+        assert Counter({r["productId"]: r["units"] for r in top}) == expected
+        assert by_status == [{"status": "CONFIRMED", "orders": 48}]
+    finally:
+        await runtime.database.dispose()
+
+
 async def test_a_registration_racing_its_first_update_leaves_one_recipient(
     service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
 ) -> None:
