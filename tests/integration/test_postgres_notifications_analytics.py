@@ -22,7 +22,8 @@ from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.migrations import upgrade
 from panthera.kernel.service import ServiceRuntime
 from panthera.kernel.settings import Settings
-from panthera.notifications.models import Channel, Recipient
+from panthera.notifications.channels import PermanentFailure
+from panthera.notifications.models import Channel, Delivery, Recipient
 from panthera.notifications.sender import DeliverySender, RetryPolicy
 from panthera.notifications.service import Rendered, queue
 from panthera.orders.events import OrderConfirmed, OrderLine, OrderPlaced
@@ -95,6 +96,75 @@ async def test_sender_replicas_send_each_message_once(
         await asyncio.gather(*(replica.drain() for replica in replicas))
         assert len(mailbox.ids) == 40
         assert len(set(mailbox.ids)) == 40
+    finally:
+        await runtime.database.dispose()
+
+
+class PickyMailbox:
+    """Refuses mail to some addresses: for good (``bad``) or for now (``busy``)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    async def send(self, message: EmailMessage) -> None:
+        to = str(message["To"])
+        if to.startswith("bad"):
+            raise PermanentFailure("no such mailbox")
+        if to.startswith("busy"):
+            raise ConnectionError("try later")
+        self.ids.append(str(message["Message-ID"]))
+
+
+async def test_a_batch_records_each_message_by_its_own_outcome(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("notifications")
+    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    try:
+        assert runtime.definition.state is not None
+        runtime.definition.state(runtime)
+        deps = runtime.components["notifications_deps"]
+        deps.email = PickyMailbox()
+        rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
+        addresses = ["a@example.com", "bad@example.com", "busy@example.com", "b@example.com"]
+        async with runtime.uow() as uow:
+            for to in addresses:
+                await queue(
+                    deps,
+                    uow,
+                    event_id=uuid.uuid4(),
+                    user_id=None,
+                    channel=Channel.EMAIL,
+                    to=to,
+                    template="order_confirmed",
+                    rendered=rendered,
+                    transactional=True,
+                )
+            await uow.commit()
+        sender = DeliverySender(
+            sessions=runtime.database.sessions,
+            deps=deps,
+            policy=RetryPolicy(base_seconds=60.0),
+            skip_locked=True,
+            batch_size=10,
+        )
+        assert await sender.send_due() == 4
+        # Nothing is due any more: the retry waits for its backoff.
+        assert await sender.send_due() == 0
+        async with runtime.database.sessions() as session:
+            rows = {
+                row.recipient: row for row in (await session.execute(select(Delivery))).scalars()
+            }
+        assert len(deps.email.ids) == 2
+        for to in ("a@example.com", "b@example.com"):
+            assert (rows[to].status, rows[to].attempts) == ("sent", 1)
+            assert rows[to].sent_at is not None
+            assert rows[to].next_attempt_at is None
+        assert (rows["bad@example.com"].status, rows["bad@example.com"].attempts) == ("failed", 1)
+        busy = rows["busy@example.com"]
+        assert (busy.status, busy.attempts) == ("queued", 1)
+        assert busy.next_attempt_at > datetime.now(UTC)
+        assert "try later" in (busy.last_error or "")
     finally:
         await runtime.database.dispose()
 
