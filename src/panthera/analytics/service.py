@@ -139,14 +139,16 @@ async def _add_many(
     increments: list[str],
     labels: list[str],
 ) -> None:
-    """Many roll-up rows in one statement (one round trip), each added to, labels replaced."""
-    statement = _insert(session)(model).values(rows)
+    """Many roll-up rows in one round trip, each added to, labels replaced."""
+    # Rows as executemany parameters, not inlined VALUES: one statement shape
+    # whatever the batch holds, compiled once and then found in the cache.
+    statement = _insert(session)(model)
     table = model.__table__
     changes: dict[str, Any] = {
         name: table.c[name] + statement.excluded[name] for name in increments
     }
     changes.update({name: statement.excluded[name] for name in labels})
-    await session.execute(statement.on_conflict_do_update(index_elements=key, set_=changes))
+    await session.execute(statement.on_conflict_do_update(index_elements=key, set_=changes), rows)
 
 
 def _insert(session: AsyncSession) -> Any:

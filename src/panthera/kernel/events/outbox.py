@@ -330,10 +330,11 @@ async def record_all_in_inbox(
         }
         for envelope in envelopes
     }
+    # Parameters rather than inlined VALUES: one statement shape, compiled once,
+    # that SQLAlchemy still sends as a single multi-row INSERT.
     statement = (
         insert_(tables.inbox)
-        .values(list(rows.values()))
         .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
         .returning(tables.inbox.c.event_id)
     )
-    return set((await session.execute(statement)).scalars())
+    return set((await session.execute(statement, list(rows.values()))).scalars())
