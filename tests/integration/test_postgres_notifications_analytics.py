@@ -22,7 +22,8 @@ from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.migrations import upgrade
 from panthera.kernel.service import ServiceRuntime
 from panthera.kernel.settings import Settings
-from panthera.notifications.models import Channel, Recipient
+from panthera.notifications.channels import PermanentFailure
+from panthera.notifications.models import Channel, Delivery, Recipient
 from panthera.notifications.sender import DeliverySender, RetryPolicy
 from panthera.notifications.service import Rendered, queue
 from panthera.orders.events import OrderConfirmed, OrderLine, OrderPlaced
@@ -99,6 +100,75 @@ async def test_sender_replicas_send_each_message_once(
         await runtime.database.dispose()
 
 
+class PickyMailbox:
+    """Refuses mail to some addresses: for good (``bad``) or for now (``busy``)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    async def send(self, message: EmailMessage) -> None:
+        to = str(message["To"])
+        if to.startswith("bad"):
+            raise PermanentFailure("no such mailbox")
+        if to.startswith("busy"):
+            raise ConnectionError("try later")
+        self.ids.append(str(message["Message-ID"]))
+
+
+async def test_a_batch_records_each_message_by_its_own_outcome(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("notifications")
+    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    try:
+        assert runtime.definition.state is not None
+        runtime.definition.state(runtime)
+        deps = runtime.components["notifications_deps"]
+        deps.email = PickyMailbox()
+        rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
+        addresses = ["a@example.com", "bad@example.com", "busy@example.com", "b@example.com"]
+        async with runtime.uow() as uow:
+            for to in addresses:
+                await queue(
+                    deps,
+                    uow,
+                    event_id=uuid.uuid4(),
+                    user_id=None,
+                    channel=Channel.EMAIL,
+                    to=to,
+                    template="order_confirmed",
+                    rendered=rendered,
+                    transactional=True,
+                )
+            await uow.commit()
+        sender = DeliverySender(
+            sessions=runtime.database.sessions,
+            deps=deps,
+            policy=RetryPolicy(base_seconds=60.0),
+            skip_locked=True,
+            batch_size=10,
+        )
+        assert await sender.send_due() == 4
+        # Nothing is due any more: the retry waits for its backoff.
+        assert await sender.send_due() == 0
+        async with runtime.database.sessions() as session:
+            rows = {
+                row.recipient: row for row in (await session.execute(select(Delivery))).scalars()
+            }
+        assert len(deps.email.ids) == 2
+        for to in ("a@example.com", "b@example.com"):
+            assert (rows[to].status, rows[to].attempts) == ("sent", 1)
+            assert rows[to].sent_at is not None
+            assert rows[to].next_attempt_at is None
+        assert (rows["bad@example.com"].status, rows["bad@example.com"].attempts) == ("failed", 1)
+        busy = rows["busy@example.com"]
+        assert (busy.status, busy.attempts) == ("queued", 1)
+        assert busy.next_attempt_at > datetime.now(UTC)
+        assert "try later" in (busy.last_error or "")
+    finally:
+        await runtime.database.dispose()
+
+
 def _confirmed(day: datetime, product: uuid.UUID, quantity: int) -> OrderConfirmed:
     line = OrderLine(
         product_id=product,
@@ -160,6 +230,49 @@ async def test_concurrent_consumers_lose_no_sale_in_the_roll_ups(
             )
         assert Counter({r["productId"]: r["units"] for r in top}) == Counter({str(product): units})
         assert by_status == [{"status": "CONFIRMED", "orders": 60}]
+    finally:
+        await runtime.database.dispose()
+
+
+async def test_concurrent_batches_add_every_sale_once_to_the_roll_ups(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("analytics")
+    runtime = await _runtime("analytics", databases.url_for("analytics"), tmp_path)
+    try:
+        consume = runtime._batch_consumer(
+            {s.contract.event_type: s for s in runtime.definition.subscriptions}
+        )
+        day = datetime(2026, 11, 3, 12, tzinfo=UTC)
+        products = [uuid.uuid4(), uuid.uuid4()]
+        events = [_confirmed(day, products[index % 2], 1 + index % 3) for index in range(48)]
+        placed = [
+            OrderPlaced(
+                shipping_address="1 Main St",
+                **event.model_dump(exclude={"payment_id"}) | {"status": "PENDING", "revision": 1},
+            )
+            for event in events
+        ]
+        envelopes = [Envelope.wrap(event, source="orders") for event in [*events, *placed]]
+        # Replicas take overlapping batches: some hold an order's placement and its
+        # confirmation together, every event arrives twice, and the batches race.
+        batches = [envelopes[start : start + 8] for start in range(0, len(envelopes), 8)]
+        batches += [envelopes[start : start + 12] for start in range(4, len(envelopes), 12)]
+        outcomes = await asyncio.gather(*(consume(batch) for batch in batches))
+        assert all(outcome is None for batch in outcomes for outcome in batch)
+
+        units = sum(event.items[0].quantity for event in events)
+        async with runtime.database.sessions() as session:
+            (row,) = (await session.execute(select(DailySales))).scalars()
+            assert (row.gross, row.orders, row.units) == (1000 * units, 48, units)
+            period = reports.DateRange(day.date(), day.date())
+            top = await reports.top_products(session, period, limit=5, by="units")
+            by_status = await reports.orders_by_status(session, period)
+        expected: Counter[str] = Counter()
+        for event in events:
+            expected[str(event.items[0].product_id)] += event.items[0].quantity
+        assert Counter({r["productId"]: r["units"] for r in top}) == expected
+        assert by_status == [{"status": "CONFIRMED", "orders": 48}]
     finally:
         await runtime.database.dispose()
 

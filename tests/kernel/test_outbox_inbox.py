@@ -137,3 +137,114 @@ async def test_an_unknown_version_is_refused_not_dropped(runtime: ServiceRuntime
     consumer = runtime._consumer({ThingHappened.event_type: Subscription(ThingHappened, remember)})
     with pytest.raises(UnsupportedEventVersion):
         await consumer(envelope)
+
+
+class ThingNoted(EventContract):
+    event_type = "test.thing_noted"
+    version = 1
+
+    name: str
+
+
+async def note(_runtime: ServiceRuntime, uow: UnitOfWork, event: Any, _e: Envelope) -> None:
+    # Its effect is written in the consuming transaction: the outbox shows what was applied.
+    if event.name.startswith("poison"):
+        raise RuntimeError(f"cannot apply {event.name}")
+    applied.append(event.name)
+    uow.publish(ThingNoted(name=event.name))
+
+
+@pytest.fixture
+async def batching(tmp_path: Path) -> AsyncIterator[tuple[ServiceRuntime, list[int]]]:
+    """A runtime consuming in batches, and how many times its batch hook ran."""
+    applied.clear()
+    hooked: list[int] = []
+
+    async def before_commit(_runtime: ServiceRuntime, uow: UnitOfWork) -> None:
+        hooked.append(len(applied))
+
+    service = dataclasses.replace(
+        definition("users"),
+        subscriptions=(Subscription(ThingHappened, note),),
+        consume_batch=8,
+        before_commit=before_commit,
+    )
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/users.sqlite3")
+    await upgrade(database, service.migrations_dir, "users")
+    transport = EmbeddedTransport()
+    await transport.start()
+    runtime = ServiceRuntime(
+        definition=service,
+        settings=Settings(data_dir=tmp_path),
+        database=database,
+        transport=transport,
+    )
+    await runtime.subscribe()
+    yield runtime, hooked
+    await database.dispose()
+
+
+def _batch_consumer(runtime: ServiceRuntime) -> Any:
+    return runtime._batch_consumer({ThingHappened.event_type: Subscription(ThingHappened, note)})
+
+
+async def _noted(runtime: ServiceRuntime) -> list[str]:
+    return sorted(row.payload["name"] for row in await _outbox_rows(runtime))
+
+
+async def _inbox_count(runtime: ServiceRuntime) -> int:
+    inbox = runtime.definition.tables.inbox
+    async with runtime.database.sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(inbox))).scalar_one())
+
+
+async def test_a_batch_is_applied_in_one_transaction_each_event_once(
+    batching: tuple[ServiceRuntime, list[int]],
+) -> None:
+    runtime, hooked = batching
+    consume = _batch_consumer(runtime)
+    before = Envelope.wrap(ThingHappened(name="before"), source="elsewhere")
+    assert await consume([before]) == [None]
+    a, b = (Envelope.wrap(ThingHappened(name=name), source="elsewhere") for name in "ab")
+    other = Envelope(type="test.not_consumed", source="elsewhere", payload={})
+    # A redelivery of an applied event, and one event delivered twice in the batch.
+    assert await consume([a, before, b, a, other]) == [None] * 5
+    assert await _noted(runtime) == ["a", "b", "before"]
+    assert await _inbox_count(runtime) == 3
+    # The hook ran once per transaction, after that transaction's handlers.
+    assert hooked == [1, 3]
+
+
+async def test_a_failing_event_in_a_batch_holds_back_no_other(
+    batching: tuple[ServiceRuntime, list[int]],
+) -> None:
+    runtime, _ = batching
+    consume = _batch_consumer(runtime)
+    unknown = Envelope(
+        type=ThingHappened.event_type, version=2, source="elsewhere", payload={"name": "v2"}
+    )
+    envelopes = [
+        Envelope.wrap(ThingHappened(name=name), source="elsewhere")
+        for name in ("one", "poison", "two")
+    ]
+    outcomes = await consume([*envelopes, unknown])
+    assert outcomes[0] is None
+    assert outcomes[2] is None
+    assert isinstance(outcomes[1], RuntimeError)
+    assert isinstance(outcomes[3], UnsupportedEventVersion)
+    # The batch's transaction was rolled back whole; each good event then
+    # committed once on its own, and the failing ones left no trace.
+    assert await _noted(runtime) == ["one", "two"]
+    assert await _inbox_count(runtime) == 2
+    assert await consume(envelopes[:1]) == [None]
+    assert await _noted(runtime) == ["one", "two"]
+
+
+async def test_embedded_delivery_to_a_batch_consumer_raises_for_a_failure(
+    batching: tuple[ServiceRuntime, list[int]],
+) -> None:
+    runtime, _ = batching
+    await runtime.transport.publish(Envelope.wrap(ThingHappened(name="fine"), source="x"))
+    with pytest.raises(ConsumerFailed, match="poison"):
+        await runtime.transport.publish(Envelope.wrap(ThingHappened(name="poison"), source="x"))
+    assert await _noted(runtime) == ["fine"]

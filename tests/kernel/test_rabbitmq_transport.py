@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -555,3 +556,171 @@ async def test_consumer_resumes_after_the_broker_closes_the_connection(broker: B
         await rabbitmqctl("close_connection", pids[0], "panthera test: forced close")
 
     await check_resumes_after(broker, drop)
+
+
+@dataclass
+class BatchRecorder:
+    """A batch handler that records each batch; ``refuse`` says which envelopes fail."""
+
+    refuse: Callable[[Envelope], bool] = lambda _envelope: False
+    hold: asyncio.Event | None = None
+    batches: list[list[Envelope]] = field(default_factory=list)
+    applied: list[uuid.UUID] = field(default_factory=list)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, envelopes: Any) -> list[BaseException | None]:
+        self.batches.append(list(envelopes))
+        self.started.set()
+        if self.hold is not None:
+            await asyncio.wait_for(self.hold.wait(), WAIT)
+        outcomes: list[BaseException | None] = []
+        for envelope in envelopes:
+            if self.refuse(envelope):
+                outcomes.append(RuntimeError(f"refused {envelope.id}"))
+            else:
+                self.applied.append(envelope.id)
+                outcomes.append(None)
+        return outcomes
+
+
+async def test_batches_take_what_arrived_and_settle_each_delivery_on_its_own(
+    broker: Broker,
+) -> None:
+    transport = await broker.transport(prefetch=16, retry_delays_ms=FAST_RETRIES)
+    event_type = broker.event_type("batched")
+    consumer = broker.consumer("batched")
+    queue = RabbitMQTransport.queue_name(consumer)
+    hold = asyncio.Event()
+    refused_once: set[uuid.UUID] = set()
+    sent = [make_envelope(event_type, n=i) for i in range(9)]
+    poison = sent[4].id
+
+    def refuse(envelope: Envelope) -> bool:
+        # Fails the first time only: its retry must come back alone, later.
+        if envelope.id == poison and poison not in refused_once:
+            refused_once.add(poison)
+            return True
+        return False
+
+    recorder = BatchRecorder(refuse=refuse, hold=hold)
+    await transport.subscribe_batch(consumer, [event_type], recorder, max_batch=5)
+
+    # The first delivery keeps the worker busy while the others pile up.
+    await asyncio.wait_for(transport.publish(sent[0]), WAIT)
+    await asyncio.wait_for(recorder.started.wait(), WAIT)
+    for envelope in sent[1:]:
+        await asyncio.wait_for(transport.publish(envelope), WAIT)
+    await asyncio.sleep(0.3)
+    hold.set()
+
+    async def all_applied() -> bool:
+        return len(recorder.applied) == len(sent)
+
+    await eventually(all_applied)
+    sizes = [len(batch) for batch in recorder.batches]
+    assert sizes[0] == 1
+    assert max(sizes) == 5, sizes
+    assert sorted(recorder.applied) == sorted(envelope.id for envelope in sent)
+    # The refused one came back on its own; nothing else was seen twice.
+    seen = [envelope.id for batch in recorder.batches for envelope in batch]
+    assert sorted(seen) == sorted([*(envelope.id for envelope in sent), poison])
+    assert recorder.batches[-1] == [next(e for e in sent if e.id == poison)]
+    await asyncio.sleep(0.3)
+    assert await broker.depth(queue) == 0
+    assert await broker.depth(RabbitMQTransport.dead_letter_queue_name(consumer)) == 0
+
+
+async def test_a_batch_handler_that_raises_retries_then_dead_letters_every_delivery(
+    broker: Broker,
+) -> None:
+    transport = await broker.transport(max_deliveries=2, retry_delays_ms=FAST_RETRIES)
+    event_type = broker.event_type("batched.doomed")
+    consumer = broker.consumer("batched-doomed")
+    dlq = RabbitMQTransport.dead_letter_queue_name(consumer)
+    calls: list[list[uuid.UUID]] = []
+
+    async def broken(envelopes: Any) -> list[BaseException | None]:
+        calls.append([envelope.id for envelope in envelopes])
+        raise RuntimeError("boom")
+
+    await transport.subscribe_batch(consumer, [event_type], broken, max_batch=8)
+    sent = [make_envelope(event_type, n=i) for i in range(3)]
+    for envelope in sent:
+        await asyncio.wait_for(transport.publish(envelope), WAIT)
+
+    async def dead_lettered() -> bool:
+        return (await transport.queue_depths()).get(dlq) == len(sent)
+
+    await eventually(dead_lettered)
+    tried = Counter(event_id for batch in calls for event_id in batch)
+    assert tried == {envelope.id: 2 for envelope in sent}
+    dead = await broker.get_one(dlq)
+    assert dead.headers[CONSUMER_HEADER] == consumer
+    assert "boom" in str(dead.headers[ERROR_HEADER])
+
+
+async def test_a_malformed_body_in_a_batch_is_dead_lettered_and_the_rest_applied(
+    broker: Broker,
+) -> None:
+    transport = await broker.transport()
+    event_type = broker.event_type("batched.garbage")
+    consumer = broker.consumer("batched-strict")
+    dlq = RabbitMQTransport.dead_letter_queue_name(consumer)
+    hold = asyncio.Event()
+    recorder = BatchRecorder(hold=hold)
+    await transport.subscribe_batch(consumer, [event_type], recorder, max_batch=8)
+
+    first, good = make_envelope(event_type, n=1), make_envelope(event_type, n=2)
+    await asyncio.wait_for(transport.publish(first), WAIT)
+    await asyncio.wait_for(recorder.started.wait(), WAIT)
+    async with broker.raw_channel() as channel:
+        exchange = await channel.get_exchange(broker.exchange)
+        await exchange.publish(aio_pika.Message(b"{not json"), routing_key=event_type)
+    await asyncio.wait_for(transport.publish(good), WAIT)
+    await asyncio.sleep(0.3)
+    hold.set()
+
+    async def settled() -> bool:
+        return (await transport.queue_depths()).get(dlq) == 1 and len(recorder.applied) == 2
+
+    await eventually(settled)
+    assert recorder.applied == [first.id, good.id]
+    assert [len(batch) for batch in recorder.batches] == [1, 1]
+    assert (await broker.get_one(dlq)).body == b"{not json"
+
+
+async def test_shutdown_finishes_the_batch_in_hand_and_hands_back_the_waiting_ones(
+    broker: Broker,
+) -> None:
+    event_type = broker.event_type("batched.busy")
+    consumer = broker.consumer("batched-stopping")
+    hold = asyncio.Event()
+    recorder = BatchRecorder(hold=hold)
+    stopping = await broker.transport(prefetch=8, close_timeout=3.0)
+    await stopping.subscribe_batch(consumer, [event_type], recorder, max_batch=8)
+    first = make_envelope(event_type, n=0)
+    await asyncio.wait_for(stopping.publish(first), WAIT)
+    await asyncio.wait_for(recorder.started.wait(), WAIT)
+    waiting = [make_envelope(event_type, n=i) for i in range(1, 4)]
+    for envelope in waiting:
+        await asyncio.wait_for(stopping.publish(envelope), WAIT)
+    await asyncio.sleep(0.3)
+
+    closing = asyncio.create_task(stopping.close())
+    await asyncio.sleep(0.3)
+    assert not closing.done(), "close returned while a batch was being applied"
+    hold.set()
+    await asyncio.wait_for(closing, WAIT)
+    assert recorder.applied == [first.id]
+
+    survivor = await broker.transport()
+    after = BatchRecorder()
+    await survivor.subscribe_batch(consumer, [event_type], after, max_batch=8)
+
+    async def all_back() -> bool:
+        return len(after.applied) == len(waiting)
+
+    await eventually(all_back)
+    assert sorted(after.applied) == sorted(envelope.id for envelope in waiting)
+    await asyncio.sleep(0.3)
+    assert await broker.depth(RabbitMQTransport.queue_name(consumer)) == 0

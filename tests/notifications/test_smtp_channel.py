@@ -6,7 +6,8 @@ import datetime as dt
 import ssl
 import uuid
 from collections.abc import Iterator
-from email.message import EmailMessage
+from email import message_from_bytes, policy
+from email.message import Message
 from pathlib import Path
 
 import aiosmtplib
@@ -22,7 +23,7 @@ from panthera.notifications.channels import SmtpEmail, build_message
 from tests.notifications.conftest import MailServer, _Handler, free_port
 
 
-def _message(to: str = "ada@example.com") -> EmailMessage:
+def _message(to: str = "ada@example.com") -> Message:
     return build_message(
         sender="Shop <no-reply@shop.example>",
         to=to,
@@ -153,3 +154,51 @@ async def test_without_starttls_the_server_refuses_the_mail(starttls_server: Mai
     with pytest.raises(aiosmtplib.SMTPException):
         await channel.send(_message())
     assert starttls_server.received == []
+
+
+@pytest.mark.parametrize(
+    ("subject", "text", "html"),
+    [
+        ("Order 5F1C2A34 is confirmed", "Thank you\n", "<p>Thank you</p>"),
+        # Beyond ASCII in a header, and in a body: encoded, read back the same.
+        ("Commande 5F1C2A34 confirmée", "Merci, 12,50 €\n", "<p>Grüße</p>"),
+        # A line longer than SMTP allows cannot travel as it is.
+        ("Order 5F1C2A34 is confirmed", "Thank you\n", "<p>" + "x" * 1500 + "</p>"),
+    ],
+)
+def test_a_message_reads_back_as_it_was_built(subject: str, text: str, html: str) -> None:
+    unsubscribe = "https://shop.example/api/v1/notifications/unsubscribe?token=" + "t" * 80
+    message = build_message(
+        sender="Shop <no-reply@shop.example>",
+        to="ada@example.com",
+        subject=subject,
+        text=text,
+        html=html,
+        message_id="5f1c2a34",
+        unsubscribe_url=unsubscribe,
+    )
+    raw = message.as_bytes()
+    assert all(len(line) <= 998 for line in raw.splitlines())
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert parsed["From"] == "Shop <no-reply@shop.example>"
+    assert parsed["To"] == "ada@example.com"
+    assert parsed["Subject"] == subject
+    assert parsed["Message-ID"] == "<5f1c2a34@panthera.local>"
+    assert parsed["List-Unsubscribe"] == f"<{unsubscribe}>"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["Date"] is not None
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed.get_body(preferencelist=("plain",)).get_content() == text
+    assert parsed.get_body(preferencelist=("html",)).get_content().rstrip("\n") == html
+
+
+def test_a_header_cannot_be_smuggled_into_a_message() -> None:
+    with pytest.raises(ValueError, match="linefeed"):
+        build_message(
+            sender="Shop <no-reply@shop.example>",
+            to="ada@example.com",
+            subject="Hello\r\nBcc: everyone@example.com",
+            text="t",
+            html="<p>t</p>",
+            message_id="5f1c2a34",
+        )

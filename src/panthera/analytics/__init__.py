@@ -16,7 +16,7 @@ def _router() -> APIRouter:
 
 
 def _definition() -> ServiceDefinition:
-    from panthera.analytics.handlers import SUBSCRIPTIONS
+    from panthera.analytics.handlers import SUBSCRIPTIONS, write_batch
     from panthera.analytics.models import EVENT_TABLES, Base
 
     return ServiceDefinition(
@@ -32,6 +32,10 @@ def _definition() -> ServiceDefinition:
         migrations_dir=Path(__file__).parent / "migrations",
         router=_router,
         subscriptions=SUBSCRIPTIONS,
+        # Off the orders' critical path: fewer, larger transactions are worth
+        # applying events one batch after another rather than side by side.
+        consume_batch=32,
+        before_commit=write_batch,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.analytics import service
-from panthera.analytics.service import Metric, count, day_of
+from panthera.analytics.service import Metric, day_of, rollups, write_rollups
 from panthera.catalog.events import ProductViewed
 from panthera.kernel.db import UnitOfWork
 from panthera.kernel.events import Envelope, EventContract
@@ -39,20 +39,25 @@ async def _cancelled(session: AsyncSession, event: OrderCancelled) -> None:
 
 
 async def _payment_confirmed(session: AsyncSession, event: PaymentSucceeded) -> None:
-    await count(session, Metric.PAYMENTS_CONFIRMED, day_of(event.occurred_at))
+    rollups(session).count(Metric.PAYMENTS_CONFIRMED, day_of(event.occurred_at))
 
 
 async def _payment_failed(session: AsyncSession, event: PaymentFailed) -> None:
-    await count(session, Metric.PAYMENTS_FAILED, day_of(event.occurred_at))
+    rollups(session).count(Metric.PAYMENTS_FAILED, day_of(event.occurred_at))
 
 
 async def _registered(session: AsyncSession, event: UserRegistered) -> None:
-    await count(session, Metric.NEW_USERS, day_of(event.registered_at))
+    rollups(session).count(Metric.NEW_USERS, day_of(event.registered_at))
 
 
 async def _viewed(session: AsyncSession, event: ProductViewed) -> None:
     views = sum(entry.views for entry in event.counts)
-    await count(session, Metric.PRODUCT_VIEWS, day_of(event.window_end), views)
+    rollups(session).count(Metric.PRODUCT_VIEWS, day_of(event.window_end), views)
+
+
+async def write_batch(runtime: ServiceRuntime, uow: UnitOfWork) -> None:
+    """Once per consuming transaction, however many events it applied."""
+    await write_rollups(uow.session)
 
 
 _APPLY: tuple[tuple[type[EventContract], Apply], ...] = (

@@ -1,9 +1,10 @@
 """Applying events to the analytics store: order facts and additive daily roll-ups.
 
 Every function runs inside the consumer's unit of work, beside the inbox record
-that makes a redelivered event a no-op. Roll-ups are incremented with one
-``INSERT ... ON CONFLICT DO UPDATE`` each, atomic on PostgreSQL under concurrent
-consumers and cheap on SQLite.
+that makes a redelivered event a no-op. Roll-up increments are collected in the
+transaction's :class:`Rollups` and written by :func:`write_rollups` just before
+it commits: one ``INSERT ... ON CONFLICT DO UPDATE`` per table for a whole batch
+of events, atomic on PostgreSQL under concurrent consumers and cheap on SQLite.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from panthera.analytics.models import DailyCount, DailyProductSales, DailySales, OrderFact
 
@@ -36,22 +39,95 @@ def day_of(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-async def _add(
-    session: AsyncSession,
-    model: Any,
-    key: dict[str, Any],
-    increments: dict[str, int],
-    labels: dict[str, Any] | None = None,
-) -> None:
-    """Add ``increments`` to the roll-up row at ``key``, creating it; ``labels`` overwrite."""
-    await _add_many(
-        session,
-        model,
-        list(key),
-        [{**key, **increments, **(labels or {})}],
-        increments=list(increments),
-        labels=list(labels or {}),
-    )
+class _Table:
+    """The increments waiting for one roll-up table, merged by key."""
+
+    def __init__(self, key: list[str], increments: list[str], labels: list[str]) -> None:
+        self.key = key
+        self.increments = increments
+        self.labels = labels
+        self.rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+class Rollups:
+    """The roll-up increments of one transaction, written together before it commits."""
+
+    def __init__(self) -> None:
+        self._tables: dict[Any, _Table] = {}
+
+    def add(
+        self,
+        model: Any,
+        key: dict[str, Any],
+        increments: dict[str, int],
+        labels: dict[str, Any] | None = None,
+    ) -> None:
+        """Add ``increments`` to the row at ``key``, creating it; ``labels`` overwrite."""
+        labels = labels or {}
+        table = self._tables.get(model)
+        if table is None:
+            table = self._tables[model] = _Table(list(key), list(increments), list(labels))
+        row = table.rows.get(tuple(key.values()))
+        if row is None:
+            table.rows[tuple(key.values())] = {**key, **increments, **labels}
+            return
+        for name, value in increments.items():
+            row[name] += value
+        row.update(labels)
+
+    def count(self, metric: Metric, day: date, value: int = 1) -> None:
+        """Add ``value`` to a daily counter."""
+        self.add(DailyCount, {"day": day, "metric": metric.value}, {"value": value})
+
+    @property
+    def pending(self) -> bool:
+        return any(table.rows for table in self._tables.values())
+
+    async def write(self, session: AsyncSession) -> None:
+        """One upsert per table; rows in key order so concurrent writers lock alike."""
+        tables, self._tables = self._tables, {}
+        for model, table in tables.items():
+            if table.rows:
+                await _add_many(
+                    session,
+                    model,
+                    table.key,
+                    [table.rows[key] for key in sorted(table.rows, key=_sortable)],
+                    increments=table.increments,
+                    labels=table.labels,
+                )
+
+
+def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(str(part) for part in key)
+
+
+_ROLLUPS = "analytics.rollups"
+
+
+def rollups(session: AsyncSession) -> Rollups:
+    """The roll-ups of ``session``'s transaction, to be written by ``write_rollups``."""
+    sync_session = session.sync_session
+    found: Rollups | None = sync_session.info.get(_ROLLUPS)
+    if found is None:
+        found = sync_session.info[_ROLLUPS] = Rollups()
+        sa_event.listen(sync_session, "before_commit", _refuse_unwritten)
+    return found
+
+
+def _refuse_unwritten(sync_session: Session) -> None:
+    # Committing increments nobody wrote would lose them silently; the
+    # transaction must fail, and the events be retried, instead.
+    found: Rollups | None = sync_session.info.get(_ROLLUPS)
+    if found is not None and found.pending:
+        raise RuntimeError("analytics roll-ups were not written before the commit")
+
+
+async def write_rollups(session: AsyncSession) -> None:
+    """Write what the transaction's events added to the roll-ups."""
+    found: Rollups | None = session.sync_session.info.get(_ROLLUPS)
+    if found is not None:
+        await found.write(session)
 
 
 async def _add_many(
@@ -63,19 +139,16 @@ async def _add_many(
     increments: list[str],
     labels: list[str],
 ) -> None:
-    """Many roll-up rows in one statement (one round trip), each added to as in ``_add``."""
-    statement = _insert(session)(model).values(rows)
+    """Many roll-up rows in one round trip, each added to, labels replaced."""
+    # Rows as executemany parameters, not inlined VALUES: one statement shape
+    # whatever the batch holds, compiled once and then found in the cache.
+    statement = _insert(session)(model)
     table = model.__table__
     changes: dict[str, Any] = {
         name: table.c[name] + statement.excluded[name] for name in increments
     }
     changes.update({name: statement.excluded[name] for name in labels})
-    await session.execute(statement.on_conflict_do_update(index_elements=key, set_=changes))
-
-
-async def count(session: AsyncSession, metric: Metric, day: date, value: int = 1) -> None:
-    """Add ``value`` to a daily counter."""
-    await _add(session, DailyCount, {"day": day, "metric": metric.value}, {"value": value})
+    await session.execute(statement.on_conflict_do_update(index_elements=key, set_=changes), rows)
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -131,7 +204,7 @@ async def order_placed(session: AsyncSession, event: Any) -> None:
     fact.placed_at = event.occurred_at
     # An order heard of first through a later event counts on the day it was placed.
     fact.placed_on = min(fact.placed_on, day)
-    await count(session, Metric.ORDERS_PLACED, day)
+    rollups(session).count(Metric.ORDERS_PLACED, day)
 
 
 async def order_confirmed(session: AsyncSession, event: Any) -> None:
@@ -141,33 +214,21 @@ async def order_confirmed(session: AsyncSession, event: Any) -> None:
     if fact.confirmed_at is not None:
         return  # one order is sold once, whatever the events say
     fact.confirmed_at = event.occurred_at
-    await count(session, Metric.ORDERS_CONFIRMED, day)
+    added = rollups(session)
+    added.count(Metric.ORDERS_CONFIRMED, day)
     units = sum(line.quantity for line in event.items)
-    await _add(
-        session,
+    added.add(
         DailySales,
         {"day": day, "currency": event.currency},
         {"gross": event.total_amount, "orders": 1, "units": units, "refunded": 0, "refunds": 0},
     )
-    await _add_many(
-        session,
-        DailyProductSales,
-        ["day", "product_id", "currency"],
-        [
-            {
-                "day": day,
-                "product_id": line["product_id"],
-                "currency": event.currency,
-                "units": line["quantity"],
-                "revenue": line["line_total"],
-                "name": line["name"],
-                "category_id": line["category_id"],
-            }
-            for line in _merged(event.items)
-        ],
-        increments=["units", "revenue"],
-        labels=["name", "category_id"],
-    )
+    for line in _merged(event.items):
+        added.add(
+            DailyProductSales,
+            {"day": day, "product_id": line["product_id"], "currency": event.currency},
+            {"units": line["quantity"], "revenue": line["line_total"]},
+            {"name": line["name"], "category_id": line["category_id"]},
+        )
 
 
 def _merged(items: Iterable[Any]) -> list[dict[str, Any]]:
@@ -194,7 +255,7 @@ async def order_changed(session: AsyncSession, event: Any, *, cancelled: bool = 
     day = day_of(event.occurred_at)
     await _order_fact(session, **_order_fields(event), day=day, now=event.occurred_at)
     if cancelled:
-        await count(session, Metric.ORDERS_CANCELLED, day)
+        rollups(session).count(Metric.ORDERS_CANCELLED, day)
 
 
 def _order_fields(event: Any) -> dict[str, Any]:
@@ -210,8 +271,7 @@ def _order_fields(event: Any) -> dict[str, Any]:
 
 async def payment_refunded(session: AsyncSession, event: Any) -> None:
     """``payment.refunded``: the refund's amount counts on the day the money went back."""
-    await _add(
-        session,
+    rollups(session).add(
         DailySales,
         {"day": day_of(event.occurred_at), "currency": event.currency},
         {"refunded": event.refund_amount, "refunds": 1, "gross": 0, "orders": 0, "units": 0},

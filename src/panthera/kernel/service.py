@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,13 @@ from sqlalchemy import MetaData
 
 from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.events.envelope import Envelope, EventContract
-from panthera.kernel.events.outbox import EventTables, OutboxRelay, outbox_writer, record_in_inbox
+from panthera.kernel.events.outbox import (
+    EventTables,
+    OutboxRelay,
+    outbox_writer,
+    record_all_in_inbox,
+    record_in_inbox,
+)
 from panthera.kernel.events.transport import EventTransport
 from panthera.kernel.observability import EVENTS_CONSUMED, current_traceparent, set_traceparent
 from panthera.kernel.settings import Settings
@@ -23,6 +30,7 @@ from panthera.kernel.tracing import continue_trace
 log = logging.getLogger("panthera.events")
 
 EventHandler = Callable[["ServiceRuntime", UnitOfWork, Any, Envelope], Awaitable[None]]
+BeforeCommit = Callable[["ServiceRuntime", UnitOfWork], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,14 @@ class ServiceDefinition:
     calls: Sequence[str] = ()
     # Where the gateway publishes this service's paths; default /api/v1/<name>.
     public_prefix: str = ""
+    # Up to how many delivered events one transaction applies. Above 1 a
+    # consumer off the critical path pays one transaction, one inbox insert and
+    # one commit for a whole batch; at 1 events are applied concurrently, each
+    # on its own, for the lowest latency.
+    consume_batch: int = 1
+    # Runs in every transaction that applies events, after their handlers and
+    # before the commit: handlers may leave work for it to do once per batch.
+    before_commit: BeforeCommit | None = None
 
     @property
     def api_prefix(self) -> str:
@@ -110,19 +126,120 @@ class ServiceRuntime:
             by_type[subscription.contract.event_type] = subscription
         if not by_type:
             return
-        await self.transport.subscribe(self.name, list(by_type), self._consumer(by_type))
+        if self.definition.consume_batch > 1:
+            await self.transport.subscribe_batch(
+                self.name,
+                list(by_type),
+                self._batch_consumer(by_type),
+                max_batch=self.definition.consume_batch,
+            )
+        else:
+            await self.transport.subscribe(self.name, list(by_type), self._consumer(by_type))
+
+    def _contract_of(self, by_type: dict[str, Subscription], envelope: Envelope) -> Any:
+        """The envelope's payload as its contract, or None for a type not consumed here."""
+        subscription = by_type.get(envelope.type)
+        if subscription is None:
+            return None
+        if envelope.version not in subscription.versions:
+            # A version this consumer does not understand is a deploy-order
+            # problem: refuse it so it is retried and, failing, dead-lettered
+            # for an operator rather than silently dropped.
+            raise UnsupportedEventVersion(envelope.type, envelope.version)
+        return subscription.contract.model_validate(envelope.payload)
+
+    async def _handle(
+        self, subscription: Subscription, uow: UnitOfWork, payload: Any, envelope: Envelope
+    ) -> None:
+        with continue_trace(
+            f"consume {envelope.type}",
+            kind=SpanKind.CONSUMER,
+            traceparent=envelope.traceparent,
+            attributes={"messaging.consumer.group.name": self.name},
+        ) as (_, passed_on):
+            # Events the handler publishes continue the trace that brought this one.
+            outer = current_traceparent()
+            set_traceparent(passed_on)
+            try:
+                await subscription.handler(self, uow, payload, envelope)
+            finally:
+                set_traceparent(outer)
+
+    async def _commit_applied(self, uow: UnitOfWork) -> None:
+        if self.definition.before_commit is not None:
+            await self.definition.before_commit(self, uow)
+        await uow.commit()
+
+    def _batch_consumer(
+        self, by_type: dict[str, Subscription]
+    ) -> Callable[[Sequence[Envelope]], Awaitable[list[BaseException | None]]]:
+        one_by_one = self._consumer(by_type)
+
+        async def consume(envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+            try:
+                await self._apply_together(by_type, envelopes)
+            except Exception as exc:
+                if len(envelopes) == 1:
+                    return [exc]
+                # One bad event must neither hold back nor take down the
+                # others: each is tried again in its own transaction, so
+                # only the failing ones are retried.
+                log.warning(
+                    "applying a batch of events failed; applying them one by one",
+                    exc_info=True,
+                    extra={"consumer": self.name, "events": len(envelopes)},
+                )
+            else:
+                return [None] * len(envelopes)
+            outcomes: list[BaseException | None] = []
+            for envelope in envelopes:
+                try:
+                    await one_by_one(envelope)
+                except Exception as exc:
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+            return outcomes
+
+        return consume
+
+    async def _apply_together(
+        self, by_type: dict[str, Subscription], envelopes: Sequence[Envelope]
+    ) -> None:
+        """Apply ``envelopes`` in one transaction with one inbox insert; raise if any fails."""
+        todo: dict[uuid.UUID, tuple[Subscription, Any, Envelope]] = {}
+        for envelope in envelopes:
+            payload = self._contract_of(by_type, envelope)
+            if payload is not None:
+                todo.setdefault(envelope.id, (by_type[envelope.type], payload, envelope))
+        applied: list[Envelope] = []
+        async with self.uow() as uow:
+            if todo:
+                fresh = await record_all_in_inbox(
+                    uow.session,
+                    self.definition.tables,
+                    self.name,
+                    [envelope for _, _, envelope in todo.values()],
+                )
+                for subscription, payload, envelope in todo.values():
+                    if envelope.id in fresh:
+                        await self._handle(subscription, uow, payload, envelope)
+                        applied.append(envelope)
+            await self._commit_applied(uow)
+        fresh_ids = {envelope.id for envelope in applied}
+        for envelope in envelopes:
+            if envelope.id in fresh_ids:
+                fresh_ids.discard(envelope.id)
+                EVENTS_CONSUMED.labels(self.name, envelope.type, "applied").inc()
+            elif envelope.type in by_type:
+                EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
 
     def _consumer(self, by_type: dict[str, Subscription]) -> Callable[[Envelope], Awaitable[None]]:
         async def consume(envelope: Envelope) -> None:
-            subscription = by_type.get(envelope.type)
-            if subscription is None:
+            payload = self._contract_of(by_type, envelope)
+            if payload is None:
                 return
-            if envelope.version not in subscription.versions:
-                # A version this consumer does not understand is a deploy-order
-                # problem: refuse it so it is retried and, failing, dead-lettered
-                # for an operator rather than silently dropped.
-                raise UnsupportedEventVersion(envelope.type, envelope.version)
-            payload = subscription.contract.model_validate(envelope.payload)
+            subscription = by_type[envelope.type]
             with continue_trace(
                 f"consume {envelope.type}",
                 kind=SpanKind.CONSUMER,
@@ -141,7 +258,7 @@ class ServiceRuntime:
                             span.set_attribute("panthera.duplicate", True)
                             return
                         await subscription.handler(self, uow, payload, envelope)
-                        await uow.commit()
+                        await self._commit_applied(uow)
                 finally:
                     set_traceparent(outer)
             EVENTS_CONSUMED.labels(self.name, envelope.type, "applied").inc()

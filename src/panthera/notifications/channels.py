@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from email.message import EmailMessage
+from email import charset as email_charset
+from email import policy as email_policy
+from email.message import EmailMessage, Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +29,7 @@ class PermanentFailure(Exception):
 
 
 class EmailChannel(Protocol):
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         """Deliver one message or raise."""
 
 
@@ -41,6 +45,16 @@ class PushProvider(Protocol):
         """Hand one push notification to the provider or raise."""
 
 
+# SMTP's limit on a line, line ending excluded (RFC 5321 4.5.3.1.6).
+_MAX_7BIT_LINE = 998
+# Headers kept on one line, as long as SMTP allows: a folded URL or id would
+# come back from some parsers with the folding's whitespace in it.
+_LEGACY = email_policy.compat32.clone(max_line_length=_MAX_7BIT_LINE)
+_UTF8_QUOTED_PRINTABLE = email_charset.Charset("utf-8")
+# Readable in a mail's source, unlike base64, and safe for any line length.
+_UTF8_QUOTED_PRINTABLE.body_encoding = email_charset.QP
+
+
 def build_message(
     *,
     sender: str,
@@ -50,19 +64,44 @@ def build_message(
     html: str,
     message_id: str,
     unsubscribe_url: str | None = None,
-) -> EmailMessage:
+) -> Message:
     """A multipart/alternative email with a plain-text and an HTML body."""
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = formatdate(localtime=False, usegmt=True)
-    # One id per delivery: a retried message is recognisably the same message.
-    message["Message-ID"] = f"<{message_id}@panthera.local>"
+    headers = {
+        "From": sender,
+        "To": to,
+        "Subject": subject,
+        "Date": formatdate(localtime=False, usegmt=True),
+        # One id per delivery: a retried message is recognisably the same message.
+        "Message-ID": f"<{message_id}@panthera.local>",
+    }
     if unsubscribe_url:
         # RFC 8058 one-click unsubscribe, which mail clients show as a button.
-        message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if not all(value.isascii() and value.isprintable() for value in headers.values()):
+        # Words and addresses beyond ASCII need the encoding rules of the
+        # header registry, which parses every header and is slow for it.
+        return _encoded_message(headers, text, html)
+    # ASCII headers are taken as they are: the legacy API stores and writes
+    # them without parsing each into a structured header first.
+    message = MIMEMultipart("alternative", policy=_LEGACY)
+    for name, value in headers.items():
+        message[name] = value
+    message.attach(_text_part(text, "plain"))
+    message.attach(_text_part(html, "html"))
+    return message
+
+
+def _text_part(body: str, subtype: str) -> MIMEText:
+    if body.isascii() and all(len(line) <= _MAX_7BIT_LINE for line in body.splitlines()):
+        return MIMEText(body, subtype, "us-ascii", policy=_LEGACY)
+    return MIMEText(body, subtype, _UTF8_QUOTED_PRINTABLE, policy=_LEGACY)  # type: ignore[arg-type]
+
+
+def _encoded_message(headers: dict[str, str], text: str, html: str) -> EmailMessage:
+    message = EmailMessage()
+    for name, value in headers.items():
+        message[name] = value
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     return message
@@ -77,7 +116,7 @@ class FileOutbox:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         name = str(message["Message-ID"]).strip("<>").split("@")[0]
         await asyncio.to_thread(self._write, f"{name}.eml", message.as_bytes())
 
@@ -137,7 +176,7 @@ class SmtpEmail:
             timeout_seconds=settings.smtp_timeout_seconds,
         )
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         options: dict[str, Any] = {
             "hostname": self.host,
             "port": self.port,

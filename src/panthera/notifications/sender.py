@@ -1,10 +1,11 @@
 """The sender loop: hands queued deliveries to their channels and retries failures.
 
-A due row is leased (its ``next_attempt_at`` pushed past the send's timeout) in
-a short transaction, sent outside any transaction, then recorded. Replicas
-lease with ``FOR UPDATE SKIP LOCKED`` so each message goes to one sender; a
-sender that dies mid-send leaves the lease to expire and the message is sent
-again later: at least once, with the same ``Message-ID``, never lost.
+A batch of due rows is leased (their ``next_attempt_at`` pushed past the sends'
+timeout) by one ``UPDATE ... RETURNING``, sent outside any transaction, then
+recorded together in one transaction. Replicas lease with ``FOR UPDATE SKIP
+LOCKED`` so each message goes to one sender; a sender that dies before recording
+leaves the lease to expire and the batch it held is sent again later: at least
+once, with the same ``Message-ID``, never lost.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,6 +72,9 @@ class DeliverySender:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # One batch at a time in this process: ``drain`` then also waits for the
+        # batch the loop holds, rather than finding its leased rows not due.
+        self._sending = asyncio.Lock()
 
     def wake(self) -> None:
         """Messages were queued: send them now rather than at the next poll."""
@@ -117,15 +120,29 @@ class DeliverySender:
 
     async def send_due(self) -> int:
         """Lease, send and record one batch of due messages; how many were tried."""
+        async with self._sending:
+            return await self._send_batch()
+
+    async def _send_batch(self) -> int:
         leased = await self._lease()
+        if not leased:
+            return 0
+        sent: list[Delivery] = []
+        failed: list[tuple[Delivery, Exception]] = []
         for delivery in leased:
-            await self._send(delivery)
+            try:
+                await self._hand_over(delivery)
+            except Exception as exc:
+                failed.append((delivery, exc))
+            else:
+                sent.append(delivery)
+        await self._record(sent, failed)
         return len(leased)
 
     async def _lease(self) -> list[Delivery]:
         now = datetime.now(UTC)
-        query = (
-            select(Delivery)
+        due = (
+            select(Delivery.id)
             .where(
                 Delivery.status == DeliveryStatus.QUEUED.value,
                 Delivery.next_attempt_at <= now,
@@ -134,32 +151,41 @@ class DeliverySender:
             .limit(self._batch_size)
         )
         if self._skip_locked:
-            query = query.with_for_update(skip_locked=True)
+            due = due.with_for_update(skip_locked=True)
+        lease = (
+            update(Delivery)
+            .where(Delivery.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=now + timedelta(seconds=self._policy.lease_seconds))
+            .returning(Delivery)
+            .execution_options(synchronize_session=False)
+        )
         async with self._sessions() as session:
-            rows = list((await session.execute(query)).scalars())
-            if rows:
-                await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_([row.id for row in rows]))
-                    .values(next_attempt_at=now + timedelta(seconds=self._policy.lease_seconds))
-                )
-                await session.commit()
+            rows = list((await session.execute(lease)).scalars())
+            await session.commit()
+        # In the order they fell due, oldest first.
+        rows.sort(key=lambda row: row.created_at)
         return rows
 
-    async def _send(self, delivery: Delivery) -> None:
-        try:
-            await self._hand_over(delivery)
-        except Exception as exc:
-            await self._record_failure(delivery, exc)
-        else:
-            await self._record(
-                delivery.id,
-                status=DeliveryStatus.SENT,
-                attempts=delivery.attempts + 1,
-                sent_at=datetime.now(UTC),
-                next_attempt_at=None,
-                last_error=None,
-            )
+    async def _record(self, sent: list[Delivery], failed: list[tuple[Delivery, Exception]]) -> None:
+        now = datetime.now(UTC)
+        async with self._sessions() as session:
+            if sent:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_([delivery.id for delivery in sent]))
+                    .values(
+                        status=DeliveryStatus.SENT.value,
+                        attempts=Delivery.attempts + 1,
+                        sent_at=now,
+                        next_attempt_at=None,
+                        last_error=None,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            for delivery, exc in failed:
+                await self._failure(session, delivery, exc)
+            await session.commit()
+        for delivery in sent:
             MESSAGES.labels(delivery.channel, "sent").inc()
 
     async def _hand_over(self, delivery: Delivery) -> None:
@@ -191,7 +217,7 @@ class DeliverySender:
         else:
             raise PermanentFailure(f"unknown channel {delivery.channel!r}")
 
-    async def _record_failure(self, delivery: Delivery, exc: Exception) -> None:
+    async def _failure(self, session: AsyncSession, delivery: Delivery, exc: Exception) -> None:
         attempts = delivery.attempts + 1
         error = f"{type(exc).__name__}: {exc}"[:2000]
         if isinstance(exc, PermanentFailure) or attempts >= self._policy.max_attempts:
@@ -215,18 +241,10 @@ class DeliverySender:
                     "error": error,
                 },
             )
-        await self._record(
-            delivery.id, status=status, attempts=attempts, next_attempt_at=due, last_error=error
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery.id)
+            .values(status=status.value, attempts=attempts, next_attempt_at=due, last_error=error)
+            .execution_options(synchronize_session=False)
         )
         MESSAGES.labels(delivery.channel, outcome).inc()
-
-    async def _record(
-        self, delivery_id: uuid.UUID, *, status: DeliveryStatus, **values: object
-    ) -> None:
-        async with self._sessions() as session:
-            await session.execute(
-                update(Delivery)
-                .where(Delivery.id == delivery_id)
-                .values(status=status.value, **values)
-            )
-            await session.commit()

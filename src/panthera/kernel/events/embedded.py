@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from panthera.kernel.events.envelope import Envelope
-from panthera.kernel.events.transport import DeliveryHandler
+from panthera.kernel.events.transport import BatchDeliveryHandler, DeliveryHandler
 
 log = logging.getLogger("panthera.events")
 
@@ -44,6 +44,23 @@ class EmbeddedTransport:
     ) -> None:
         for event_type in event_types:
             self._handlers[event_type].append((consumer, handler))
+
+    async def subscribe_batch(
+        self,
+        consumer: str,
+        event_types: Iterable[str],
+        handler: BatchDeliveryHandler,
+        *,
+        max_batch: int,
+    ) -> None:
+        # The publisher hands over one envelope at a time and waits for it to be
+        # applied, so there is never more than one to give a consumer.
+        async def one(envelope: Envelope) -> None:
+            (outcome,) = await handler([envelope])
+            if outcome is not None:
+                raise outcome
+
+        await self.subscribe(consumer, event_types, one)
 
     async def publish(self, envelope: Envelope) -> None:
         subscribers = self._handlers.get(envelope.type, [])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -303,3 +306,35 @@ async def record_in_inbox(
     except IntegrityError:
         return False
     return True
+
+
+async def record_all_in_inbox(
+    session: AsyncSession, tables: EventTables, consumer: str, envelopes: Sequence[Envelope]
+) -> set[uuid.UUID]:
+    """Claim several events for this consumer in one statement; the ids not applied before.
+
+    As with ``record_in_inbox`` a concurrent transaction claiming one of them
+    makes this wait for its outcome, and the event is not returned if it won.
+    """
+    if not envelopes:
+        return set()
+    now = datetime.now(UTC)
+    dialect = session.get_bind().dialect.name
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    rows = {
+        envelope.id: {
+            "consumer": consumer,
+            "event_id": envelope.id,
+            "event_type": envelope.type,
+            "applied_at": now,
+        }
+        for envelope in envelopes
+    }
+    # Parameters rather than inlined VALUES: one statement shape, compiled once,
+    # that SQLAlchemy still sends as a single multi-row INSERT.
+    statement = (
+        insert_(tables.inbox)
+        .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+        .returning(tables.inbox.c.event_id)
+    )
+    return set((await session.execute(statement, list(rows.values()))).scalars())

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ from aio_pika.exceptions import ChannelNotFoundEntity, DeliveryError, PublishErr
 from aiormq.abc import DeliveredMessage
 
 from panthera.kernel.events.envelope import Envelope
-from panthera.kernel.events.transport import DeliveryHandler
+from panthera.kernel.events.transport import BatchDeliveryHandler, DeliveryHandler
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +74,27 @@ class EventNotRoutable(PublishFailed):
 
 
 @dataclass(eq=False)
+class _Batching:
+    """Deliveries waiting for a subscription's one worker, which applies them in batches."""
+
+    handler: BatchDeliveryHandler
+    max_batch: int
+    waiting: list[AbstractIncomingMessage] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    worker: asyncio.Task[None] | None = None
+    stopping: bool = False
+
+
+@dataclass(eq=False)
 class _Subscription:
     consumer: str
-    handler: DeliveryHandler
+    handler: DeliveryHandler | None
     channel: AbstractRobustChannel
     queue: AbstractRobustQueue
     dead_letter_exchange: AbstractRobustExchange
     consumer_tag: str = ""
     retry_queues: dict[int, str] = field(default_factory=dict)
+    batching: _Batching | None = None
 
 
 class RabbitMQTransport:
@@ -218,6 +231,15 @@ class RabbitMQTransport:
                     logger.warning("could not cancel consumer %s cleanly", sub.consumer)
             current = asyncio.current_task()
             pending = {task for task in self._inflight if task is not current}
+            for sub in subscriptions:
+                batching = sub.batching
+                if batching is not None and batching.worker is not None:
+                    # The worker finishes the batch in hand and takes no other;
+                    # deliveries still waiting are unacked and come back.
+                    batching.stopping = True
+                    batching.arrived.set()
+                    if batching.worker is not current:
+                        pending.add(batching.worker)
             if pending:
                 # Unacked messages come back after the connection closes, so a
                 # handler cut short is redelivered rather than lost; waiting
@@ -315,6 +337,36 @@ class RabbitMQTransport:
         consumer on the same queue. Bindings are only ever added: an event type
         dropped from the list keeps arriving until its binding is removed.
         """
+        await self._subscribe(consumer, event_types, handler, None)
+
+    async def subscribe_batch(
+        self,
+        consumer: str,
+        event_types: Iterable[str],
+        handler: BatchDeliveryHandler,
+        *,
+        max_batch: int,
+    ) -> None:
+        """As ``subscribe``, handing ``handler`` what has arrived, up to ``max_batch`` at a time.
+
+        One worker per subscription applies one batch after the other, each
+        delivery acked, retried or dead-lettered on its own according to the
+        outcome the handler gives for it. Deliveries arriving while a batch is
+        applied (up to ``prefetch`` unacked) make up the next one.
+        """
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        await self._subscribe(
+            consumer, event_types, None, _Batching(handler=handler, max_batch=max_batch)
+        )
+
+    async def _subscribe(
+        self,
+        consumer: str,
+        event_types: Iterable[str],
+        handler: DeliveryHandler | None,
+        batching: _Batching | None,
+    ) -> None:
         types = list(dict.fromkeys(event_types))
         if not consumer:
             raise ValueError("consumer name must not be empty")
@@ -336,14 +388,29 @@ class RabbitMQTransport:
                 channel=channel,
                 queue=queue,
                 dead_letter_exchange=dlx,
+                batching=batching,
             )
             subscription.retry_queues.update(retry_queues)
 
             async def on_message(message: AbstractIncomingMessage) -> None:
                 await self._on_message(subscription, message)
 
-            subscription.consumer_tag = await queue.consume(on_message, no_ack=False)
+            async def on_batched_message(message: AbstractIncomingMessage) -> None:
+                assert batching is not None
+                batching.waiting.append(message)
+                batching.arrived.set()
+
+            if batching is not None:
+                batching.worker = asyncio.create_task(
+                    self._batch_worker(subscription, batching),
+                    name=f"rabbitmq-batches-{consumer}",
+                )
+            subscription.consumer_tag = await queue.consume(
+                on_message if batching is None else on_batched_message, no_ack=False
+            )
         except BaseException:
+            if batching is not None and batching.worker is not None:
+                batching.worker.cancel()
             with contextlib.suppress(Exception):
                 await channel.close()
             raise
@@ -447,36 +514,103 @@ class RabbitMQTransport:
             await self._dead_letter(sub, message, f"malformed envelope: {exc}")
             return
 
-        attempt = _attempt(message.headers)
+        assert sub.handler is not None
         try:
             await sub.handler(envelope)
         except Exception as exc:
-            if attempt >= self._max_deliveries:
-                logger.error(
-                    "handler %s failed on event %s (%s), attempt %d of %d; dead-lettering",
-                    sub.consumer,
-                    envelope.id,
-                    envelope.type,
-                    attempt,
-                    self._max_deliveries,
-                    exc_info=True,
-                )
-                await self._dead_letter(sub, message, _describe(exc), attempt=attempt)
-            else:
-                delay_ms = self._retry_delays_ms[min(attempt, len(self._retry_delays_ms)) - 1]
-                logger.warning(
-                    "handler %s failed on event %s (%s), attempt %d of %d; retrying in %d ms",
-                    sub.consumer,
-                    envelope.id,
-                    envelope.type,
-                    attempt,
-                    self._max_deliveries,
-                    delay_ms,
-                    exc_info=True,
-                )
-                await self._retry(sub, message, attempt + 1, delay_ms)
+            await self._failed(sub, message, envelope, exc)
             return
         await self._settle(message.ack(), sub, message, "ack")
+
+    async def _batch_worker(self, sub: _Subscription, batching: _Batching) -> None:
+        while not batching.stopping:
+            await batching.arrived.wait()
+            if batching.stopping:
+                return
+            batch = batching.waiting[: batching.max_batch]
+            del batching.waiting[: batching.max_batch]
+            if not batching.waiting:
+                batching.arrived.clear()
+            if not batch:
+                continue
+            try:
+                await self._process_batch(sub, batching, batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Unsettled deliveries stay unacked and come back on the next
+                # connection; the worker must go on with the others meanwhile.
+                logger.exception("applying a batch from %s failed", sub.queue.name)
+
+    async def _process_batch(
+        self,
+        sub: _Subscription,
+        batching: _Batching,
+        batch: Sequence[AbstractIncomingMessage],
+    ) -> None:
+        parsed: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        for message in batch:
+            try:
+                parsed.append((message, Envelope.from_bytes(message.body)))
+            except ValueError as exc:
+                logger.error(
+                    "malformed event on %s (message_id=%s): %s; dead-lettering",
+                    sub.queue.name,
+                    message.message_id,
+                    exc,
+                )
+                await self._dead_letter(sub, message, f"malformed envelope: {exc}")
+        if not parsed:
+            return
+        outcomes: Sequence[BaseException | None]
+        try:
+            outcomes = await batching.handler([envelope for _, envelope in parsed])
+        except Exception as exc:
+            outcomes = [exc] * len(parsed)
+        if len(outcomes) != len(parsed):
+            mismatch = RuntimeError(
+                f"batch handler gave {len(outcomes)} outcomes for {len(parsed)} events"
+            )
+            outcomes = [mismatch] * len(parsed)
+        for (message, envelope), outcome in zip(parsed, outcomes, strict=True):
+            if outcome is None:
+                await self._settle(message.ack(), sub, message, "ack")
+            else:
+                await self._failed(sub, message, envelope, outcome)
+
+    async def _failed(
+        self,
+        sub: _Subscription,
+        message: AbstractIncomingMessage,
+        envelope: Envelope,
+        exc: BaseException,
+    ) -> None:
+        """Retry the delivery later, or dead-letter it once it has had its attempts."""
+        attempt = _attempt(message.headers)
+        if attempt >= self._max_deliveries:
+            logger.error(
+                "handler %s failed on event %s (%s), attempt %d of %d; dead-lettering",
+                sub.consumer,
+                envelope.id,
+                envelope.type,
+                attempt,
+                self._max_deliveries,
+                exc_info=exc,
+            )
+            await self._dead_letter(sub, message, _describe(exc), attempt=attempt)
+        else:
+            delay_ms = self._retry_delays_ms[min(attempt, len(self._retry_delays_ms)) - 1]
+            logger.warning(
+                "handler %s failed on event %s (%s), attempt %d of %d; retrying in %d ms",
+                sub.consumer,
+                envelope.id,
+                envelope.type,
+                attempt,
+                self._max_deliveries,
+                delay_ms,
+                exc_info=exc,
+            )
+            await self._retry(sub, message, attempt + 1, delay_ms)
 
     async def _retry(
         self, sub: _Subscription, message: AbstractIncomingMessage, next_attempt: int, delay: int

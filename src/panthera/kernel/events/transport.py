@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from panthera.kernel.events.envelope import Envelope
@@ -10,6 +10,10 @@ from panthera.kernel.events.envelope import Envelope
 # Applies one delivered envelope. Raising means "not applied": the transport
 # redelivers later (bounded), then dead-letters it.
 DeliveryHandler = Callable[[Envelope], Awaitable[None]]
+
+# Applies several delivered envelopes and says, for each in order, whether it
+# was applied (None) or why not; the transport settles each on its own.
+BatchDeliveryHandler = Callable[[Sequence[Envelope]], Awaitable[Sequence[BaseException | None]]]
 
 
 class EventTransport(Protocol):
@@ -33,6 +37,19 @@ class EventTransport(Protocol):
         """Deliver every future envelope of ``event_types`` to ``handler`` as ``consumer``.
 
         One ``consumer`` name is one durable queue: replicas of a service share it.
+        """
+
+    async def subscribe_batch(
+        self,
+        consumer: str,
+        event_types: Iterable[str],
+        handler: BatchDeliveryHandler,
+        *,
+        max_batch: int,
+    ) -> None:
+        """As ``subscribe``, handing ``handler`` up to ``max_batch`` envelopes at a time.
+
+        An envelope is settled only after the handler has returned its outcome.
         """
 
     async def ready(self) -> bool:
