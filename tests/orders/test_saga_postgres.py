@@ -39,9 +39,10 @@ async def pg_platform(tmp_path: Path) -> AsyncIterator[Platform]:
             # Hundreds of sign-ups: the password hash's cost is not what is tested here.
             password_memory_kib=1024,
             password_time_cost=1,
-            # Six services in one process beside other tests on the same server.
-            database_pool_size=2,
-            database_max_overflow=3,
+            # Six services in one process beside other tests on the same server;
+            # connections kept open (no overflow), so a burst does not reconnect.
+            database_pool_size=5,
+            database_max_overflow=0,
         )
         app, client = await start_platform(settings)
         try:

@@ -14,6 +14,7 @@ from asyncpg.exceptions import (  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -157,6 +158,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(OperationalError, on_database_unavailable)
     app.add_exception_handler(InterfaceError, on_database_unavailable)
+    # Every pooled connection stayed busy for the whole pool timeout: overload.
+    app.add_exception_handler(PoolTimeoutError, on_database_unavailable)
     # Refused before SQLAlchemy wraps anything: the server is full or starting up.
     app.add_exception_handler(TooManyConnectionsError, on_database_unavailable)
     app.add_exception_handler(CannotConnectNowError, on_database_unavailable)
