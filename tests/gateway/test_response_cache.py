@@ -395,12 +395,37 @@ async def test_invalidator_bumps_on_every_catalog_change_a_page_shows() -> None:
     }
     assert set(event_types) == expected == INVALIDATED_BY["catalog"]
     for generation, event_type in enumerate(sorted(expected), start=1):
-        await handler(Envelope(type=event_type, source="catalog", payload={}))
+        assert await handler([Envelope(type=event_type, source="catalog", payload={})]) == [None]
         assert (await cache.lookup("catalog", "k"))[0] == generation
     # Orders move stock all the time: only stock.changed (in or out of stock) counts.
     for event_type in ("user.updated", "stock.reserved", "stock.released", "stock.committed"):
-        await handler(Envelope(type=event_type, source="catalog", payload={}))
+        assert await handler([Envelope(type=event_type, source="catalog", payload={})]) == [None]
     assert (await cache.lookup("catalog", "k"))[0] == len(expected)
+
+
+async def test_a_burst_of_changes_delivered_together_bumps_once() -> None:
+    cache = MemoryResponseCache()
+    _event_types, handler = invalidator(cache)
+    burst = [
+        Envelope(type=event_type, source="catalog", payload={})
+        for event_type in ("product.created", "stock.reserved", "stock.changed") * 10
+    ]
+    assert await handler(burst) == [None] * len(burst)
+    assert (await cache.lookup("catalog", "k"))[0] == 1
+
+
+async def test_events_whose_bump_failed_are_handed_back_for_redelivery() -> None:
+    class Unreachable(MemoryResponseCache):
+        async def bump(self, namespace: str) -> None:
+            raise ConnectionError("redis is down")
+
+    _event_types, handler = invalidator(Unreachable())
+    created = Envelope(type="product.created", source="catalog", payload={})
+    reserved = Envelope(type="stock.reserved", source="catalog", payload={})
+    outcomes = await handler([created, reserved])
+    assert isinstance(outcomes[0], ConnectionError)
+    # Not an invalidating event: nothing to retry.
+    assert outcomes[1] is None
 
 
 def test_keys_normalise_the_query_but_not_the_order_of_repeated_values() -> None:

@@ -33,7 +33,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
@@ -56,7 +56,7 @@ from panthera.catalog.events import (
 )
 from panthera.kernel.errors import TooManyRequests
 from panthera.kernel.events.envelope import Envelope
-from panthera.kernel.events.transport import DeliveryHandler
+from panthera.kernel.events.transport import BatchDeliveryHandler
 from panthera.kernel.observability import EVENTS_CONSUMED
 from panthera.kernel.ratelimit import GCRA_LUA, Decision, RedisRateLimiter
 
@@ -510,11 +510,15 @@ def connect_redis_cache(redis_url: str) -> RedisResponseCache:
     return RedisResponseCache(Redis.from_pool(pool))
 
 
-def invalidator(cache: ResponseCache) -> tuple[list[str], DeliveryHandler]:
+def invalidator(cache: ResponseCache) -> tuple[list[str], BatchDeliveryHandler]:
     """The event types to subscribe to and the handler that bumps their namespace.
 
-    Bumping twice is harmless, so the handler needs no inbox; if the bump fails the
-    handler raises, and the transport delivers the event again.
+    The handler takes the events delivered together and bumps each namespace they
+    touch once: after a burst (a bulk import, a backlog after a restart) one bump
+    makes every cached answer of the namespace stale, as many would, and the cache
+    is usable again as soon as the burst has been read. Bumping twice is harmless,
+    so the handler needs no inbox; if a bump fails, its events are answered with
+    the error and the transport delivers them again.
     """
     namespaces = {
         event_type: namespace
@@ -522,12 +526,22 @@ def invalidator(cache: ResponseCache) -> tuple[list[str], DeliveryHandler]:
         for event_type in event_types
     }
 
-    async def invalidate(envelope: Envelope) -> None:
-        namespace = namespaces.get(envelope.type)
-        if namespace is None:
-            return
-        await cache.bump(namespace)
-        EVENTS_CONSUMED.labels(CONSUMER, envelope.type, "applied").inc()
+    async def invalidate(envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        touched = {namespaces[e.type] for e in envelopes if e.type in namespaces}
+        failed: dict[str, BaseException] = {}
+        for namespace in sorted(touched):
+            try:
+                await cache.bump(namespace)
+            except Exception as exc:
+                failed[namespace] = exc
+        outcomes: list[BaseException | None] = []
+        for envelope in envelopes:
+            of = namespaces.get(envelope.type)
+            outcome = failed.get(of) if of is not None else None
+            if of is not None and outcome is None:
+                EVENTS_CONSUMED.labels(CONSUMER, envelope.type, "applied").inc()
+            outcomes.append(outcome)
+        return outcomes
 
     return sorted(namespaces), invalidate
 

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from panthera.kernel.db import Database
 from panthera.kernel.events.embedded import EmbeddedTransport
-from panthera.kernel.events.transport import DeliveryHandler, EventTransport
+from panthera.kernel.events.transport import BatchDeliveryHandler, EventTransport
 from panthera.kernel.http.app import create_app
 from panthera.kernel.http.client import ServiceDirectory
 from panthera.kernel.migrations import upgrade
@@ -46,6 +46,11 @@ def _transport(settings: Settings) -> EventTransport:
             queue_prefix=namespace,
         )
     return EmbeddedTransport()
+
+
+# Events handed to a platform consumer at once: at most what the broker lets a
+# consumer hold unacknowledged.
+CONSUMER_BATCH = 32
 
 
 class Platform:
@@ -94,7 +99,7 @@ class Platform:
         self.authenticator = Authenticator(self.verifier, self.revocations)
         self.runtimes: dict[str, ServiceRuntime] = {}
         # Consumers that belong to no service (the gateway's response cache).
-        self._consumers: list[tuple[str, list[str], DeliveryHandler]] = []
+        self._consumers: list[tuple[str, list[str], BatchDeliveryHandler]] = []
         self._local_jwks: Callable[[], dict[str, Any]] | None = None
         for name in services:
             self._add(definition(name))
@@ -102,9 +107,10 @@ class Platform:
         self._gauges: asyncio.Task[None] | None = None
 
     def add_consumer(
-        self, consumer: str, event_types: Iterable[str], handler: DeliveryHandler
+        self, consumer: str, event_types: Iterable[str], handler: BatchDeliveryHandler
     ) -> None:
-        """Subscribe ``handler`` on :meth:`start`, beside the services' consumers.
+        """Subscribe ``handler`` on :meth:`start`, beside the services' consumers; it is
+        handed the events delivered together (up to ``CONSUMER_BATCH`` at a time).
 
         For consumers without a database, hence without an inbox: their handlers must
         be harmless to run twice for one event.
@@ -202,7 +208,9 @@ class Platform:
                 await runtime.subscribe()
         if consume:
             for consumer, event_types, handler in self._consumers:
-                await self.transport.subscribe(consumer, event_types, handler)
+                await self.transport.subscribe_batch(
+                    consumer, event_types, handler, max_batch=CONSUMER_BATCH
+                )
         else:
             await self._declare_consumers()
         for runtime in self.runtimes.values():
