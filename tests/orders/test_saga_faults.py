@@ -19,7 +19,7 @@ from panthera.catalog import inventory
 from panthera.kernel.events import Envelope
 from panthera.orders import handlers, service
 from panthera.orders.clients import Unavailable
-from panthera.orders.models import Order
+from panthera.orders.models import EVENT_TABLES, Order, OrderItem
 from panthera.payments.events import PaymentFailed
 from tests.conftest import Platform, make_admin, make_settings, register_and_login, start_platform
 from tests.orders.conftest import place, product, saga_finished, settled, stock_of
@@ -236,13 +236,31 @@ async def test_the_saga_reads_back_nothing_its_own_transactions_hold(
             reads.append(str(order_id))
         return await load(session, order_id, for_update=for_update)
 
+    items_of = service.items_of
+
+    async def counted_items(session: Any, order_id: uuid.UUID) -> list[OrderItem]:
+        reads.append(f"items of {order_id}")
+        return await items_of(session, order_id)
+
     monkeypatch.setattr(service, "load", counted)
+    monkeypatch.setattr(service, "items_of", counted_items)
     order_id = (await place(shop.client, buyer, [(mug, 2)])).json()["orderId"]
     await saga_finished(shop, order_id)
     assert (await _order_row(shop, order_id)).status == "CONFIRMED"
     # The reserve step starts from the order and lines just placed, the commit step
-    # from the order as the payment's event left it.
+    # from the order as the payment's event left it, and order.confirmed carries the
+    # lines placed.
     assert reads == []
+    outbox = EVENT_TABLES.outbox
+    async with _runtime(shop, "orders").database.read_sessions() as session:
+        confirmed = (
+            await session.execute(
+                select(outbox.c.payload).where(
+                    outbox.c.type == "order.confirmed", outbox.c.subject == order_id
+                )
+            )
+        ).scalar_one()
+    assert [(line["product_id"], line["quantity"]) for line in confirmed["items"]] == [(mug, 2)]
     assert await stock_of(shop, mug) == 3
 
 

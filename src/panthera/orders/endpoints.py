@@ -155,8 +155,7 @@ async def _place(
     currency = currencies.pop()
     try:
         async with orders.uow() as uow:
-            order, items = await service.place(
-                uow,
+            order, items = service.new_order(
                 user_id=principal.user_id,
                 lines=lines,
                 currency=currency,
@@ -164,8 +163,10 @@ async def _place(
                 payment_method=body.paymentMethod,
                 request_key=request_key,
             )
-            # The reserve step starts from the lines written here, without reading them back.
+            # The lease goes in with the order; the reserve step starts from the lines
+            # written here, without reading them back.
             orders.saga.take_up_after_commit(uow, order, items)
+            await service.place(uow, order, items)
             await uow.commit()
     except IntegrityError:
         # A run of the same request that overlapped this one wrote its order first.

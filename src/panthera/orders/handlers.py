@@ -33,7 +33,8 @@ async def _order_of(uow: UnitOfWork, reference: str) -> Order | None:
         order_id = uuid.UUID(reference)
     except ValueError:
         return None  # A payment or reservation that is not an order's.
-    return await service.find(uow.session, order_id, for_update=True)
+    # Locked for the transaction, outside the ORM: a handler that changes it saves it.
+    return await service.lock(uow.session, order_id)
 
 
 def _is_stale(order: Order, revision: int) -> bool:
@@ -57,8 +58,9 @@ async def payment_succeeded(
         # Money arrived for an order already called off: it goes back.
         service.ensure_money_goes_back(order)
     else:
+        await service.save(uow.session, order)
         return
-    _take_up(runtime, uow, order)
+    await _take_up(runtime, uow, order)
 
 
 async def payment_failed(
@@ -72,7 +74,9 @@ async def payment_failed(
         await service.cancel(
             uow, order, reason_for_payment_failure(event.reason), message=event.message
         )
-        _take_up(runtime, uow, order)
+        await _take_up(runtime, uow, order)
+    else:
+        await service.save(uow.session, order)
 
 
 async def payment_refunded(
@@ -85,6 +89,7 @@ async def payment_refunded(
     await service.apply_refunded(
         uow, order, amount_refunded=event.amount_refunded, reason=event.reason
     )
+    await service.save(uow.session, order)
 
 
 async def stock_released(
@@ -103,11 +108,12 @@ async def stock_released(
             CancelReason.RESERVATION_EXPIRED,
             message="The stock held for the order ran out before it was paid.",
         )
-        _take_up(runtime, uow, order)
+        await _take_up(runtime, uow, order)
 
 
-def _take_up(runtime: ServiceRuntime, uow: UnitOfWork, order: Order) -> None:
+async def _take_up(runtime: ServiceRuntime, uow: UnitOfWork, order: Order) -> None:
     _deps(runtime).saga.take_up_after_commit(uow, order)
+    await service.save(uow.session, order)
 
 
 SUBSCRIPTIONS = (

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -49,6 +50,8 @@ from panthera.orders.states import (
 log = logging.getLogger("panthera.orders.saga")
 
 Change = Callable[[UnitOfWork, Order], Awaitable[None]]
+# Lines of this many orders at most are kept between steps; an order past them reads its own.
+LINES_KEPT = 10_000
 PAID = frozenset({"succeeded", "partially_refunded", "refunded"})
 UNPAID = frozenset({"failed", "canceled"})
 
@@ -80,6 +83,10 @@ class Saga:
         self._running: set[uuid.UUID] = set()
         # Orders made due again while their task was at work: whether the lease is held.
         self._again: dict[uuid.UUID, bool] = {}
+        # The lines of orders this process placed and has not finished: an order's lines
+        # never change, so the commit step's order.confirmed needs no read of them, also
+        # when the payment's event (not this process's run) takes the order up again.
+        self._lines: OrderedDict[uuid.UUID, list[OrderItem]] = OrderedDict()
         self._closed = False
 
     # ------------------------------------------------------------- scheduling
@@ -114,6 +121,8 @@ class Saga:
         """
         if self._closed:
             return
+        if items:
+            self._remember(order_id, items)
         if order_id in self._running:
             # The task at work on it goes round once more, from a fresh read.
             self._again[order_id] = held or self._again.get(order_id, False)
@@ -147,7 +156,6 @@ class Saga:
                 while True:
                     self._again.pop(order_id, None)
                     more, released, known = await self._advance(order_id, known, items)
-                    items = None
                     if more:
                         continue
                     if order_id not in self._again:
@@ -158,7 +166,6 @@ class Saga:
                         break
                     released = False
                     known = None
-                    items = None
             finally:
                 if not released:
                     await self._let_go(order_id)
@@ -169,6 +176,11 @@ class Saga:
         finally:
             self._running.discard(order_id)
             self._again.pop(order_id, None)
+
+    def _remember(self, order_id: uuid.UUID, items: list[OrderItem]) -> None:
+        self._lines[order_id] = items
+        while len(self._lines) > LINES_KEPT:
+            self._lines.popitem(last=False)
 
     async def poll_forever(self) -> None:
         """Take up every order with a step due, now and every ``poll_seconds``."""
@@ -260,13 +272,14 @@ class Saga:
         and the order as the step left it.
         """
         order = known
-        items: list[OrderItem] = known_items or []
+        items: list[OrderItem] = known_items or self._lines.get(order_id) or []
         if order is None or (order.saga_step == SagaStep.RESERVE and not items):
             async with self._read() as session:
                 order = await service.find(session, order_id)
                 if order is not None and order.saga_step == SagaStep.RESERVE:
                     items = await service.items_of(session, order_id)
         if order is None or order.saga_step == SagaStep.DONE:
+            self._lines.pop(order_id, None)
             return False, False, None
         if order.saga_next_at > service.now():
             return False, False, None
@@ -279,8 +292,8 @@ class Saga:
             outcome = "retry"
         SAGA_STEPS.labels(step.value, outcome).inc()
         async with self._uow() as uow:
-            locked = await service.load(uow.session, order_id, for_update=True)
-            if locked.saga_step != step:
+            locked = await service.lock(uow.session, order_id)
+            if locked is None or locked.saga_step != step:
                 # Moved on meanwhile (an event, a person): this outcome is stale.
                 return True, False, None
             await change(uow, locked)
@@ -289,7 +302,11 @@ class Saga:
             # Kept while there is more to do at once; else let go in the same transaction,
             # so that the event that makes the next step due can take the order up.
             locked.saga_lease_until = at + self._lease if more else None
+            await service.save(uow.session, locked)
             await uow.commit()
+        if locked.saga_step == SagaStep.DONE or locked.status != OrderStatus.PENDING:
+            # Past the step that needs them (order.confirmed, or cancelled).
+            self._lines.pop(order_id, None)
         return more, not more, locked
 
     def _retry(self, step: SagaStep, error: str) -> Change:
@@ -321,7 +338,7 @@ class Saga:
         if step == SagaStep.AWAIT_PAYMENT:
             return await self._check_payment(order)
         if step == SagaStep.COMMIT:
-            return await self._commit(order)
+            return await self._commit(order, items)
         if step == SagaStep.RELEASE:
             return await self._release(order)
         if step == SagaStep.REFUND:
@@ -434,7 +451,7 @@ class Saga:
 
         return change
 
-    async def _commit(self, order: Order) -> Change:
+    async def _commit(self, order: Order, items: list[OrderItem]) -> Change:
         try:
             await self._catalog.commit(str(order.id))
         except Refused as exc:
@@ -446,7 +463,8 @@ class Saga:
         async def change(uow: UnitOfWork, locked: Order) -> None:
             locked.payment_method = None
             service.schedule(locked, SagaStep.DONE)
-            await service.move(uow, locked, OrderStatus.CONFIRMED)
+            # The lines this run placed or reserved are the event's: they never change.
+            await service.move(uow, locked, OrderStatus.CONFIRMED, items=items or None)
 
         return change
 

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.db import UnitOfWork
@@ -35,6 +35,21 @@ from panthera.orders.states import (
 )
 
 SYSTEM = "system"
+
+# The hot transactions (placing an order, recording a saga step's outcome) run these
+# Core statements, compiled once, instead of the ORM's load, change tracking and flush.
+_ORDERS = cast(Table, Order.__table__)
+_COLUMNS = tuple(column.key for column in _ORDERS.columns)
+# Never changed once the order is placed.
+_FIXED = frozenset(
+    {"id", "user_id", "currency", "total_amount", "shipping_address", "created_at", "request_key"}
+)
+_CHANGING = tuple(key for key in _COLUMNS if key not in _FIXED)
+_LOCK = select(*_ORDERS.columns).where(_ORDERS.c.id == bindparam("order_id")).with_for_update()
+_SAVE = update(_ORDERS).where(_ORDERS.c.id == bindparam("order_id"))
+_INSERT_ORDER = insert(_ORDERS)
+_INSERT_ITEMS = insert(cast(Table, OrderItem.__table__))
+_INSERT_HISTORY = insert(cast(Table, OrderStatusChange.__table__))
 
 
 def now() -> datetime:
@@ -69,6 +84,22 @@ async def find(
         return await load(session, order_id, for_update=for_update)
     except errors.OrderNotFound:
         return None
+
+
+async def lock(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
+    """The order, locked for this transaction, as an object outside the session.
+
+    Changes made to it are written by ``save`` in the same transaction.
+    """
+    row = (await session.execute(_LOCK, {"order_id": order_id})).first()
+    return None if row is None else Order(**row._mapping)
+
+
+async def save(session: AsyncSession, order: Order) -> None:
+    """Write an order taken with ``lock`` back, in the transaction that locked it."""
+    values = {key: getattr(order, key) for key in _CHANGING}
+    values["order_id"] = order.id
+    await session.execute(_SAVE, values)
 
 
 async def placed_by(session: AsyncSession, request_key: str) -> Order | None:
@@ -129,16 +160,17 @@ def _common(order: Order) -> dict[str, Any]:
     }
 
 
-def _record(session: AsyncSession, order: Order, reason: str | None, actor: str) -> None:
-    session.add(
-        OrderStatusChange(
-            id=uuid.uuid4(),
-            order_id=order.id,
-            status=order.status,
-            reason=reason,
-            actor=actor,
-            at=order.updated_at,
-        )
+async def _record(session: AsyncSession, order: Order, reason: str | None, actor: str) -> None:
+    await session.execute(
+        _INSERT_HISTORY,
+        {
+            "id": uuid.uuid4(),
+            "order_id": order.id,
+            "status": order.status,
+            "reason": reason,
+            "actor": actor,
+            "at": order.updated_at,
+        },
     )
 
 
@@ -147,8 +179,7 @@ def touch(order: Order) -> None:
     order.updated_at = now()
 
 
-async def place(
-    uow: UnitOfWork,
+def new_order(
     *,
     user_id: uuid.UUID,
     lines: Sequence[NewLine],
@@ -157,7 +188,7 @@ async def place(
     payment_method: str,
     request_key: str | None = None,
 ) -> tuple[Order, list[OrderItem]]:
-    """Record a PENDING order priced by the catalog; the saga takes it from there."""
+    """A PENDING order priced by the catalog, with its lines, not yet written."""
     at = now()
     order = Order(
         id=uuid.uuid4(),
@@ -167,18 +198,26 @@ async def place(
         total_amount=sum(line.unit_price * line.quantity for line in lines),
         amount_refunded=0,
         shipping_address=shipping_address,
+        cancel_reason=None,
+        cancel_message=None,
+        tracking_number=None,
+        carrier=None,
         revision=1,
         created_at=at,
         updated_at=at,
         saga_step=SagaStep.RESERVE,
         saga_attempts=0,
         saga_next_at=at,
-        payment_method=payment_method,
-        payment_revision=0,
+        saga_lease_until=None,
+        saga_last_error=None,
         request_key=request_key,
+        payment_method=payment_method,
+        reservation_expires_at=None,
+        payment_deadline=None,
+        payment_id=None,
+        payment_status=None,
+        payment_revision=0,
     )
-    uow.session.add(order)
-    await uow.session.flush()
     items = [
         OrderItem(
             id=uuid.uuid4(),
@@ -194,12 +233,36 @@ async def place(
         )
         for position, line in enumerate(lines)
     ]
-    uow.session.add_all(items)
-    _record(uow.session, order, None, str(user_id))
-    uow.publish(
-        OrderPlaced(**_common(order), items=_lines(items), shipping_address=shipping_address)
-    )
     return order, items
+
+
+async def place(uow: UnitOfWork, order: Order, items: Sequence[OrderItem]) -> None:
+    """Write an order from ``new_order`` with its lines, history and event; the saga
+    takes it from there."""
+    session = uow.session
+    await session.execute(_INSERT_ORDER, {key: getattr(order, key) for key in _COLUMNS})
+    await session.execute(
+        _INSERT_ITEMS,
+        [
+            {
+                "id": item.id,
+                "order_id": item.order_id,
+                "position": item.position,
+                "product_id": item.product_id,
+                "variant_id": item.variant_id,
+                "sku": item.sku,
+                "name": item.name,
+                "category_id": item.category_id,
+                "quantity": item.quantity,
+                "unit_price": item.unit_price,
+            }
+            for item in items
+        ],
+    )
+    await _record(session, order, None, str(order.user_id))
+    uow.publish(
+        OrderPlaced(**_common(order), items=_lines(items), shipping_address=order.shipping_address)
+    )
 
 
 async def move(
@@ -209,20 +272,25 @@ async def move(
     *,
     actor: str = SYSTEM,
     reason: str | None = None,
+    items: Sequence[OrderItem] | None = None,
 ) -> None:
-    """Change the order's status, if the rules allow it, with its history line and event."""
+    """Change the order's status, if the rules allow it, with its history line and event.
+
+    ``items``: the order's lines, when the caller has them (they never change).
+    """
     current = OrderStatus(order.status)
     if not can_move(current, target):
         raise errors.TransitionNotAllowed(current, target)
     order.status = target
     touch(order)
-    _record(uow.session, order, reason, actor)
+    await _record(uow.session, order, reason, actor)
     common = _common(order)
+    lines = None if items is None else _lines(items)
     if target == OrderStatus.CONFIRMED:
         uow.publish(
             OrderConfirmed(
                 **common,
-                items=_lines(await items_of(uow.session, order.id)),
+                items=lines or _lines(await items_of(uow.session, order.id)),
                 payment_id=order.payment_id,
             )
         )
@@ -232,7 +300,7 @@ async def move(
                 **common,
                 reason=order.cancel_reason or reason or "cancelled",
                 message=order.cancel_message,
-                items=_lines(await items_of(uow.session, order.id)),
+                items=lines or _lines(await items_of(uow.session, order.id)),
             )
         )
     elif target == OrderStatus.SHIPPED:
