@@ -176,3 +176,17 @@ async def test_zero_decimal_currencies(payments: PaymentsService) -> None:
     assert payment["amount"] == "1500"
     (event,) = await payments.outbox("payment.succeeded")
     assert event.payload["amount"] == 1500
+
+
+async def test_the_answers_and_the_event_show_the_payment_as_stored(
+    payments: PaymentsService,
+) -> None:
+    user = payments.caller()
+    created = await payments.pay(user, order="order-as-stored", settle=False)
+    # The answer is built from the settle's RETURNING, not read back: it must be the row.
+    assert await payments.get(user, created["paymentId"]) == created
+    await payments.settle()
+    settled = await payments.get(user, created["paymentId"])
+    (event,) = await payments.outbox("payment.succeeded")
+    assert event.payload["revision"] == settled["revision"] == created["revision"] + 1
+    assert event.payload["provider_payment_id"] == settled["providerPaymentId"]

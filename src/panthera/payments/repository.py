@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Table, and_, case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -104,27 +105,48 @@ async def payment_by_provider_id(
     return found
 
 
-async def record_provider_event(session: AsyncSession, record: ProviderEventRecord) -> bool:
+_PROVIDER_EVENTS = cast(Table, ProviderEventRecord.__table__)
+# Built once per dialect: ON CONFLICT is spelled by the dialect's own insert.
+_RECORD_PROVIDER_EVENT = {
+    name: insert_(_PROVIDER_EVENTS)
+    .on_conflict_do_nothing(
+        index_elements=[_PROVIDER_EVENTS.c.provider, _PROVIDER_EVENTS.c.event_id]
+    )
+    .returning(_PROVIDER_EVENTS.c.event_id)
+    for name, insert_ in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+
+
+async def record_provider_event(
+    session: AsyncSession,
+    *,
+    provider: str,
+    event_id: str,
+    type: str,
+    outcome: str,
+    payment_id: uuid.UUID | None,
+    received_at: datetime,
+    payload: dict[str, Any],
+) -> bool:
     """Insert a webhook's record; False when its event id is already recorded.
 
     ON CONFLICT DO NOTHING rather than a savepoint around the insert: one statement,
     and a copy being recorded at this moment is waited for, then found.
     """
-    values = {
-        column.key: getattr(record, column.key) for column in ProviderEventRecord.__mapper__.columns
-    }
-    keys = [ProviderEventRecord.provider, ProviderEventRecord.event_id]
-    if session.get_bind().dialect.name == "postgresql":
-        pg = postgresql.insert(ProviderEventRecord).values(values)
-        statement = pg.on_conflict_do_nothing(index_elements=keys).returning(
-            ProviderEventRecord.event_id
-        )
-    else:
-        lite = sqlite.insert(ProviderEventRecord).values(values)
-        statement = lite.on_conflict_do_nothing(index_elements=keys).returning(
-            ProviderEventRecord.event_id
-        )
-    return (await session.execute(statement)).first() is not None
+    statement = _RECORD_PROVIDER_EVENT[session.get_bind().dialect.name]
+    found = await session.execute(
+        statement,
+        {
+            "provider": provider,
+            "event_id": event_id,
+            "type": type,
+            "outcome": outcome,
+            "payment_id": payment_id,
+            "received_at": received_at,
+            "payload": payload,
+        },
+    )
+    return found.first() is not None
 
 
 async def refunds_of(session: AsyncSession, payment_ids: Sequence[uuid.UUID]) -> list[Refund]:

@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import or_, update
+from sqlalchemy import Table, Update, bindparam, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,6 +40,11 @@ from panthera.payments.providers.stripe_webhooks import PAYMENT_ID_KEY
 log = logging.getLogger("panthera.payments")
 
 UnitsOfWork = Callable[[], UnitOfWork]
+
+_PAYMENTS = cast(Table, Payment.__table__)
+# Core statements, built once: the ORM's flush and its identity map cost more
+# than the statements themselves on a path every order takes.
+_INSERT_PAYMENT = insert(_PAYMENTS)
 
 
 def _now() -> datetime:
@@ -130,29 +136,33 @@ async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> 
     live, and only then is anything read.
     """
     now = _now()
-    payment = Payment(
-        id=uuid.uuid4(),
-        order_reference=request.order_reference,
-        user_id=request.user_id,
-        amount=request.amount.amount,
-        currency=request.amount.currency,
-        status=PaymentStatus.REQUIRES_CONFIRMATION,
-        provider=provider,
-        payment_method=request.token,
-        amount_refunded=0,
-        request_key=request.request_key,
-        created_at=now,
-        updated_at=now,
-        revision=1,
-    )
+    values: dict[str, object] = {
+        "id": uuid.uuid4(),
+        "order_reference": request.order_reference,
+        "user_id": request.user_id,
+        "amount": request.amount.amount,
+        "currency": request.amount.currency,
+        "status": PaymentStatus.REQUIRES_CONFIRMATION,
+        "provider": provider,
+        "provider_payment_id": None,
+        "payment_method": request.token,
+        "failure_code": None,
+        "failure_message": None,
+        "amount_refunded": 0,
+        "request_key": request.request_key,
+        "created_at": now,
+        "updated_at": now,
+        "revision": 1,
+        "checked_at": None,
+    }
     async with uows() as uow:
-        uow.session.add(payment)
         try:
+            await uow.session.execute(_INSERT_PAYMENT, values)
             await uow.commit()
         except IntegrityError:
             pass
         else:
-            return payment
+            return Payment(**values)
     return await _earlier_payment(uows, request)
 
 
@@ -238,47 +248,74 @@ async def settle_open_payment(
     told it is processing, or holding another provider id): the caller then takes
     the general way, a locked read and ``settle_payment``.
     """
-    conditions = [Payment.id == payment_id]
-    if outcome is PaymentOutcome.PROCESSING:
-        conditions.append(Payment.status == PaymentStatus.REQUIRES_CONFIRMATION)
-    else:
-        conditions.append(Payment.status.in_(OPEN_STATUSES))
-    if provider is not None:
-        conditions.append(Payment.provider == provider)
-    values: dict[str, object] = {
-        "payment_method": None,
-        "revision": Payment.revision + 1,
-        "updated_at": _now(),
+    failed = outcome is PaymentOutcome.FAILED
+    params: dict[str, object] = {
+        "match_id": payment_id,
+        "match_provider": provider,
+        "new_provider_payment_id": provider_payment_id or None,
+        "new_updated_at": _now(),
     }
-    if provider_payment_id:
+    if outcome is PaymentOutcome.FAILED or outcome is PaymentOutcome.CANCELED:
+        params["new_failure_code"] = (failure_code or ("payment_failed" if failed else "canceled"))[
+            :60
+        ]
+        params["new_failure_message"] = failure_message[:500] if failure_message else None
+    statement = _settle_statement(outcome, provider is not None, bool(provider_payment_id))
+    row = (await uow.session.execute(statement, params)).one_or_none()
+    if row is None:
+        return None
+    payment = Payment(**row._asdict())
+    _publish_outcome(uow, payment)
+    return payment
+
+
+_SETTLED_STATUS = {
+    PaymentOutcome.PROCESSING: PaymentStatus.PROCESSING,
+    PaymentOutcome.SUCCEEDED: PaymentStatus.SUCCEEDED,
+    PaymentOutcome.FAILED: PaymentStatus.FAILED,
+    PaymentOutcome.CANCELED: PaymentStatus.CANCELED,
+}
+_settle_statements: dict[tuple[PaymentOutcome, bool, bool], Update] = {}
+
+
+def _settle_statement(outcome: PaymentOutcome, by_provider: bool, with_provider_id: bool) -> Update:
+    """The UPDATE ... RETURNING of one kind of answer, built on first use and kept.
+
+    Few shapes (outcome, whether the provider and its payment id are checked), so
+    each is built and compiled once, and every answer passes its values as parameters.
+    """
+    key = (outcome, by_provider, with_provider_id)
+    statement = _settle_statements.get(key)
+    if statement is not None:
+        return statement
+    table = _PAYMENTS
+    conditions = [table.c.id == bindparam("match_id")]
+    if outcome is PaymentOutcome.PROCESSING:
+        conditions.append(table.c.status == PaymentStatus.REQUIRES_CONFIRMATION)
+    else:
+        conditions.append(table.c.status.in_(sorted(OPEN_STATUSES)))
+    if by_provider:
+        conditions.append(table.c.provider == bindparam("match_provider"))
+    values: dict[str, object] = {
+        "status": _SETTLED_STATUS[outcome],
+        "payment_method": None,
+        "revision": table.c.revision + 1,
+        "updated_at": bindparam("new_updated_at"),
+    }
+    if with_provider_id:
         conditions.append(
             or_(
-                Payment.provider_payment_id.is_(None),
-                Payment.provider_payment_id == provider_payment_id,
+                table.c.provider_payment_id.is_(None),
+                table.c.provider_payment_id == bindparam("new_provider_payment_id"),
             )
         )
-        values["provider_payment_id"] = provider_payment_id
-    if outcome is PaymentOutcome.PROCESSING:
-        values["status"] = PaymentStatus.PROCESSING
-    elif outcome is PaymentOutcome.SUCCEEDED:
-        values["status"] = PaymentStatus.SUCCEEDED
-    else:
-        failed = outcome is PaymentOutcome.FAILED
-        values["status"] = PaymentStatus.FAILED if failed else PaymentStatus.CANCELED
-        values["failure_code"] = (failure_code or ("payment_failed" if failed else "canceled"))[:60]
-        values["failure_message"] = failure_message[:500] if failure_message else None
-    payment: Payment | None = (
-        await uow.session.execute(
-            update(Payment)
-            .where(*conditions)
-            .values(values)
-            .returning(Payment)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-    ).scalar_one_or_none()
-    if payment is not None:
-        _publish_outcome(uow, payment)
-    return payment
+        values["provider_payment_id"] = bindparam("new_provider_payment_id")
+    if outcome is PaymentOutcome.FAILED or outcome is PaymentOutcome.CANCELED:
+        values["failure_code"] = bindparam("new_failure_code")
+        values["failure_message"] = bindparam("new_failure_message")
+    statement = update(table).where(*conditions).values(values).returning(*table.c)
+    _settle_statements[key] = statement
+    return statement
 
 
 def settle_payment(

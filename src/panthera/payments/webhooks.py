@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.db import UnitOfWork
 from panthera.payments import repository
-from panthera.payments.models import Payment, ProviderEventRecord
+from panthera.payments.models import Payment
 from panthera.payments.providers import (
     EventKind,
     InvalidWebhook,
@@ -70,15 +70,13 @@ async def apply_webhook(uows: UnitsOfWork, provider: str, event: ProviderEvent) 
         outcome, payment_id = await _apply(uow, provider, event)
         recorded = await repository.record_provider_event(
             uow.session,
-            ProviderEventRecord(
-                provider=provider,
-                event_id=event.id,
-                type=event.type,
-                outcome=outcome,
-                payment_id=payment_id,
-                received_at=_now(),
-                payload=event.payload,
-            ),
+            provider=provider,
+            event_id=event.id,
+            type=event.type,
+            outcome=outcome,
+            payment_id=payment_id,
+            received_at=_now(),
+            payload=event.payload,
         )
         if not recorded:
             return DUPLICATE

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    bindparam,
     func,
     insert,
     select,
@@ -147,6 +148,27 @@ class OutboxRelay:
         self._sessions = sessions
         self._read_sessions = read_sessions or sessions
         self._outbox = tables.outbox
+        outbox = tables.outbox
+        # Built once and run on the session's connection: every event of every
+        # service passes through these, and the ORM layer adds nothing to them.
+        self._due = (
+            select(outbox)
+            .where(
+                outbox.c.sent_at.is_(None),
+                outbox.c.dead_at.is_(None),
+                outbox.c.next_attempt_at <= bindparam("now"),
+            )
+            .order_by(outbox.c.seq)
+            .limit(batch_size)
+        )
+        # Replicas of one service share the outbox: the row locks, held while
+        # publishing, give each row to exactly one relay.
+        self._due_locked = self._due.with_for_update(skip_locked=True)
+        self._mark_sent = (
+            update(outbox)
+            .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
+            .values(sent_at=bindparam("sent_at"))
+        )
         self._transport = transport
         self._skip_locked = skip_locked
         self._poll_seconds = poll_seconds
@@ -198,39 +220,33 @@ class OutboxRelay:
 
     async def relay_once(self) -> bool:
         """Deliver one batch of due rows; True when a full batch suggests more are waiting."""
-        now = datetime.now(UTC)
-        query = (
-            select(self._outbox)
-            .where(
-                self._outbox.c.sent_at.is_(None),
-                self._outbox.c.dead_at.is_(None),
-                self._outbox.c.next_attempt_at <= now,
-            )
-            .order_by(self._outbox.c.seq)
-            .limit(self._batch_size)
-        )
+        due = {"now": datetime.now(UTC)}
         if self._skip_locked:
-            # Replicas of one service share the outbox: the row locks, held while
-            # publishing, give each row to exactly one relay.
             async with self._sessions() as session:
-                rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
-                sent = await self._deliver(session, rows)
+                rows = (await (await session.connection()).execute(self._due_locked, due)).all()
+                if not rows:
+                    # Nothing was locked or written: closing the session ends the
+                    # transaction without a commit's round trip.
+                    return False
+                sent, failures = await self._publish(rows)
+                await self._record(session, sent, failures)
                 await session.commit()
         else:
             # SQLite has one relay per database (one process) and a single writer:
             # holding the write lock while consumers in this process write to the
             # same file would deadlock, so read, publish, then record.
             async with self._read_sessions() as session:
-                rows = (await session.execute(query)).all()
+                rows = (await (await session.connection()).execute(self._due, due)).all()
             if not rows:
                 return False
+            sent, failures = await self._publish(rows)
             async with self._sessions() as session:
-                sent = await self._deliver(session, rows)
+                await self._record(session, sent, failures)
                 await session.commit()
         self.delivered += len(sent)
         return len(rows) == self._batch_size and bool(sent)
 
-    async def _deliver(self, session: AsyncSession, rows: Sequence[Any]) -> list[int]:
+    async def _publish(self, rows: Sequence[Any]) -> tuple[list[int], list[tuple[Any, Exception]]]:
         sent: list[int] = []
         failures: list[tuple[Any, Exception]] = []
         for row in rows:
@@ -240,15 +256,19 @@ class OutboxRelay:
                 failures.append((row, exc))
             else:
                 sent.append(row.seq)
+        return sent, failures
+
+    async def _record(
+        self, session: AsyncSession, sent: list[int], failures: list[tuple[Any, Exception]]
+    ) -> None:
         for row, error in failures:
             await self._record_failure(session, row, error)
         if sent:
-            await session.execute(
-                update(self._outbox)
-                .where(self._outbox.c.seq.in_(sent))
-                .values(sent_at=datetime.now(UTC))
+            # One statement for the batch, on the connection: the session's
+            # ORM layer has nothing to add to a Core UPDATE.
+            await (await session.connection()).execute(
+                self._mark_sent, {"seqs": sent, "sent_at": datetime.now(UTC)}
             )
-        return sent
 
     async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception) -> None:
         attempts = row.attempts + 1
