@@ -12,7 +12,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from jinja2 import (
     TemplateNotFound,
     select_autoescape,
 )
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -45,6 +45,12 @@ class NotificationsDeps:
     unsubscribe: UnsubscribeTokens
     # Wakes the sender loop; called once a transaction that queued messages commits.
     wake: Callable[[], None] = field(default=lambda: None)
+    # Given the messages a transaction queued once it commits, to send them at
+    # once: they are queued leased to this process for ``take_up_lease``, so no
+    # other sender takes them, and no transaction of its own has to lease them.
+    # Without it they are queued due now, for whichever sender polls first.
+    take_up: Callable[[list[Delivery]], None] | None = None
+    take_up_lease: timedelta = timedelta(0)
 
 
 def template_environment(overrides: Path | None = None) -> Environment:
@@ -144,11 +150,21 @@ async def find_recipient(uow: UnitOfWork, user_id: uuid.UUID) -> Recipient | Non
 # --- Queuing messages ---------------------------------------------------------------------
 
 
-def _wake_after_commit(deps: NotificationsDeps, uow: UnitOfWork) -> None:
+_TAKEN_UP = "notifications.taken_up"
+
+
+def _after_commit(deps: NotificationsDeps, uow: UnitOfWork, delivery: Delivery) -> None:
+    """Have ``delivery`` sent once the transaction that queued it commits."""
     sync_session = uow.session.sync_session
-    if not sync_session.info.get("wakes_sender"):
-        sync_session.info["wakes_sender"] = True
-        event.listen(sync_session, "after_commit", lambda _session: deps.wake(), once=True)
+    queued: list[Delivery] | None = sync_session.info.get(_TAKEN_UP)
+    if queued is None:
+        queued = sync_session.info[_TAKEN_UP] = []
+        take_up = deps.take_up
+        if take_up is None:
+            uow.on_commit(deps.wake)
+        else:
+            uow.on_commit(lambda: take_up(queued))
+    queued.append(delivery)
 
 
 async def queue(
@@ -190,11 +206,11 @@ async def queue(
         content=content,
         status=DeliveryStatus.QUEUED.value,
         attempts=0,
-        next_attempt_at=now,
+        next_attempt_at=now if deps.take_up is None else now + deps.take_up_lease,
         created_at=now,
     )
     uow.session.add(delivery)
-    _wake_after_commit(deps, uow)
+    _after_commit(deps, uow, delivery)
     return delivery
 
 
