@@ -139,7 +139,7 @@ async def test_messages_are_sent_by_the_process_that_queued_them_or_after_its_le
                     for index in range(2)
                 ]
                 await uow.commit()
-            return [delivery.id for delivery in queued]
+            return queued
 
         first = await queue_two()
         # Leased to the process that queued them: another sender leaves them alone...

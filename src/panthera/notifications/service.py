@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import (
     Environment,
@@ -23,7 +23,7 @@ from jinja2 import (
     TemplateNotFound,
     select_autoescape,
 )
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -167,6 +167,13 @@ def _after_commit(deps: NotificationsDeps, uow: UnitOfWork, delivery: Delivery) 
     queued.append(delivery)
 
 
+# Built once per dialect; a repeat of an event's message inserts nothing.
+_QUEUE = {
+    dialect: insert(cast(Table, Delivery.__table__)).on_conflict_do_nothing(index_elements=["id"])
+    for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
 async def queue(
     deps: NotificationsDeps,
     uow: UnitOfWork,
@@ -180,13 +187,13 @@ async def queue(
     transactional: bool,
     unsubscribe_url: str | None = None,
     data: dict[str, str] | None = None,
-) -> Delivery:
-    """Add one message to the delivery log, due now; idempotent per event, template and address."""
-    # Derived from the event: a repeat of the same event finds the same row.
+) -> uuid.UUID:
+    """Add one message to the delivery log, due now; idempotent per event, template and address.
+
+    Its id is derived from the event: a repeat of the same event finds the same
+    row, and queues nothing more.
+    """
     delivery_id = uuid.uuid5(event_id, f"{template}:{channel}:{to}")
-    existing = await uow.session.get(Delivery, delivery_id)
-    if existing is not None:
-        return existing
     if channel is Channel.EMAIL:
         content: dict[str, Any] = {"text": rendered.text, "html": rendered.html}
         if unsubscribe_url:
@@ -194,24 +201,27 @@ async def queue(
     else:
         content = {"text": rendered.short or rendered.subject, "data": data or {}}
     now = datetime.now(UTC)
-    delivery = Delivery(
-        id=delivery_id,
-        event_id=event_id,
-        user_id=user_id,
-        channel=channel.value,
-        recipient=to,
-        template=template,
-        subject=rendered.subject,
-        transactional=transactional,
-        content=content,
-        status=DeliveryStatus.QUEUED.value,
-        attempts=0,
-        next_attempt_at=now if deps.take_up is None else now + deps.take_up_lease,
-        created_at=now,
-    )
-    uow.session.add(delivery)
-    _after_commit(deps, uow, delivery)
-    return delivery
+    row: dict[str, Any] = {
+        "id": delivery_id,
+        "event_id": event_id,
+        "user_id": user_id,
+        "channel": channel.value,
+        "recipient": to,
+        "template": template,
+        "subject": rendered.subject,
+        "transactional": transactional,
+        "content": content,
+        "status": DeliveryStatus.QUEUED.value,
+        "attempts": 0,
+        "next_attempt_at": now if deps.take_up is None else now + deps.take_up_lease,
+        "last_error": None,
+        "created_at": now,
+        "sent_at": None,
+    }
+    inserted = await uow.session.execute(_QUEUE[uow.session.get_bind().dialect.name], row)
+    if inserted.rowcount == 1:  # type: ignore[attr-defined]
+        _after_commit(deps, uow, Delivery(**row))
+    return delivery_id
 
 
 async def send_email(
@@ -224,8 +234,8 @@ async def send_email(
     template: str,
     context: dict[str, Any],
     transactional: bool = True,
-) -> Delivery:
-    """Render one email and queue it for the sender."""
+) -> uuid.UUID:
+    """Render one email and queue it for the sender; the delivery's id."""
     values = {**context, "base_url": deps.base_url}
     unsubscribe_url = None
     if not transactional and user_id is not None:
@@ -256,7 +266,7 @@ async def notify_user(
     template: str,
     context: dict[str, Any],
     data: dict[str, str] | None = None,
-) -> list[Delivery]:
+) -> list[uuid.UUID]:
     """A transactional message about a user's order: email, plus SMS and push where opted in.
 
     Without a directory entry (an account deleted since, or an event from before
