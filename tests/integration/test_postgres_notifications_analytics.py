@@ -168,6 +168,51 @@ async def test_messages_are_sent_by_the_process_that_queued_them_or_after_its_le
         await runtime.database.dispose()
 
 
+async def test_a_message_held_past_half_its_lease_is_left_to_the_poll(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("notifications")
+    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    try:
+        assert runtime.definition.state is not None
+        runtime.definition.state(runtime)
+        deps = runtime.components["notifications_deps"]
+        mailbox = SlowMailbox()
+        deps.email = mailbox
+        sender = DeliverySender(
+            sessions=runtime.database.sessions,
+            deps=deps,
+            policy=RetryPolicy(lease_seconds=4.0),
+            skip_locked=True,
+        )
+        deps.take_up, deps.take_up_lease = sender.take_up, sender.lease
+        rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
+        async with runtime.uow() as uow:
+            delivery_id = await queue(
+                deps,
+                uow,
+                event_id=uuid.uuid4(),
+                user_id=None,
+                channel=Channel.EMAIL,
+                to="shopper@example.com",
+                template="order_confirmed",
+                rendered=rendered,
+                transactional=True,
+            )
+            await uow.commit()
+        # Sends slower than the queueing: by the time its turn comes, another
+        # sender may soon take the message up, so this one no longer sends it...
+        await asyncio.sleep(2.5)
+        assert await sender.send_due() == 0
+        assert mailbox.ids == []
+        # ...and once the lease is over, it is sent like any message that fell due.
+        await asyncio.sleep(2.0)
+        assert await sender.send_due() == 1
+        assert [_delivery_of(sent) for sent in mailbox.ids] == [delivery_id]
+    finally:
+        await runtime.database.dispose()
+
+
 def _delivery_of(message_id: str) -> uuid.UUID:
     return uuid.UUID(message_id.strip("<>").partition("@")[0])
 
