@@ -23,7 +23,7 @@ from jinja2 import (
     TemplateNotFound,
     select_autoescape,
 )
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -257,6 +257,17 @@ async def send_email(
     )
 
 
+# What telling a user takes, read without loading the directory entry as an object.
+_ADDRESSES = select(
+    Recipient.email,
+    Recipient.first_name,
+    Recipient.phone_number,
+    Recipient.push_tokens,
+    Recipient.sms_enabled,
+    Recipient.push_enabled,
+).where(Recipient.user_id == bindparam("user_id"))
+
+
 async def notify_user(
     deps: NotificationsDeps,
     uow: UnitOfWork,
@@ -272,7 +283,7 @@ async def notify_user(
     Without a directory entry (an account deleted since, or an event from before
     this service knew the user) there is nobody to write to: nothing is queued.
     """
-    recipient = await find_recipient(uow, user_id)
+    recipient = (await uow.session.execute(_ADDRESSES, {"user_id": user_id})).first()
     if recipient is None:
         return []
     values = {**context, "base_url": deps.base_url, "first_name": recipient.first_name}
