@@ -12,7 +12,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from panthera.analytics import reports
 from panthera.analytics.models import DailySales
@@ -68,6 +68,8 @@ async def test_sender_replicas_send_each_message_once(
         deps = runtime.components["notifications_deps"]
         mailbox = SlowMailbox()
         deps.email = mailbox
+        # Queued due, not leased to this process's sender: the replicas below share them.
+        deps.take_up = None
         rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
         async with runtime.uow() as uow:
             for index in range(40):
@@ -100,6 +102,121 @@ async def test_sender_replicas_send_each_message_once(
         await runtime.database.dispose()
 
 
+async def test_messages_are_sent_by_the_process_that_queued_them_or_after_its_lease(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("notifications")
+    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    try:
+        assert runtime.definition.state is not None
+        runtime.definition.state(runtime)
+        deps = runtime.components["notifications_deps"]
+        mailbox = SlowMailbox()
+        deps.email = mailbox
+        sender: DeliverySender = runtime.components["notifications_sender"]
+        other = DeliverySender(
+            sessions=runtime.database.sessions,
+            deps=deps,
+            policy=RetryPolicy(),
+            skip_locked=True,
+        )
+        rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
+
+        async def queue_two() -> list[uuid.UUID]:
+            async with runtime.uow() as uow:
+                queued = [
+                    await queue(
+                        deps,
+                        uow,
+                        event_id=uuid.uuid4(),
+                        user_id=None,
+                        channel=Channel.EMAIL,
+                        to=f"shopper{index}@example.com",
+                        template="order_confirmed",
+                        rendered=rendered,
+                        transactional=True,
+                    )
+                    for index in range(2)
+                ]
+                await uow.commit()
+            return queued
+
+        first = await queue_two()
+        # Leased to the process that queued them: another sender leaves them alone...
+        assert await other.send_due() == 0
+        # ...and this one sends them without looking for them.
+        assert await sender.send_due() == 2
+        assert [_delivery_of(sent) for sent in mailbox.ids] == first
+
+        # A process that queued messages and died before sending them (its sender
+        # never runs again): once the lease runs out, any sender takes them.
+        second = await queue_two()
+        assert await other.send_due() == 0
+        async with runtime.database.sessions() as session:
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(second))
+                .values(next_attempt_at=datetime.now(UTC))
+            )
+            await session.commit()
+        assert await other.send_due() == 2
+        assert sorted(_delivery_of(sent) for sent in mailbox.ids[2:]) == sorted(second)
+        async with runtime.database.sessions() as session:
+            rows = (await session.execute(select(Delivery))).scalars().all()
+        assert {(row.status, row.attempts) for row in rows} == {("sent", 1)}
+    finally:
+        await runtime.database.dispose()
+
+
+async def test_a_message_held_past_half_its_lease_is_left_to_the_poll(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("notifications")
+    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    try:
+        assert runtime.definition.state is not None
+        runtime.definition.state(runtime)
+        deps = runtime.components["notifications_deps"]
+        mailbox = SlowMailbox()
+        deps.email = mailbox
+        sender = DeliverySender(
+            sessions=runtime.database.sessions,
+            deps=deps,
+            policy=RetryPolicy(lease_seconds=4.0),
+            skip_locked=True,
+        )
+        deps.take_up, deps.take_up_lease = sender.take_up, sender.lease
+        rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
+        async with runtime.uow() as uow:
+            delivery_id = await queue(
+                deps,
+                uow,
+                event_id=uuid.uuid4(),
+                user_id=None,
+                channel=Channel.EMAIL,
+                to="shopper@example.com",
+                template="order_confirmed",
+                rendered=rendered,
+                transactional=True,
+            )
+            await uow.commit()
+        # Sends slower than the queueing: by the time its turn comes, another
+        # sender may soon take the message up, so this one no longer sends it...
+        await asyncio.sleep(2.5)
+        assert await sender.send_due() == 0
+        assert mailbox.ids == []
+        # ...and once the lease is over, it is sent like any message that fell due.
+        await asyncio.sleep(2.0)
+        assert await sender.send_due() == 1
+        assert [_delivery_of(sent) for sent in mailbox.ids] == [delivery_id]
+    finally:
+        await runtime.database.dispose()
+
+
+def _delivery_of(message_id: str) -> uuid.UUID:
+    return uuid.UUID(message_id.strip("<>").partition("@")[0])
+
+
 class PickyMailbox:
     """Refuses mail to some addresses: for good (``bad``) or for now (``busy``)."""
 
@@ -125,6 +242,7 @@ async def test_a_batch_records_each_message_by_its_own_outcome(
         runtime.definition.state(runtime)
         deps = runtime.components["notifications_deps"]
         deps.email = PickyMailbox()
+        deps.take_up = None
         rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
         addresses = ["a@example.com", "bad@example.com", "busy@example.com", "b@example.com"]
         async with runtime.uow() as uow:

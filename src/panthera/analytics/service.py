@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import case
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -130,6 +131,9 @@ async def write_rollups(session: AsyncSession) -> None:
         await found.write(session)
 
 
+_ROLLUP_UPSERTS: dict[tuple[Any, ...], Any] = {}
+
+
 async def _add_many(
     session: AsyncSession,
     model: Any,
@@ -140,80 +144,115 @@ async def _add_many(
     labels: list[str],
 ) -> None:
     """Many roll-up rows in one round trip, each added to, labels replaced."""
-    # Rows as executemany parameters, not inlined VALUES: one statement shape
-    # whatever the batch holds, compiled once and then found in the cache.
-    statement = _insert(session)(model)
-    table = model.__table__
-    changes: dict[str, Any] = {
-        name: table.c[name] + statement.excluded[name] for name in increments
-    }
-    changes.update({name: statement.excluded[name] for name in labels})
-    await session.execute(statement.on_conflict_do_update(index_elements=key, set_=changes), rows)
-
-
-def _insert(session: AsyncSession) -> Any:
+    # Rows as executemany parameters, not inlined VALUES, and the statement kept
+    # per dialect and table: built and compiled once, whatever the batch holds.
     dialect = session.get_bind().dialect.name
-    return pg_insert if dialect == "postgresql" else sqlite_insert
+    shape = (dialect, model, tuple(key), frozenset(increments), frozenset(labels))
+    statement = _ROLLUP_UPSERTS.get(shape)
+    if statement is None:
+        insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+        table = model.__table__
+        changes: dict[str, Any] = {
+            name: table.c[name] + insert.excluded[name] for name in increments
+        }
+        changes.update({name: insert.excluded[name] for name in labels})
+        statement = _ROLLUP_UPSERTS[shape] = insert.on_conflict_do_update(
+            index_elements=key, set_=changes
+        )
+    await session.execute(statement, rows)
+
+
+def _fact_upserts(insert: Any) -> dict[str, Any]:
+    """The order-fact statements of one dialect, built once: one upsert per order event.
+
+    The merge rule is in SQL so a single statement, atomic under concurrent
+    consumers, creates the fact or moves it: a newer revision takes the
+    status, amount and time; an older one leaves them. Placing and confirming
+    update only a fact not yet placed (or confirmed), so the statement's row
+    count says whether this event is the one that counts.
+    """
+    table = OrderFact.__table__
+    c = table.c
+    statement = insert(table)
+    new = statement.excluded
+    newer = new.revision > c.revision
+    moved = {
+        name: case((newer, new[name]), else_=c[name])
+        for name in ("status", "total_amount", "updated_at")
+    }
+    # SET expressions all read the row as it was, so the revision moves alongside.
+    moved["revision"] = case((newer, new.revision), else_=c.revision)
+    placed = {
+        **moved,
+        "placed_at": new.placed_at,
+        # An order heard of first through a later event counts on the day it was placed.
+        "placed_on": case((new.placed_on < c.placed_on, new.placed_on), else_=c.placed_on),
+    }
+    return {
+        "placed": statement.on_conflict_do_update(
+            index_elements=[c.order_id], set_=placed, where=c.placed_at.is_(None)
+        ),
+        "confirmed": statement.on_conflict_do_update(
+            index_elements=[c.order_id],
+            set_={**moved, "confirmed_at": new.confirmed_at},
+            where=c.confirmed_at.is_(None),
+        ),
+        "changed": statement.on_conflict_do_update(
+            index_elements=[c.order_id],
+            set_={name: new[name] for name in ("status", "total_amount", "updated_at", "revision")},
+            where=newer,
+        ),
+    }
+
+
+_FACT_UPSERTS = {"postgresql": _fact_upserts(pg_insert), "sqlite": _fact_upserts(sqlite_insert)}
 
 
 async def _order_fact(
     session: AsyncSession,
+    kind: str,
+    event: Any,
     *,
-    order_id: uuid.UUID,
-    user_id: uuid.UUID,
-    status: str,
-    revision: int,
-    currency: str,
-    total_amount: int,
-    day: date,
-    now: datetime,
-) -> OrderFact:
-    """The order's fact, created or moved to the event's status unless the event is stale."""
-    # Two events of a new order may be applied at once: the insert that loses the race
-    # does nothing, and both go on with the one row, locked.
-    created = await session.execute(
-        _insert(session)(OrderFact)
-        .values(
-            order_id=order_id,
-            user_id=user_id,
-            status=status,
-            revision=revision,
-            currency=currency,
-            total_amount=total_amount,
-            placed_on=day,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["order_id"])
-    )
-    fact = await session.get(OrderFact, order_id, with_for_update=True, populate_existing=True)
-    assert fact is not None
-    if created.rowcount != 1 and revision > fact.revision:  # type: ignore[attr-defined]
-        fact.status = status
-        fact.revision = revision
-        fact.total_amount = total_amount
-        fact.updated_at = now
-    return fact
+    placed_at: datetime | None = None,
+    confirmed_at: datetime | None = None,
+) -> bool:
+    """Create or move the order's fact; whether this event placed (or confirmed) it."""
+    day = day_of(event.occurred_at)
+    row = {
+        "order_id": event.order_id,
+        "user_id": event.user_id,
+        "status": event.status,
+        "revision": event.revision,
+        "currency": event.currency,
+        "total_amount": event.total_amount,
+        "placed_on": day,
+        "placed_at": placed_at,
+        "confirmed_at": confirmed_at,
+        "updated_at": event.occurred_at,
+    }
+    upserts = _FACT_UPSERTS[session.get_bind().dialect.name]
+    result = await session.execute(upserts[kind], row)
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    if kind != "changed":
+        # Placed (or confirmed) before: the event may still carry a newer status.
+        await session.execute(upserts["changed"], row)
+    return False
 
 
 async def order_placed(session: AsyncSession, event: Any) -> None:
     """``order.created``: a new order counts on the day it was placed."""
-    day = day_of(event.occurred_at)
-    fact = await _order_fact(session, **_order_fields(event), day=day, now=event.occurred_at)
-    if fact.placed_at is not None:
-        return  # one order is placed once, whatever the events say
-    fact.placed_at = event.occurred_at
-    # An order heard of first through a later event counts on the day it was placed.
-    fact.placed_on = min(fact.placed_on, day)
-    rollups(session).count(Metric.ORDERS_PLACED, day)
+    # One order is placed once, whatever the events say.
+    if await _order_fact(session, "placed", event, placed_at=event.occurred_at):
+        rollups(session).count(Metric.ORDERS_PLACED, day_of(event.occurred_at))
 
 
 async def order_confirmed(session: AsyncSession, event: Any) -> None:
     """``order.confirmed``: its money, units and products count on the confirmation day."""
+    # One order is sold once, whatever the events say.
+    if not await _order_fact(session, "confirmed", event, confirmed_at=event.occurred_at):
+        return
     day = day_of(event.occurred_at)
-    fact = await _order_fact(session, **_order_fields(event), day=day, now=event.occurred_at)
-    if fact.confirmed_at is not None:
-        return  # one order is sold once, whatever the events say
-    fact.confirmed_at = event.occurred_at
     added = rollups(session)
     added.count(Metric.ORDERS_CONFIRMED, day)
     units = sum(line.quantity for line in event.items)
@@ -252,21 +291,9 @@ def _merged(items: Iterable[Any]) -> list[dict[str, Any]]:
 
 async def order_changed(session: AsyncSession, event: Any, *, cancelled: bool = False) -> None:
     """Another status (cancelled, shipped, delivered, refunded): the fact follows it."""
-    day = day_of(event.occurred_at)
-    await _order_fact(session, **_order_fields(event), day=day, now=event.occurred_at)
+    await _order_fact(session, "changed", event)
     if cancelled:
-        rollups(session).count(Metric.ORDERS_CANCELLED, day)
-
-
-def _order_fields(event: Any) -> dict[str, Any]:
-    return {
-        "order_id": event.order_id,
-        "user_id": event.user_id,
-        "status": event.status,
-        "revision": event.revision,
-        "currency": event.currency,
-        "total_amount": event.total_amount,
-    }
+        rollups(session).count(Metric.ORDERS_CANCELLED, day_of(event.occurred_at))
 
 
 async def payment_refunded(session: AsyncSession, event: Any) -> None:

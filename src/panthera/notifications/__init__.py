@@ -73,6 +73,8 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         poll_seconds=max(1.0, settings.relay_poll_seconds),
     )
     deps.wake = sender.wake
+    deps.take_up = sender.take_up
+    deps.take_up_lease = sender.lease
     runtime.components["notifications_deps"] = deps
     runtime.components["notifications_sender"] = sender
     # Tests and one-shot commands send what is due before they look or exit.

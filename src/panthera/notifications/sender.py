@@ -1,11 +1,14 @@
 """The sender loop: hands queued deliveries to their channels and retries failures.
 
-A batch of due rows is leased (their ``next_attempt_at`` pushed past the sends'
-timeout) by one ``UPDATE ... RETURNING``, sent outside any transaction, then
-recorded together in one transaction. Replicas lease with ``FOR UPDATE SKIP
-LOCKED`` so each message goes to one sender; a sender that dies before recording
-leaves the lease to expire and the batch it held is sent again later: at least
-once, with the same ``Message-ID``, never lost.
+A message queued by this process's consumer is queued already leased to it (its
+``next_attempt_at`` past the sends' timeout) and is taken up as soon as that
+transaction commits. Others (retries, resends, leases a dead sender left) fall
+due: a batch of them is leased by one ``UPDATE ... RETURNING``. Either way the
+batch is sent outside any transaction, then recorded together in one
+transaction. Replicas lease with ``FOR UPDATE SKIP LOCKED`` so each message goes
+to one sender; a sender that dies before recording leaves the lease to expire
+and the batch it held is sent again later: at least once, with the same
+``Message-ID``, never lost.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import select, update
@@ -50,6 +56,34 @@ class RetryPolicy:
         return timedelta(seconds=ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """What sending one leased message and recording its outcome take."""
+
+    id: uuid.UUID
+    channel: str
+    recipient: str
+    subject: str
+    content: dict[str, Any]
+    attempts: int
+    created_at: datetime
+    # Past it another sender may take the message up: this one must not send it.
+    lease_until: datetime
+
+    @classmethod
+    def of(cls, delivery: Delivery, lease_until: datetime) -> Outgoing:
+        return cls(
+            id=delivery.id,
+            channel=delivery.channel,
+            recipient=delivery.recipient,
+            subject=delivery.subject,
+            content=delivery.content,
+            attempts=delivery.attempts,
+            created_at=delivery.created_at,
+            lease_until=lease_until,
+        )
+
+
 class DeliverySender:
     """Sends due deliveries in the background; ``send_due`` does one batch on demand."""
 
@@ -75,9 +109,23 @@ class DeliverySender:
         # One batch at a time in this process: ``drain`` then also waits for the
         # batch the loop holds, rather than finding its leased rows not due.
         self._sending = asyncio.Lock()
+        # Queued here, leased to this process, and not sent yet.
+        self._taken_up: list[Outgoing] = []
+        self._polled_at = -float("inf")
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self._policy.lease_seconds)
 
     def wake(self) -> None:
         """Messages were queued: send them now rather than at the next poll."""
+        self._wakeup.set()
+
+    def take_up(self, deliveries: Sequence[Delivery]) -> None:
+        """Send these messages, queued leased to this process by a committed transaction."""
+        for delivery in deliveries:
+            if delivery.next_attempt_at is not None:
+                self._taken_up.append(Outgoing.of(delivery, delivery.next_attempt_at))
         self._wakeup.set()
 
     def start(self) -> None:
@@ -99,7 +147,7 @@ class DeliverySender:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                busy = await self.send_due() == self._batch_size
+                busy = await self.send_due() >= self._batch_size or bool(self._taken_up)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -124,11 +172,18 @@ class DeliverySender:
             return await self._send_batch()
 
     async def _send_batch(self) -> int:
-        leased = await self._lease()
+        leased = self._next_taken_up()
+        # Messages taken up leave the poll for due ones to its interval, so
+        # retries are not starved by a steady stream of new messages.
+        if not leased or time.monotonic() - self._polled_at >= self._poll_seconds:
+            self._polled_at = time.monotonic()
+            leased += await self._lease()
+            # In the order they fell due, oldest first.
+            leased.sort(key=lambda row: row.created_at)
         if not leased:
             return 0
-        sent: list[Delivery] = []
-        failed: list[tuple[Delivery, Exception]] = []
+        sent: list[Outgoing] = []
+        failed: list[tuple[Outgoing, Exception]] = []
         for delivery in leased:
             try:
                 await self._hand_over(delivery)
@@ -139,7 +194,25 @@ class DeliverySender:
         await self._record(sent, failed)
         return len(leased)
 
-    async def _lease(self) -> list[Delivery]:
+    def _next_taken_up(self) -> list[Outgoing]:
+        """Up to a batch of the messages taken up, those whose lease is half gone left out.
+
+        A message held here too long (sends slower than the queueing) is left to
+        the poll once its lease expires rather than risk two senders at once.
+        """
+        batch, self._taken_up = (
+            self._taken_up[: self._batch_size],
+            self._taken_up[self._batch_size :],
+        )
+        now = datetime.now(UTC)
+        return [
+            message
+            for message in batch
+            # Queued at ``created_at``, leased from then until ``lease_until``.
+            if now < message.created_at + (message.lease_until - message.created_at) / 2
+        ]
+
+    async def _lease(self) -> list[Outgoing]:
         now = datetime.now(UTC)
         due = (
             select(Delivery.id)
@@ -152,21 +225,22 @@ class DeliverySender:
         )
         if self._skip_locked:
             due = due.with_for_update(skip_locked=True)
+        lease_until = now + self.lease
         lease = (
             update(Delivery)
             .where(Delivery.id.in_(due.scalar_subquery()))
-            .values(next_attempt_at=now + timedelta(seconds=self._policy.lease_seconds))
+            .values(next_attempt_at=lease_until)
             .returning(Delivery)
             .execution_options(synchronize_session=False)
         )
         async with self._sessions() as session:
-            rows = list((await session.execute(lease)).scalars())
+            rows = [
+                Outgoing.of(row, lease_until) for row in (await session.execute(lease)).scalars()
+            ]
             await session.commit()
-        # In the order they fell due, oldest first.
-        rows.sort(key=lambda row: row.created_at)
         return rows
 
-    async def _record(self, sent: list[Delivery], failed: list[tuple[Delivery, Exception]]) -> None:
+    async def _record(self, sent: list[Outgoing], failed: list[tuple[Outgoing, Exception]]) -> None:
         now = datetime.now(UTC)
         async with self._sessions() as session:
             if sent:
@@ -188,7 +262,7 @@ class DeliverySender:
         for delivery in sent:
             MESSAGES.labels(delivery.channel, "sent").inc()
 
-    async def _hand_over(self, delivery: Delivery) -> None:
+    async def _hand_over(self, delivery: Outgoing) -> None:
         deps = self._deps
         content = delivery.content
         if delivery.channel == Channel.EMAIL.value:
@@ -217,7 +291,7 @@ class DeliverySender:
         else:
             raise PermanentFailure(f"unknown channel {delivery.channel!r}")
 
-    async def _failure(self, session: AsyncSession, delivery: Delivery, exc: Exception) -> None:
+    async def _failure(self, session: AsyncSession, delivery: Outgoing, exc: Exception) -> None:
         attempts = delivery.attempts + 1
         error = f"{type(exc).__name__}: {exc}"[:2000]
         if isinstance(exc, PermanentFailure) or attempts >= self._policy.max_attempts:

@@ -12,9 +12,9 @@ import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import (
     Environment,
@@ -23,7 +23,7 @@ from jinja2 import (
     TemplateNotFound,
     select_autoescape,
 )
-from sqlalchemy import event, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -45,6 +45,12 @@ class NotificationsDeps:
     unsubscribe: UnsubscribeTokens
     # Wakes the sender loop; called once a transaction that queued messages commits.
     wake: Callable[[], None] = field(default=lambda: None)
+    # Given the messages a transaction queued once it commits, to send them at
+    # once: they are queued leased to this process for ``take_up_lease``, so no
+    # other sender takes them, and no transaction of its own has to lease them.
+    # Without it they are queued due now, for whichever sender polls first.
+    take_up: Callable[[list[Delivery]], None] | None = None
+    take_up_lease: timedelta = timedelta(0)
 
 
 def template_environment(overrides: Path | None = None) -> Environment:
@@ -144,11 +150,28 @@ async def find_recipient(uow: UnitOfWork, user_id: uuid.UUID) -> Recipient | Non
 # --- Queuing messages ---------------------------------------------------------------------
 
 
-def _wake_after_commit(deps: NotificationsDeps, uow: UnitOfWork) -> None:
+_TAKEN_UP = "notifications.taken_up"
+
+
+def _after_commit(deps: NotificationsDeps, uow: UnitOfWork, delivery: Delivery) -> None:
+    """Have ``delivery`` sent once the transaction that queued it commits."""
     sync_session = uow.session.sync_session
-    if not sync_session.info.get("wakes_sender"):
-        sync_session.info["wakes_sender"] = True
-        event.listen(sync_session, "after_commit", lambda _session: deps.wake(), once=True)
+    queued: list[Delivery] | None = sync_session.info.get(_TAKEN_UP)
+    if queued is None:
+        queued = sync_session.info[_TAKEN_UP] = []
+        take_up = deps.take_up
+        if take_up is None:
+            uow.on_commit(deps.wake)
+        else:
+            uow.on_commit(lambda: take_up(queued))
+    queued.append(delivery)
+
+
+# Built once per dialect; a repeat of an event's message inserts nothing.
+_QUEUE = {
+    dialect: insert(cast(Table, Delivery.__table__)).on_conflict_do_nothing(index_elements=["id"])
+    for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
 
 
 async def queue(
@@ -164,13 +187,13 @@ async def queue(
     transactional: bool,
     unsubscribe_url: str | None = None,
     data: dict[str, str] | None = None,
-) -> Delivery:
-    """Add one message to the delivery log, due now; idempotent per event, template and address."""
-    # Derived from the event: a repeat of the same event finds the same row.
+) -> uuid.UUID:
+    """Add one message to the delivery log, due now; idempotent per event, template and address.
+
+    Its id is derived from the event: a repeat of the same event finds the same
+    row, and queues nothing more.
+    """
     delivery_id = uuid.uuid5(event_id, f"{template}:{channel}:{to}")
-    existing = await uow.session.get(Delivery, delivery_id)
-    if existing is not None:
-        return existing
     if channel is Channel.EMAIL:
         content: dict[str, Any] = {"text": rendered.text, "html": rendered.html}
         if unsubscribe_url:
@@ -178,24 +201,27 @@ async def queue(
     else:
         content = {"text": rendered.short or rendered.subject, "data": data or {}}
     now = datetime.now(UTC)
-    delivery = Delivery(
-        id=delivery_id,
-        event_id=event_id,
-        user_id=user_id,
-        channel=channel.value,
-        recipient=to,
-        template=template,
-        subject=rendered.subject,
-        transactional=transactional,
-        content=content,
-        status=DeliveryStatus.QUEUED.value,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    uow.session.add(delivery)
-    _wake_after_commit(deps, uow)
-    return delivery
+    row: dict[str, Any] = {
+        "id": delivery_id,
+        "event_id": event_id,
+        "user_id": user_id,
+        "channel": channel.value,
+        "recipient": to,
+        "template": template,
+        "subject": rendered.subject,
+        "transactional": transactional,
+        "content": content,
+        "status": DeliveryStatus.QUEUED.value,
+        "attempts": 0,
+        "next_attempt_at": now if deps.take_up is None else now + deps.take_up_lease,
+        "last_error": None,
+        "created_at": now,
+        "sent_at": None,
+    }
+    inserted = await uow.session.execute(_QUEUE[uow.session.get_bind().dialect.name], row)
+    if inserted.rowcount == 1:  # type: ignore[attr-defined]
+        _after_commit(deps, uow, Delivery(**row))
+    return delivery_id
 
 
 async def send_email(
@@ -208,8 +234,8 @@ async def send_email(
     template: str,
     context: dict[str, Any],
     transactional: bool = True,
-) -> Delivery:
-    """Render one email and queue it for the sender."""
+) -> uuid.UUID:
+    """Render one email and queue it for the sender; the delivery's id."""
     values = {**context, "base_url": deps.base_url}
     unsubscribe_url = None
     if not transactional and user_id is not None:
@@ -231,6 +257,17 @@ async def send_email(
     )
 
 
+# What telling a user takes, read without loading the directory entry as an object.
+_ADDRESSES = select(
+    Recipient.email,
+    Recipient.first_name,
+    Recipient.phone_number,
+    Recipient.push_tokens,
+    Recipient.sms_enabled,
+    Recipient.push_enabled,
+).where(Recipient.user_id == bindparam("user_id"))
+
+
 async def notify_user(
     deps: NotificationsDeps,
     uow: UnitOfWork,
@@ -240,13 +277,13 @@ async def notify_user(
     template: str,
     context: dict[str, Any],
     data: dict[str, str] | None = None,
-) -> list[Delivery]:
+) -> list[uuid.UUID]:
     """A transactional message about a user's order: email, plus SMS and push where opted in.
 
     Without a directory entry (an account deleted since, or an event from before
     this service knew the user) there is nobody to write to: nothing is queued.
     """
-    recipient = await find_recipient(uow, user_id)
+    recipient = (await uow.session.execute(_ADDRESSES, {"user_id": user_id})).first()
     if recipient is None:
         return []
     values = {**context, "base_url": deps.base_url, "first_name": recipient.first_name}
