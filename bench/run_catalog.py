@@ -779,6 +779,33 @@ def render(report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------- main
 
 
+def wait_for_quiet_cache(
+    redis_url: str, deadline: float, log: Callable[[str], None], quiet_seconds: float = 3.0
+) -> None:
+    """Return once no invalidation has bumped the catalog's cache for ``quiet_seconds``."""
+    import redis
+
+    from panthera.gateway.cache import RedisResponseCache
+
+    # The key the gateway bumps (its cache is made with the default prefix).
+    generation_key = RedisResponseCache(redis.asyncio.Redis.from_url(redis_url)).generation_key(
+        "catalog"
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        last, since = client.get(generation_key), time.monotonic()
+        while time.monotonic() - since < quiet_seconds:
+            if time.monotonic() > deadline:
+                raise BenchError("the gateway's cache kept being invalidated")
+            time.sleep(0.5)
+            now = client.get(generation_key)
+            if now != last:
+                log("  waiting for the gateway's cache to stop being invalidated")
+                last, since = now, time.monotonic()
+    finally:
+        client.close()
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0] if __doc__ else None,
@@ -959,6 +986,9 @@ def main() -> int:
                 raise BenchError(f"events not relayed or queues not drained: {backlog}")
             log(f"  waiting for events: {backlog}")
             time.sleep(2)
+        # Under a heavy load events already off the queues can still be on their way
+        # into the gateway's consumer: wait until the cache's generation stands still.
+        wait_for_quiet_cache(redis_db.url, deadline, log)
 
         # ----------------------------------------------------------- check
         search = f"/api/v1/products?q={urllib.parse.quote(word)}&limit=20"
