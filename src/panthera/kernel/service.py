@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,22 +149,27 @@ class ServiceRuntime:
             raise UnsupportedEventVersion(envelope.type, envelope.version)
         return subscription.contract.model_validate(envelope.payload)
 
-    async def _handle(
-        self, subscription: Subscription, uow: UnitOfWork, payload: Any, envelope: Envelope
-    ) -> None:
+    @contextmanager
+    def _consuming(self, envelope: Envelope) -> Iterator[Any]:
+        """The consumer span of ``envelope``; events published inside it continue its trace."""
         with continue_trace(
             f"consume {envelope.type}",
             kind=SpanKind.CONSUMER,
             traceparent=envelope.traceparent,
             attributes={"messaging.consumer.group.name": self.name},
-        ) as (_, passed_on):
-            # Events the handler publishes continue the trace that brought this one.
+        ) as (span, passed_on):
             outer = current_traceparent()
             set_traceparent(passed_on)
             try:
-                await subscription.handler(self, uow, payload, envelope)
+                yield span
             finally:
                 set_traceparent(outer)
+
+    async def _handle(
+        self, subscription: Subscription, uow: UnitOfWork, payload: Any, envelope: Envelope
+    ) -> None:
+        with self._consuming(envelope):
+            await subscription.handler(self, uow, payload, envelope)
 
     async def _commit_applied(self, uow: UnitOfWork) -> None:
         if self.definition.before_commit is not None:
@@ -240,27 +246,16 @@ class ServiceRuntime:
             if payload is None:
                 return
             subscription = by_type[envelope.type]
-            with continue_trace(
-                f"consume {envelope.type}",
-                kind=SpanKind.CONSUMER,
-                traceparent=envelope.traceparent,
-                attributes={"messaging.consumer.group.name": self.name},
-            ) as (span, passed_on):
-                # Events the handler publishes continue the trace that brought this one.
-                outer = current_traceparent()
-                set_traceparent(passed_on)
-                try:
-                    async with self.uow() as uow:
-                        if not await record_in_inbox(
-                            uow.session, self.definition.tables, self.name, envelope
-                        ):
-                            EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
-                            span.set_attribute("panthera.duplicate", True)
-                            return
-                        await subscription.handler(self, uow, payload, envelope)
-                        await self._commit_applied(uow)
-                finally:
-                    set_traceparent(outer)
+            with self._consuming(envelope) as span:
+                async with self.uow() as uow:
+                    if not await record_in_inbox(
+                        uow.session, self.definition.tables, self.name, envelope
+                    ):
+                        EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
+                        span.set_attribute("panthera.duplicate", True)
+                        return
+                    await subscription.handler(self, uow, payload, envelope)
+                    await self._commit_applied(uow)
             EVENTS_CONSUMED.labels(self.name, envelope.type, "applied").inc()
 
         return consume
