@@ -22,10 +22,8 @@ def _router() -> APIRouter:
     from panthera.catalog.endpoints import router
     from panthera.catalog.media import router as media_router
 
-    combined = APIRouter()
-    combined.include_router(router)
-    combined.include_router(media_router)
-    return combined
+    # One list of routes: an included router is walked again on every request.
+    return APIRouter(routes=[*router.routes, *media_router.routes])
 
 
 def _storage(settings: Settings) -> ObjectStorage:

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 from panthera.kernel.db import Database
 from panthera.kernel.events.embedded import EmbeddedTransport
 from panthera.kernel.events.transport import BatchDeliveryHandler, EventTransport
-from panthera.kernel.http.app import create_app
+from panthera.kernel.http.app import add_routes, create_app
 from panthera.kernel.http.client import ServiceDirectory
 from panthera.kernel.migrations import upgrade
 from panthera.kernel.observability import OUTBOX_LAG, OUTBOX_PENDING, QUEUE_DEPTH
@@ -179,7 +179,7 @@ class Platform:
         app.state.runtime = runtime
         for key, value in state.items():
             setattr(app.state, key, value)
-        app.include_router(service.router())
+        add_routes(app, service.router())
         return app
 
     async def migrate(self) -> None:

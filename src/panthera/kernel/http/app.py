@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from panthera import __version__
 from panthera.kernel.http.middleware import PlatformMiddleware
@@ -38,6 +40,23 @@ def add_operational_routes(app: FastAPI, checks: Mapping[str, ReadinessCheck]) -
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def add_routes(app: FastAPI, router: APIRouter) -> None:
+    """Add ``router``'s routes to ``app`` as they are.
+
+    FastAPI keeps an included router as a branch of its own that it walks on every
+    request (working out the branch's routes version and each route's effective
+    context again); a service's routes carry their paths, tags and dependencies
+    already, so they go straight into the app's list and matching is one loop.
+    """
+    for route in router.routes:
+        if not isinstance(route, APIRoute | Route | Mount | WebSocketRoute):
+            raise TypeError(
+                f"{route!r}: a router included in a service's router would be walked on "
+                "every request; add its routes instead"
+            )
+        app.router.routes.append(route)
 
 
 def create_app(
@@ -73,6 +92,9 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         servers=[{"url": server_url}] if server_url else None,
+        # The platform middleware makes each request's span and metrics; FastAPI's own
+        # would record every request twice once a tracer provider is configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service_name = name
     install_problem_handlers(app)
