@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 
 from panthera.catalog import errors, inventory, presenters, service
-from panthera.catalog.deps import Catalog
+from panthera.catalog.deps import Catalog, CatalogDeps
 from panthera.catalog.models import Category, ProductImage, StockMovement, Variant
 from panthera.catalog.schemas import (
     CallOffOut,
@@ -36,6 +36,14 @@ from panthera.catalog.schemas import (
     VariantUpdate,
 )
 from panthera.kernel.errors import InvalidInput
+from panthera.kernel.http.direct import (
+    Declined,
+    boolean,
+    bounded_int,
+    bounded_text,
+    direct_route,
+    single_values,
+)
 from panthera.kernel.http.paging import total_count_headers
 from panthera.kernel.money import InvalidAmount, Money
 from panthera.kernel.security.permissions import AdminPrincipal, internal_only, public
@@ -57,14 +65,79 @@ def _minor(text: str | None, currency: str, name: str) -> int | None:
         raise InvalidInput(str(exc), field=name) from exc
 
 
-@router.get(
-    "/products",
-    response_model=list[ProductSummary],
-    tags=["Products"],
-    summary="List, filter and search products",
-    dependencies=[Depends(public)],
-    responses=_invalid,
+_LIST_PARAMETERS = frozenset(
+    {"category", "q", "limit", "offset", "sort", "minPrice", "maxPrice", "inStock", "featured"}
 )
+_SORTS = {sort.value: sort for sort in ProductSort}
+
+
+async def _list_products_direct(request: Request) -> Response | None:
+    """The list route without FastAPI's per-request parameter work, for the queries whose
+    every parameter is well-formed; anything else goes to :func:`list_products`."""
+    try:
+        values = single_values(request.scope.get("query_string", b""), _LIST_PARAMETERS)
+        sort = _SORTS.get(values.get("sort", ProductSort.NEWEST.value))
+        if sort is None:
+            return None
+        limit = bounded_int(values.get("limit"), 20, 1, 100)
+        offset = bounded_int(values.get("offset"), 0, 0, 100_000)
+        category = bounded_text(values.get("category"), 120)
+        q = bounded_text(values.get("q"), 200)
+        min_price = bounded_text(values.get("minPrice"), 20)
+        max_price = bounded_text(values.get("maxPrice"), 20)
+        in_stock = boolean(values.get("inStock"))
+        featured = boolean(values.get("featured"))
+    except Declined:
+        return None
+    return await _page(
+        request,
+        request.app.state.catalog_deps,
+        limit=limit,
+        offset=offset,
+        category=category,
+        q=q,
+        sort=sort,
+        min_price=min_price,
+        max_price=max_price,
+        in_stock=in_stock,
+        featured=featured,
+    )
+
+
+async def _page(
+    request: Request,
+    catalog: CatalogDeps,
+    *,
+    limit: int,
+    offset: int,
+    category: str | None,
+    q: str | None,
+    sort: ProductSort,
+    min_price: str | None,
+    max_price: str | None,
+    in_stock: bool | None,
+    featured: bool | None,
+) -> Response:
+    currency = catalog.default_currency
+    query = service.ProductQuery(
+        limit=limit,
+        offset=offset,
+        category=category,
+        q=q.strip() if q and q.strip() else None,
+        min_price=_minor(min_price, currency, "minPrice"),
+        max_price=_minor(max_price, currency, "maxPrice"),
+        in_stock=in_stock,
+        featured=featured,
+        sort=sort.value,
+    )
+    page = await catalog.pages.page(query)
+    return Response(
+        page.body,
+        media_type="application/json",
+        headers=total_count_headers(request, total=page.total, limit=limit, offset=offset),
+    )
+
+
 async def list_products(
     request: Request,
     catalog: Catalog,
@@ -81,24 +154,32 @@ async def list_products(
     featured: bool | None = None,
 ) -> Response:
     """Products, paged; the total is in ``X-Total-Count`` and pages in ``Link``."""
-    currency = catalog.default_currency
-    query = service.ProductQuery(
+    return await _page(
+        request,
+        catalog,
         limit=limit,
         offset=offset,
         category=category,
-        q=q.strip() if q and q.strip() else None,
-        min_price=_minor(minPrice, currency, "minPrice"),
-        max_price=_minor(maxPrice, currency, "maxPrice"),
+        q=q,
+        sort=sort,
+        min_price=minPrice,
+        max_price=maxPrice,
         in_stock=inStock,
         featured=featured,
-        sort=sort.value,
     )
-    page = await catalog.pages.page(query)
-    return Response(
-        page.body,
-        media_type="application/json",
-        headers=total_count_headers(request, total=page.total, limit=limit, offset=offset),
-    )
+
+
+router.add_api_route(
+    "/products",
+    list_products,
+    methods=["GET"],
+    response_model=list[ProductSummary],
+    tags=["Products"],
+    summary="List, filter and search products",
+    dependencies=[Depends(public)],
+    responses=_invalid,
+    route_class_override=direct_route(_list_products_direct),
+)
 
 
 async def _detail(catalog: Catalog, product_id: uuid.UUID) -> ProductDetail:
