@@ -293,6 +293,8 @@ async def seed_demo(settings: Settings, products: int) -> tuple[SeedReport, floa
     try:
         deps = platform.apps["catalog"].state.catalog_deps
         report = await demo.seed(deps, products=products)
+        if report.products_created:
+            await platform.runtimes["catalog"].database.refresh_statistics()
         await platform.drain_outboxes(rounds=1000)
     finally:
         await platform.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import asyncpg
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -129,6 +130,19 @@ async def test_seed_on_the_distributed_shapes_databases(tmp_path: Path) -> None:
         settings = make_settings(tmp_path, database_url=databases.url_template)
         first, _ = await seed_demo(settings, 40)
         assert (first.categories_created, first.products_created) == (CATEGORIES, 40)
+        # The planner has the loaded tables' statistics at once, not when autovacuum
+        # gets round to them.
+        connection = await asyncpg.connect(
+            databases.url_for("catalog").replace("postgresql+asyncpg://", "postgresql://")
+        )
+        try:
+            analysed = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN "
+                "('products', 'product_search') AND last_analyze IS NOT NULL"
+            )
+        finally:
+            await connection.close()
+        assert analysed == 2
         again, _ = await seed_demo(settings, 40)
         assert (again.categories_created, again.products_created) == (0, 0)
         assert not (tmp_path / "catalog.sqlite3").exists()

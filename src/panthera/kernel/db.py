@@ -208,6 +208,23 @@ class Database:
         for statement in self._pg_reader_setup:
             await connection.execute(statement)
 
+    async def refresh_statistics(self) -> None:
+        """Bring the planner's statistics up to date after a bulk load.
+
+        Until then PostgreSQL plans from empty-table guesses (hash joins over whole
+        tables where an index would find a handful of rows) and a GIN index still
+        holds the load in its unsorted pending list, which every search scans; autovacuum
+        would fix both, but only after a while, or never where it is turned off.
+        VACUUM cannot run inside a transaction, hence the autocommit connection.
+        """
+        if self.is_sqlite:
+            async with self.engine.begin() as conn:
+                await conn.exec_driver_sql("ANALYZE")
+            return
+        autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit.connect() as conn:
+            await conn.exec_driver_sql("VACUUM (ANALYZE)")
+
     async def ping(self) -> bool:
         """Whether the database answers (for ``/readyz``)."""
         try:
