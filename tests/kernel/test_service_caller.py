@@ -1,5 +1,5 @@
-"""Service-to-service calls over aiohttp: replicas in turn, breakers, timeouts, and what
-is sent again, against real sockets."""
+"""Service-to-service calls: over aiohttp to replicas in turn, with breakers, timeouts and
+rules on what is sent again, against real sockets; and straight into an app in process."""
 
 from __future__ import annotations
 
@@ -10,15 +10,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from panthera.kernel.errors import ServiceUnavailable
 from panthera.kernel.http.breaker import CircuitOpen, CircuitState
-from panthera.kernel.http.client import CallFailed, ReplicaCaller, ServiceDirectory
-from panthera.kernel.observability import set_request_id
+from panthera.kernel.http.client import (
+    CallFailed,
+    InProcessCaller,
+    ReplicaCaller,
+    ServiceDirectory,
+)
+from panthera.kernel.observability import set_request_id, set_traceparent
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
 
 NAME = web.AppKey("name", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def _closed_port() -> int:
@@ -82,14 +92,18 @@ async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
                 "body": await request.json() if request.can_read_body else None,
                 "token": request.headers.get(INTERNAL_TOKEN_HEADER),
                 "request_id": request.headers.get("x-request-id"),
+                "traceparent": request.headers.get("traceparent"),
                 "key": request.headers.get("Idempotency-Key"),
             }
         )
-        return web.json_response({"name": request.app[NAME]}, status=201)
+        return web.json_response(
+            {"name": request.app[NAME]}, status=201, headers={"Retry-After": "3"}
+        )
 
     urls = [await serve("one", answer), await serve("two", answer)]
     caller = _caller([*urls, f"http://127.0.0.1:{_closed_port()}"])
     set_request_id("req-1")
+    set_traceparent(TRACEPARENT)
     try:
         first = await caller.request(
             "POST",
@@ -99,9 +113,11 @@ async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
             headers={"Idempotency-Key": "k"},
         )
         assert first.status == 201
+        assert first.headers["retry-after"] == "3"
         names = [(await caller.request("GET", "/x")).body for _ in range(5)]
     finally:
         set_request_id(None)
+        set_traceparent(None)
         await caller.aclose()
     assert seen[0] == {
         "name": "one",
@@ -110,6 +126,7 @@ async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
         "body": {"a": 1},
         "token": "secret",
         "request_id": "req-1",
+        "traceparent": TRACEPARENT,
         "key": "k",
     }
     # The closed port was tried once, then set aside; the two live ones share the rest.
@@ -216,4 +233,106 @@ async def test_the_directory_calls_a_service_without_an_address_unavailable() ->
     )
     with pytest.raises(ServiceUnavailable):
         directory.caller("catalog")
+    await directory.close()
+
+
+def _app_seeing(seen: list[dict[str, object]]) -> Starlette:
+    async def things(request: Request) -> Response:
+        seen.append(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "host": request.url.hostname,
+                "query": dict(request.query_params),
+                "body": await request.json() if await request.body() else None,
+                "token": request.headers.get(INTERNAL_TOKEN_HEADER),
+                "request_id": request.headers.get("x-request-id"),
+                "traceparent": request.headers.get("traceparent"),
+                "key": request.headers.get("idempotency-key"),
+            }
+        )
+        return JSONResponse({"ok": True}, status_code=201, headers={"Retry-After": "3"})
+
+    async def stream(_request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for chunk in (b"one ", b"two ", b"three"):
+                await asyncio.sleep(0)
+                yield chunk
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    async def broken(_request: Request) -> Response:
+        raise RuntimeError("broken")
+
+    return Starlette(
+        routes=[
+            Route("/internal/things/{ref}", things, methods=["GET", "POST"]),
+            Route("/stream", stream),
+            Route("/broken", broken),
+        ]
+    )
+
+
+async def test_in_process_calls_carry_what_remote_ones_do() -> None:
+    seen: list[dict[str, object]] = []
+    caller = InProcessCaller(
+        _app_seeing(seen), service="catalog", headers={INTERNAL_TOKEN_HEADER: "secret"}
+    )
+    set_request_id("req-1")
+    set_traceparent(TRACEPARENT)
+    try:
+        answer = await caller.request(
+            "POST",
+            "/internal/things/order%201",
+            json={"a": 1},
+            params={"reason": "expired"},
+            headers={"Idempotency-Key": "k"},
+        )
+        plain = await caller.request("GET", "/internal/things/x?y=1")
+    finally:
+        set_request_id(None)
+        set_traceparent(None)
+    assert answer.status == 201
+    assert answer.body == b'{"ok":true}'
+    assert answer.headers["retry-after"] == "3"
+    assert answer.headers["content-type"] == "application/json"
+    assert seen[0] == {
+        "method": "POST",
+        "path": "/internal/things/order 1",
+        "host": "catalog.internal",
+        "query": {"reason": "expired"},
+        "body": {"a": 1},
+        "token": "secret",
+        "request_id": "req-1",
+        "traceparent": TRACEPARENT,
+        "key": "k",
+    }
+    assert plain.status == 201
+    assert seen[1]["query"] == {"y": "1"}
+    assert seen[1]["body"] is None
+
+
+async def test_an_in_process_answer_is_read_to_its_end_and_a_crash_is_a_failed_call() -> None:
+    caller = InProcessCaller(_app_seeing([]), service="catalog", headers={})
+    # A streamed answer listens for the caller going away meanwhile: it must not.
+    streamed = await asyncio.wait_for(caller.request("GET", "/stream"), 2)
+    assert (streamed.status, streamed.body) == (200, b"one two three")
+    with pytest.raises(CallFailed):
+        await caller.request("GET", "/broken")
+
+
+async def test_the_directory_calls_a_service_in_process_when_it_is_there() -> None:
+    seen: list[dict[str, object]] = []
+    app = _app_seeing(seen)
+    directory = ServiceDirectory(
+        internal_token="secret",
+        urls={"catalog": ["http://127.0.0.1:1"]},
+        timeout_seconds=1.0,
+        retries=0,
+        local_app={"catalog": app}.get,
+    )
+    caller = directory.caller("catalog")
+    assert directory.caller("catalog") is caller
+    assert (await caller.request("GET", "/internal/things/x")).status == 201
+    assert seen[0]["token"] == "secret"
     await directory.close()

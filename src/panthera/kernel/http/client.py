@@ -1,17 +1,18 @@
-"""Service-to-service HTTP: in-process ASGI calls when embedded, pooled HTTP when distributed."""
+"""Service-to-service calls: into the ASGI app when embedded, pooled HTTP when distributed."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import unquote, urlencode
 
 import aiohttp
 import httpx
 import orjson
 import yarl
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Scope
 
 from panthera.kernel.errors import ServiceUnavailable
 from panthera.kernel.http.replicas import ReplicaSet
@@ -108,10 +109,14 @@ class ReplicaTransport(httpx.AsyncBaseTransport):
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Another service's answer: its status and body, read in full."""
+    """Another service's answer: its status, body (read in full) and headers.
+
+    Look headers up by their lower-case names: that is how an ASGI app gives them.
+    """
 
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class CallFailed(Exception):
@@ -134,11 +139,32 @@ class ServiceCaller(Protocol):
     async def aclose(self) -> None: ...
 
 
-class InProcessCaller:
-    """Calls to a service in the same process, through its ASGI app."""
+def _context_headers() -> list[tuple[str, str]]:
+    # The request being served goes on in the call: one request id, one trace.
+    headers = []
+    request_id = current_request_id()
+    if request_id:
+        headers.append(("x-request-id", request_id))
+    traceparent = current_traceparent()
+    if traceparent:
+        headers.append(("traceparent", traceparent))
+    return headers
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
+
+class InProcessCaller:
+    """Calls to a service in the same process, straight into its ASGI app.
+
+    The app sees what it would over HTTP (the internal token, the request id and
+    trace context as headers), so it serves the call as it would a remote one.
+    There is no timeout: cancelling the app mid-call would abandon its work half
+    done, where a remote service that timed out goes on to the end.
+    """
+
+    def __init__(self, app: ASGIApp, *, service: str, headers: Mapping[str, str]) -> None:
+        self._app = app
+        self._server = (f"{service}.internal", 80)
+        self._headers = {"host": f"{service}.internal"}
+        self._headers.update((k.lower(), v) for k, v in headers.items())
 
     async def request(
         self,
@@ -149,16 +175,78 @@ class InProcessCaller:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
+        body = b"" if json is None else orjson.dumps(json)
+        sent_headers = dict(self._headers)
+        if json is not None:
+            sent_headers["content-type"] = "application/json"
+        sent_headers["content-length"] = str(len(body))
+        sent_headers.update(_context_headers())
+        if headers:
+            sent_headers.update((k.lower(), v) for k, v in headers.items())
+        path, _, query = path.partition("?")
+        if params:
+            query = f"{query}&{urlencode(params)}" if query else urlencode(params)
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": unquote(path),
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": query.encode(),
+            "headers": [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in sent_headers.items()
+            ],
+            "client": ("127.0.0.1", 0),
+            "server": self._server,
+            "state": {},
+        }
+        status = 0
+        answer_headers: dict[str, str] = {}
+        chunks: list[bytes] = []
+        sent = False
+        done: asyncio.Event | None = None
+
+        async def receive() -> Message:
+            nonlocal sent, done
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            # Asked again, the app is listening for a disconnect: there is none
+            # until it has answered.
+            if done is None:
+                done = asyncio.Event()
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for key, value in message.get("headers", ()):
+                    answer_headers[key.decode("latin-1").lower()] = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                chunk = message.get("body", b"")
+                if chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False) and done is not None:
+                    done.set()
+
         try:
-            response = await self._client.request(
-                method, path, json=json, params=params, headers=headers
-            )
-        except httpx.HTTPError as exc:
+            await self._app(scope, receive, send)
+        except Exception as exc:
+            # What a remote service's server would do: the connection breaks.
             raise CallFailed(type(exc).__name__) from exc
-        return Answer(response.status_code, response.content)
+        finally:
+            if done is not None:
+                done.set()
+        if not status:
+            raise CallFailed("no answer")
+        return Answer(status, b"".join(chunks), answer_headers)
 
     async def aclose(self) -> None:
-        # The client is the directory's, shared with ``ServiceDirectory.client``.
         return None
 
 
@@ -166,9 +254,10 @@ class ReplicaCaller:
     """Calls to a service's replicas over pooled HTTP: round-robin, breakers, one timeout.
 
     aiohttp rather than httpx: the saga makes several of these calls per order, and
-    aiohttp's client costs a fraction of httpx's CPU per request. The rules are
-    ``ReplicaTransport``'s: a request that could not be connected moves on to the
-    next replica; one that reached a replica goes again only if it is safe.
+    aiohttp's client costs a fraction of httpx's CPU per request. A request that
+    could not be connected moves on to the next replica; one that reached a
+    replica is sent again only if it is safe (GET, HEAD, OPTIONS), so nothing is
+    done twice.
     """
 
     def __init__(
@@ -214,12 +303,7 @@ class ReplicaCaller:
         headers = dict(self._headers)
         if has_body:
             headers["content-type"] = "application/json"
-        request_id = current_request_id()
-        if request_id:
-            headers["x-request-id"] = request_id
-        traceparent = current_traceparent()
-        if traceparent:
-            headers["traceparent"] = traceparent
+        headers.update(_context_headers())
         if extra:
             headers.update(extra)
         return headers
@@ -250,7 +334,7 @@ class ReplicaCaller:
                         headers=sent,
                         allow_redirects=False,
                     ) as response:
-                        answer = Answer(response.status, await response.read())
+                        answer = Answer(response.status, await response.read(), response.headers)
                 except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                     # Nothing reached that replica: another may take the request.
                     self._replicas.refused(base)
@@ -330,8 +414,13 @@ class ServiceDirectory:
         return caller
 
     def _build_caller(self, service: str) -> ServiceCaller:
-        if self._local_app is not None and self._local_app(service) is not None:
-            return InProcessCaller(self.client(service))
+        app = self._local_app(service) if self._local_app is not None else None
+        if app is not None:
+            return InProcessCaller(
+                app,
+                service=service,
+                headers={INTERNAL_TOKEN_HEADER: self._internal_token},
+            )
         urls = self._urls.get(service)
         if not urls:
             raise ServiceUnavailable(f"No address is configured for the {service} service.")
