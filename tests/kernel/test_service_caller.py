@@ -161,6 +161,43 @@ async def test_calls_fail_fast_once_the_breaker_opens_then_recover(
         await caller.aclose()
 
 
+async def test_refused_connections_open_the_breaker_until_the_replica_is_back() -> None:
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    calls: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        return web.Response(status=200)
+
+    caller = _caller([url], retry_after_seconds=0, failure_threshold=2, open_seconds=0.2)
+    runner: web.AppRunner | None = None
+    try:
+        for _ in range(2):
+            with pytest.raises(CallFailed):
+                await caller.request("GET", "/x")
+        with pytest.raises(CircuitOpen):
+            await caller.request("POST", "/x")
+        application = web.Application()
+        application.router.add_route("*", "/{tail:.*}", answer)
+        runner = web.AppRunner(application)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        # Still open: nothing is sent to the replica that is back until the rest is over.
+        with pytest.raises(CircuitOpen):
+            await caller.request("GET", "/x")
+        assert calls == []
+        await asyncio.sleep(0.25)
+        assert (await caller.request("GET", "/x")).status == 200
+        assert (await caller.request("POST", "/x")).status == 200
+        assert calls == ["GET", "POST"]
+        assert caller._replicas.breakers[url].state is CircuitState.CLOSED
+    finally:
+        await caller.aclose()
+        if runner is not None:
+            await runner.cleanup()
+
+
 async def test_an_unsafe_request_answered_5xx_is_not_sent_again(
     serve: Callable[[str, Handler], Awaitable[str]],
 ) -> None:
