@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import pytest
 from aiohttp import web
@@ -18,9 +18,11 @@ from starlette.routing import Route
 from panthera.kernel.errors import ServiceUnavailable
 from panthera.kernel.http.breaker import CircuitOpen, CircuitState
 from panthera.kernel.http.client import (
+    Answer,
     CallFailed,
     InProcessCaller,
     ReplicaCaller,
+    ServiceCaller,
     ServiceDirectory,
 )
 from panthera.kernel.observability import set_request_id, set_traceparent
@@ -78,6 +80,32 @@ def _caller(urls: list[str], **overrides: float | int) -> ReplicaCaller:
     )
 
 
+async def _post_while_serving(caller: ServiceCaller, path: str) -> Answer:
+    """A POST made while serving request req-1 of trace TRACEPARENT."""
+    set_request_id("req-1")
+    set_traceparent(TRACEPARENT)
+    try:
+        return await caller.request(
+            "POST",
+            path,
+            json={"a": 1},
+            params={"reason": "expired"},
+            headers={"Idempotency-Key": "k"},
+        )
+    finally:
+        set_request_id(None)
+        set_traceparent(None)
+
+
+def _carried(headers: Mapping[str, str]) -> dict[str, object]:
+    return {
+        "token": headers.get(INTERNAL_TOKEN_HEADER),
+        "request_id": headers.get("x-request-id"),
+        "traceparent": headers.get("traceparent"),
+        "key": headers.get("Idempotency-Key"),
+    }
+
+
 async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
     serve: Callable[[str, Handler], Awaitable[str]],
 ) -> None:
@@ -90,10 +118,7 @@ async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
                 "path": request.path,
                 "query": dict(request.query),
                 "body": await request.json() if request.can_read_body else None,
-                "token": request.headers.get(INTERNAL_TOKEN_HEADER),
-                "request_id": request.headers.get("x-request-id"),
-                "traceparent": request.headers.get("traceparent"),
-                "key": request.headers.get("Idempotency-Key"),
+                **_carried(request.headers),
             }
         )
         return web.json_response(
@@ -102,22 +127,12 @@ async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
 
     urls = [await serve("one", answer), await serve("two", answer)]
     caller = _caller([*urls, f"http://127.0.0.1:{_closed_port()}"])
-    set_request_id("req-1")
-    set_traceparent(TRACEPARENT)
     try:
-        first = await caller.request(
-            "POST",
-            "/internal/things",
-            json={"a": 1},
-            params={"reason": "expired"},
-            headers={"Idempotency-Key": "k"},
-        )
+        first = await _post_while_serving(caller, "/internal/things")
         assert first.status == 201
         assert first.headers["retry-after"] == "3"
         names = [(await caller.request("GET", "/x")).body for _ in range(5)]
     finally:
-        set_request_id(None)
-        set_traceparent(None)
         await caller.aclose()
     assert seen[0] == {
         "name": "one",
@@ -282,10 +297,7 @@ def _app_seeing(seen: list[dict[str, object]]) -> Starlette:
                 "host": request.url.hostname,
                 "query": dict(request.query_params),
                 "body": await request.json() if await request.body() else None,
-                "token": request.headers.get(INTERNAL_TOKEN_HEADER),
-                "request_id": request.headers.get("x-request-id"),
-                "traceparent": request.headers.get("traceparent"),
-                "key": request.headers.get("idempotency-key"),
+                **_carried(request.headers),
             }
         )
         return JSONResponse({"ok": True}, status_code=201, headers={"Retry-After": "3"})
@@ -315,20 +327,8 @@ async def test_in_process_calls_carry_what_remote_ones_do() -> None:
     caller = InProcessCaller(
         _app_seeing(seen), service="catalog", headers={INTERNAL_TOKEN_HEADER: "secret"}
     )
-    set_request_id("req-1")
-    set_traceparent(TRACEPARENT)
-    try:
-        answer = await caller.request(
-            "POST",
-            "/internal/things/order%201",
-            json={"a": 1},
-            params={"reason": "expired"},
-            headers={"Idempotency-Key": "k"},
-        )
-        plain = await caller.request("GET", "/internal/things/x?y=1")
-    finally:
-        set_request_id(None)
-        set_traceparent(None)
+    answer = await _post_while_serving(caller, "/internal/things/order%201")
+    plain = await caller.request("GET", "/internal/things/x?y=1")
     assert answer.status == 201
     assert answer.body == b'{"ok":true}'
     assert answer.headers["retry-after"] == "3"
