@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
+import orjson
 import pytest
 from aiohttp import web
 from starlette.applications import Starlette
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from panthera.kernel.errors import ServiceUnavailable
+from panthera.kernel.http.app import create_app
 from panthera.kernel.http.breaker import CircuitOpen, CircuitState
 from panthera.kernel.http.client import (
     Answer,
@@ -25,7 +27,12 @@ from panthera.kernel.http.client import (
     ServiceCaller,
     ServiceDirectory,
 )
-from panthera.kernel.observability import set_request_id, set_traceparent
+from panthera.kernel.observability import (
+    current_request_id,
+    current_traceparent,
+    set_request_id,
+    set_traceparent,
+)
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
 
 NAME = web.AppKey("name", str)
@@ -373,3 +380,29 @@ async def test_the_directory_calls_a_service_in_process_when_it_is_there() -> No
     assert (await caller.request("GET", "/internal/things/x")).status == 201
     assert seen[0]["token"] == "secret"
     await directory.close()
+
+
+async def test_an_in_process_call_leaves_the_callers_request_id_and_trace_as_they_were() -> None:
+    # The app's middleware binds a request id and trace of its own when the call
+    # carries none (a saga step run from an event): the caller must not take them on.
+    app = create_app(
+        name="catalog", title="Catalog", description="", max_body_bytes=1024, checks={}
+    )
+
+    @app.get("/internal/things")
+    async def things() -> dict[str, str | None]:
+        return {"requestId": current_request_id(), "traceparent": current_traceparent()}
+
+    caller = InProcessCaller(app, service="catalog", headers={})
+    inside = orjson.loads((await caller.request("GET", "/internal/things")).body)
+    assert inside["requestId"]
+    assert inside["traceparent"]
+    assert (current_request_id(), current_traceparent()) == (None, None)
+    set_request_id("req-1")
+    set_traceparent(TRACEPARENT)
+    try:
+        await caller.request("GET", "/internal/things")
+        assert (current_request_id(), current_traceparent()) == ("req-1", TRACEPARENT)
+    finally:
+        set_request_id(None)
+        set_traceparent(None)

@@ -15,7 +15,12 @@ from starlette.types import ASGIApp, Message, Scope
 
 from panthera.kernel.errors import ServiceUnavailable
 from panthera.kernel.http.replicas import ReplicaSet
-from panthera.kernel.observability import current_request_id, current_traceparent
+from panthera.kernel.observability import (
+    current_request_id,
+    current_traceparent,
+    set_request_id,
+    set_traceparent,
+)
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
 
 # Requests that change nothing (RFC 9110, 9.2.1): sending one twice is harmless.
@@ -95,7 +100,11 @@ class InProcessCaller:
         if json is not None:
             sent_headers["content-type"] = "application/json"
         sent_headers["content-length"] = str(len(body))
-        sent_headers.update(_context_headers())
+        request_id, traceparent = current_request_id(), current_traceparent()
+        if request_id:
+            sent_headers["x-request-id"] = request_id
+        if traceparent:
+            sent_headers["traceparent"] = traceparent
         if headers:
             sent_headers.update((k.lower(), v) for k, v in headers.items())
         path, _, query = path.partition("?")
@@ -121,7 +130,7 @@ class InProcessCaller:
         status = 0
         answer_headers: dict[str, str] = {}
         chunks: list[bytes] = []
-        sent = False
+        sent = answered = False
         done: asyncio.Event | None = None
 
         async def receive() -> Message:
@@ -131,13 +140,14 @@ class InProcessCaller:
                 return {"type": "http.request", "body": body, "more_body": False}
             # Asked again, the app is listening for a disconnect: there is none
             # until it has answered.
-            if done is None:
-                done = asyncio.Event()
-            await done.wait()
+            if not answered:
+                if done is None:
+                    done = asyncio.Event()
+                await done.wait()
             return {"type": "http.disconnect"}
 
         async def send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for key, value in message.get("headers", ()):
@@ -146,8 +156,10 @@ class InProcessCaller:
                 chunk = message.get("body", b"")
                 if chunk:
                     chunks.append(chunk)
-                if not message.get("more_body", False) and done is not None:
-                    done.set()
+                if not message.get("more_body", False):
+                    answered = True
+                    if done is not None:
+                        done.set()
 
         try:
             await self._app(scope, receive, send)
@@ -157,6 +169,10 @@ class InProcessCaller:
         finally:
             if done is not None:
                 done.set()
+            # The app ran in this task, and its middleware bound its own request id
+            # and trace (new ones when the call carried none): the caller's go on.
+            set_request_id(request_id)
+            set_traceparent(traceparent)
         if not status:
             raise CallFailed("no answer")
         return Answer(status, b"".join(chunks), answer_headers)
