@@ -222,8 +222,13 @@ async def test_catalog_changes_make_the_next_read_a_miss_with_new_data(
     # A reservation that leaves the variant in stock (stock.reserved, through the
     # catalog's internal API as orders call it) leaves cached pages be: their
     # counts may lag until the entry's TTL.
-    catalog = platform.app.state.platform.directory.client("catalog")
-    held = await catalog.post(
+    catalog = platform.app.state.platform.directory.caller("catalog")
+
+    async def internal(path: str, json: Any = None) -> httpx.Response:
+        answer = await catalog.request("POST", path, json=json)
+        return httpx.Response(answer.status, content=answer.body)
+
+    held = await internal(
         "/internal/reservations",
         json={"reference": "order-1", "lines": [{"variantId": variant, "quantity": 2}]},
     )
@@ -234,7 +239,7 @@ async def test_catalog_changes_make_the_next_read_a_miss_with_new_data(
     assert lagging.json()["stock"] == 7
     # The last units held: the variant is out of stock (stock.changed).
     detail_body, listing_body = await after(
-        lambda: catalog.post(
+        lambda: internal(
             "/internal/reservations",
             json={"reference": "order-2", "lines": [{"variantId": variant, "quantity": 5}]},
         )
@@ -245,7 +250,7 @@ async def test_catalog_changes_make_the_next_read_a_miss_with_new_data(
     assert in_stock.json() == []
     # Released: back in stock (stock.changed).
     detail_body, listing_body = await after(
-        lambda: catalog.post("/internal/reservations/order-2/release")
+        lambda: internal("/internal/reservations/order-2/release")
     )
     assert detail_body["stock"] == 5
     assert listing_body[0]["stock"] == 5

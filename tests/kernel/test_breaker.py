@@ -15,7 +15,6 @@ from prometheus_client import REGISTRY
 
 from panthera.gateway.upstreams import HttpUpstream
 from panthera.kernel.http.breaker import CircuitBreaker, CircuitOpen, CircuitState
-from panthera.kernel.http.client import ReplicaTransport
 from panthera.kernel.http.replicas import ReplicaSet
 from panthera.kernel.settings import Settings
 
@@ -169,63 +168,7 @@ def test_it_follows_the_model(threshold: int, script: list[object]) -> None:
         assert breaker.state.name.lower() == state
 
 
-# Service to service (httpx).
-
-
-async def test_service_calls_fail_fast_once_open_then_recover() -> None:
-    calls: list[str] = []
-    healthy = False
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request.method)
-        if not healthy:
-            raise httpx.ConnectError("refused", request=request)
-        return httpx.Response(200)
-
-    transport = ReplicaTransport(
-        ["http://dead:1"],
-        retries=0,
-        retry_after_seconds=0,
-        failure_threshold=2,
-        open_seconds=0.2,
-        service="catalog",
-        inner=httpx.MockTransport(handler),
-    )
-    async with httpx.AsyncClient(transport=transport, base_url="http://dead:1") as client:
-        for _ in range(2):
-            with pytest.raises(httpx.ConnectError):
-                await client.get("/x")
-        with pytest.raises(CircuitOpen):
-            await client.post("/x")
-        assert calls == ["GET", "GET"]  # the open breaker sent nothing
-        healthy = True
-        await asyncio.sleep(0.25)
-        assert (await client.get("/x")).status_code == 200
-        assert (await client.get("/x")).status_code == 200
-    assert transport._replicas.breakers["http://dead:1"].state is CircuitState.CLOSED
-
-
-async def test_an_unsafe_request_answered_5xx_is_not_sent_again() -> None:
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.host)
-        return httpx.Response(500 if request.url.host == "bad" else 200)
-
-    transport = ReplicaTransport(
-        ["http://bad:1", "http://good:2"],
-        retries=2,
-        retry_after_seconds=0,
-        failure_threshold=2,
-        open_seconds=60,
-        inner=httpx.MockTransport(handler),
-    )
-    async with httpx.AsyncClient(transport=transport, base_url="http://bad:1") as client:
-        statuses = [(await client.post("/x")).status_code for _ in range(8)]
-    # Each POST went to exactly one replica; after two 500s the bad one gets nothing.
-    assert len(seen) == 8
-    assert seen.count("bad") == 2
-    assert statuses.count(500) == 2
+# Service to service calls: tests/kernel/test_service_caller.py.
 
 
 # The gateway's upstreams (aiohttp), against real sockets.

@@ -1,15 +1,14 @@
-"""Calls spread over a service's replicas and go round one that cannot be reached."""
+"""Calls spread over a service's replicas and go round one that cannot be reached.
+
+Service-to-service calls over replicas: tests/kernel/test_service_caller.py."""
 
 from __future__ import annotations
 
 import socket
 
-import httpx
-import pytest
 from aiohttp import web
 
 from panthera.gateway.upstreams import HttpUpstream
-from panthera.kernel.http.client import ReplicaTransport
 from panthera.kernel.http.replicas import ReplicaSet
 
 NAME = web.AppKey("name", str)
@@ -45,28 +44,6 @@ def test_when_all_rest_all_are_tried() -> None:
     replicas.refused("http://a")
     replicas.refused("http://b")
     assert sorted(replicas.order()) == ["http://a", "http://b"]
-
-
-async def test_service_calls_go_round_a_dead_replica() -> None:
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        if request.url.host == "dead":
-            raise httpx.ConnectError("refused", request=request)
-        return httpx.Response(200, json={"port": request.url.port})
-
-    transport = ReplicaTransport(
-        ["http://dead:1", "http://live:2"],
-        retries=0,
-        retry_after_seconds=60,
-        inner=httpx.MockTransport(handler),
-    )
-    async with httpx.AsyncClient(transport=transport, base_url="http://dead:1") as client:
-        answers = [(await client.get("/x?y=1")).json()["port"] for _ in range(3)]
-    assert answers == [2, 2, 2]
-    # The dead one was tried once, then set aside.
-    assert seen == ["http://dead:1/x?y=1", "http://live:2/x?y=1", *["http://live:2/x?y=1"] * 2]
 
 
 def _closed_port() -> int:
@@ -113,26 +90,3 @@ async def test_the_gateway_spreads_requests_and_skips_a_dead_replica() -> None:
         await upstream.close()
         for runner in runners:
             await runner.cleanup()
-
-
-@pytest.mark.parametrize(("method", "moves_on"), [("GET", True), ("POST", False)])
-async def test_a_replica_dying_mid_request_is_gone_round_only_for_safe_requests(
-    method: str, moves_on: bool
-) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "dying":
-            raise httpx.RemoteProtocolError("Server disconnected", request=request)
-        return httpx.Response(200)
-
-    transport = ReplicaTransport(
-        ["http://dying:1", "http://live:2"],
-        retries=0,
-        retry_after_seconds=60,
-        inner=httpx.MockTransport(handler),
-    )
-    async with httpx.AsyncClient(transport=transport, base_url="http://dying:1") as client:
-        if moves_on:
-            assert (await client.request(method, "/x")).status_code == 200
-        else:
-            with pytest.raises(httpx.RemoteProtocolError):
-                await client.request(method, "/x")

@@ -1,24 +1,43 @@
-"""Service-to-service calls over aiohttp: replicas in turn, breakers, timeouts, and what
-is sent again, against real sockets."""
+"""Service-to-service calls: over aiohttp to replicas in turn, with breakers, timeouts and
+rules on what is sent again, against real sockets; and straight into an app in process."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
+import orjson
 import pytest
 from aiohttp import web
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from panthera.kernel.errors import ServiceUnavailable
+from panthera.kernel.http.app import create_app
 from panthera.kernel.http.breaker import CircuitOpen, CircuitState
-from panthera.kernel.http.client import CallFailed, ReplicaCaller, ServiceDirectory
-from panthera.kernel.observability import set_request_id
+from panthera.kernel.http.client import (
+    Answer,
+    CallFailed,
+    InProcessCaller,
+    ReplicaCaller,
+    ServiceCaller,
+    ServiceDirectory,
+)
+from panthera.kernel.observability import (
+    current_request_id,
+    current_traceparent,
+    set_request_id,
+    set_traceparent,
+)
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
 
 NAME = web.AppKey("name", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def _closed_port() -> int:
@@ -68,6 +87,32 @@ def _caller(urls: list[str], **overrides: float | int) -> ReplicaCaller:
     )
 
 
+async def _post_while_serving(caller: ServiceCaller, path: str) -> Answer:
+    """A POST made while serving request req-1 of trace TRACEPARENT."""
+    set_request_id("req-1")
+    set_traceparent(TRACEPARENT)
+    try:
+        return await caller.request(
+            "POST",
+            path,
+            json={"a": 1},
+            params={"reason": "expired"},
+            headers={"Idempotency-Key": "k"},
+        )
+    finally:
+        set_request_id(None)
+        set_traceparent(None)
+
+
+def _carried(headers: Mapping[str, str]) -> dict[str, object]:
+    return {
+        "token": headers.get(INTERNAL_TOKEN_HEADER),
+        "request_id": headers.get("x-request-id"),
+        "traceparent": headers.get("traceparent"),
+        "key": headers.get("Idempotency-Key"),
+    }
+
+
 async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
     serve: Callable[[str, Handler], Awaitable[str]],
 ) -> None:
@@ -80,28 +125,21 @@ async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
                 "path": request.path,
                 "query": dict(request.query),
                 "body": await request.json() if request.can_read_body else None,
-                "token": request.headers.get(INTERNAL_TOKEN_HEADER),
-                "request_id": request.headers.get("x-request-id"),
-                "key": request.headers.get("Idempotency-Key"),
+                **_carried(request.headers),
             }
         )
-        return web.json_response({"name": request.app[NAME]}, status=201)
+        return web.json_response(
+            {"name": request.app[NAME]}, status=201, headers={"Retry-After": "3"}
+        )
 
     urls = [await serve("one", answer), await serve("two", answer)]
     caller = _caller([*urls, f"http://127.0.0.1:{_closed_port()}"])
-    set_request_id("req-1")
     try:
-        first = await caller.request(
-            "POST",
-            "/internal/things",
-            json={"a": 1},
-            params={"reason": "expired"},
-            headers={"Idempotency-Key": "k"},
-        )
+        first = await _post_while_serving(caller, "/internal/things")
         assert first.status == 201
+        assert first.headers["retry-after"] == "3"
         names = [(await caller.request("GET", "/x")).body for _ in range(5)]
     finally:
-        set_request_id(None)
         await caller.aclose()
     assert seen[0] == {
         "name": "one",
@@ -110,6 +148,7 @@ async def test_calls_take_turns_skip_a_dead_replica_and_carry_what_they_must(
         "body": {"a": 1},
         "token": "secret",
         "request_id": "req-1",
+        "traceparent": TRACEPARENT,
         "key": "k",
     }
     # The closed port was tried once, then set aside; the two live ones share the rest.
@@ -142,6 +181,43 @@ async def test_calls_fail_fast_once_the_breaker_opens_then_recover(
         assert caller._replicas.breakers[url].state is CircuitState.CLOSED
     finally:
         await caller.aclose()
+
+
+async def test_refused_connections_open_the_breaker_until_the_replica_is_back() -> None:
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    calls: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        return web.Response(status=200)
+
+    caller = _caller([url], retry_after_seconds=0, failure_threshold=2, open_seconds=0.2)
+    runner: web.AppRunner | None = None
+    try:
+        for _ in range(2):
+            with pytest.raises(CallFailed):
+                await caller.request("GET", "/x")
+        with pytest.raises(CircuitOpen):
+            await caller.request("POST", "/x")
+        application = web.Application()
+        application.router.add_route("*", "/{tail:.*}", answer)
+        runner = web.AppRunner(application)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        # Still open: nothing is sent to the replica that is back until the rest is over.
+        with pytest.raises(CircuitOpen):
+            await caller.request("GET", "/x")
+        assert calls == []
+        await asyncio.sleep(0.25)
+        assert (await caller.request("GET", "/x")).status == 200
+        assert (await caller.request("POST", "/x")).status == 200
+        assert calls == ["GET", "POST"]
+        assert caller._replicas.breakers[url].state is CircuitState.CLOSED
+    finally:
+        await caller.aclose()
+        if runner is not None:
+            await runner.cleanup()
 
 
 async def test_an_unsafe_request_answered_5xx_is_not_sent_again(
@@ -217,3 +293,116 @@ async def test_the_directory_calls_a_service_without_an_address_unavailable() ->
     with pytest.raises(ServiceUnavailable):
         directory.caller("catalog")
     await directory.close()
+
+
+def _app_seeing(seen: list[dict[str, object]]) -> Starlette:
+    async def things(request: Request) -> Response:
+        seen.append(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "host": request.url.hostname,
+                "query": dict(request.query_params),
+                "body": await request.json() if await request.body() else None,
+                **_carried(request.headers),
+            }
+        )
+        return JSONResponse({"ok": True}, status_code=201, headers={"Retry-After": "3"})
+
+    async def stream(_request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for chunk in (b"one ", b"two ", b"three"):
+                await asyncio.sleep(0)
+                yield chunk
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    async def broken(_request: Request) -> Response:
+        raise RuntimeError("broken")
+
+    return Starlette(
+        routes=[
+            Route("/internal/things/{ref}", things, methods=["GET", "POST"]),
+            Route("/stream", stream),
+            Route("/broken", broken),
+        ]
+    )
+
+
+async def test_in_process_calls_carry_what_remote_ones_do() -> None:
+    seen: list[dict[str, object]] = []
+    caller = InProcessCaller(
+        _app_seeing(seen), service="catalog", headers={INTERNAL_TOKEN_HEADER: "secret"}
+    )
+    answer = await _post_while_serving(caller, "/internal/things/order%201")
+    plain = await caller.request("GET", "/internal/things/x?y=1")
+    assert answer.status == 201
+    assert answer.body == b'{"ok":true}'
+    assert answer.headers["retry-after"] == "3"
+    assert answer.headers["content-type"] == "application/json"
+    assert seen[0] == {
+        "method": "POST",
+        "path": "/internal/things/order 1",
+        "host": "catalog.internal",
+        "query": {"reason": "expired"},
+        "body": {"a": 1},
+        "token": "secret",
+        "request_id": "req-1",
+        "traceparent": TRACEPARENT,
+        "key": "k",
+    }
+    assert plain.status == 201
+    assert seen[1]["query"] == {"y": "1"}
+    assert seen[1]["body"] is None
+
+
+async def test_an_in_process_answer_is_read_to_its_end_and_a_crash_is_a_failed_call() -> None:
+    caller = InProcessCaller(_app_seeing([]), service="catalog", headers={})
+    # A streamed answer listens for the caller going away meanwhile: it must not.
+    streamed = await asyncio.wait_for(caller.request("GET", "/stream"), 2)
+    assert (streamed.status, streamed.body) == (200, b"one two three")
+    with pytest.raises(CallFailed):
+        await caller.request("GET", "/broken")
+
+
+async def test_the_directory_calls_a_service_in_process_when_it_is_there() -> None:
+    seen: list[dict[str, object]] = []
+    app = _app_seeing(seen)
+    directory = ServiceDirectory(
+        internal_token="secret",
+        urls={"catalog": ["http://127.0.0.1:1"]},
+        timeout_seconds=1.0,
+        retries=0,
+        local_app={"catalog": app}.get,
+    )
+    caller = directory.caller("catalog")
+    assert directory.caller("catalog") is caller
+    assert (await caller.request("GET", "/internal/things/x")).status == 201
+    assert seen[0]["token"] == "secret"
+    await directory.close()
+
+
+async def test_an_in_process_call_leaves_the_callers_request_id_and_trace_as_they_were() -> None:
+    # The app's middleware binds a request id and trace of its own when the call
+    # carries none (a saga step run from an event): the caller must not take them on.
+    app = create_app(
+        name="catalog", title="Catalog", description="", max_body_bytes=1024, checks={}
+    )
+
+    @app.get("/internal/things")
+    async def things() -> dict[str, str | None]:
+        return {"requestId": current_request_id(), "traceparent": current_traceparent()}
+
+    caller = InProcessCaller(app, service="catalog", headers={})
+    inside = orjson.loads((await caller.request("GET", "/internal/things")).body)
+    assert inside["requestId"]
+    assert inside["traceparent"]
+    assert (current_request_id(), current_traceparent()) == (None, None)
+    set_request_id("req-1")
+    set_traceparent(TRACEPARENT)
+    try:
+        await caller.request("GET", "/internal/things")
+        assert (current_request_id(), current_traceparent()) == ("req-1", TRACEPARENT)
+    finally:
+        set_request_id(None)
+        set_traceparent(None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -36,10 +37,10 @@ async def product(
 async def stock_of(platform: Platform, product_id: str) -> int:
     # From the catalog itself: the gateway's cached page may show a count that
     # orders have since moved (docs/decisions/0014-cached-pages-and-stock-counts.md).
-    catalog = platform.app.state.platform.directory.client("catalog")
-    response = await catalog.get(f"/products/{product_id}")
-    assert response.status_code == 200, response.text
-    stock: int = response.json()["stock"]
+    catalog = platform.app.state.platform.directory.caller("catalog")
+    answer = await catalog.request("GET", f"/products/{product_id}")
+    assert answer.status == 200, answer.body
+    stock: int = json.loads(answer.body)["stock"]
     return stock
 
 

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from panthera.kernel.db import Database
+from panthera.kernel.errors import ServiceUnavailable
 from panthera.kernel.events.embedded import EmbeddedTransport
 from panthera.kernel.events.transport import BatchDeliveryHandler, EventTransport
 from panthera.kernel.http.app import add_routes, create_app
@@ -128,9 +130,10 @@ class Platform:
     async def _fetch_jwks(self) -> dict[str, Any]:
         if self._local_jwks is not None:
             return self._local_jwks()
-        response = await self.directory.client("auth").get("/.well-known/jwks.json")
-        response.raise_for_status()
-        document: dict[str, Any] = response.json()
+        answer = await self.directory.caller("auth").request("GET", "/.well-known/jwks.json")
+        if answer.status != 200:
+            raise ServiceUnavailable(f"The auth service answered {answer.status} for its JWKS.")
+        document: dict[str, Any] = orjson.loads(answer.body)
         return document
 
     def _add(self, service: ServiceDefinition) -> None:

@@ -27,7 +27,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         "users_deps": UsersDeps(
             uow=runtime.uow,
             read_session=runtime.database.read_sessions,
-            auth=AuthClient(runtime.components["directory"].client("auth")),
+            auth=AuthClient(runtime.components["directory"].caller("auth")),
             hasher=runtime.components["password_hasher"],
             policy=PasswordPolicy(),
             verification_ttl=timedelta(seconds=settings.verification_token_ttl_seconds),

@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
-
 from panthera.kernel.errors import Conflict, PantheraError, ServiceUnavailable
+from panthera.kernel.http.client import Answer, CallFailed, ServiceCaller
 
 
 class AuthClient:
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
+    def __init__(self, caller: ServiceCaller) -> None:
+        self._caller = caller
 
     async def put_credentials(
         self,
@@ -24,7 +23,7 @@ class AuthClient:
         email_verified: bool,
     ) -> None:
         """Create (or, retried, confirm) the sign-in credentials of a new account."""
-        response = await self._call(
+        answer = await self._call(
             "PUT",
             f"/internal/credentials/{user_id}",
             json={
@@ -34,39 +33,39 @@ class AuthClient:
                 "emailVerified": email_verified,
             },
         )
-        if response.status_code == 409:
+        if answer.status == 409:
             raise Conflict("Those credentials belong to another account.")
-        self._expect(response, 204)
+        self._expect(answer, 204)
 
     async def set_password(self, user_id: uuid.UUID, password_hash: str) -> None:
         """Replace a password; the auth service signs the user out everywhere."""
-        response = await self._call(
+        answer = await self._call(
             "PUT", f"/internal/credentials/{user_id}/password", json={"passwordHash": password_hash}
         )
-        self._expect(response, 204)
+        self._expect(answer, 204)
 
     async def delete_credentials(self, user_id: uuid.UUID) -> None:
         """Undo ``put_credentials`` when the account could not be stored."""
-        response = await self._call("DELETE", f"/internal/credentials/{user_id}")
-        if response.status_code != 404:
-            self._expect(response, 204)
+        answer = await self._call("DELETE", f"/internal/credentials/{user_id}")
+        if answer.status != 404:
+            self._expect(answer, 204)
 
-    async def login(self, body: dict[str, Any], client_address: str) -> httpx.Response:
+    async def login(self, body: dict[str, Any], client_address: str) -> Answer:
         """Forward a sign-in to the auth service, keeping the caller's address for throttling."""
         return await self._call(
             "POST", "/login", json=body, headers={"x-client-ip": client_address}
         )
 
-    async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Answer:
         try:
-            return await self._client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
+            return await self._caller.request(method, path, **kwargs)
+        except CallFailed as exc:
             raise ServiceUnavailable("The auth service did not answer.") from exc
 
     @staticmethod
-    def _expect(response: httpx.Response, status: int) -> None:
-        if response.status_code != status:
-            raise _UnexpectedAnswer(response.status_code)
+    def _expect(answer: Answer, status: int) -> None:
+        if answer.status != status:
+            raise _UnexpectedAnswer(answer.status)
 
 
 class _UnexpectedAnswer(PantheraError):

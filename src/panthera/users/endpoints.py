@@ -104,8 +104,8 @@ async def login(body: UserLoginRequest, request: Request, users: Users) -> Respo
         k: v for k, v in answer.headers.items() if k.lower() in {"retry-after", "cache-control"}
     }
     return Response(
-        answer.content,
-        status_code=answer.status_code,
+        answer.body,
+        status_code=answer.status,
         media_type=answer.headers.get("content-type", "application/json"),
         headers=headers,
     )

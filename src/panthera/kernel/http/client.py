@@ -1,117 +1,42 @@
-"""Service-to-service HTTP: in-process ASGI calls when embedded, pooled HTTP when distributed."""
+"""Service-to-service calls: into the ASGI app when embedded, pooled HTTP when distributed."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import unquote, urlencode
 
 import aiohttp
-import httpx
 import orjson
 import yarl
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Scope
 
 from panthera.kernel.errors import ServiceUnavailable
 from panthera.kernel.http.replicas import ReplicaSet
-from panthera.kernel.observability import current_request_id, current_traceparent
+from panthera.kernel.observability import (
+    current_request_id,
+    current_traceparent,
+    set_request_id,
+    set_traceparent,
+)
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
-
-
-async def _propagate_context(request: httpx.Request) -> None:
-    request_id = current_request_id()
-    if request_id:
-        request.headers["x-request-id"] = request_id
-    traceparent = current_traceparent()
-    if traceparent:
-        request.headers["traceparent"] = traceparent
-
 
 # Requests that change nothing (RFC 9110, 9.2.1): sending one twice is harmless.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class ReplicaTransport(httpx.AsyncBaseTransport):
-    """Sends each request to one of a service's replicas, the next one when it cannot connect.
-
-    A request that could not be connected moves on; one that reached a replica is
-    sent again only if it is safe (GET, HEAD, OPTIONS), so nothing is done twice.
-    """
-
-    def __init__(
-        self,
-        urls: Sequence[str],
-        *,
-        retries: int,
-        retry_after_seconds: float,
-        failure_threshold: int = 5,
-        open_seconds: float = 10.0,
-        service: str = "",
-        limits: httpx.Limits | None = None,
-        inner: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._replicas = ReplicaSet(
-            urls,
-            retry_after_seconds=retry_after_seconds,
-            failure_threshold=failure_threshold,
-            open_seconds=open_seconds,
-            service=service,
-        )
-        self._retries = retries
-        self._inner = inner or httpx.AsyncHTTPTransport(limits=limits or httpx.Limits())
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        rounds = 0
-        failure: httpx.TransportError | None = None
-        while True:
-            for base in self._replicas.order():
-                if not self._replicas.claim(base):
-                    continue
-                replica = httpx.URL(base)
-                request.url = request.url.copy_with(
-                    scheme=replica.scheme, host=replica.host, port=replica.port
-                )
-                try:
-                    response = await self._inner.handle_async_request(request)
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    # Nothing reached that replica: another may take the request.
-                    self._replicas.refused(base)
-                    failure = exc
-                    continue
-                except (httpx.ReadTimeout, httpx.WriteTimeout):
-                    # The request may be in hand there, so it is not sent again.
-                    self._replicas.failed(base)
-                    raise
-                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                    # A replica that died with the request in hand: a safe request may
-                    # go to another, anything else might already have been done.
-                    if request.method not in SAFE_METHODS:
-                        self._replicas.failed(base)
-                        raise
-                    self._replicas.refused(base)
-                    failure = exc
-                    continue
-                self._replicas.answered(base, response.status_code)
-                return response
-            rounds += 1
-            if rounds > self._retries:
-                if failure is None:
-                    # Every replica was taken by an open or half-open breaker.
-                    raise self._replicas.unavailable()
-                raise failure
-            await asyncio.sleep(0.05 * rounds)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """Another service's answer: its status and body, read in full."""
+    """Another service's answer: its status, body (read in full) and headers.
+
+    Look headers up by their lower-case names: that is how an ASGI app gives them.
+    """
 
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class CallFailed(Exception):
@@ -134,11 +59,32 @@ class ServiceCaller(Protocol):
     async def aclose(self) -> None: ...
 
 
-class InProcessCaller:
-    """Calls to a service in the same process, through its ASGI app."""
+def _context_headers() -> list[tuple[str, str]]:
+    # The request being served goes on in the call: one request id, one trace.
+    headers = []
+    request_id = current_request_id()
+    if request_id:
+        headers.append(("x-request-id", request_id))
+    traceparent = current_traceparent()
+    if traceparent:
+        headers.append(("traceparent", traceparent))
+    return headers
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
+
+class InProcessCaller:
+    """Calls to a service in the same process, straight into its ASGI app.
+
+    The app sees what it would over HTTP (the internal token, the request id and
+    trace context as headers), so it serves the call as it would a remote one.
+    There is no timeout: cancelling the app mid-call would abandon its work half
+    done, where a remote service that timed out goes on to the end.
+    """
+
+    def __init__(self, app: ASGIApp, *, service: str, headers: Mapping[str, str]) -> None:
+        self._app = app
+        self._server = (f"{service}.internal", 80)
+        self._headers = {"host": f"{service}.internal"}
+        self._headers.update((k.lower(), v) for k, v in headers.items())
 
     async def request(
         self,
@@ -149,16 +95,89 @@ class InProcessCaller:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
+        body = b"" if json is None else orjson.dumps(json)
+        sent_headers = dict(self._headers)
+        if json is not None:
+            sent_headers["content-type"] = "application/json"
+        sent_headers["content-length"] = str(len(body))
+        request_id, traceparent = current_request_id(), current_traceparent()
+        if request_id:
+            sent_headers["x-request-id"] = request_id
+        if traceparent:
+            sent_headers["traceparent"] = traceparent
+        if headers:
+            sent_headers.update((k.lower(), v) for k, v in headers.items())
+        path, _, query = path.partition("?")
+        if params:
+            query = f"{query}&{urlencode(params)}" if query else urlencode(params)
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": unquote(path),
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": query.encode(),
+            "headers": [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in sent_headers.items()
+            ],
+            "client": ("127.0.0.1", 0),
+            "server": self._server,
+            "state": {},
+        }
+        status = 0
+        answer_headers: dict[str, str] = {}
+        chunks: list[bytes] = []
+        sent = answered = False
+        done: asyncio.Event | None = None
+
+        async def receive() -> Message:
+            nonlocal sent, done
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            # Asked again, the app is listening for a disconnect: there is none
+            # until it has answered.
+            if not answered:
+                if done is None:
+                    done = asyncio.Event()
+                await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal status, answered
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for key, value in message.get("headers", ()):
+                    answer_headers[key.decode("latin-1").lower()] = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                chunk = message.get("body", b"")
+                if chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    answered = True
+                    if done is not None:
+                        done.set()
+
         try:
-            response = await self._client.request(
-                method, path, json=json, params=params, headers=headers
-            )
-        except httpx.HTTPError as exc:
+            await self._app(scope, receive, send)
+        except Exception as exc:
+            # What a remote service's server would do: the connection breaks.
             raise CallFailed(type(exc).__name__) from exc
-        return Answer(response.status_code, response.content)
+        finally:
+            if done is not None:
+                done.set()
+            # The app ran in this task, and its middleware bound its own request id
+            # and trace (new ones when the call carried none): the caller's go on.
+            set_request_id(request_id)
+            set_traceparent(traceparent)
+        if not status:
+            raise CallFailed("no answer")
+        return Answer(status, b"".join(chunks), answer_headers)
 
     async def aclose(self) -> None:
-        # The client is the directory's, shared with ``ServiceDirectory.client``.
         return None
 
 
@@ -166,9 +185,10 @@ class ReplicaCaller:
     """Calls to a service's replicas over pooled HTTP: round-robin, breakers, one timeout.
 
     aiohttp rather than httpx: the saga makes several of these calls per order, and
-    aiohttp's client costs a fraction of httpx's CPU per request. The rules are
-    ``ReplicaTransport``'s: a request that could not be connected moves on to the
-    next replica; one that reached a replica goes again only if it is safe.
+    aiohttp's client costs a fraction of httpx's CPU per request. A request that
+    could not be connected moves on to the next replica; one that reached a
+    replica is sent again only if it is safe (GET, HEAD, OPTIONS), so nothing is
+    done twice.
     """
 
     def __init__(
@@ -214,12 +234,7 @@ class ReplicaCaller:
         headers = dict(self._headers)
         if has_body:
             headers["content-type"] = "application/json"
-        request_id = current_request_id()
-        if request_id:
-            headers["x-request-id"] = request_id
-        traceparent = current_traceparent()
-        if traceparent:
-            headers["traceparent"] = traceparent
+        headers.update(_context_headers())
         if extra:
             headers.update(extra)
         return headers
@@ -250,7 +265,7 @@ class ReplicaCaller:
                         headers=sent,
                         allow_redirects=False,
                     ) as response:
-                        answer = Answer(response.status, await response.read())
+                        answer = Answer(response.status, await response.read(), response.headers)
                 except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                     # Nothing reached that replica: another may take the request.
                     self._replicas.refused(base)
@@ -286,7 +301,7 @@ class ReplicaCaller:
 
 
 class ServiceDirectory:
-    """Finds the other services: by in-process app or by URL, one pooled client each."""
+    """Finds the other services: by in-process app or by URL, one caller each."""
 
     def __init__(
         self,
@@ -300,44 +315,35 @@ class ServiceDirectory:
         open_seconds: float = 10.0,
         local_app: Callable[[str], ASGIApp | None] | None = None,
     ) -> None:
-        self._internal_token = internal_token
+        self._headers = {INTERNAL_TOKEN_HEADER: internal_token}
         self._urls = urls
-        self._timeout = httpx.Timeout(timeout_seconds, connect=min(2.0, timeout_seconds))
+        self._timeout_seconds = timeout_seconds
         self._retries = retries
         self._retry_after = retry_after_seconds
         self._failure_threshold = failure_threshold
         self._open_seconds = open_seconds
-        self._timeout_seconds = timeout_seconds
         self._local_app = local_app
-        self._clients: dict[str, httpx.AsyncClient] = {}
         self._callers: dict[str, ServiceCaller] = {}
 
-    def client(self, service: str) -> httpx.AsyncClient:
-        """The client for one service, created on first use."""
-        client = self._clients.get(service)
-        if client is None:
-            client = self._build(service)
-            self._clients[service] = client
-        return client
-
     def caller(self, service: str) -> ServiceCaller:
-        """The cheaper caller for one service, created on first use: in process when the
+        """The caller for one service, created on first use: in process when the
         service is, else over HTTP to its replicas."""
         caller = self._callers.get(service)
         if caller is None:
-            caller = self._build_caller(service)
+            caller = self._build(service)
             self._callers[service] = caller
         return caller
 
-    def _build_caller(self, service: str) -> ServiceCaller:
-        if self._local_app is not None and self._local_app(service) is not None:
-            return InProcessCaller(self.client(service))
+    def _build(self, service: str) -> ServiceCaller:
+        app = self._local_app(service) if self._local_app is not None else None
+        if app is not None:
+            return InProcessCaller(app, service=service, headers=self._headers)
         urls = self._urls.get(service)
         if not urls:
             raise ServiceUnavailable(f"No address is configured for the {service} service.")
         return ReplicaCaller(
             urls,
-            headers={INTERNAL_TOKEN_HEADER: self._internal_token},
+            headers=self._headers,
             timeout_seconds=self._timeout_seconds,
             retries=self._retries,
             retry_after_seconds=self._retry_after,
@@ -346,42 +352,8 @@ class ServiceDirectory:
             service=service,
         )
 
-    def _build(self, service: str) -> httpx.AsyncClient:
-        headers = {INTERNAL_TOKEN_HEADER: self._internal_token}
-        hooks = {"request": [_propagate_context]}
-        app = self._local_app(service) if self._local_app else None
-        if app is not None:
-            return httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app),
-                base_url=f"http://{service}.internal",
-                headers=headers,
-                event_hooks=hooks,
-                timeout=self._timeout,
-            )
-        urls = self._urls.get(service)
-        if not urls:
-            raise ServiceUnavailable(f"No address is configured for the {service} service.")
-        return httpx.AsyncClient(
-            transport=ReplicaTransport(
-                urls,
-                retries=self._retries,
-                retry_after_seconds=self._retry_after,
-                failure_threshold=self._failure_threshold,
-                open_seconds=self._open_seconds,
-                service=service,
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-            ),
-            base_url=urls[0],
-            headers=headers,
-            event_hooks=hooks,
-            timeout=self._timeout,
-        )
-
     async def close(self) -> None:
         """Close every pooled connection."""
         for caller in self._callers.values():
             await caller.aclose()
         self._callers.clear()
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
