@@ -244,8 +244,8 @@ async def _admin(topology: Topology, gateway: httpx.AsyncClient) -> dict[str, st
         "create-admin", "--email", address, "--password", PASSWORD
     )
     async with asyncio.timeout(120):
-        await made.communicate()
-    assert made.returncode == 0
+        out, err = await made.communicate()
+    assert made.returncode == 0, (out + err).decode(errors="replace")[-2000:]
     login = await gateway.post("/api/v1/users/login", json={"email": address, "password": PASSWORD})
     assert login.status_code == 200, login.text
     return bearer(login.json()["accessToken"])
