@@ -379,6 +379,27 @@ async def test_unroutable_event_raises_when_the_topology_is_broken(broker: Broke
     assert await transport.ready()
 
 
+async def test_publish_many_gives_each_envelope_its_outcome_in_order(broker: Broker) -> None:
+    transport = await broker.transport()
+    event_type = broker.event_type("many")
+    recorder = Recorder()
+    await transport.subscribe(broker.consumer("many"), [event_type], recorder)
+    sent = [make_envelope(event_type, n=i) for i in range(5)]
+
+    assert await asyncio.wait_for(transport.publish_many(sent), WAIT) == [None] * len(sent)
+    received = [await recorder.next() for _ in sent]
+    assert sorted(envelope.id for envelope in received) == sorted(e.id for e in sent)
+
+    async with broker.raw_channel() as channel:
+        await channel.queue_delete(broker.unrouted)
+    routed, lost = make_envelope(event_type, n=9), make_envelope(broker.event_type("lost"))
+    outcomes = await asyncio.wait_for(transport.publish_many([routed, lost]), WAIT)
+    # A broken topology fails only the event it returns; the other is confirmed.
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], EventNotRoutable)
+    assert (await recorder.next()).id == routed.id
+
+
 async def test_delivery_cut_short_by_shutdown_is_redelivered(broker: Broker) -> None:
     event_type = broker.event_type("long.job")
     consumer = broker.consumer("replicas")

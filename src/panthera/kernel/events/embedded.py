@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.events.transport import BatchDeliveryHandler, DeliveryHandler
@@ -61,6 +61,18 @@ class EmbeddedTransport:
                 raise outcome
 
         await self.subscribe(consumer, event_types, one)
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        # One after the other: each is applied by its consumers before it returns.
+        outcomes: list[BaseException | None] = []
+        for envelope in envelopes:
+            try:
+                await self.publish(envelope)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     async def publish(self, envelope: Envelope) -> None:
         subscribers = self._handlers.get(envelope.type, [])

@@ -278,9 +278,43 @@ class RabbitMQTransport:
         Raises :class:`EventNotRoutable` if the broker returns the message and
         :class:`PublishFailed` on a nack, a timeout or a lost connection.
         """
+        (outcome,) = await self.publish_many([envelope])
+        if outcome is not None:
+            raise outcome
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[PublishFailed | None]:
+        """Publish ``envelopes`` in order and wait for all their confirms together.
+
+        One outcome per envelope, in order: None once the broker confirmed it,
+        else the :class:`PublishFailed` (or :class:`EventNotRoutable`) that
+        ``publish`` would have raised. Waiting for each confirm before sending
+        the next would cost a broker round trip per event.
+        """
         channel, exchange = self._channel, self._exchange
         if channel is None or exchange is None:
-            raise PublishFailed("RabbitMQ transport is not started")
+            failed = PublishFailed("RabbitMQ transport is not started")
+            return [failed] * len(envelopes)
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                # Rides out a short reconnect instead of failing the relay's
+                # batch; the timeout bounds how long the relay can be held.
+                await channel.ready()
+        except Exception as exc:
+            failed = PublishFailed(f"could not publish {len(envelopes)} events: {exc!r}")
+            return [failed] * len(envelopes)
+        if len(envelopes) == 1:
+            return [await self._publish_confirmed(exchange, envelopes[0])]
+        # The channel's lock sends them in the order the tasks reach it, which
+        # is the order given; each then waits for its own confirm.
+        return list(
+            await asyncio.gather(
+                *(self._publish_confirmed(exchange, envelope) for envelope in envelopes)
+            )
+        )
+
+    async def _publish_confirmed(
+        self, exchange: AbstractRobustExchange, envelope: Envelope
+    ) -> PublishFailed | None:
         headers: HeadersType = {}
         if envelope.traceparent:
             headers[TRACEPARENT_HEADER] = envelope.traceparent
@@ -296,32 +330,38 @@ class RabbitMQTransport:
         )
         try:
             async with asyncio.timeout(self._publish_timeout):
-                # Rides out a short reconnect instead of failing the relay's
-                # batch; the timeout bounds how long the relay can be held.
-                await channel.ready()
                 result = await exchange.publish(message, routing_key=envelope.type, mandatory=True)
         except PublishError as exc:
-            raise EventNotRoutable(
-                f"broker returned event {envelope.id} ({envelope.type}) as unroutable "
-                f"from exchange {self._exchange_name!r}"
-            ) from exc
+            return _cause(
+                EventNotRoutable(
+                    f"broker returned event {envelope.id} ({envelope.type}) as unroutable "
+                    f"from exchange {self._exchange_name!r}"
+                ),
+                exc,
+            )
         except DeliveryError as exc:
-            raise PublishFailed(
-                f"broker refused event {envelope.id} ({envelope.type}): {exc}"
-            ) from exc
+            return _cause(
+                PublishFailed(f"broker refused event {envelope.id} ({envelope.type}): {exc}"), exc
+            )
         except TimeoutError as exc:
-            raise PublishFailed(
-                f"no confirmation for event {envelope.id} ({envelope.type}) "
-                f"within {self._publish_timeout}s"
-            ) from exc
+            return _cause(
+                PublishFailed(
+                    f"no confirmation for event {envelope.id} ({envelope.type}) "
+                    f"within {self._publish_timeout}s"
+                ),
+                exc,
+            )
         except Exception as exc:
-            raise PublishFailed(f"could not publish event {envelope.id} ({envelope.type})") from exc
+            return _cause(
+                PublishFailed(f"could not publish event {envelope.id} ({envelope.type})"), exc
+            )
         # Defensive: with on_return_raises a return arrives as PublishError,
         # and without confirms there would be no result at all.
         if isinstance(result, DeliveredMessage):
-            raise EventNotRoutable(f"broker returned event {envelope.id} ({envelope.type})")
+            return EventNotRoutable(f"broker returned event {envelope.id} ({envelope.type})")
         if result is None:
-            raise PublishFailed(f"no publisher confirm for event {envelope.id} ({envelope.type})")
+            return PublishFailed(f"no publisher confirm for event {envelope.id} ({envelope.type})")
+        return None
 
     # -- consuming ------------------------------------------------------------
 
@@ -810,6 +850,11 @@ def _copy_message(message: AbstractIncomingMessage, headers: HeadersType) -> aio
         app_id=message.app_id,
         headers=headers,
     )
+
+
+def _cause(error: PublishFailed, cause: BaseException) -> PublishFailed:
+    error.__cause__ = cause
+    return error
 
 
 def _describe(exc: BaseException) -> str:

@@ -31,6 +31,12 @@ class EventTransport(Protocol):
         Raises on failure, so the caller's outbox row stays pending.
         """
 
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> Sequence[BaseException | None]:
+        """Hand several envelopes over, in order; for each, None once taken durably, else why not.
+
+        Returns only once every one has its outcome, as ``publish`` would.
+        """
+
     async def subscribe(
         self, consumer: str, event_types: Iterable[str], handler: DeliveryHandler
     ) -> None:
