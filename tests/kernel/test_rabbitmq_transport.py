@@ -745,3 +745,40 @@ async def test_shutdown_finishes_the_batch_in_hand_and_hands_back_the_waiting_on
     assert sorted(after.applied) == sorted(envelope.id for envelope in waiting)
     await asyncio.sleep(0.3)
     assert await broker.depth(RabbitMQTransport.queue_name(consumer)) == 0
+
+
+async def test_a_lingering_batch_gathers_what_arrives_meanwhile_and_acks_it_all(
+    broker: Broker,
+) -> None:
+    transport = await broker.transport(prefetch=16)
+    event_type = broker.event_type("batched.linger")
+    consumer = broker.consumer("batched-linger")
+    recorder = BatchRecorder()
+    await transport.subscribe_batch(consumer, [event_type], recorder, max_batch=4, linger=2.0)
+
+    sent = [make_envelope(event_type, n=i) for i in range(6)]
+    for envelope in sent[:3]:
+        await asyncio.wait_for(transport.publish(envelope), WAIT)
+    await asyncio.sleep(0.3)
+    # Three of four: still waiting for a fuller batch.
+    assert recorder.batches == []
+    started = time.monotonic()
+    for envelope in sent[3:]:
+        await asyncio.wait_for(transport.publish(envelope), WAIT)
+
+    async def all_applied() -> bool:
+        return len(recorder.applied) == len(sent)
+
+    await eventually(all_applied)
+    # A full batch goes at once; the rest after the linger.
+    assert [len(batch) for batch in recorder.batches] == [4, 2]
+    assert time.monotonic() - started >= 1.5
+    assert sorted(recorder.applied) == sorted(envelope.id for envelope in sent)
+    # Every delivery was acked: none comes back to the next consumer.
+    await asyncio.wait_for(transport.close(), WAIT)
+    survivor = await broker.transport()
+    after = BatchRecorder()
+    await survivor.subscribe_batch(consumer, [event_type], after, max_batch=4)
+    await asyncio.sleep(0.5)
+    assert after.batches == []
+    assert await broker.depth(RabbitMQTransport.queue_name(consumer)) == 0

@@ -52,9 +52,11 @@ class EmbeddedTransport:
         handler: BatchDeliveryHandler,
         *,
         max_batch: int,
+        linger: float = 0.0,
     ) -> None:
         # The publisher hands over one envelope at a time and waits for it to be
-        # applied, so there is never more than one to give a consumer.
+        # applied, so there is never more than one to give a consumer (nor
+        # anything to linger for).
         async def one(envelope: Envelope) -> None:
             (outcome,) = await handler([envelope])
             if outcome is not None:

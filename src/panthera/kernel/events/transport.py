@@ -52,10 +52,13 @@ class EventTransport(Protocol):
         handler: BatchDeliveryHandler,
         *,
         max_batch: int,
+        linger: float = 0.0,
     ) -> None:
         """As ``subscribe``, handing ``handler`` up to ``max_batch`` envelopes at a time.
 
         An envelope is settled only after the handler has returned its outcome.
+        ``linger`` is how long, in seconds, a transport that batches may wait for
+        a fuller batch before handing over what it has.
         """
 
     async def ready(self) -> bool:
