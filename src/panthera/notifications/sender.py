@@ -95,7 +95,8 @@ class DeliverySender:
         policy: RetryPolicy,
         skip_locked: bool,
         poll_seconds: float = 1.0,
-        batch_size: int = 20,
+        # As many as one consuming transaction queues (its batch of 32 events).
+        batch_size: int = 32,
     ) -> None:
         self._sessions = sessions
         self._deps = deps
