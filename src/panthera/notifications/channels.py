@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from email import charset as email_charset
 from email import policy as email_policy
 from email.message import EmailMessage, Message
@@ -117,8 +118,31 @@ class FileOutbox:
         self.directory = directory
 
     async def send(self, message: Message) -> None:
-        name = str(message["Message-ID"]).strip("<>").split("@")[0]
-        await asyncio.to_thread(self._write, f"{name}.eml", message.as_bytes())
+        await asyncio.to_thread(self._write, self._eml_name(message), message.as_bytes())
+
+    async def send_many(self, messages: Sequence[Message]) -> list[Exception | None]:
+        """Write several messages; for each, None once written, else why not.
+
+        One trip to a worker thread for the lot: the hand-off to the thread
+        pool costs more than writing a small file.
+        """
+        files = [(self._eml_name(message), message.as_bytes()) for message in messages]
+        return await asyncio.to_thread(self._write_all, files)
+
+    @staticmethod
+    def _eml_name(message: Message) -> str:
+        return str(message["Message-ID"]).strip("<>").split("@")[0] + ".eml"
+
+    def _write_all(self, files: list[tuple[str, bytes]]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = []
+        for name, content in files:
+            try:
+                self._write(name, content)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     async def send_sms(self, *, to: str, body: str, message_id: str) -> None:
         document = {"to": to, "body": body}
