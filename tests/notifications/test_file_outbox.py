@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
+from email import policy as email_policy
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,19 @@ async def test_the_sender_hands_a_batch_of_mail_over_together(tmp_path: Path) ->
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         f"{delivery.id}.eml" for delivery in mails
     )
+
+
+def test_a_message_is_written_as_the_email_package_would_write_it() -> None:
+    stock = email_policy.compat32.clone(max_line_length=998)
+    for subject in ("Your order  ABCD1234; shipped", " padded ", "x" * 1200):
+        message = build_message(
+            sender="Shop <shop@example.com>",
+            to="ada@example.com",
+            subject=subject,
+            text="Thanks\n",
+            html="<p>Thanks</p>\n",
+            message_id=str(uuid.uuid4()),
+            unsubscribe_url="https://shop.example/unsubscribe?token=a.b-c",
+        )
+        # Header lines that fit are written as they are, the long one folded.
+        assert message.as_bytes() == message.as_bytes(policy=stock)
