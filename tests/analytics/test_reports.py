@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from panthera.catalog.views import publish_views
+from panthera.kernel.events import Envelope
 from tests.analytics.conftest import (
     CAMPING,
     FOOTWEAR,
@@ -300,3 +301,50 @@ async def test_product_views_from_the_catalog_feed_the_funnel(platform: Platform
         "count": 7,
         "conversionFromPrevious": None,
     }
+
+
+class _Batches:
+    """Stands in for the transport to get hold of the analytics batch consumer."""
+
+    handler: Any = None
+
+    async def subscribe_batch(self, consumer: str, types: Any, handler: Any, **_: Any) -> None:
+        self.handler = handler
+
+
+async def test_events_applied_in_one_batch_count_as_they_would_one_by_one(
+    platform: Platform,
+) -> None:
+    admin = await make_admin(platform)
+    runtime = platform.app.state.platform.runtimes["analytics"]
+    batches = _Batches()
+    transport, runtime.transport = runtime.transport, batches
+    try:
+        await runtime.subscribe()
+    finally:
+        runtime.transport = transport
+    late = Order(user_id=admin.id, items=lines((TENT, 2)))
+    placed = late.placed(at(days_ago(1), 8))
+    confirmed = late.confirmed(at(days_ago(1), 9))
+    shipped = late.shipped(at(today(), 9))
+    plain = Order(user_id=admin.id, items=lines((SOCKS, 1)))
+    other_placed = plain.placed(at(days_ago(1), 10))
+    other_confirmed = plain.confirmed(at(days_ago(1), 11))
+    # One order's events out of order and twice over, another's in order, all in one
+    # transaction: each order is still placed and sold once, and ends in its latest status.
+    events = (shipped, confirmed, other_placed, placed, confirmed, other_confirmed, placed)
+    outcomes = await batches.handler([Envelope.wrap(event, source="orders") for event in events])
+    assert outcomes == [None] * len(events)
+
+    window = {"from": days_ago(2).isoformat(), "to": today().isoformat()}
+    by_status = await report(platform, admin, "orders-by-status", **window)
+    assert sorted((row["status"], row["orders"]) for row in by_status["rows"]) == [
+        ("CONFIRMED", 1),
+        ("SHIPPED", 1),
+    ]
+    sales = await report(platform, admin, "sales", **window)
+    assert [(row["period"], row["grossRevenue"], row["orders"]) for row in sales["rows"]] == [
+        (days_ago(1).isoformat(), "510.99", 2)
+    ]
+    funnel = await report(platform, admin, "funnel", **window)
+    assert {row["stage"]: row["count"] for row in funnel["rows"]}["ordersPlaced"] == 2

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -25,7 +26,7 @@ from panthera.kernel.settings import Settings
 from panthera.notifications.channels import PermanentFailure
 from panthera.notifications.models import Channel, Delivery, Recipient
 from panthera.notifications.sender import DeliverySender, RetryPolicy
-from panthera.notifications.service import Rendered, queue
+from panthera.notifications.service import Rendered, queue, write_queued
 from panthera.orders.events import OrderConfirmed, OrderLine, OrderPlaced
 from panthera.runtime.registry import definition
 from panthera.users.events import UserRegistered, UserUpdated
@@ -84,6 +85,7 @@ async def test_sender_replicas_send_each_message_once(
                     rendered=rendered,
                     transactional=True,
                 )
+            await write_queued(uow)
             await uow.commit()
         replicas = [
             DeliverySender(
@@ -138,6 +140,7 @@ async def test_messages_are_sent_by_the_process_that_queued_them_or_after_its_le
                     )
                     for index in range(2)
                 ]
+                await write_queued(uow)
                 await uow.commit()
             return queued
 
@@ -199,6 +202,7 @@ async def test_a_message_held_past_half_its_lease_is_left_to_the_poll(
                 rendered=rendered,
                 transactional=True,
             )
+            await write_queued(uow)
             await uow.commit()
         # Sends slower than the queueing: by the time its turn comes, another
         # sender may soon take the message up, so this one no longer sends it...
@@ -258,6 +262,7 @@ async def test_a_batch_records_each_message_by_its_own_outcome(
                     rendered=rendered,
                     transactional=True,
                 )
+            await write_queued(uow)
             await uow.commit()
         sender = DeliverySender(
             sessions=runtime.database.sessions,
@@ -444,5 +449,58 @@ async def test_a_registration_racing_its_first_update_leaves_one_recipient(
         assert {(r.first_name, r.phone_number, r.revision) for r in recipients} == {
             ("Grace", "+15551234567", 2)
         }
+    finally:
+        await runtime.database.dispose()
+
+
+async def test_messages_queued_together_are_inserted_once_and_never_committed_unwritten(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    databases = await service_databases("notifications")
+    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    try:
+        assert runtime.definition.state is not None
+        runtime.definition.state(runtime)
+        deps = runtime.components["notifications_deps"]
+        taken_up: list[uuid.UUID] = []
+        deps.take_up = lambda deliveries: taken_up.extend(d.id for d in deliveries)
+        rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
+        event_id = uuid.uuid4()
+
+        async def queue_twice(uow: Any) -> None:
+            for _ in range(2):
+                await queue(
+                    deps,
+                    uow,
+                    event_id=event_id,
+                    user_id=None,
+                    channel=Channel.EMAIL,
+                    to="ada@example.com",
+                    template="order_confirmed",
+                    rendered=rendered,
+                    transactional=True,
+                )
+
+        # Committing messages nobody wrote fails the transaction rather than lose them.
+        async with runtime.uow() as uow:
+            await queue_twice(uow)
+            with pytest.raises(RuntimeError, match="not written"):
+                await uow.commit()
+        assert taken_up == []
+        async with runtime.database.sessions() as session:
+            assert (await session.execute(select(Delivery.id))).all() == []
+
+        async with runtime.uow() as uow:
+            await queue_twice(uow)
+            await write_queued(uow)
+            await uow.commit()
+        # A repeat of the event, in a later transaction, adds nothing.
+        async with runtime.uow() as uow:
+            await queue_twice(uow)
+            await write_queued(uow)
+            await uow.commit()
+        async with runtime.database.sessions() as session:
+            assert len((await session.execute(select(Delivery.id))).all()) == 1
+        assert len(taken_up) == 1
     finally:
         await runtime.database.dispose()

@@ -379,6 +379,27 @@ async def test_unroutable_event_raises_when_the_topology_is_broken(broker: Broke
     assert await transport.ready()
 
 
+async def test_publish_many_gives_each_envelope_its_outcome_in_order(broker: Broker) -> None:
+    transport = await broker.transport()
+    event_type = broker.event_type("many")
+    recorder = Recorder()
+    await transport.subscribe(broker.consumer("many"), [event_type], recorder)
+    sent = [make_envelope(event_type, n=i) for i in range(5)]
+
+    assert await asyncio.wait_for(transport.publish_many(sent), WAIT) == [None] * len(sent)
+    received = [await recorder.next() for _ in sent]
+    assert sorted(envelope.id for envelope in received) == sorted(e.id for e in sent)
+
+    async with broker.raw_channel() as channel:
+        await channel.queue_delete(broker.unrouted)
+    routed, lost = make_envelope(event_type, n=9), make_envelope(broker.event_type("lost"))
+    outcomes = await asyncio.wait_for(transport.publish_many([routed, lost]), WAIT)
+    # A broken topology fails only the event it returns; the other is confirmed.
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], EventNotRoutable)
+    assert (await recorder.next()).id == routed.id
+
+
 async def test_delivery_cut_short_by_shutdown_is_redelivered(broker: Broker) -> None:
     event_type = broker.event_type("long.job")
     consumer = broker.consumer("replicas")
@@ -723,4 +744,41 @@ async def test_shutdown_finishes_the_batch_in_hand_and_hands_back_the_waiting_on
     await eventually(all_back)
     assert sorted(after.applied) == sorted(envelope.id for envelope in waiting)
     await asyncio.sleep(0.3)
+    assert await broker.depth(RabbitMQTransport.queue_name(consumer)) == 0
+
+
+async def test_a_lingering_batch_gathers_what_arrives_meanwhile_and_acks_it_all(
+    broker: Broker,
+) -> None:
+    transport = await broker.transport(prefetch=16)
+    event_type = broker.event_type("batched.linger")
+    consumer = broker.consumer("batched-linger")
+    recorder = BatchRecorder()
+    await transport.subscribe_batch(consumer, [event_type], recorder, max_batch=4, linger=2.0)
+
+    sent = [make_envelope(event_type, n=i) for i in range(6)]
+    for envelope in sent[:3]:
+        await asyncio.wait_for(transport.publish(envelope), WAIT)
+    await asyncio.sleep(0.3)
+    # Three of four: still waiting for a fuller batch.
+    assert recorder.batches == []
+    started = time.monotonic()
+    for envelope in sent[3:]:
+        await asyncio.wait_for(transport.publish(envelope), WAIT)
+
+    async def all_applied() -> bool:
+        return len(recorder.applied) == len(sent)
+
+    await eventually(all_applied)
+    # A full batch goes at once; the rest after the linger.
+    assert [len(batch) for batch in recorder.batches] == [4, 2]
+    assert time.monotonic() - started >= 1.5
+    assert sorted(recorder.applied) == sorted(envelope.id for envelope in sent)
+    # Every delivery was acked: none comes back to the next consumer.
+    await asyncio.wait_for(transport.close(), WAIT)
+    survivor = await broker.transport()
+    after = BatchRecorder()
+    await survivor.subscribe_batch(consumer, [event_type], after, max_batch=4)
+    await asyncio.sleep(0.5)
+    assert after.batches == []
     assert await broker.depth(RabbitMQTransport.queue_name(consumer)) == 0

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.analytics import service
-from panthera.analytics.service import Metric, day_of, rollups, write_rollups
+from panthera.analytics.service import Metric, day_of, rollups, write_facts, write_rollups
 from panthera.catalog.events import ProductViewed
 from panthera.kernel.db import UnitOfWork
 from panthera.kernel.events import Envelope, EventContract
@@ -57,6 +57,8 @@ async def _viewed(session: AsyncSession, event: ProductViewed) -> None:
 
 async def write_batch(runtime: ServiceRuntime, uow: UnitOfWork) -> None:
     """Once per consuming transaction, however many events it applied."""
+    # The facts first: which events count, hence the roll-ups, follows from them.
+    await write_facts(uow.session)
     await write_rollups(uow.session)
 
 

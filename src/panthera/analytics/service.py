@@ -1,16 +1,20 @@
 """Applying events to the analytics store: order facts and additive daily roll-ups.
 
 Every function runs inside the consumer's unit of work, beside the inbox record
-that makes a redelivered event a no-op. Roll-up increments are collected in the
-transaction's :class:`Rollups` and written by :func:`write_rollups` just before
-it commits: one ``INSERT ... ON CONFLICT DO UPDATE`` per table for a whole batch
-of events, atomic on PostgreSQL under concurrent consumers and cheap on SQLite.
+that makes a redelivered event a no-op. Order facts and roll-up increments are
+collected in the transaction and written just before it commits, the facts by
+:func:`write_facts` (one upsert per kind of event for a batch, more only for an
+order with several events in it), then the roll-ups the facts say count by
+:func:`write_rollups`: one ``INSERT ... ON CONFLICT DO UPDATE`` per table for a
+whole batch of events, atomic on PostgreSQL under concurrent consumers and cheap
+on SQLite.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
@@ -168,8 +172,8 @@ def _fact_upserts(insert: Any) -> dict[str, Any]:
     The merge rule is in SQL so a single statement, atomic under concurrent
     consumers, creates the fact or moves it: a newer revision takes the
     status, amount and time; an older one leaves them. Placing and confirming
-    update only a fact not yet placed (or confirmed), so the statement's row
-    count says whether this event is the one that counts.
+    update only a fact not yet placed (or confirmed), so the ids they return
+    are the orders for which this event is the one that counts.
     """
     table = OrderFact.__table__
     c = table.c
@@ -188,15 +192,18 @@ def _fact_upserts(insert: Any) -> dict[str, Any]:
         # An order heard of first through a later event counts on the day it was placed.
         "placed_on": case((new.placed_on < c.placed_on, new.placed_on), else_=c.placed_on),
     }
+    placing = statement.on_conflict_do_update(
+        index_elements=[c.order_id], set_=placed, where=c.placed_at.is_(None)
+    )
+    confirming = statement.on_conflict_do_update(
+        index_elements=[c.order_id],
+        set_={**moved, "confirmed_at": new.confirmed_at},
+        where=c.confirmed_at.is_(None),
+    )
     return {
-        "placed": statement.on_conflict_do_update(
-            index_elements=[c.order_id], set_=placed, where=c.placed_at.is_(None)
-        ),
-        "confirmed": statement.on_conflict_do_update(
-            index_elements=[c.order_id],
-            set_={**moved, "confirmed_at": new.confirmed_at},
-            where=c.confirmed_at.is_(None),
-        ),
+        # The orders a batch of events placed (or confirmed) come back.
+        "placed_returning": placing.returning(c.order_id),
+        "confirmed_returning": confirming.returning(c.order_id),
         "changed": statement.on_conflict_do_update(
             index_elements=[c.order_id],
             set_={name: new[name] for name in ("status", "total_amount", "updated_at", "revision")},
@@ -208,15 +215,100 @@ def _fact_upserts(insert: Any) -> dict[str, Any]:
 _FACT_UPSERTS = {"postgresql": _fact_upserts(pg_insert), "sqlite": _fact_upserts(sqlite_insert)}
 
 
-async def _order_fact(
+@dataclass
+class _Fact:
+    kind: str
+    row: dict[str, Any]
+    # Run when this event is the one that placed (or confirmed) the order.
+    counted: Callable[[], None] | None
+
+
+class _Facts:
+    """The order-fact upserts of one transaction, written together before it commits."""
+
+    def __init__(self) -> None:
+        self.pending: list[_Fact] = []
+
+    async def write(self, session: AsyncSession) -> None:
+        """Each event's upsert, as few statements as keep every order's events in order.
+
+        An order's n-th event of the transaction goes in the n-th round, so one
+        statement never touches an order twice (which ON CONFLICT DO UPDATE
+        refuses) and an order's events apply in the order they came. Within a
+        round, one statement per kind; the ids it returns are the orders whose
+        placing (or confirmation) this event is.
+        """
+        pending, self.pending = self.pending, []
+        rounds: list[list[_Fact]] = []
+        seen: dict[Any, int] = {}
+        for fact in pending:
+            index = seen.get(fact.row["order_id"], 0)
+            seen[fact.row["order_id"]] = index + 1
+            if index == len(rounds):
+                rounds.append([])
+            rounds[index].append(fact)
+        upserts = _FACT_UPSERTS[session.get_bind().dialect.name]
+        for facts in rounds:
+            for kind in ("placed", "confirmed", "changed"):
+                of_kind = [fact for fact in facts if fact.kind == kind]
+                if not of_kind:
+                    continue
+                rows = [fact.row for fact in of_kind]
+                if kind == "changed":
+                    await session.execute(upserts["changed"], rows)
+                    continue
+                counted = set((await session.execute(upserts[f"{kind}_returning"], rows)).scalars())
+                later: list[dict[str, Any]] = []
+                for fact in of_kind:
+                    if fact.row["order_id"] in counted:
+                        if fact.counted is not None:
+                            fact.counted()
+                    else:
+                        # Placed (or confirmed) before: the event may still
+                        # carry a newer status.
+                        later.append(fact.row)
+                if later:
+                    await session.execute(upserts["changed"], later)
+
+
+_FACTS = "analytics.facts"
+
+
+def _facts(session: AsyncSession) -> _Facts:
+    sync_session = session.sync_session
+    found: _Facts | None = sync_session.info.get(_FACTS)
+    if found is None:
+        found = sync_session.info[_FACTS] = _Facts()
+        sa_event.listen(sync_session, "before_commit", _refuse_unwritten_facts)
+    return found
+
+
+def _refuse_unwritten_facts(sync_session: Session) -> None:
+    # As with the roll-ups: never commit the inbox records of events whose
+    # facts were not written.
+    found: _Facts | None = sync_session.info.get(_FACTS)
+    if found is not None and found.pending:
+        raise RuntimeError("analytics order facts were not written before the commit")
+
+
+async def write_facts(session: AsyncSession) -> None:
+    """Write the order facts the transaction's events moved (before its roll-ups)."""
+    found: _Facts | None = session.sync_session.info.get(_FACTS)
+    if found is not None:
+        await found.write(session)
+
+
+def _order_fact(
     session: AsyncSession,
     kind: str,
     event: Any,
     *,
     placed_at: datetime | None = None,
     confirmed_at: datetime | None = None,
-) -> bool:
-    """Create or move the order's fact; whether this event placed (or confirmed) it."""
+    counted: Callable[[], None] | None = None,
+) -> None:
+    """Create or move the order's fact before the commit; ``counted`` runs if this event
+    placed (or confirmed) it."""
     day = day_of(event.occurred_at)
     row = {
         "order_id": event.order_id,
@@ -230,44 +322,43 @@ async def _order_fact(
         "confirmed_at": confirmed_at,
         "updated_at": event.occurred_at,
     }
-    upserts = _FACT_UPSERTS[session.get_bind().dialect.name]
-    result = await session.execute(upserts[kind], row)
-    if result.rowcount == 1:  # type: ignore[attr-defined]
-        return True
-    if kind != "changed":
-        # Placed (or confirmed) before: the event may still carry a newer status.
-        await session.execute(upserts["changed"], row)
-    return False
+    _facts(session).pending.append(_Fact(kind, row, counted))
 
 
 async def order_placed(session: AsyncSession, event: Any) -> None:
     """``order.created``: a new order counts on the day it was placed."""
+    day = day_of(event.occurred_at)
+
+    def counted() -> None:
+        rollups(session).count(Metric.ORDERS_PLACED, day)
+
     # One order is placed once, whatever the events say.
-    if await _order_fact(session, "placed", event, placed_at=event.occurred_at):
-        rollups(session).count(Metric.ORDERS_PLACED, day_of(event.occurred_at))
+    _order_fact(session, "placed", event, placed_at=event.occurred_at, counted=counted)
 
 
 async def order_confirmed(session: AsyncSession, event: Any) -> None:
     """``order.confirmed``: its money, units and products count on the confirmation day."""
-    # One order is sold once, whatever the events say.
-    if not await _order_fact(session, "confirmed", event, confirmed_at=event.occurred_at):
-        return
-    day = day_of(event.occurred_at)
-    added = rollups(session)
-    added.count(Metric.ORDERS_CONFIRMED, day)
-    units = sum(line.quantity for line in event.items)
-    added.add(
-        DailySales,
-        {"day": day, "currency": event.currency},
-        {"gross": event.total_amount, "orders": 1, "units": units, "refunded": 0, "refunds": 0},
-    )
-    for line in _merged(event.items):
+
+    def counted() -> None:
+        day = day_of(event.occurred_at)
+        added = rollups(session)
+        added.count(Metric.ORDERS_CONFIRMED, day)
+        units = sum(line.quantity for line in event.items)
         added.add(
-            DailyProductSales,
-            {"day": day, "product_id": line["product_id"], "currency": event.currency},
-            {"units": line["quantity"], "revenue": line["line_total"]},
-            {"name": line["name"], "category_id": line["category_id"]},
+            DailySales,
+            {"day": day, "currency": event.currency},
+            {"gross": event.total_amount, "orders": 1, "units": units, "refunded": 0, "refunds": 0},
         )
+        for line in _merged(event.items):
+            added.add(
+                DailyProductSales,
+                {"day": day, "product_id": line["product_id"], "currency": event.currency},
+                {"units": line["quantity"], "revenue": line["line_total"]},
+                {"name": line["name"], "category_id": line["category_id"]},
+            )
+
+    # One order is sold once, whatever the events say.
+    _order_fact(session, "confirmed", event, confirmed_at=event.occurred_at, counted=counted)
 
 
 def _merged(items: Iterable[Any]) -> list[dict[str, Any]]:
@@ -291,7 +382,7 @@ def _merged(items: Iterable[Any]) -> list[dict[str, Any]]:
 
 async def order_changed(session: AsyncSession, event: Any, *, cancelled: bool = False) -> None:
     """Another status (cancelled, shipped, delivered, refunded): the fact follows it."""
-    await _order_fact(session, "changed", event)
+    _order_fact(session, "changed", event)
     if cancelled:
         rollups(session).count(Metric.ORDERS_CANCELLED, day_of(event.occurred_at))
 

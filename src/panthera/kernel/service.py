@@ -70,6 +70,10 @@ class ServiceDefinition:
     # one commit for a whole batch; at 1 events are applied concurrently, each
     # on its own, for the lowest latency.
     consume_batch: int = 1
+    # With batches, how long (seconds) a batch not yet full waits for more
+    # events: latency a consumer off the critical path can spare for fewer
+    # transactions.
+    consume_linger: float = 0.0
     # Runs in every transaction that applies events, after their handlers and
     # before the commit: handlers may leave work for it to do once per batch.
     before_commit: BeforeCommit | None = None
@@ -133,6 +137,7 @@ class ServiceRuntime:
                 list(by_type),
                 self._batch_consumer(by_type),
                 max_batch=self.definition.consume_batch,
+                linger=self.definition.consume_linger,
             )
         else:
             await self.transport.subscribe(self.name, list(by_type), self._consumer(by_type))

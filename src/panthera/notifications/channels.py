@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from email import charset as email_charset
-from email import policy as email_policy
 from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import Compat32
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,9 +48,31 @@ class PushProvider(Protocol):
 
 # SMTP's limit on a line, line ending excluded (RFC 5321 4.5.3.1.6).
 _MAX_7BIT_LINE = 998
+
+
+class _Compat32OneLine(Compat32):
+    """compat32 writing a header that fits on its line as it is.
+
+    compat32 passes every header through ``email.header.Header`` to fold it,
+    which was most of the time spent writing a message out; for a printable
+    ASCII value that fits on one line its result is that same line.
+    """
+
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and value.isprintable()
+            and len(name) + len(value) + 2 <= (self.max_line_length or 0)
+        ):
+            return f"{name}: {value}{self.linesep}"
+        folded: str = super()._fold(name, value, sanitize)  # type: ignore[misc]
+        return folded
+
+
 # Headers kept on one line, as long as SMTP allows: a folded URL or id would
 # come back from some parsers with the folding's whitespace in it.
-_LEGACY = email_policy.compat32.clone(max_line_length=_MAX_7BIT_LINE)
+_LEGACY = _Compat32OneLine(max_line_length=_MAX_7BIT_LINE)
 _UTF8_QUOTED_PRINTABLE = email_charset.Charset("utf-8")
 # Readable in a mail's source, unlike base64, and safe for any line length.
 _UTF8_QUOTED_PRINTABLE.body_encoding = email_charset.QP
@@ -117,8 +140,31 @@ class FileOutbox:
         self.directory = directory
 
     async def send(self, message: Message) -> None:
-        name = str(message["Message-ID"]).strip("<>").split("@")[0]
-        await asyncio.to_thread(self._write, f"{name}.eml", message.as_bytes())
+        await asyncio.to_thread(self._write, self._eml_name(message), message.as_bytes())
+
+    async def send_many(self, messages: Sequence[Message]) -> list[Exception | None]:
+        """Write several messages; for each, None once written, else why not.
+
+        One trip to a worker thread for the lot: the hand-off to the thread
+        pool costs more than writing a small file.
+        """
+        files = [(self._eml_name(message), message.as_bytes()) for message in messages]
+        return await asyncio.to_thread(self._write_all, files)
+
+    @staticmethod
+    def _eml_name(message: Message) -> str:
+        return str(message["Message-ID"]).strip("<>").split("@")[0] + ".eml"
+
+    def _write_all(self, files: list[tuple[str, bytes]]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = []
+        for name, content in files:
+            try:
+                self._write(name, content)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     async def send_sms(self, *, to: str, body: str, message_id: str) -> None:
         document = {"to": to, "body": body}

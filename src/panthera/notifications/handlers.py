@@ -28,6 +28,7 @@ from panthera.notifications.service import (
     notify_user,
     remember_recipient,
     send_email,
+    write_queued,
 )
 from panthera.orders.events import (
     OrderCancelled,
@@ -213,6 +214,11 @@ async def on_user_deleted(
 ) -> None:
     if await find_recipient(uow, event.user_id) is not None:
         await forget_recipient(uow, event.user_id)
+
+
+async def write_batch(runtime: ServiceRuntime, uow: UnitOfWork) -> None:
+    """Once per consuming transaction: the messages all its events queued."""
+    await write_queued(uow)
 
 
 _MAILS: tuple[tuple[type[EventContract], str, Callable[[Any], dict[str, Any]]], ...] = (

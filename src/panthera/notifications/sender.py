@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import Message
 from typing import Any
 
 from prometheus_client import Counter
@@ -33,6 +34,9 @@ from panthera.notifications.models import Channel, Delivery, DeliveryStatus
 from panthera.notifications.service import NotificationsDeps
 
 log = logging.getLogger("panthera.notifications")
+
+# A message the batch's joint hand-over left to be sent on its own.
+_NOT_SENT: Any = object()
 
 MESSAGES = Counter(
     "panthera_notifications_messages_total",
@@ -95,7 +99,8 @@ class DeliverySender:
         policy: RetryPolicy,
         skip_locked: bool,
         poll_seconds: float = 1.0,
-        batch_size: int = 20,
+        # As many as one consuming transaction queues (its batch of 32 events).
+        batch_size: int = 32,
     ) -> None:
         self._sessions = sessions
         self._deps = deps
@@ -184,15 +189,59 @@ class DeliverySender:
             return 0
         sent: list[Outgoing] = []
         failed: list[tuple[Outgoing, Exception]] = []
+        emailed = await self._email_together(leased)
         for delivery in leased:
-            try:
-                await self._hand_over(delivery)
-            except Exception as exc:
-                failed.append((delivery, exc))
-            else:
+            outcome = emailed.get(delivery.id, _NOT_SENT)
+            if outcome is _NOT_SENT:
+                try:
+                    await self._hand_over(delivery)
+                except Exception as exc:
+                    outcome = exc
+                else:
+                    outcome = None
+            if outcome is None:
                 sent.append(delivery)
+            else:
+                failed.append((delivery, outcome))
         await self._record(sent, failed)
         return len(leased)
+
+    async def _email_together(self, leased: list[Outgoing]) -> dict[uuid.UUID, Exception | None]:
+        """The batch's mail handed over at once, where the channel takes several together.
+
+        Each message keeps its own outcome; those not sent here are left out.
+        """
+        send_many = getattr(self._deps.email, "send_many", None)
+        emails = [delivery for delivery in leased if delivery.channel == Channel.EMAIL.value]
+        if send_many is None or len(emails) < 2:
+            return {}
+        outcomes: dict[uuid.UUID, Exception | None] = {}
+        built: list[tuple[Outgoing, Message]] = []
+        for delivery in emails:
+            try:
+                built.append((delivery, self._email(delivery)))
+            except Exception as exc:
+                outcomes[delivery.id] = exc
+        if built:
+            try:
+                results = await send_many([message for _, message in built])
+            except Exception as exc:
+                results = [exc] * len(built)
+            for (delivery, _), result in zip(built, results, strict=True):
+                outcomes[delivery.id] = result
+        return outcomes
+
+    def _email(self, delivery: Outgoing) -> Message:
+        content = delivery.content
+        return build_message(
+            sender=self._deps.sender,
+            to=delivery.recipient,
+            subject=delivery.subject,
+            text=content["text"],
+            html=content["html"],
+            message_id=str(delivery.id),
+            unsubscribe_url=content.get("unsubscribe_url"),
+        )
 
     def _next_taken_up(self) -> list[Outgoing]:
         """Up to a batch of the messages taken up, those whose lease is half gone left out.
@@ -266,16 +315,7 @@ class DeliverySender:
         deps = self._deps
         content = delivery.content
         if delivery.channel == Channel.EMAIL.value:
-            message = build_message(
-                sender=deps.sender,
-                to=delivery.recipient,
-                subject=delivery.subject,
-                text=content["text"],
-                html=content["html"],
-                message_id=str(delivery.id),
-                unsubscribe_url=content.get("unsubscribe_url"),
-            )
-            await deps.email.send(message)
+            await deps.email.send(self._email(delivery))
         elif delivery.channel == Channel.SMS.value:
             await deps.sms.send_sms(
                 to=delivery.recipient, body=content["text"], message_id=str(delivery.id)

@@ -24,8 +24,10 @@ from jinja2 import (
     select_autoescape,
 )
 from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from panthera.kernel.db import UnitOfWork
 from panthera.notifications.channels import EmailChannel, PushProvider, SmsProvider
@@ -167,11 +169,54 @@ def _after_commit(deps: NotificationsDeps, uow: UnitOfWork, delivery: Delivery) 
     queued.append(delivery)
 
 
-# Built once per dialect; a repeat of an event's message inserts nothing.
+# Built once per dialect; a repeat of an event's message inserts nothing, and
+# only the ids really inserted come back.
 _QUEUE = {
-    dialect: insert(cast(Table, Delivery.__table__)).on_conflict_do_nothing(index_elements=["id"])
+    dialect: insert(cast(Table, Delivery.__table__))
+    .on_conflict_do_nothing(index_elements=["id"])
+    .returning(Delivery.__table__.c.id)
     for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
+
+_QUEUED = "notifications.queued"
+
+
+class _Queued:
+    """The messages a transaction queued, inserted together by ``write_queued``."""
+
+    def __init__(self, deps: NotificationsDeps) -> None:
+        self.deps = deps
+        self.rows: dict[uuid.UUID, dict[str, Any]] = {}
+
+
+def _queued(deps: NotificationsDeps, uow: UnitOfWork) -> _Queued:
+    sync_session = uow.session.sync_session
+    found: _Queued | None = sync_session.info.get(_QUEUED)
+    if found is None:
+        found = sync_session.info[_QUEUED] = _Queued(deps)
+        sa_event.listen(sync_session, "before_commit", _refuse_unwritten)
+    return found
+
+
+def _refuse_unwritten(sync_session: Session) -> None:
+    # Committing the event's inbox record without its messages would lose
+    # them for good; failing the transaction has the event retried instead.
+    found: _Queued | None = sync_session.info.get(_QUEUED)
+    if found is not None and found.rows:
+        raise RuntimeError("queued notifications were not written before the commit")
+
+
+async def write_queued(uow: UnitOfWork) -> None:
+    """Insert the messages the transaction queued, in one statement, before it commits."""
+    found: _Queued | None = uow.session.sync_session.info.get(_QUEUED)
+    if found is None or not found.rows:
+        return
+    rows, found.rows = found.rows, {}
+    statement = _QUEUE[uow.session.get_bind().dialect.name]
+    inserted = set((await uow.session.execute(statement, list(rows.values()))).scalars())
+    for delivery_id, row in rows.items():
+        if delivery_id in inserted:
+            _after_commit(found.deps, uow, Delivery(**row))
 
 
 async def queue(
@@ -191,7 +236,8 @@ async def queue(
     """Add one message to the delivery log, due now; idempotent per event, template and address.
 
     Its id is derived from the event: a repeat of the same event finds the same
-    row, and queues nothing more.
+    row, and queues nothing more. The row is written by ``write_queued``, which
+    the transaction must await before it commits.
     """
     delivery_id = uuid.uuid5(event_id, f"{template}:{channel}:{to}")
     if channel is Channel.EMAIL:
@@ -218,9 +264,9 @@ async def queue(
         "created_at": now,
         "sent_at": None,
     }
-    inserted = await uow.session.execute(_QUEUE[uow.session.get_bind().dialect.name], row)
-    if inserted.rowcount == 1:  # type: ignore[attr-defined]
-        _after_commit(deps, uow, Delivery(**row))
+    # Inserted with the transaction's other messages just before it commits:
+    # one round trip for a batch of events rather than one per message.
+    _queued(deps, uow).rows.setdefault(delivery_id, row)
     return delivery_id
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.events.transport import BatchDeliveryHandler, DeliveryHandler
@@ -52,15 +52,29 @@ class EmbeddedTransport:
         handler: BatchDeliveryHandler,
         *,
         max_batch: int,
+        linger: float = 0.0,
     ) -> None:
         # The publisher hands over one envelope at a time and waits for it to be
-        # applied, so there is never more than one to give a consumer.
+        # applied, so there is never more than one to give a consumer (nor
+        # anything to linger for).
         async def one(envelope: Envelope) -> None:
             (outcome,) = await handler([envelope])
             if outcome is not None:
                 raise outcome
 
         await self.subscribe(consumer, event_types, one)
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[BaseException | None]:
+        # One after the other: each is applied by its consumers before it returns.
+        outcomes: list[BaseException | None] = []
+        for envelope in envelopes:
+            try:
+                await self.publish(envelope)
+            except Exception as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     async def publish(self, envelope: Envelope) -> None:
         subscribers = self._handlers.get(envelope.type, [])

@@ -79,10 +79,16 @@ class _Batching:
 
     handler: BatchDeliveryHandler
     max_batch: int
+    linger: float = 0.0
     waiting: list[AbstractIncomingMessage] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once a whole batch is waiting (or on shutdown): ends a linger early.
+    full: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
     stopping: bool = False
+    # Channels a batch failed on unexpectedly, possibly leaving deliveries
+    # unsettled: a multiple ack there would settle them unapplied.
+    stranded: list[Any] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -238,6 +244,7 @@ class RabbitMQTransport:
                     # deliveries still waiting are unacked and come back.
                     batching.stopping = True
                     batching.arrived.set()
+                    batching.full.set()
                     if batching.worker is not current:
                         pending.add(batching.worker)
             if pending:
@@ -278,9 +285,43 @@ class RabbitMQTransport:
         Raises :class:`EventNotRoutable` if the broker returns the message and
         :class:`PublishFailed` on a nack, a timeout or a lost connection.
         """
+        (outcome,) = await self.publish_many([envelope])
+        if outcome is not None:
+            raise outcome
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> list[PublishFailed | None]:
+        """Publish ``envelopes`` in order and wait for all their confirms together.
+
+        One outcome per envelope, in order: None once the broker confirmed it,
+        else the :class:`PublishFailed` (or :class:`EventNotRoutable`) that
+        ``publish`` would have raised. Waiting for each confirm before sending
+        the next would cost a broker round trip per event.
+        """
         channel, exchange = self._channel, self._exchange
         if channel is None or exchange is None:
-            raise PublishFailed("RabbitMQ transport is not started")
+            failed = PublishFailed("RabbitMQ transport is not started")
+            return [failed] * len(envelopes)
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                # Rides out a short reconnect instead of failing the relay's
+                # batch; the timeout bounds how long the relay can be held.
+                await channel.ready()
+        except Exception as exc:
+            failed = PublishFailed(f"could not publish {len(envelopes)} events: {exc!r}")
+            return [failed] * len(envelopes)
+        if len(envelopes) == 1:
+            return [await self._publish_confirmed(exchange, envelopes[0])]
+        # The channel's lock sends them in the order the tasks reach it, which
+        # is the order given; each then waits for its own confirm.
+        return list(
+            await asyncio.gather(
+                *(self._publish_confirmed(exchange, envelope) for envelope in envelopes)
+            )
+        )
+
+    async def _publish_confirmed(
+        self, exchange: AbstractRobustExchange, envelope: Envelope
+    ) -> PublishFailed | None:
         headers: HeadersType = {}
         if envelope.traceparent:
             headers[TRACEPARENT_HEADER] = envelope.traceparent
@@ -296,32 +337,38 @@ class RabbitMQTransport:
         )
         try:
             async with asyncio.timeout(self._publish_timeout):
-                # Rides out a short reconnect instead of failing the relay's
-                # batch; the timeout bounds how long the relay can be held.
-                await channel.ready()
                 result = await exchange.publish(message, routing_key=envelope.type, mandatory=True)
         except PublishError as exc:
-            raise EventNotRoutable(
-                f"broker returned event {envelope.id} ({envelope.type}) as unroutable "
-                f"from exchange {self._exchange_name!r}"
-            ) from exc
+            return _cause(
+                EventNotRoutable(
+                    f"broker returned event {envelope.id} ({envelope.type}) as unroutable "
+                    f"from exchange {self._exchange_name!r}"
+                ),
+                exc,
+            )
         except DeliveryError as exc:
-            raise PublishFailed(
-                f"broker refused event {envelope.id} ({envelope.type}): {exc}"
-            ) from exc
+            return _cause(
+                PublishFailed(f"broker refused event {envelope.id} ({envelope.type}): {exc}"), exc
+            )
         except TimeoutError as exc:
-            raise PublishFailed(
-                f"no confirmation for event {envelope.id} ({envelope.type}) "
-                f"within {self._publish_timeout}s"
-            ) from exc
+            return _cause(
+                PublishFailed(
+                    f"no confirmation for event {envelope.id} ({envelope.type}) "
+                    f"within {self._publish_timeout}s"
+                ),
+                exc,
+            )
         except Exception as exc:
-            raise PublishFailed(f"could not publish event {envelope.id} ({envelope.type})") from exc
+            return _cause(
+                PublishFailed(f"could not publish event {envelope.id} ({envelope.type})"), exc
+            )
         # Defensive: with on_return_raises a return arrives as PublishError,
         # and without confirms there would be no result at all.
         if isinstance(result, DeliveredMessage):
-            raise EventNotRoutable(f"broker returned event {envelope.id} ({envelope.type})")
+            return EventNotRoutable(f"broker returned event {envelope.id} ({envelope.type})")
         if result is None:
-            raise PublishFailed(f"no publisher confirm for event {envelope.id} ({envelope.type})")
+            return PublishFailed(f"no publisher confirm for event {envelope.id} ({envelope.type})")
+        return None
 
     # -- consuming ------------------------------------------------------------
 
@@ -346,18 +393,26 @@ class RabbitMQTransport:
         handler: BatchDeliveryHandler,
         *,
         max_batch: int,
+        linger: float = 0.0,
     ) -> None:
         """As ``subscribe``, handing ``handler`` what has arrived, up to ``max_batch`` at a time.
 
         One worker per subscription applies one batch after the other, each
         delivery acked, retried or dead-lettered on its own according to the
         outcome the handler gives for it. Deliveries arriving while a batch is
-        applied (up to ``prefetch`` unacked) make up the next one.
+        applied (up to ``prefetch`` unacked) make up the next one. With
+        ``linger`` (seconds) the worker, handed fewer than ``max_batch``, waits
+        that long for more before it applies them.
         """
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if linger < 0:
+            raise ValueError("linger must not be negative")
         await self._subscribe(
-            consumer, event_types, None, _Batching(handler=handler, max_batch=max_batch)
+            consumer,
+            event_types,
+            None,
+            _Batching(handler=handler, max_batch=max_batch, linger=linger),
         )
 
     async def _subscribe(
@@ -399,6 +454,8 @@ class RabbitMQTransport:
                 assert batching is not None
                 batching.waiting.append(message)
                 batching.arrived.set()
+                if len(batching.waiting) >= batching.max_batch:
+                    batching.full.set()
 
             if batching is not None:
                 batching.worker = asyncio.create_task(
@@ -527,6 +584,16 @@ class RabbitMQTransport:
             await batching.arrived.wait()
             if batching.stopping:
                 return
+            if batching.linger and len(batching.waiting) < batching.max_batch:
+                # A consumer off the critical path trades a little latency for
+                # fewer, larger transactions: each costs a round trip per
+                # statement and a commit, whatever the batch holds.
+                batching.full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(batching.linger):
+                        await batching.full.wait()
+                if batching.stopping:
+                    return
             batch = batching.waiting[: batching.max_batch]
             del batching.waiting[: batching.max_batch]
             if not batching.waiting:
@@ -541,6 +608,10 @@ class RabbitMQTransport:
                 # Unsettled deliveries stay unacked and come back on the next
                 # connection; the worker must go on with the others meanwhile.
                 logger.exception("applying a batch from %s failed", sub.queue.name)
+                for message in batch:
+                    with contextlib.suppress(Exception):
+                        if message.channel not in batching.stranded:
+                            batching.stranded.append(message.channel)
 
     async def _process_batch(
         self,
@@ -572,6 +643,13 @@ class RabbitMQTransport:
                 f"batch handler gave {len(outcomes)} outcomes for {len(parsed)} events"
             )
             outcomes = [mismatch] * len(parsed)
+        if all(outcome is None for outcome in outcomes) and _one_channel(parsed, batching):
+            # Every earlier delivery on this channel is settled already (batches
+            # are taken and settled in delivery order), so one ack up to the
+            # last covers the batch: one frame instead of one per event.
+            last = parsed[-1][0]
+            await self._settle(last.ack(multiple=True), sub, last, "ack")
+            return
         for (message, envelope), outcome in zip(parsed, outcomes, strict=True):
             if outcome is None:
                 await self._settle(message.ack(), sub, message, "ack")
@@ -810,6 +888,29 @@ def _copy_message(message: AbstractIncomingMessage, headers: HeadersType) -> aio
         app_id=message.app_id,
         headers=headers,
     )
+
+
+def _one_channel(
+    parsed: Sequence[tuple[AbstractIncomingMessage, Envelope]], batching: _Batching
+) -> bool:
+    """Whether one multiple ack of the last delivery settles exactly these deliveries.
+
+    After a reconnect a batch may mix deliveries of the old channel (whose acks
+    fail, and which the broker redelivers) with those of the new one.
+    """
+    try:
+        first = parsed[0][0].channel
+        if any(first is channel for channel in batching.stranded):
+            return False
+        return all(message.channel is first for message, _ in parsed)
+    except Exception:
+        # A closed channel raises on access: settle one by one, as before.
+        return False
+
+
+def _cause(error: PublishFailed, cause: BaseException) -> PublishFailed:
+    error.__cause__ = cause
+    return error
 
 
 def _describe(exc: BaseException) -> str:

@@ -31,6 +31,12 @@ class EventTransport(Protocol):
         Raises on failure, so the caller's outbox row stays pending.
         """
 
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> Sequence[BaseException | None]:
+        """Hand several envelopes over, in order; for each, None once taken durably, else why not.
+
+        Returns only once every one has its outcome, as ``publish`` would.
+        """
+
     async def subscribe(
         self, consumer: str, event_types: Iterable[str], handler: DeliveryHandler
     ) -> None:
@@ -46,10 +52,13 @@ class EventTransport(Protocol):
         handler: BatchDeliveryHandler,
         *,
         max_batch: int,
+        linger: float = 0.0,
     ) -> None:
         """As ``subscribe``, handing ``handler`` up to ``max_batch`` envelopes at a time.
 
         An envelope is settled only after the handler has returned its outcome.
+        ``linger`` is how long, in seconds, a transport that batches may wait for
+        a fuller batch before handing over what it has.
         """
 
     async def ready(self) -> bool:
