@@ -1,11 +1,13 @@
 """Service-to-service calls: over aiohttp to replicas in turn, with breakers, timeouts and
-rules on what is sent again, against real sockets; and straight into an app in process."""
+rules on what is sent again, against real sockets; and straight into an app in process.
+
+A replica dying mid-request and a call timing out: tests/kernel/test_replicas.py, for
+these calls and the gateway's hop alike."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import orjson
@@ -239,51 +241,6 @@ async def test_an_unsafe_request_answered_5xx_is_not_sent_again(
     assert len(seen) == 8
     assert seen.count("bad") == 2
     assert statuses.count(500) == 2
-
-
-async def test_a_call_that_times_out_fails_and_is_not_sent_elsewhere(
-    serve: Callable[[str, Handler], Awaitable[str]],
-) -> None:
-    seen: list[str] = []
-
-    async def answer(request: web.Request) -> web.Response:
-        seen.append(request.app[NAME])
-        if request.app[NAME] == "slow":
-            await asyncio.sleep(5)
-        return web.Response(status=200)
-
-    urls = [await serve("slow", answer), await serve("quick", answer)]
-    caller = _caller(urls, timeout_seconds=0.3, retries=2)
-    started = time.monotonic()
-    try:
-        with pytest.raises(CallFailed):
-            await caller.request("POST", "/x")
-    finally:
-        await caller.aclose()
-    assert time.monotonic() - started < 2
-    assert seen == ["slow"]
-
-
-@pytest.mark.parametrize(("method", "moves_on"), [("GET", True), ("POST", False)])
-async def test_a_replica_dying_mid_request_is_gone_round_only_for_safe_requests(
-    serve: Callable[[str, Handler], Awaitable[str]], method: str, moves_on: bool
-) -> None:
-    async def answer(request: web.Request) -> web.StreamResponse:
-        if request.app[NAME] == "dying":
-            assert request.transport is not None
-            request.transport.close()
-        return web.Response(status=200)
-
-    urls = [await serve("dying", answer), await serve("live", answer)]
-    caller = _caller(urls)
-    try:
-        if moves_on:
-            assert (await caller.request(method, "/x")).status == 200
-        else:
-            with pytest.raises(CallFailed):
-                await caller.request(method, "/x")
-    finally:
-        await caller.aclose()
 
 
 async def test_the_directory_calls_a_service_without_an_address_unavailable() -> None:

@@ -14,7 +14,7 @@ import yarl
 from starlette.types import ASGIApp, Message, Scope
 
 from panthera.kernel.errors import ServiceUnavailable
-from panthera.kernel.http.replicas import ReplicaSet
+from panthera.kernel.http.replicas import SAFE_METHODS, ReplicaSet
 from panthera.kernel.observability import (
     current_request_id,
     current_traceparent,
@@ -22,9 +22,6 @@ from panthera.kernel.observability import (
     set_traceparent,
 )
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
-
-# Requests that change nothing (RFC 9110, 9.2.1): sending one twice is harmless.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,49 +247,32 @@ class ReplicaCaller:
     ) -> Answer:
         body = None if json is None else orjson.dumps(json)
         sent = self._headers_for(headers, body is not None)
-        rounds = 0
-        failure: Exception | None = None
-        while True:
-            for base in self._replicas.order():
-                if not self._replicas.claim(base):
-                    continue
-                try:
-                    async with self._client().request(
-                        method,
-                        yarl.URL(base + path),
-                        params=params,
-                        data=body,
-                        headers=sent,
-                        allow_redirects=False,
-                    ) as response:
-                        answer = Answer(response.status, await response.read(), response.headers)
-                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                    # Nothing reached that replica: another may take the request.
-                    self._replicas.refused(base)
-                    failure = exc
-                    continue
-                except TimeoutError as exc:
-                    # The request may be in hand there, so it is not sent again.
-                    self._replicas.failed(base)
-                    raise CallFailed(f"timed out: {type(exc).__name__}") from exc
-                except aiohttp.ClientError as exc:
-                    # A replica that died with the request in hand: a safe request may
-                    # go to another, anything else might already have been done.
-                    if method not in SAFE_METHODS:
-                        self._replicas.failed(base)
-                        raise CallFailed(type(exc).__name__) from exc
-                    self._replicas.refused(base)
-                    failure = exc
-                    continue
-                self._replicas.answered(base, answer.status)
-                return answer
-            rounds += 1
-            if rounds > self._retries:
-                if failure is None:
-                    # Every replica was taken by an open or half-open breaker.
-                    raise self._replicas.unavailable()
-                raise CallFailed(type(failure).__name__) from failure
-            await asyncio.sleep(0.05 * rounds)
+        session = self._client()
+
+        async def attempt(base: str) -> Answer:
+            # The answer is read here, so a connection that breaks while it comes
+            # counts as that replica failing.
+            async with session.request(
+                method,
+                yarl.URL(base + path),
+                params=params,
+                data=body,
+                headers=sent,
+                allow_redirects=False,
+            ) as response:
+                return Answer(response.status, await response.read(), response.headers)
+
+        try:
+            return await self._replicas.call(
+                attempt, safe=method in SAFE_METHODS, retries=self._retries
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # One that could not connect in time reached nothing: it did not time out
+            # on the request.
+            slow = isinstance(exc, TimeoutError) and not isinstance(
+                exc, aiohttp.ConnectionTimeoutError
+            )
+            raise CallFailed(("timed out: " if slow else "") + type(exc).__name__) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:

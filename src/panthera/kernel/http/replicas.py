@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
+
+import aiohttp
 
 from panthera.kernel.http.breaker import CircuitBreaker, CircuitOpen, gauge_reporter
+
+# Requests that change nothing (RFC 9110, 9.2.1): sending one twice is harmless.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Answered(Protocol):
+    @property
+    def status(self) -> int: ...
+
+
+A = TypeVar("A", bound=Answered)
 
 
 class ReplicaSet:
@@ -92,3 +107,50 @@ class ReplicaSet:
             self.breakers[url].failure()
         else:
             self.breakers[url].success()
+
+    async def call(self, attempt: Callable[[str], Awaitable[A]], *, safe: bool, retries: int) -> A:
+        """What ``attempt(base)`` gives for the first replica to answer, whatever its status.
+
+        A replica that nothing reached is passed over; one whose connection broke
+        with the request in hand is passed over only for a ``safe`` request, since
+        another kind may already have been acted on; a timeout ends the call there.
+        Every replica is tried ``retries`` more rounds, a little later each time.
+        Raises what the last attempt raised (an ``aiohttp.ClientError`` or
+        ``TimeoutError``), or ``CircuitOpen`` when every breaker is open.
+        """
+        rounds = 0
+        failure: aiohttp.ClientError | None = None
+        while True:
+            for base in self.order():
+                if not self.claim(base):
+                    continue
+                try:
+                    answer = await attempt(base)
+                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                    # Nothing reached that replica: another may take the request
+                    # without anything being done twice.
+                    self.refused(base)
+                    failure = exc
+                    continue
+                except TimeoutError:
+                    # The request may be in hand there, so it is not sent again.
+                    self.failed(base)
+                    raise
+                except aiohttp.ClientError as exc:
+                    # The connection broke with the request in hand: the replica closed
+                    # an idle pooled one, or died. Not set aside, since it may be
+                    # fine; its breaker counts it.
+                    self.failed(base)
+                    if not safe:
+                        raise
+                    failure = exc
+                    continue
+                self.answered(base, answer.status)
+                return answer
+            rounds += 1
+            if rounds > retries:
+                if failure is None:
+                    # Every replica was taken by an open or half-open breaker.
+                    raise self.unavailable()
+                raise failure
+            await asyncio.sleep(0.05 * rounds)
