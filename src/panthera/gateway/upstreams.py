@@ -10,6 +10,7 @@ import aiohttp
 import yarl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from panthera.kernel.http.client import Pool
 from panthera.kernel.http.middleware import IN_PROCESS
 from panthera.kernel.http.replicas import SAFE_METHODS, ReplicaSet
 
@@ -151,23 +152,15 @@ class HttpUpstream:
             open_seconds=open_seconds,
             service=service,
         )
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout_seconds, connect=min(2.0, timeout_seconds)
-        )
         self._retries = retries
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the server's running event loop.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-                timeout=self._timeout,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            )
-        return self._session
+        # The client's request and the service's answer pass through as they are:
+        # nothing added, nothing decoded.
+        self._pool = Pool(
+            timeout_seconds,
+            limit=256,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            auto_decompress=False,
+        )
 
     async def forward(
         self,
@@ -226,7 +219,7 @@ class HttpUpstream:
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
     ) -> Awaitable[aiohttp.ClientResponse]:
         # The response only: its body is streamed to the client by the caller.
-        session = self._client()
+        session = self._pool.session()
         return self._replicas.call(
             lambda base: session.request(
                 method,
@@ -243,7 +236,7 @@ class HttpUpstream:
         """Ready when at least one replica says it is."""
         for base in self._replicas.urls:
             try:
-                async with self._client().get(base + "/readyz", allow_redirects=False) as r:
+                async with self._pool.session().get(base + "/readyz", allow_redirects=False) as r:
                     if r.status == 200:
                         return True
             except (aiohttp.ClientError, TimeoutError):
@@ -251,6 +244,4 @@ class HttpUpstream:
         return False
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.close()

@@ -178,6 +178,48 @@ class InProcessCaller:
         return None
 
 
+class Pool:
+    """One pooled aiohttp session for calls to a service's replicas, with one timeout.
+
+    The session is opened on first use: it belongs to the event loop it is opened
+    in, the server's, which is not running yet when callers are built.
+    """
+
+    def __init__(
+        self,
+        timeout_seconds: float,
+        *,
+        limit: int,
+        skip_auto_headers: Sequence[str] = ("User-Agent",),
+        auto_decompress: bool = True,
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_seconds, connect=min(2.0, timeout_seconds)
+        )
+        self._limit = limit
+        self._skip_auto_headers = tuple(skip_auto_headers)
+        self._auto_decompress = auto_decompress
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                # Idle connections are dropped well before the services' uvicorn drops
+                # them (75 s), so a request is not written on one being closed.
+                connector=aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30),
+                timeout=self._timeout,
+                auto_decompress=self._auto_decompress,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=self._skip_auto_headers,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class ReplicaCaller:
     """Calls to a service's replicas over pooled HTTP: round-robin, breakers, one timeout.
 
@@ -208,24 +250,8 @@ class ReplicaCaller:
             service=service,
         )
         self._headers = dict(headers)
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout_seconds, connect=min(2.0, timeout_seconds)
-        )
         self._retries = retries
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the service's running event loop.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                # Idle connections are dropped well before the services' uvicorn drops
-                # them (75 s), so a request is not written on one being closed.
-                connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30),
-                timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        self._pool = Pool(timeout_seconds, limit=200)
 
     def _headers_for(self, extra: Mapping[str, str] | None, has_body: bool) -> dict[str, str]:
         headers = dict(self._headers)
@@ -247,7 +273,7 @@ class ReplicaCaller:
     ) -> Answer:
         body = None if json is None else orjson.dumps(json)
         sent = self._headers_for(headers, body is not None)
-        session = self._client()
+        session = self._pool.session()
 
         async def attempt(base: str) -> Answer:
             # The answer is read here, so a connection that breaks while it comes
@@ -275,9 +301,7 @@ class ReplicaCaller:
             raise CallFailed(("timed out: " if slow else "") + type(exc).__name__) from exc
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.close()
 
 
 class ServiceDirectory:
