@@ -16,6 +16,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Answered(Protocol):
+    """What an attempt gives back: its status is all the breaker needs to know."""
+
     @property
     def status(self) -> int: ...
 
@@ -55,6 +57,7 @@ class ReplicaSet:
         self._clock = clock
         self._next = 0
         self._down_until = [0.0] * len(self.urls)
+        self._index = {url: i for i, url in enumerate(self.urls)}
         self.breakers = {
             url: CircuitBreaker(
                 failure_threshold=failure_threshold,
@@ -70,15 +73,18 @@ class ReplicaSet:
 
         Raises ``CircuitOpen`` when every replica's breaker is open.
         """
+        count = len(self.urls)
         start = self._next
-        self._next = (self._next + 1) % len(self.urls)
+        self._next = (start + 1) % count
         now = self._clock()
-        turn = [self.urls[(start + i) % len(self.urls)] for i in range(len(self.urls))]
-        callable_ = [url for url in turn if self.breakers[url].available()]
-        if not callable_:
+        live: list[str] = []
+        resting: list[str] = []
+        for i in range(start, start + count):
+            url = self.urls[i % count]
+            if self.breakers[url].available():
+                (live if self._down_until[i % count] <= now else resting).append(url)
+        if not live and not resting:
             raise self.unavailable()
-        live = [url for url in callable_ if self._down_until[self.urls.index(url)] <= now]
-        resting = [url for url in callable_ if url not in live]
         yield from live
         yield from resting
 
@@ -93,7 +99,7 @@ class ReplicaSet:
 
     def refused(self, url: str) -> None:
         """``url`` could not be connected to: pass over it for a while."""
-        self._down_until[self.urls.index(url)] = self._clock() + self._retry_after
+        self._down_until[self._index[url]] = self._clock() + self._retry_after
         self.breakers[url].failure()
 
     def failed(self, url: str) -> None:
@@ -102,7 +108,7 @@ class ReplicaSet:
 
     def answered(self, url: str, status: int = 200) -> None:
         """``url`` answered: it is live again, though a 5xx still counts against its breaker."""
-        self._down_until[self.urls.index(url)] = 0.0
+        self._down_until[self._index[url]] = 0.0
         if status >= 500:
             self.breakers[url].failure()
         else:
