@@ -4,18 +4,16 @@
 The distributed gateway does, per proxied request: verify the bearer token
 (memoized), ask Redis whether it is revoked (MGET), spend the per-address and
 per-user rate-limit budgets (two Lua calls), and forward with ``HttpUpstream``
-(httpx). This script times each of those in one process, by CPU time (robust on a
-shared machine, unlike wall time), against ``bench/hello.py`` and an empty Redis
+(aiohttp). This script times each of those in one process, by CPU time (robust on
+a shared machine, unlike wall time), against ``bench/hello.py`` and an empty Redis
 database (flushed at the end):
 
-* ``HttpUpstream.forward`` (the gateway's own code and httpx) at concurrency 1, 8
-  and 32, then again with a stand-in ``sniffio`` module: httpcore imports
-  ``sniffio`` on every lock/event set-up and, where it is not installed, each of
-  those imports searches ``sys.path`` and fails;
+* ``HttpUpstream.forward`` (the gateway's own code and aiohttp) at concurrency 1,
+  8 and 32, the least of ``--repeats`` runs: a busy neighbour only ever adds;
 * a minimal keep-alive HTTP/1.1 client on asyncio streams: the floor for a hop;
 * token verification uncached and memoized; the revocation MGET; one rate-limit hit.
 
-Run: ``/work/venv/bin/python bench/gateway_parts.py`` (one to three minutes).
+Run: ``python bench/gateway_parts.py`` (one to three minutes).
 """
 
 from __future__ import annotations
@@ -25,10 +23,8 @@ import asyncio
 import contextlib
 import json
 import shlex
-import statistics
 import sys
 import time
-import types
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -147,31 +143,20 @@ async def measure(hello_port: int, redis_url: str, total: int, repeats: int) -> 
 
         return call
 
-    # Alternate with and without the stand-in, ``repeats`` times, and keep the
-    # median: CPU per call moves too when the neighbours are busy.
     samples: dict[str, list[dict[str, float]]] = {}
     for _ in range(repeats):
-        for label in ("httpx HttpUpstream.forward", "same, with a sniffio stand-in"):
-            if "sniffio" in label:
-                stub = types.ModuleType("sniffio")
-                stub.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
-                sys.modules["sniffio"] = stub
-            for concurrency in (1, 8, 32):
-                upstream = HttpUpstream(
-                    f"http://127.0.0.1:{hello_port}", timeout_seconds=5.0, retries=2
-                )
-                call = await forward_with(upstream)
-                await drive(call, 200, concurrency)  # open the connections, warm up
-                samples.setdefault(f"{label}, concurrency {concurrency}", []).append(
-                    await drive(call, total, concurrency)
-                )
-                await upstream.close()
-            if "sniffio" in label:
-                del sys.modules["sniffio"]
+        for concurrency in (1, 8, 32):
+            upstream = HttpUpstream(
+                f"http://127.0.0.1:{hello_port}", timeout_seconds=5.0, retries=2
+            )
+            call = await forward_with(upstream)
+            await drive(call, 200, concurrency)  # open the connections, warm up
+            samples.setdefault(f"HttpUpstream.forward, concurrency {concurrency}", []).append(
+                await drive(call, total, concurrency)
+            )
+            await upstream.close()
     for name, runs in samples.items():
-        results[name] = {
-            key: statistics.median(run[key] for run in runs) for key in ("cpu_ms", "per_s")
-        }
+        results[name] = dict(min(runs, key=lambda run: run["cpu_ms"]))
         results[name]["cpu_ms_each"] = [round(run["cpu_ms"], 3) for run in runs]
 
     for concurrency in (1, 32):
@@ -239,7 +224,7 @@ def run_loop(coro: Awaitable[Any]) -> Any:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=2000, help="calls per measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="median of, for httpx")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each hop, least kept")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="server URL")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

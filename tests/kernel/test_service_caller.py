@@ -1,5 +1,7 @@
 """Service-to-service calls: over aiohttp to replicas in turn, with breakers, timeouts and
-rules on what is sent again, against real sockets; and straight into an app in process."""
+rules on what is sent again, against real sockets; and straight into an app in process.
+
+The rules the gateway's hop shares with these calls are tested on both."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Message, Scope
 
+from panthera.gateway.upstreams import HttpUpstream, UpstreamTimeout, UpstreamUnreachable
 from panthera.kernel.errors import ServiceUnavailable
 from panthera.kernel.http.app import create_app
 from panthera.kernel.http.breaker import CircuitOpen, CircuitState
@@ -241,49 +245,120 @@ async def test_an_unsafe_request_answered_5xx_is_not_sent_again(
     assert statuses.count(500) == 2
 
 
-async def test_a_call_that_times_out_fails_and_is_not_sent_elsewhere(
-    serve: Callable[[str, Handler], Awaitable[str]],
-) -> None:
+# These calls and the gateway's hop share one loop (ReplicaSet.call); the same
+# failures, for both: what reached a dying replica goes on only if it is safe, a
+# timeout is not sent anywhere else. ``send`` answers a status or the name
+# of what the caller raised.
+Send = Callable[[str], Awaitable[int | str]]
+
+
+def _service_caller(urls: list[str], timeout: float) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    caller = ReplicaCaller(
+        urls,
+        headers={},
+        timeout_seconds=timeout,
+        retries=0,
+        retry_after_seconds=60,
+    )
+
+    async def send(method: str) -> int | str:
+        try:
+            return (await caller.request(method, "/x")).status
+        except CallFailed:
+            return "CallFailed"
+
+    return send, caller.aclose
+
+
+def _gateway_hop(urls: list[str], timeout: float) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    upstream = HttpUpstream(urls, timeout_seconds=timeout, retries=0, retry_after_seconds=60)
+
+    async def send(method: str) -> int | str:
+        status = 0
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def reply(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        scope: Scope = {"type": "http", "method": method, "query_string": b""}
+        try:
+            await upstream.forward(scope, receive, reply, path="/x", headers=[])
+        except (UpstreamTimeout, UpstreamUnreachable) as exc:
+            return type(exc).__name__
+        return status
+
+    return send, upstream.close
+
+
+async def _two_replicas(
+    serve: Callable[[str, Handler], Awaitable[str]], first: Handler
+) -> tuple[list[str], list[str]]:
+    """Two replicas, the first behaving as told: their URLs, and who saw each request."""
     seen: list[str] = []
 
-    async def answer(request: web.Request) -> web.Response:
+    async def answer(request: web.Request) -> web.StreamResponse:
         seen.append(request.app[NAME])
-        if request.app[NAME] == "slow":
-            await asyncio.sleep(5)
+        if request.app[NAME] == "first":
+            return await first(request)
         return web.Response(status=200)
 
-    urls = [await serve("slow", answer), await serve("quick", answer)]
-    caller = _caller(urls, timeout_seconds=0.3, retries=2)
+    return [await serve("first", answer), await serve("second", answer)], seen
+
+
+CALLERS = {
+    "service caller": (_service_caller, "CallFailed", "CallFailed"),
+    "gateway hop": (_gateway_hop, "UpstreamUnreachable", "UpstreamTimeout"),
+}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize(("method", "moves_on"), [("GET", True), ("HEAD", True), ("POST", False)])
+async def test_a_replica_dying_mid_request_is_gone_round_only_for_safe_requests(
+    serve: Callable[[str, Handler], Awaitable[str]], caller: str, method: str, moves_on: bool
+) -> None:
+    async def die(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response(status=200)
+
+    urls, seen = await _two_replicas(serve, die)
+    build, broken, _ = CALLERS[caller]
+    send, close = build(urls, 5.0)
+    try:
+        assert await send(method) == (200 if moves_on else broken)
+    finally:
+        await close()
+    # aiohttp itself may send a safe request again once on a new connection first.
+    if moves_on:
+        assert seen[-1] == "second"
+        assert set(seen) == {"first", "second"}
+    else:
+        assert seen == ["first"]
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_call_that_times_out_is_not_sent_elsewhere(
+    serve: Callable[[str, Handler], Awaitable[str]], caller: str, method: str
+) -> None:
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(5)
+        return web.Response(status=200)
+
+    urls, seen = await _two_replicas(serve, hang)
+    build, _, timed_out = CALLERS[caller]
+    send, close = build(urls, 0.3)
     started = time.monotonic()
     try:
-        with pytest.raises(CallFailed):
-            await caller.request("POST", "/x")
+        assert await send(method) == timed_out
     finally:
-        await caller.aclose()
+        await close()
     assert time.monotonic() - started < 2
-    assert seen == ["slow"]
-
-
-@pytest.mark.parametrize(("method", "moves_on"), [("GET", True), ("POST", False)])
-async def test_a_replica_dying_mid_request_is_gone_round_only_for_safe_requests(
-    serve: Callable[[str, Handler], Awaitable[str]], method: str, moves_on: bool
-) -> None:
-    async def answer(request: web.Request) -> web.StreamResponse:
-        if request.app[NAME] == "dying":
-            assert request.transport is not None
-            request.transport.close()
-        return web.Response(status=200)
-
-    urls = [await serve("dying", answer), await serve("live", answer)]
-    caller = _caller(urls)
-    try:
-        if moves_on:
-            assert (await caller.request(method, "/x")).status == 200
-        else:
-            with pytest.raises(CallFailed):
-                await caller.request(method, "/x")
-    finally:
-        await caller.aclose()
+    assert seen == ["first"]
 
 
 async def test_the_directory_calls_a_service_without_an_address_unavailable() -> None:

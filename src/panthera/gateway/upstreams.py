@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Protocol
 from urllib.parse import quote
 
@@ -11,9 +10,9 @@ import aiohttp
 import yarl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from panthera.kernel.http.client import SAFE_METHODS
+from panthera.kernel.http.client import Pool
 from panthera.kernel.http.middleware import IN_PROCESS
-from panthera.kernel.http.replicas import ReplicaSet
+from panthera.kernel.http.replicas import SAFE_METHODS, ReplicaSet
 
 HOP_BY_HOP = frozenset(
     {
@@ -153,23 +152,15 @@ class HttpUpstream:
             open_seconds=open_seconds,
             service=service,
         )
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout_seconds, connect=min(2.0, timeout_seconds)
-        )
         self._retries = retries
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the server's running event loop.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-                timeout=self._timeout,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            )
-        return self._session
+        # The client's request and the service's answer pass through as they are:
+        # nothing added, nothing decoded.
+        self._pool = Pool(
+            timeout_seconds,
+            limit=256,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            auto_decompress=False,
+        )
 
     async def forward(
         self,
@@ -224,58 +215,28 @@ class HttpUpstream:
                 raise UpstreamTimeout(str(exc)) from exc
             raise UpstreamUnreachable(str(exc)) from exc
 
-    async def _request(
+    def _request(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes
-    ) -> aiohttp.ClientResponse:
-        rounds = 0
-        failure: aiohttp.ClientError | None = None
-        while True:
-            for base in self._replicas.order():
-                if not self._replicas.claim(base):
-                    continue
-                try:
-                    response = await self._client().request(
-                        method,
-                        yarl.URL(base + target, encoded=True),
-                        headers=headers,
-                        data=body or None,
-                        allow_redirects=False,
-                    )
-                except aiohttp.ClientConnectorError as exc:
-                    # Nothing reached that replica, so another may take the request
-                    # without anything being done twice.
-                    self._replicas.refused(base)
-                    failure = exc
-                    continue
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                    # A pooled connection closed under the request: the replica closed
-                    # an idle one, or died with the request in hand. A safe request
-                    # goes again (to the next replica, on a fresh connection); anything
-                    # else may already have been acted on.
-                    self._replicas.failed(base)
-                    if method not in SAFE_METHODS:
-                        raise
-                    failure = exc
-                    continue
-                except TimeoutError:
-                    # The request may be in hand there, so it is not sent again.
-                    self._replicas.failed(base)
-                    raise
-                self._replicas.answered(base, response.status)
-                return response
-            rounds += 1
-            if rounds > self._retries:
-                if failure is None:
-                    # Every replica was taken by an open or half-open breaker.
-                    raise self._replicas.unavailable()
-                raise failure
-            await asyncio.sleep(0.05 * rounds)
+    ) -> Awaitable[aiohttp.ClientResponse]:
+        # The response only: its body is streamed to the client by the caller.
+        session = self._pool.session()
+        return self._replicas.call(
+            lambda base: session.request(
+                method,
+                yarl.URL(base + target, encoded=True),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+            ),
+            safe=method in SAFE_METHODS,
+            retries=self._retries,
+        )
 
     async def ready(self) -> bool:
         """Ready when at least one replica says it is."""
         for base in self._replicas.urls:
             try:
-                async with self._client().get(base + "/readyz", allow_redirects=False) as r:
+                async with self._pool.session().get(base + "/readyz", allow_redirects=False) as r:
                     if r.status == 200:
                         return True
             except (aiohttp.ClientError, TimeoutError):
@@ -283,6 +244,4 @@ class HttpUpstream:
         return False
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.close()

@@ -14,7 +14,7 @@ import yarl
 from starlette.types import ASGIApp, Message, Scope
 
 from panthera.kernel.errors import ServiceUnavailable
-from panthera.kernel.http.replicas import ReplicaSet
+from panthera.kernel.http.replicas import SAFE_METHODS, ReplicaSet
 from panthera.kernel.observability import (
     current_request_id,
     current_traceparent,
@@ -22,9 +22,6 @@ from panthera.kernel.observability import (
     set_traceparent,
 )
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
-
-# Requests that change nothing (RFC 9110, 9.2.1): sending one twice is harmless.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +178,48 @@ class InProcessCaller:
         return None
 
 
+class Pool:
+    """One pooled aiohttp session for calls to a service's replicas, with one timeout.
+
+    The session is opened on first use: it belongs to the event loop it is opened
+    in, the server's, which is not running yet when callers are built.
+    """
+
+    def __init__(
+        self,
+        timeout_seconds: float,
+        *,
+        limit: int,
+        skip_auto_headers: Sequence[str] = ("User-Agent",),
+        auto_decompress: bool = True,
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_seconds, connect=min(2.0, timeout_seconds)
+        )
+        self._limit = limit
+        self._skip_auto_headers = tuple(skip_auto_headers)
+        self._auto_decompress = auto_decompress
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                # Idle connections are dropped well before the services' uvicorn drops
+                # them (75 s), so a request is not written on one being closed.
+                connector=aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30),
+                timeout=self._timeout,
+                auto_decompress=self._auto_decompress,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=self._skip_auto_headers,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class ReplicaCaller:
     """Calls to a service's replicas over pooled HTTP: round-robin, breakers, one timeout.
 
@@ -211,24 +250,8 @@ class ReplicaCaller:
             service=service,
         )
         self._headers = dict(headers)
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeout_seconds, connect=min(2.0, timeout_seconds)
-        )
         self._retries = retries
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the service's running event loop.
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                # Idle connections are dropped well before the services' uvicorn drops
-                # them (75 s), so a request is not written on one being closed.
-                connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30),
-                timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        self._pool = Pool(timeout_seconds, limit=200)
 
     def _headers_for(self, extra: Mapping[str, str] | None, has_body: bool) -> dict[str, str]:
         headers = dict(self._headers)
@@ -250,54 +273,35 @@ class ReplicaCaller:
     ) -> Answer:
         body = None if json is None else orjson.dumps(json)
         sent = self._headers_for(headers, body is not None)
-        rounds = 0
-        failure: Exception | None = None
-        while True:
-            for base in self._replicas.order():
-                if not self._replicas.claim(base):
-                    continue
-                try:
-                    async with self._client().request(
-                        method,
-                        yarl.URL(base + path),
-                        params=params,
-                        data=body,
-                        headers=sent,
-                        allow_redirects=False,
-                    ) as response:
-                        answer = Answer(response.status, await response.read(), response.headers)
-                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                    # Nothing reached that replica: another may take the request.
-                    self._replicas.refused(base)
-                    failure = exc
-                    continue
-                except TimeoutError as exc:
-                    # The request may be in hand there, so it is not sent again.
-                    self._replicas.failed(base)
-                    raise CallFailed(f"timed out: {type(exc).__name__}") from exc
-                except aiohttp.ClientError as exc:
-                    # A replica that died with the request in hand: a safe request may
-                    # go to another, anything else might already have been done.
-                    if method not in SAFE_METHODS:
-                        self._replicas.failed(base)
-                        raise CallFailed(type(exc).__name__) from exc
-                    self._replicas.refused(base)
-                    failure = exc
-                    continue
-                self._replicas.answered(base, answer.status)
-                return answer
-            rounds += 1
-            if rounds > self._retries:
-                if failure is None:
-                    # Every replica was taken by an open or half-open breaker.
-                    raise self._replicas.unavailable()
-                raise CallFailed(type(failure).__name__) from failure
-            await asyncio.sleep(0.05 * rounds)
+        session = self._pool.session()
+
+        async def attempt(base: str) -> Answer:
+            # The answer is read here, so a connection that breaks while it comes
+            # counts as that replica failing.
+            async with session.request(
+                method,
+                yarl.URL(base + path),
+                params=params,
+                data=body,
+                headers=sent,
+                allow_redirects=False,
+            ) as response:
+                return Answer(response.status, await response.read(), response.headers)
+
+        try:
+            return await self._replicas.call(
+                attempt, safe=method in SAFE_METHODS, retries=self._retries
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # One that could not connect in time reached nothing: it did not time out
+            # on the request.
+            slow = isinstance(exc, TimeoutError) and not isinstance(
+                exc, aiohttp.ConnectionTimeoutError
+            )
+            raise CallFailed(("timed out: " if slow else "") + type(exc).__name__) from exc
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.close()
 
 
 class ServiceDirectory:
