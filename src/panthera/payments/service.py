@@ -18,9 +18,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, insert, or_, update
+from sqlalchemy import Row, Table, Update, bindparam, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,6 +40,10 @@ from panthera.payments.providers.stripe_webhooks import PAYMENT_ID_KEY
 log = logging.getLogger("panthera.payments")
 
 UnitsOfWork = Callable[[], UnitOfWork]
+# Sessions whose every statement commits on its own (PostgreSQL's autocommit): a
+# write of one statement that publishes nothing needs no BEGIN and COMMIT round
+# trips around it. None where writers must queue on the unit of work (SQLite).
+Autocommit = Callable[[], AsyncSession] | None
 
 _PAYMENTS = cast(Table, Payment.__table__)
 # Core statements, built once: the ORM's flush and its identity map cost more
@@ -77,17 +81,26 @@ class PaymentView:
 
 
 async def create_payment(
-    uows: UnitsOfWork, provider: PaymentProvider, request: PaymentRequest
+    uows: UnitsOfWork,
+    provider: PaymentProvider,
+    request: PaymentRequest,
+    *,
+    autocommit: Autocommit = None,
 ) -> Payment:
     """Take the money for an order once: record, ask the provider, apply its answer."""
-    payment = await _record(uows, provider.name, request)
+    payment = await _record(uows, provider.name, request, autocommit)
     if payment.status != PaymentStatus.REQUIRES_CONFIRMATION:
         return payment
-    return await confirm_payment(uows, provider, payment, request.token)
+    return await confirm_payment(uows, provider, payment, request.token, autocommit=autocommit)
 
 
 async def confirm_payment(
-    uows: UnitsOfWork, provider: PaymentProvider, payment: Payment, token: str
+    uows: UnitsOfWork,
+    provider: PaymentProvider,
+    payment: Payment,
+    token: str,
+    *,
+    autocommit: Autocommit = None,
 ) -> Payment:
     """Ask the provider to take a recorded payment, and apply its answer.
 
@@ -118,6 +131,16 @@ async def confirm_payment(
         return await settle_by_id(
             uows, payment.id, PaymentOutcome.FAILED, None, exc.code, exc.message or None
         )
+    if answer.outcome is PaymentOutcome.PROCESSING and autocommit is not None:
+        # Accepted, outcome to follow: the move to processing publishes nothing, so
+        # it is one statement on its own. A payment no longer waiting for the answer
+        # (its webhook came first) takes the general way below.
+        async with autocommit() as session:
+            row = await _settle_row(
+                session, payment.id, answer.outcome, answer.provider_payment_id, None, None, None
+            )
+        if row is not None:
+            return Payment(**row._asdict())
     return await settle_by_id(
         uows,
         payment.id,
@@ -128,7 +151,9 @@ async def confirm_payment(
     )
 
 
-async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> Payment:
+async def _record(
+    uows: UnitsOfWork, provider: str, request: PaymentRequest, autocommit: Autocommit
+) -> Payment:
     """The payment row of this request: new, or the one an earlier run of it left.
 
     Inserted straight away: the unique constraints say whether this request (its
@@ -155,6 +180,16 @@ async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> 
         "revision": 1,
         "checked_at": None,
     }
+    if autocommit is not None:
+        # One statement that publishes nothing: it commits on its own.
+        async with autocommit() as session:
+            try:
+                await (await session.connection()).execute(_INSERT_PAYMENT, values)
+            except IntegrityError:
+                pass
+            else:
+                return Payment(**values)
+        return await _earlier_payment(uows, request)
     async with uows() as uow:
         try:
             await uow.session.execute(_INSERT_PAYMENT, values)
@@ -248,6 +283,32 @@ async def settle_open_payment(
     told it is processing, or holding another provider id): the caller then takes
     the general way, a locked read and ``settle_payment``.
     """
+    row = await _settle_row(
+        uow.session,
+        payment_id,
+        outcome,
+        provider_payment_id,
+        failure_code,
+        failure_message,
+        provider,
+    )
+    if row is None:
+        return None
+    payment = Payment(**row._asdict())
+    _publish_outcome(uow, payment)
+    return payment
+
+
+async def _settle_row(
+    session: AsyncSession,
+    payment_id: uuid.UUID,
+    outcome: PaymentOutcome,
+    provider_payment_id: str | None,
+    failure_code: str | None,
+    failure_message: str | None,
+    provider: str | None,
+) -> Row[Any] | None:
+    """The payment's row after its ``UPDATE ... RETURNING``, or None if it was not waiting."""
     failed = outcome is PaymentOutcome.FAILED
     params: dict[str, object] = {
         "match_id": payment_id,
@@ -261,12 +322,7 @@ async def settle_open_payment(
         ]
         params["new_failure_message"] = failure_message[:500] if failure_message else None
     statement = _settle_statement(outcome, provider is not None, bool(provider_payment_id))
-    row = (await uow.session.execute(statement, params)).one_or_none()
-    if row is None:
-        return None
-    payment = Payment(**row._asdict())
-    _publish_outcome(uow, payment)
-    return payment
+    return (await (await session.connection()).execute(statement, params)).one_or_none()
 
 
 _SETTLED_STATUS = {
