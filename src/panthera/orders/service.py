@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Table, bindparam, insert, inspect, select, update
+from sqlalchemy import Table, bindparam, insert, inspect, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.db import UnitOfWork
@@ -326,14 +326,15 @@ def _place_statement(line_count: int) -> Any:
         .returning(_ORDERS.c.id)
         .cte("placed")
     )
+    # INSERT ... SELECT of typed parameters, not a multi-row VALUES: SQLAlchemy caches
+    # the compiled form of the one and compiles the other again on every execution.
+    rows = [
+        select(*(_bind(f"i{n}_", _ITEMS.c[key]) for key in _ITEM_COLUMNS))
+        for n in range(line_count)
+    ]
     lines = (
         insert(_ITEMS)
-        .values(
-            [
-                {key: _bind(f"i{n}_", _ITEMS.c[key]) for key in _ITEM_COLUMNS}
-                for n in range(line_count)
-            ]
-        )
+        .from_select(list(_ITEM_COLUMNS), union_all(*rows) if len(rows) > 1 else rows[0])
         .cte("lines")
     )
     values = {key: _bind("h_", _HISTORY.c[key]) for key in _HISTORY_COLUMNS}
