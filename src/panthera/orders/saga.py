@@ -94,9 +94,33 @@ class Saga:
         # never change, so the commit step's order.confirmed needs no read of them, also
         # when the payment's event (not this process's run) takes the order up again.
         self._lines: OrderedDict[uuid.UUID, list[OrderItem]] = OrderedDict()
+        # Each unfinished order as this process last wrote it: an event about it can
+        # be applied without the locked read, by a write that holds only if the row
+        # is still exactly this (see ``last_written``).
+        self._written: OrderedDict[uuid.UUID, Order] = OrderedDict()
         self._closed = False
 
     # ------------------------------------------------------------- scheduling
+
+    def last_written(self, order_id: uuid.UUID) -> Order | None:
+        """The order as this process last committed it, if it kept it (PostgreSQL only).
+
+        A guess, never trusted alone: a write based on it must hold only while the row
+        is unchanged (``service.save(..., unchanged=...)``).
+        """
+        return self._written.get(order_id) if self._autocommit is not None else None
+
+    def note_written(self, order: Order) -> None:
+        """Keep ``order`` as committed by this process, for ``last_written``."""
+        if self._autocommit is None:
+            return
+        if order.saga_step == SagaStep.DONE:
+            self._written.pop(order.id, None)
+            return
+        self._written[order.id] = order
+        self._written.move_to_end(order.id)
+        while len(self._written) > LINES_KEPT:
+            self._written.popitem(last=False)
 
     def take_up_after_commit(
         self, uow: UnitOfWork, order: Order, items: list[OrderItem] | None = None
@@ -109,9 +133,24 @@ class Saga:
         committed it (and its ``items``, when the caller has them) starts the step, so
         the step does not read again what the lease already keeps unchanged.
         """
+        self.hold(order)
+        self.kick_after_commit(uow, order, items)
+
+    def hold(self, order: Order) -> None:
+        """Give ``order`` this process's lease, written with the order by the caller."""
         order.saga_lease_until = service.now() + self._lease
+
+    def kick_after_commit(
+        self, uow: UnitOfWork, order: Order, items: list[OrderItem] | None = None
+    ) -> None:
+        """Take up an order whose lease the caller's transaction holds, once it commits."""
         order_id = order.id
-        uow.on_commit(lambda: self.kick(order_id, held=True, known=order, items=items))
+
+        def taken_up() -> None:
+            self.note_written(order)
+            self.kick(order_id, held=True, known=order, items=items)
+
+        uow.on_commit(taken_up)
 
     def kick(
         self,
@@ -313,6 +352,7 @@ class Saga:
                 await uow.commit()
             else:
                 locked, more = saved
+        self.note_written(locked)
         if locked.saga_step == SagaStep.DONE or locked.status != OrderStatus.PENDING:
             # Past the step that needs them (order.confirmed, or cancelled).
             self._lines.pop(order_id, None)
