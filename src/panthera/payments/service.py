@@ -20,7 +20,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, Update, bindparam, insert, or_, update
+from sqlalchemy import (
+    Row,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +40,13 @@ from panthera.kernel.db import UnitOfWork
 from panthera.kernel.money import Money
 from panthera.payments import errors, repository
 from panthera.payments.events import PaymentFailed, PaymentSucceeded
-from panthera.payments.models import OPEN_STATUSES, Payment, PaymentStatus, Refund
+from panthera.payments.models import (
+    OPEN_STATUSES,
+    Payment,
+    PaymentStatus,
+    ProviderEventRecord,
+    Refund,
+)
 from panthera.payments.providers import (
     PaymentOutcome,
     PaymentProvider,
@@ -323,6 +341,85 @@ async def _settle_row(
         params["new_failure_message"] = failure_message[:500] if failure_message else None
     statement = _settle_statement(outcome, provider is not None, bool(provider_payment_id))
     return (await (await session.connection()).execute(statement, params)).one_or_none()
+
+
+async def settle_open_payment_and_record(
+    uow: UnitOfWork,
+    payment_id: uuid.UUID,
+    outcome: PaymentOutcome,
+    *,
+    provider: str,
+    provider_payment_id: str | None,
+    failure_code: str | None,
+    failure_message: str | None,
+    event: dict[str, object],
+) -> tuple[Payment, bool] | None:
+    """PostgreSQL: :func:`settle_open_payment` for a webhook, with the webhook's record
+    (``event``: its provider_events row, outcome "applied") in the same statement.
+
+    None when the payment is not waiting (nothing written); else the payment and
+    whether the record was new. When it was not, the webhook is a copy already
+    applied: the caller must not commit.
+    """
+    params: dict[str, object] = {
+        "match_id": payment_id,
+        "match_provider": provider,
+        "new_provider_payment_id": provider_payment_id or None,
+        "new_updated_at": _now(),
+    }
+    if outcome is PaymentOutcome.FAILED or outcome is PaymentOutcome.CANCELED:
+        failed = outcome is PaymentOutcome.FAILED
+        params["new_failure_code"] = (failure_code or ("payment_failed" if failed else "canceled"))[
+            :60
+        ]
+        params["new_failure_message"] = failure_message[:500] if failure_message else None
+    params.update({f"event_{key}": value for key, value in event.items()})
+    statement = _settle_and_record_statement(outcome, bool(provider_payment_id))
+    row = (await (await uow.session.connection()).execute(statement, params)).one_or_none()
+    if row is None:
+        return None
+    mapping = row._mapping
+    payment = Payment(**{key: mapping[key] for key in _PAYMENT_KEYS})
+    _publish_outcome(uow, payment)
+    return payment, mapping["recorded_event_id"] is not None
+
+
+_PAYMENT_KEYS = tuple(column.key for column in _PAYMENTS.columns)
+_PROVIDER_EVENTS = cast(Table, ProviderEventRecord.__table__)
+_EVENT_KEYS = ("provider", "event_id", "type", "payment_id", "received_at", "payload")
+_settle_and_record_statements: dict[tuple[PaymentOutcome, bool], Any] = {}
+
+
+def _settle_and_record_statement(outcome: PaymentOutcome, with_provider_id: bool) -> Any:
+    """``WITH settled AS (UPDATE payments ... RETURNING *), recorded AS (INSERT INTO
+    provider_events ... SELECT FROM settled ON CONFLICT DO NOTHING RETURNING event_id)
+    SELECT settled.*, recorded.event_id``: one round trip for both, built once per shape.
+    """
+    key = (outcome, with_provider_id)
+    statement = _settle_and_record_statements.get(key)
+    if statement is not None:
+        return statement
+    events = _PROVIDER_EVENTS
+    settled = _settle_statement(outcome, True, with_provider_id).cte("settled")
+    values: dict[str, Any] = {
+        name: bindparam(f"event_{name}", type_=events.c[name].type)
+        for name in _EVENT_KEYS
+        if name != "payment_id"
+    }
+    values["payment_id"] = settled.c.id
+    values["outcome"] = literal("applied", type_=events.c.outcome.type)
+    recorded = (
+        postgresql.insert(events)
+        .from_select(list(values), select(*values.values()))
+        .on_conflict_do_nothing(index_elements=[events.c.provider, events.c.event_id])
+        .returning(events.c.event_id)
+        .cte("recorded")
+    )
+    statement = select(*settled.c, recorded.c.event_id.label("recorded_event_id")).select_from(
+        settled.outerjoin(recorded, true())
+    )
+    _settle_and_record_statements[key] = statement
+    return statement
 
 
 _SETTLED_STATUS = {
