@@ -25,7 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, or_, select, union_all, update
+from sqlalchemy import (
+    Table,
+    any_,
+    bindparam,
+    column,
+    func,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -499,6 +510,69 @@ def _unknown(request: LineRequest) -> RejectedLine:
     )
 
 
+_WANTED = (
+    func.unnest(
+        bindparam("variants", type_=postgresql.ARRAY(_variants.c.id.type)),
+        bindparam("quantities", type_=postgresql.ARRAY(_variants.c.reserved.type)),
+    )
+    .table_valued(
+        column("variant_id", _variants.c.id.type), column("quantity", _variants.c.reserved.type)
+    )
+    .render_derived(name="wanted")
+)
+# The variants locked in id order, the order every writer takes them in, before any is
+# changed: a subquery's FOR UPDATE locks its rows in the order it returns them.
+_LOCKED = (
+    select(_variants.c.id)
+    .where(
+        _variants.c.id == any_(bindparam("variants", type_=postgresql.ARRAY(_variants.c.id.type)))
+    )
+    .order_by(_variants.c.id)
+    .with_for_update()
+    .subquery("locked")
+)
+# PostgreSQL: every line of a reservation in one statement, each held only where
+# enough is left (the same condition as _RESERVE_LINE). A row changed meanwhile is
+# checked again at its newest version, as for any UPDATE.
+_RESERVE_LINES = (
+    update(_variants)
+    .where(
+        _variants.c.id == _LOCKED.c.id,
+        _variants.c.id == _WANTED.c.variant_id,
+        _variants.c.on_hand - _variants.c.reserved >= _WANTED.c.quantity,
+    )
+    .values(
+        reserved=_variants.c.reserved + _WANTED.c.quantity,
+        updated_at=_bind("at", _variants.c.updated_at),
+    )
+    .returning(_variants.c.id, _variants.c.on_hand, _variants.c.reserved, _variants.c.price_amount)
+)
+
+
+async def _hold_lines(
+    connection: AsyncConnection, wanted: dict[uuid.UUID, int], now: datetime
+) -> dict[uuid.UUID, Any]:
+    """Hold each variant's wanted quantity where enough is left; the rows held, by id
+    (with the stock after and the price). Variants in id order."""
+    if connection.dialect.name == "postgresql":
+        ids = sorted(wanted)
+        rows = await connection.execute(
+            _RESERVE_LINES,
+            {"variants": ids, "quantities": [wanted[v] for v in ids], "at": now},
+        )
+        return {row.id: row for row in rows}
+    held = {}
+    for variant_id in sorted(wanted):
+        row = (
+            await connection.execute(
+                _RESERVE_LINE, {"variant": variant_id, "quantity": wanted[variant_id], "at": now}
+            )
+        ).one_or_none()
+        if row is not None:
+            held[variant_id] = row
+    return held
+
+
 async def reserve(
     uow: UnitOfWork, reference: str, requests: Sequence[LineRequest], ttl: timedelta
 ) -> ReservationOutcome:
@@ -532,13 +606,10 @@ async def reserve(
     short: list[RejectedLine] = []
     moved: list[_Moved] = []
     prices: dict[uuid.UUID, int] = {}
+    held = await _hold_lines(connection, wanted, now)
     for variant_id in sorted(wanted):
         quantity = wanted[variant_id]
-        row = (
-            await connection.execute(
-                _RESERVE_LINE, {"variant": variant_id, "quantity": quantity, "at": now}
-            )
-        ).one_or_none()
+        row = held.get(variant_id)
         if row is None:
             available = await connection.scalar(
                 select(_variants.c.on_hand - _variants.c.reserved).where(
