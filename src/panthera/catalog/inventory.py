@@ -1,10 +1,11 @@
 """Stock: adjustments, reservations (made, released, committed, expired) and the ledger.
 
-Reservations never oversell: each line is one conditional UPDATE
+Reservations never oversell: each line is held by a conditional UPDATE
 (``reserved = reserved + q WHERE on_hand - reserved >= q``), which PostgreSQL
 serialises on the row and SQLite on its write lock; variants are taken in id
 order, then their products in id order, so concurrent multi-line reservations
-cannot deadlock.
+cannot deadlock. On PostgreSQL all lines are one such UPDATE and the lines, ledger
+and first product total one more statement; SQLite runs one statement for each.
 
 Reserving and settling are the hottest writes of an order, so they are Core
 statements on the session's connection: the conditional UPDATE answers the
@@ -271,8 +272,8 @@ class _Moved:
         return (before > 0) != (after > 0)
 
 
-_ITEM_KEYS = tuple(column.key for column in _items.columns)
-_MOVEMENT_KEYS = tuple(column.key for column in _movements.columns)
+_ITEM_KEYS = tuple(item.key for item in _items.columns)
+_MOVEMENT_KEYS = tuple(movement.key for movement in _movements.columns)
 _written_together: dict[tuple[int, int, bool], Any] = {}
 
 
