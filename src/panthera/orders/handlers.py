@@ -28,11 +28,17 @@ def _deps(runtime: ServiceRuntime) -> OrdersDeps:
     return deps
 
 
-async def _order_of(uow: UnitOfWork, reference: str) -> Order | None:
+def _order_id(reference: str) -> uuid.UUID | None:
     try:
-        order_id = uuid.UUID(reference)
+        return uuid.UUID(reference)
     except ValueError:
         return None  # A payment or reservation that is not an order's.
+
+
+async def _order_of(uow: UnitOfWork, reference: str) -> Order | None:
+    order_id = _order_id(reference)
+    if order_id is None:
+        return None
     # Locked for the transaction, outside the ORM: a handler that changes it saves it.
     return await service.lock(uow.session, order_id)
 
@@ -45,22 +51,51 @@ def _note_payment(order: Order, event: Any, status: str) -> None:
     service.note_payment(order, payment_id=event.payment_id, status=status, revision=event.revision)
 
 
-async def payment_succeeded(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: PaymentSucceeded, envelope: Envelope
-) -> None:
-    order = await _order_of(uow, event.order_reference)
-    if order is None or _is_stale(order, event.revision):
-        return
+def _succeeded(order: Order, event: PaymentSucceeded) -> bool:
+    """Apply a payment that went through to ``order``; whether the saga takes it up.
+
+    Publishes nothing, whatever the order's state.
+    """
     _note_payment(order, event, "succeeded")
     if order.status == OrderStatus.PENDING and order.saga_step in AWAITING_PAYMENT:
         service.schedule(order, SagaStep.COMMIT)
-    elif order.status == OrderStatus.CANCELLED:
+        return True
+    if order.status == OrderStatus.CANCELLED:
         # Money arrived for an order already called off: it goes back.
         service.ensure_money_goes_back(order)
+        return True
+    return False
+
+
+async def payment_succeeded(
+    runtime: ServiceRuntime, uow: UnitOfWork, event: PaymentSucceeded, envelope: Envelope
+) -> None:
+    saga = _deps(runtime).saga
+    order_id = _order_id(event.order_reference)
+    if order_id is None:
+        return
+    known = saga.last_written(order_id)
+    if known is not None:
+        # The order as this process last wrote it: applied to a copy and written only
+        # if the row is still exactly that, with no locked read first. Payment
+        # revisions only grow, so an event stale for this copy is stale for the row.
+        if _is_stale(known, event.revision):
+            return
+        draft = service.detached_copy(known)
+        take_up = _succeeded(draft, event)
+        if take_up:
+            saga.hold(draft)
+        if await service.save(uow.session, draft, unchanged=known):
+            if take_up:
+                saga.kick_after_commit(uow, draft)
+            return
+    order = await service.lock(uow.session, order_id)
+    if order is None or _is_stale(order, event.revision):
+        return
+    if _succeeded(order, event):
+        await _take_up(runtime, uow, order)
     else:
         await service.save(uow.session, order)
-        return
-    await _take_up(runtime, uow, order)
 
 
 async def payment_failed(

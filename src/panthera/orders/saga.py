@@ -69,9 +69,16 @@ class Saga:
         step_attempts: int,
         payment_timeout_seconds: float,
         poll_seconds: float,
+        autocommit: Callable[[], AsyncSession] | None = None,
     ) -> None:
         self._uow = uow
         self._read = read_session
+        # PostgreSQL: sessions whose statements commit on their own. A step's outcome
+        # is then written without the row lock's read, by an UPDATE that holds only
+        # if the order is still as the step found it (else the locked way, as before),
+        # and an outcome that publishes nothing is that one statement, outside BEGIN
+        # and COMMIT. None on SQLite: there every writer queues on one connection.
+        self._autocommit = autocommit
         self._catalog = catalog
         self._payments = payments
         self._reservation_ttl = reservation_ttl_seconds
@@ -87,9 +94,33 @@ class Saga:
         # never change, so the commit step's order.confirmed needs no read of them, also
         # when the payment's event (not this process's run) takes the order up again.
         self._lines: OrderedDict[uuid.UUID, list[OrderItem]] = OrderedDict()
+        # Each unfinished order as this process last wrote it: an event about it can
+        # be applied without the locked read, by a write that holds only if the row
+        # is still exactly this (see ``last_written``).
+        self._written: OrderedDict[uuid.UUID, Order] = OrderedDict()
         self._closed = False
 
     # ------------------------------------------------------------- scheduling
+
+    def last_written(self, order_id: uuid.UUID) -> Order | None:
+        """The order as this process last committed it, if it kept it (PostgreSQL only).
+
+        A guess, never trusted alone: a write based on it must hold only while the row
+        is unchanged (``service.save(..., unchanged=...)``).
+        """
+        return self._written.get(order_id) if self._autocommit is not None else None
+
+    def note_written(self, order: Order) -> None:
+        """Keep ``order`` as committed by this process, for ``last_written``."""
+        if self._autocommit is None:
+            return
+        if order.saga_step == SagaStep.DONE:
+            self._written.pop(order.id, None)
+            return
+        self._written[order.id] = order
+        self._written.move_to_end(order.id)
+        while len(self._written) > LINES_KEPT:
+            self._written.popitem(last=False)
 
     def take_up_after_commit(
         self, uow: UnitOfWork, order: Order, items: list[OrderItem] | None = None
@@ -102,9 +133,24 @@ class Saga:
         committed it (and its ``items``, when the caller has them) starts the step, so
         the step does not read again what the lease already keeps unchanged.
         """
+        self.hold(order)
+        self.kick_after_commit(uow, order, items)
+
+    def hold(self, order: Order) -> None:
+        """Give ``order`` this process's lease, written with the order by the caller."""
         order.saga_lease_until = service.now() + self._lease
+
+    def kick_after_commit(
+        self, uow: UnitOfWork, order: Order, items: list[OrderItem] | None = None
+    ) -> None:
+        """Take up an order whose lease the caller's transaction holds, once it commits."""
         order_id = order.id
-        uow.on_commit(lambda: self.kick(order_id, held=True, known=order, items=items))
+
+        def taken_up() -> None:
+            self.note_written(order)
+            self.kick(order_id, held=True, known=order, items=items)
+
+        uow.on_commit(taken_up)
 
     def kick(
         self,
@@ -292,22 +338,62 @@ class Saga:
             outcome = "retry"
         SAGA_STEPS.labels(step.value, outcome).inc()
         async with self._uow() as uow:
-            locked = await service.lock(uow.session, order_id)
-            if locked is None or locked.saga_step != step:
-                # Moved on meanwhile (an event, a person): this outcome is stale.
-                return True, False, None
-            await change(uow, locked)
-            at = service.now()
-            more = due_now(locked, at)
-            # Kept while there is more to do at once; else let go in the same transaction,
-            # so that the event that makes the next step due can take the order up.
-            locked.saga_lease_until = at + self._lease if more else None
-            await service.save(uow.session, locked)
-            await uow.commit()
+            saved = None
+            if self._autocommit is not None:
+                saved = await self._save_unless_changed(uow, order, change)
+            if saved is None:
+                locked = await service.lock(uow.session, order_id)
+                if locked is None or locked.saga_step != step:
+                    # Moved on meanwhile (an event, a person): this outcome is stale.
+                    return True, False, None
+                await change(uow, locked)
+                more = self._hold_or_let_go(locked)
+                await service.save(uow.session, locked)
+                await uow.commit()
+            else:
+                locked, more = saved
+        self.note_written(locked)
         if locked.saga_step == SagaStep.DONE or locked.status != OrderStatus.PENDING:
             # Past the step that needs them (order.confirmed, or cancelled).
             self._lines.pop(order_id, None)
         return more, not more, locked
+
+    def _hold_or_let_go(self, order: Order) -> bool:
+        """Whether another step is due at once; the lease is kept for it, else let go.
+
+        Let go in the same write as the outcome, so that the event that makes the
+        next step due can take the order up.
+        """
+        at = service.now()
+        more = due_now(order, at)
+        order.saga_lease_until = at + self._lease if more else None
+        return more
+
+    async def _save_unless_changed(
+        self, uow: UnitOfWork, order: Order, change: Change
+    ) -> tuple[Order, bool] | None:
+        """Apply ``change`` to a copy of ``order`` (as the step found it) and write it,
+        if the row is still exactly ``order``; None when it is not (nothing written).
+
+        The row lock's read is not needed then: the write's condition stands in for it.
+        A change that publishes nothing grows no revision (every event of an order
+        carries a new one) and has no history line: it is one statement, committed
+        on its own.
+        """
+        assert self._autocommit is not None
+        draft = service.detached_copy(order)
+        await change(uow, draft)
+        more = self._hold_or_let_go(draft)
+        if draft.revision == order.revision:
+            async with self._autocommit() as session:
+                written = await service.save(session, draft, unchanged=order)
+        else:
+            written = await service.save(uow.session, draft, unchanged=order)
+            if written:
+                await uow.commit()
+            else:
+                await uow.rollback()
+        return (draft, more) if written else None
 
     def _retry(self, step: SagaStep, error: str) -> Change:
         async def change(uow: UnitOfWork, order: Order) -> None:

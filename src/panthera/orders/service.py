@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, inspect, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.db import UnitOfWork
@@ -45,11 +46,51 @@ _FIXED = frozenset(
     {"id", "user_id", "currency", "total_amount", "shipping_address", "created_at", "request_key"}
 )
 _CHANGING = tuple(key for key in _COLUMNS if key not in _FIXED)
+_ITEMS = cast(Table, OrderItem.__table__)
+_HISTORY = cast(Table, OrderStatusChange.__table__)
+_HISTORY_COLUMNS = tuple(column.key for column in _HISTORY.columns)
 _LOCK = select(*_ORDERS.columns).where(_ORDERS.c.id == bindparam("order_id")).with_for_update()
-_SAVE = update(_ORDERS).where(_ORDERS.c.id == bindparam("order_id"))
 _INSERT_ORDER = insert(_ORDERS)
-_INSERT_ITEMS = insert(cast(Table, OrderItem.__table__))
-_INSERT_HISTORY = insert(cast(Table, OrderStatusChange.__table__))
+_INSERT_ITEMS = insert(_ITEMS)
+_INSERT_HISTORY = insert(_HISTORY)
+
+
+def _bind(prefix: str, column: Any) -> Any:
+    return bindparam(f"{prefix}{column.key}", type_=column.type)
+
+
+def _save_statement(*, unchanged: bool) -> Any:
+    """``UPDATE orders`` of every changing column, by id; with ``unchanged``, only while
+    the row still holds the values the change was worked out from (``was_*``)."""
+    conditions = [_ORDERS.c.id == bindparam("order_id", type_=_ORDERS.c.id.type)]
+    if unchanged:
+        conditions += [
+            _ORDERS.c[key].is_not_distinct_from(_bind("was_", _ORDERS.c[key])) for key in _CHANGING
+        ]
+    return (
+        update(_ORDERS)
+        .where(*conditions)
+        .values({key: _bind("new_", _ORDERS.c[key]) for key in _CHANGING})
+    )
+
+
+def _with_history(saving: Any) -> Any:
+    """PostgreSQL: the order's UPDATE and its history line in one statement (a
+    data-modifying CTE), one round trip fewer; no line is written if no row was."""
+    saved = saving.returning(_ORDERS.c.id).cte("saved")
+    values = {key: _bind("h_", _HISTORY.c[key]) for key in _HISTORY_COLUMNS}
+    values["order_id"] = saved.c.id
+    return insert(_HISTORY).from_select(
+        list(_HISTORY_COLUMNS), select(*(values[key] for key in _HISTORY_COLUMNS))
+    )
+
+
+_SAVE = _save_statement(unchanged=False)
+_SAVE_UNCHANGED = _save_statement(unchanged=True)
+_SAVE_WITH_HISTORY = _with_history(_SAVE)
+_SAVE_UNCHANGED_WITH_HISTORY = _with_history(_SAVE_UNCHANGED)
+# History lines of orders taken with ``lock`` (outside the ORM), written by ``save``.
+_unsaved_history: WeakKeyDictionary[Order, list[dict[str, Any]]] = WeakKeyDictionary()
 
 
 def now() -> datetime:
@@ -89,17 +130,41 @@ async def find(
 async def lock(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
     """The order, locked for this transaction, as an object outside the session.
 
-    Changes made to it are written by ``save`` in the same transaction.
+    Changes made to it, its history lines included, are written by ``save`` in the
+    same transaction.
     """
     row = (await session.execute(_LOCK, {"order_id": order_id})).first()
     return None if row is None else Order(**row._mapping)
 
 
-async def save(session: AsyncSession, order: Order) -> None:
-    """Write an order taken with ``lock`` back, in the transaction that locked it."""
-    values = {key: getattr(order, key) for key in _CHANGING}
-    values["order_id"] = order.id
-    await session.execute(_SAVE, values)
+def detached_copy(order: Order) -> Order:
+    """An order outside the session with the same values: a draft to change and ``save``."""
+    return Order(**{key: getattr(order, key) for key in _COLUMNS})
+
+
+async def save(session: AsyncSession, order: Order, *, unchanged: Order | None = None) -> bool:
+    """Write an order taken with ``lock`` (or a ``detached_copy``) back, with its history.
+
+    With ``unchanged``, the order as the change was worked out from: the write happens
+    only if the row still holds exactly that, which stands in for the row lock (a
+    concurrent change makes it write nothing). Answers whether the row was written.
+    """
+    params = {f"new_{key}": getattr(order, key) for key in _CHANGING}
+    params["order_id"] = order.id
+    if unchanged is not None:
+        params.update({f"was_{key}": getattr(unchanged, key) for key in _CHANGING})
+    lines = _unsaved_history.pop(order, [])
+    connection = await session.connection()
+    if len(lines) == 1 and connection.dialect.name == "postgresql":
+        params.update({f"h_{key}": value for key, value in lines[0].items()})
+        statement = _SAVE_WITH_HISTORY if unchanged is None else _SAVE_UNCHANGED_WITH_HISTORY
+        return bool((await connection.execute(statement, params)).rowcount)
+    saved = await connection.execute(_SAVE if unchanged is None else _SAVE_UNCHANGED, params)
+    if not saved.rowcount:
+        return False
+    if lines:
+        await connection.execute(_INSERT_HISTORY, lines)
+    return True
 
 
 async def placed_by(session: AsyncSession, request_key: str) -> Order | None:
@@ -160,18 +225,25 @@ def _common(order: Order) -> dict[str, Any]:
     }
 
 
+def _history_line(order: Order, reason: str | None, actor: str) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "order_id": order.id,
+        "status": order.status,
+        "reason": reason,
+        "actor": actor,
+        "at": order.updated_at,
+    }
+
+
 async def _record(session: AsyncSession, order: Order, reason: str | None, actor: str) -> None:
-    await session.execute(
-        _INSERT_HISTORY,
-        {
-            "id": uuid.uuid4(),
-            "order_id": order.id,
-            "status": order.status,
-            "reason": reason,
-            "actor": actor,
-            "at": order.updated_at,
-        },
-    )
+    line = _history_line(order, reason, actor)
+    if inspect(order).persistent:
+        # Loaded by the ORM: the line is written now, the order when the session flushes.
+        await session.execute(_INSERT_HISTORY, line)
+    else:
+        # Taken with ``lock``: written by ``save`` with the order, in one statement.
+        _unsaved_history.setdefault(order, []).append(line)
 
 
 def touch(order: Order) -> None:
@@ -236,30 +308,65 @@ def new_order(
     return order, items
 
 
+_ITEM_COLUMNS = tuple(column.key for column in _ITEMS.columns)
+_place_statements: dict[int, Any] = {}
+
+
+def _place_statement(line_count: int) -> Any:
+    """PostgreSQL: ``WITH o AS (INSERT order), i AS (INSERT lines) INSERT history``.
+
+    One shape per number of lines, built on first use and kept.
+    """
+    statement = _place_statements.get(line_count)
+    if statement is not None:
+        return statement
+    placed = (
+        insert(_ORDERS)
+        .values({key: _bind("o_", _ORDERS.c[key]) for key in _COLUMNS})
+        .returning(_ORDERS.c.id)
+        .cte("placed")
+    )
+    # INSERT ... SELECT of typed parameters, not a multi-row VALUES: SQLAlchemy caches
+    # the compiled form of the one and compiles the other again on every execution.
+    rows = [
+        select(*(_bind(f"i{n}_", _ITEMS.c[key]) for key in _ITEM_COLUMNS))
+        for n in range(line_count)
+    ]
+    lines = (
+        insert(_ITEMS)
+        .from_select(list(_ITEM_COLUMNS), union_all(*rows) if len(rows) > 1 else rows[0])
+        .cte("lines")
+    )
+    values = {key: _bind("h_", _HISTORY.c[key]) for key in _HISTORY_COLUMNS}
+    values["order_id"] = placed.c.id
+    statement = (
+        insert(_HISTORY)
+        .from_select(list(_HISTORY_COLUMNS), select(*(values[key] for key in _HISTORY_COLUMNS)))
+        .add_cte(lines)
+    )
+    _place_statements[line_count] = statement
+    return statement
+
+
 async def place(uow: UnitOfWork, order: Order, items: Sequence[OrderItem]) -> None:
     """Write an order from ``new_order`` with its lines, history and event; the saga
     takes it from there."""
-    session = uow.session
-    await session.execute(_INSERT_ORDER, {key: getattr(order, key) for key in _COLUMNS})
-    await session.execute(
-        _INSERT_ITEMS,
-        [
-            {
-                "id": item.id,
-                "order_id": item.order_id,
-                "position": item.position,
-                "product_id": item.product_id,
-                "variant_id": item.variant_id,
-                "sku": item.sku,
-                "name": item.name,
-                "category_id": item.category_id,
-                "quantity": item.quantity,
-                "unit_price": item.unit_price,
-            }
-            for item in items
-        ],
-    )
-    await _record(session, order, None, str(order.user_id))
+    connection = await uow.session.connection()
+    placed = {key: getattr(order, key) for key in _COLUMNS}
+    lines = [{key: getattr(item, key) for key in _ITEM_COLUMNS} for item in items]
+    history = _history_line(order, None, str(order.user_id))
+    if connection.dialect.name == "postgresql" and lines:
+        # The order, its lines and its first history line in one statement.
+        params = {f"o_{key}": value for key, value in placed.items()}
+        params.update({f"h_{key}": value for key, value in history.items()})
+        for position, line in enumerate(lines):
+            params.update({f"i{position}_{key}": value for key, value in line.items()})
+        await connection.execute(_place_statement(len(lines)), params)
+    else:
+        await connection.execute(_INSERT_ORDER, placed)
+        if lines:
+            await connection.execute(_INSERT_ITEMS, lines)
+        await connection.execute(_INSERT_HISTORY, history)
     uow.publish(
         OrderPlaced(**_common(order), items=_lines(items), shipping_address=order.shipping_address)
     )

@@ -21,6 +21,9 @@ class PaymentsDeps:
     read_session: Callable[[], AsyncSession]
     provider: PaymentProvider
     idempotency: IdempotencyKeys
+    # Writes of one statement that publish nothing, committed on their own; None on
+    # SQLite, where every writer queues on the unit of work's connection.
+    autocommit: Callable[[], AsyncSession] | None = None
 
 
 # async: FastAPI would run a plain function in its thread pool on every request.

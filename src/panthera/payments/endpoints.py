@@ -102,7 +102,9 @@ async def _take_payment(
     request = _payment_request(body, user_id, f"{scope}:{key}")
 
     async def handle() -> tuple[int, Any]:
-        payment = await service.create_payment(payments.uow, payments.provider, request)
+        payment = await service.create_payment(
+            payments.uow, payments.provider, request, autocommit=payments.autocommit
+        )
         return 201, await _payment_body(payments, payment)
 
     result = await payments.idempotency.run(
@@ -297,7 +299,9 @@ async def create_payment_for_order(
     """
     key = checked_key(idempotency_key or f"payment:{body.orderId}")
     request = _payment_request(body, body.userId, f"{INTERNAL_SCOPE}:{key}")
-    payment = await service.create_payment(payments.uow, payments.provider, request)
+    payment = await service.create_payment(
+        payments.uow, payments.provider, request, autocommit=payments.autocommit
+    )
     return Response(
         orjson.dumps(await _payment_body(payments, payment)),
         status_code=201,

@@ -18,9 +18,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, insert, or_, update
+from sqlalchemy import (
+    Row,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +40,13 @@ from panthera.kernel.db import UnitOfWork
 from panthera.kernel.money import Money
 from panthera.payments import errors, repository
 from panthera.payments.events import PaymentFailed, PaymentSucceeded
-from panthera.payments.models import OPEN_STATUSES, Payment, PaymentStatus, Refund
+from panthera.payments.models import (
+    OPEN_STATUSES,
+    Payment,
+    PaymentStatus,
+    ProviderEventRecord,
+    Refund,
+)
 from panthera.payments.providers import (
     PaymentOutcome,
     PaymentProvider,
@@ -40,6 +58,10 @@ from panthera.payments.providers.stripe_webhooks import PAYMENT_ID_KEY
 log = logging.getLogger("panthera.payments")
 
 UnitsOfWork = Callable[[], UnitOfWork]
+# Sessions whose every statement commits on its own (PostgreSQL's autocommit): a
+# write of one statement that publishes nothing needs no BEGIN and COMMIT round
+# trips around it. None where writers must queue on the unit of work (SQLite).
+Autocommit = Callable[[], AsyncSession] | None
 
 _PAYMENTS = cast(Table, Payment.__table__)
 # Core statements, built once: the ORM's flush and its identity map cost more
@@ -77,17 +99,26 @@ class PaymentView:
 
 
 async def create_payment(
-    uows: UnitsOfWork, provider: PaymentProvider, request: PaymentRequest
+    uows: UnitsOfWork,
+    provider: PaymentProvider,
+    request: PaymentRequest,
+    *,
+    autocommit: Autocommit = None,
 ) -> Payment:
     """Take the money for an order once: record, ask the provider, apply its answer."""
-    payment = await _record(uows, provider.name, request)
+    payment = await _record(uows, provider.name, request, autocommit)
     if payment.status != PaymentStatus.REQUIRES_CONFIRMATION:
         return payment
-    return await confirm_payment(uows, provider, payment, request.token)
+    return await confirm_payment(uows, provider, payment, request.token, autocommit=autocommit)
 
 
 async def confirm_payment(
-    uows: UnitsOfWork, provider: PaymentProvider, payment: Payment, token: str
+    uows: UnitsOfWork,
+    provider: PaymentProvider,
+    payment: Payment,
+    token: str,
+    *,
+    autocommit: Autocommit = None,
 ) -> Payment:
     """Ask the provider to take a recorded payment, and apply its answer.
 
@@ -118,6 +149,16 @@ async def confirm_payment(
         return await settle_by_id(
             uows, payment.id, PaymentOutcome.FAILED, None, exc.code, exc.message or None
         )
+    if answer.outcome is PaymentOutcome.PROCESSING and autocommit is not None:
+        # Accepted, outcome to follow: the move to processing publishes nothing, so
+        # it is one statement on its own. A payment no longer waiting for the answer
+        # (its webhook came first) takes the general way below.
+        async with autocommit() as session:
+            row = await _settle_row(
+                session, payment.id, answer.outcome, answer.provider_payment_id, None, None, None
+            )
+        if row is not None:
+            return Payment(**row._asdict())
     return await settle_by_id(
         uows,
         payment.id,
@@ -128,7 +169,9 @@ async def confirm_payment(
     )
 
 
-async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> Payment:
+async def _record(
+    uows: UnitsOfWork, provider: str, request: PaymentRequest, autocommit: Autocommit
+) -> Payment:
     """The payment row of this request: new, or the one an earlier run of it left.
 
     Inserted straight away: the unique constraints say whether this request (its
@@ -155,6 +198,16 @@ async def _record(uows: UnitsOfWork, provider: str, request: PaymentRequest) -> 
         "revision": 1,
         "checked_at": None,
     }
+    if autocommit is not None:
+        # One statement that publishes nothing: it commits on its own.
+        async with autocommit() as session:
+            try:
+                await (await session.connection()).execute(_INSERT_PAYMENT, values)
+            except IntegrityError:
+                pass
+            else:
+                return Payment(**values)
+        return await _earlier_payment(uows, request)
     async with uows() as uow:
         try:
             await uow.session.execute(_INSERT_PAYMENT, values)
@@ -248,6 +301,32 @@ async def settle_open_payment(
     told it is processing, or holding another provider id): the caller then takes
     the general way, a locked read and ``settle_payment``.
     """
+    row = await _settle_row(
+        uow.session,
+        payment_id,
+        outcome,
+        provider_payment_id,
+        failure_code,
+        failure_message,
+        provider,
+    )
+    if row is None:
+        return None
+    payment = Payment(**row._asdict())
+    _publish_outcome(uow, payment)
+    return payment
+
+
+async def _settle_row(
+    session: AsyncSession,
+    payment_id: uuid.UUID,
+    outcome: PaymentOutcome,
+    provider_payment_id: str | None,
+    failure_code: str | None,
+    failure_message: str | None,
+    provider: str | None,
+) -> Row[Any] | None:
+    """The payment's row after its ``UPDATE ... RETURNING``, or None if it was not waiting."""
     failed = outcome is PaymentOutcome.FAILED
     params: dict[str, object] = {
         "match_id": payment_id,
@@ -261,12 +340,86 @@ async def settle_open_payment(
         ]
         params["new_failure_message"] = failure_message[:500] if failure_message else None
     statement = _settle_statement(outcome, provider is not None, bool(provider_payment_id))
-    row = (await uow.session.execute(statement, params)).one_or_none()
+    return (await (await session.connection()).execute(statement, params)).one_or_none()
+
+
+async def settle_open_payment_and_record(
+    uow: UnitOfWork,
+    payment_id: uuid.UUID,
+    outcome: PaymentOutcome,
+    *,
+    provider: str,
+    provider_payment_id: str | None,
+    failure_code: str | None,
+    failure_message: str | None,
+    event: dict[str, object],
+) -> tuple[Payment, bool] | None:
+    """PostgreSQL: :func:`settle_open_payment` for a webhook, with the webhook's record
+    (``event``: its provider_events row, outcome "applied") in the same statement.
+
+    None when the payment is not waiting (nothing written); else the payment and
+    whether the record was new. When it was not, the webhook is a copy already
+    applied: the caller must not commit.
+    """
+    params: dict[str, object] = {
+        "match_id": payment_id,
+        "match_provider": provider,
+        "new_provider_payment_id": provider_payment_id or None,
+        "new_updated_at": _now(),
+    }
+    if outcome is PaymentOutcome.FAILED or outcome is PaymentOutcome.CANCELED:
+        failed = outcome is PaymentOutcome.FAILED
+        params["new_failure_code"] = (failure_code or ("payment_failed" if failed else "canceled"))[
+            :60
+        ]
+        params["new_failure_message"] = failure_message[:500] if failure_message else None
+    params.update({f"event_{key}": value for key, value in event.items()})
+    statement = _settle_and_record_statement(outcome, bool(provider_payment_id))
+    row = (await (await uow.session.connection()).execute(statement, params)).one_or_none()
     if row is None:
         return None
-    payment = Payment(**row._asdict())
+    mapping = row._mapping
+    payment = Payment(**{key: mapping[key] for key in _PAYMENT_KEYS})
     _publish_outcome(uow, payment)
-    return payment
+    return payment, mapping["recorded_event_id"] is not None
+
+
+_PAYMENT_KEYS = tuple(column.key for column in _PAYMENTS.columns)
+_PROVIDER_EVENTS = cast(Table, ProviderEventRecord.__table__)
+_EVENT_KEYS = ("provider", "event_id", "type", "payment_id", "received_at", "payload")
+_settle_and_record_statements: dict[tuple[PaymentOutcome, bool], Any] = {}
+
+
+def _settle_and_record_statement(outcome: PaymentOutcome, with_provider_id: bool) -> Any:
+    """``WITH settled AS (UPDATE payments ... RETURNING *), recorded AS (INSERT INTO
+    provider_events ... SELECT FROM settled ON CONFLICT DO NOTHING RETURNING event_id)
+    SELECT settled.*, recorded.event_id``: one round trip for both, built once per shape.
+    """
+    key = (outcome, with_provider_id)
+    statement = _settle_and_record_statements.get(key)
+    if statement is not None:
+        return statement
+    events = _PROVIDER_EVENTS
+    settled = _settle_statement(outcome, True, with_provider_id).cte("settled")
+    values: dict[str, Any] = {
+        name: bindparam(f"event_{name}", type_=events.c[name].type)
+        for name in _EVENT_KEYS
+        if name != "payment_id"
+    }
+    values["payment_id"] = settled.c.id
+    values["outcome"] = literal("applied", type_=events.c.outcome.type)
+    recorded = (
+        postgresql.insert(events)
+        .from_select(list(values), select(*values.values()))
+        .on_conflict_do_nothing(index_elements=[events.c.provider, events.c.event_id])
+        .returning(events.c.event_id)
+        .cte("recorded")
+    )
+    statement = select(*settled.c, recorded.c.event_id.label("recorded_event_id")).select_from(
+        settled.outerjoin(recorded, true())
+    )
+    _settle_and_record_statements[key] = statement
+    return statement
 
 
 _SETTLED_STATUS = {

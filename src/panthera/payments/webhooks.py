@@ -21,7 +21,12 @@ from panthera.payments.providers import (
     RefundOutcome,
 )
 from panthera.payments.refunds import settle_refund
-from panthera.payments.service import UnitsOfWork, settle_open_payment, settle_payment
+from panthera.payments.service import (
+    UnitsOfWork,
+    settle_open_payment,
+    settle_open_payment_and_record,
+    settle_payment,
+)
 
 log = logging.getLogger("panthera.payments")
 
@@ -67,7 +72,37 @@ async def apply_webhook(uows: UnitsOfWork, provider: str, event: ProviderEvent) 
     (which changed nothing, the first copy having settled the payment) is let go.
     """
     async with uows() as uow:
-        outcome, payment_id = await _apply(uow, provider, event)
+        settled_open = False
+        if (
+            event.kind in _PAYMENT_OUTCOMES
+            and event.payment_id is not None
+            and uow.session.get_bind().dialect.name == "postgresql"
+        ):
+            # Ours (from the metadata) and still waiting: settled and recorded in one
+            # statement. A copy of a webhook applied before finds the record taken.
+            settled_open = True
+            done = await settle_open_payment_and_record(
+                uow,
+                event.payment_id,
+                _PAYMENT_OUTCOMES[event.kind],
+                provider=provider,
+                provider_payment_id=event.provider_payment_id,
+                failure_code=event.failure_code,
+                failure_message=event.failure_message,
+                event={
+                    "provider": provider,
+                    "event_id": event.id,
+                    "type": event.type,
+                    "received_at": _now(),
+                    "payload": event.payload,
+                },
+            )
+            if done is not None:
+                if not done[1]:
+                    return DUPLICATE
+                await uow.commit()
+                return "applied"
+        outcome, payment_id = await _apply(uow, provider, event, settled_open=settled_open)
         recorded = await repository.record_provider_event(
             uow.session,
             provider=provider,
@@ -101,11 +136,12 @@ async def _payment_of_event(
 
 
 async def _apply(
-    uow: UnitOfWork, provider: str, event: ProviderEvent
+    uow: UnitOfWork, provider: str, event: ProviderEvent, *, settled_open: bool = False
 ) -> tuple[str, uuid.UUID | None]:
+    """``settled_open``: the one-statement settling was tried already and did not apply."""
     session = uow.session
     if event.kind in _PAYMENT_OUTCOMES:
-        if event.payment_id is not None:
+        if event.payment_id is not None and not settled_open:
             # Ours (from the metadata) and still waiting: settled in one statement.
             settled = await settle_open_payment(
                 uow,
