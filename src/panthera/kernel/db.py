@@ -114,6 +114,12 @@ class Database:
             event.listen(self.read_engine.sync_engine, "begin", _sqlite_begin_deferred)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # Writes that are one statement and publish nothing need no BEGIN and COMMIT
+        # round trips: on PostgreSQL each statement commits on its own. SQLite has
+        # none (its writes must queue on the one writer's connection).
+        self.autocommit_sessions: async_sessionmaker[AsyncSession] | None = (
+            None if self.is_sqlite else self.read_sessions
+        )
         self._sqlite_path = (
             parsed.database
             if self.is_sqlite and parsed.database and parsed.database != ":memory:"

@@ -58,8 +58,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
             step_attempts=settings.saga_step_attempts,
             payment_timeout_seconds=settings.saga_payment_timeout_seconds,
             poll_seconds=settings.saga_poll_seconds,
-            # PostgreSQL's read sessions run each statement on its own, in autocommit.
-            autocommit=None if runtime.database.is_sqlite else runtime.database.read_sessions,
+            autocommit=runtime.database.autocommit_sessions,
         ),
         # Placing an order takes well under a second (one catalog call, one insert):
         # a claim left by a process that died is taken over after half a minute,

@@ -49,8 +49,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         read_session=runtime.database.read_sessions,
         provider=build_provider(runtime.settings, deliver=deliver),
         idempotency=IdempotencyKeys(runtime.database.sessions, IDEMPOTENCY_KEYS),
-        # PostgreSQL's read sessions run each statement on its own, in autocommit.
-        autocommit=None if runtime.database.is_sqlite else runtime.database.read_sessions,
+        autocommit=runtime.database.autocommit_sessions,
     )
     runtime.components["payments_deps"] = deps
     runtime.components["payments_reconciler"] = Reconciler(
