@@ -260,3 +260,43 @@ async def test_the_same_reference_at_once_gets_one_answer(pg_catalog: ServiceRun
         isinstance(r, inventory.ReservationOutcome) and r.rejected is not None for r in results
     )
     await assert_books_balance(pg_catalog)
+
+
+async def test_a_multi_line_sale_and_release_move_each_variant_by_its_own_quantity(
+    pg_catalog: ServiceRuntime,
+) -> None:
+    _, (small, large) = await create_product(
+        pg_catalog, name="Mug", variants=[("8.00", 10), ("9.00", 20)]
+    )
+    sold = await _reserve(pg_catalog, "sold-two-lines", [(small, 2), (large, 5)])
+    kept = await _reserve(pg_catalog, "released-two-lines", [(large, 3), (small, 1)])
+    assert sold.reservation is not None
+    assert kept.reservation is not None
+    async with pg_catalog.uow() as uow:
+        await inventory.commit(uow, "sold-two-lines")
+        await inventory.release(uow, "released-two-lines")
+        await uow.commit()
+    s, m = [await _variant(pg_catalog, v) for v in (small, large)]
+    assert (s.on_hand, s.reserved, m.on_hand, m.reserved) == (8, 0, 15, 0)
+    async with pg_catalog.database.sessions() as session:
+        ledger = (
+            await session.execute(
+                select(
+                    StockMovement.kind,
+                    StockMovement.variant_id,
+                    StockMovement.on_hand_delta,
+                    StockMovement.reserved_delta,
+                    StockMovement.on_hand_after,
+                    StockMovement.reserved_after,
+                ).where(StockMovement.kind.in_(("sale", "release")))
+            )
+        ).all()
+    assert sorted(ledger) == sorted(
+        [
+            ("sale", small, -2, -2, 8, 1),
+            ("sale", large, -5, -5, 15, 3),
+            ("release", small, 0, -1, 8, 0),
+            ("release", large, 0, -3, 15, 0),
+        ]
+    )
+    await assert_books_balance(pg_catalog)

@@ -550,6 +550,23 @@ _RESERVE_LINES = (
 )
 
 
+# PostgreSQL: every line of a reservation moved (committed, released, put back) in one
+# statement, the variants locked in id order as for holding them. The signs say which
+# counts a line's quantity moves, so one compiled statement serves every kind of move.
+_MOVE_LINES = (
+    update(_variants)
+    .where(_variants.c.id == _LOCKED.c.id, _variants.c.id == _WANTED.c.variant_id)
+    .values(
+        on_hand=_variants.c.on_hand
+        + _WANTED.c.quantity * _bind("on_hand_sign", _variants.c.on_hand),
+        reserved=_variants.c.reserved
+        + _WANTED.c.quantity * _bind("reserved_sign", _variants.c.reserved),
+        updated_at=_bind("at", _variants.c.updated_at),
+    )
+    .returning(_variants.c.id, _variants.c.on_hand, _variants.c.reserved)
+)
+
+
 async def _hold_lines(
     connection: AsyncConnection, wanted: dict[uuid.UUID, int], now: datetime
 ) -> dict[uuid.UUID, Any]:
@@ -897,6 +914,31 @@ async def _move_held(
     moved = []
     if held is None:
         held = await _held_items(connection, reservation_id)
+    if connection.dialect.name == "postgresql" and len(held) > 1:
+        # One round trip for all lines; a reservation holds each variant once.
+        after_of = {
+            row.id: row
+            for row in await connection.execute(
+                _MOVE_LINES,
+                {
+                    "variants": [line.variant_id for line in held],
+                    "quantities": [line.quantity for line in held],
+                    "on_hand_sign": on_hand_sign,
+                    "reserved_sign": reserved_sign,
+                    "at": now,
+                },
+            )
+        }
+        return [
+            _Moved(
+                item=StockItem(id=line.variant_id, product_id=line.product_id, sku=line.sku),
+                on_hand_delta=on_hand_sign * line.quantity,
+                reserved_delta=reserved_sign * line.quantity,
+                on_hand=after_of[line.variant_id].on_hand,
+                reserved=after_of[line.variant_id].reserved,
+            )
+            for line in held
+        ]
     for line in held:
         on_hand_delta = on_hand_sign * line.quantity
         reserved_delta = reserved_sign * line.quantity
