@@ -300,3 +300,34 @@ async def test_a_multi_line_sale_and_release_move_each_variant_by_its_own_quanti
         ]
     )
     await assert_books_balance(pg_catalog)
+
+
+async def test_a_reservation_over_two_products_moves_both_totals(
+    pg_catalog: ServiceRuntime,
+) -> None:
+    cup, _ = await create_product(pg_catalog, name="Cup", variants=[("3.00", 10)])
+    pot, _ = await create_product(pg_catalog, name="Pot", variants=[("30.00", 4)])
+    async with pg_catalog.database.sessions() as session:
+        cup_variant, pot_variant = [
+            (await session.execute(select(Variant.id).where(Variant.product_id == p))).scalar_one()
+            for p in (cup, pot)
+        ]
+
+    async def totals() -> tuple[int, int]:
+        async with pg_catalog.database.sessions() as session:
+            found = dict(
+                (
+                    await session.execute(
+                        select(Product.id, Product.available).where(Product.id.in_((cup, pot)))
+                    )
+                ).all()
+            )
+        return found[cup], found[pot]
+
+    await _reserve(pg_catalog, "two-products", [(pot_variant, 3), (cup_variant, 4)])
+    assert await totals() == (6, 1)
+    async with pg_catalog.uow() as uow:
+        await inventory.release(uow, "two-products")
+        await uow.commit()
+    assert await totals() == (10, 4)
+    await assert_books_balance(pg_catalog)

@@ -274,7 +274,7 @@ class _Moved:
 
 _ITEM_KEYS = tuple(item.key for item in _items.columns)
 _MOVEMENT_KEYS = tuple(movement.key for movement in _movements.columns)
-_written_together: dict[tuple[int, int, bool], Any] = {}
+_written_together: dict[tuple[int, int, int], Any] = {}
 
 
 def _rows_of(table: Table, keys: Sequence[str], prefix: str, count: int) -> Any:
@@ -289,21 +289,22 @@ def _rows_of(table: Table, keys: Sequence[str], prefix: str, count: int) -> Any:
     return insert(table).from_select(list(keys), union_all(*rows) if count > 1 else rows[0])
 
 
-def _write_together_statement(items: int, movements: int, product: bool) -> Any:
-    """PostgreSQL: a reservation's lines, its ledger rows and the first product total's
-    move as one statement (data-modifying CTEs): round trips fewer, same effect.
+def _write_together_statement(items: int, movements: int, products: int) -> Any:
+    """PostgreSQL: a reservation's lines, its ledger rows and the products' totals'
+    moves as one statement (data-modifying CTEs): round trips fewer, same effect.
 
-    Only one row lock is taken in it (the product's, by the main UPDATE): the other
-    products' totals follow one statement each, in id order, as every writer takes them.
+    The products' rows are the only ones it locks, in id order (as every writer takes
+    them) when there are several.
     """
-    key = (items, movements, product)
+    key = (items, movements, min(products, 2))
     statement = _written_together.get(key)
     if statement is not None:
         return statement
     ledger = _rows_of(_movements, _MOVEMENT_KEYS, "m", movements)
     parts = [_rows_of(_items, _ITEM_KEYS, "i", items).cte("held")] if items else []
-    if product:
-        statement = _MOVE_PRODUCT.add_cte(*parts, ledger.cte("ledger"))
+    if products:
+        moves = _MOVE_PRODUCT if products == 1 else _MOVE_PRODUCTS
+        statement = moves.add_cte(*parts, ledger.cte("ledger"))
     else:
         statement = ledger.add_cte(*parts) if parts else ledger
     _written_together[key] = statement
@@ -331,12 +332,12 @@ async def _write(
         params.update({f"i{n}_{key}": value for key, value in row.items()})
     for n, row in enumerate(movements):
         params.update({f"m{n}_{key}": value for key, value in row.items()})
-    if products:
+    if len(products) == 1:
         params.update({"product": products[0], "by": deltas[products[0]]})
-    statement = _write_together_statement(len(items), len(movements), bool(products))
+    elif products:
+        params.update({"products": products, "bys": [deltas[p] for p in products]})
+    statement = _write_together_statement(len(items), len(movements), len(products))
     await connection.execute(statement, params)
-    for product_id in products[1:]:
-        await connection.execute(_MOVE_PRODUCT, {"product": product_id, "by": deltas[product_id]})
 
 
 async def _settle(
@@ -564,6 +565,29 @@ _MOVE_LINES = (
         updated_at=_bind("at", _variants.c.updated_at),
     )
     .returning(_variants.c.id, _variants.c.on_hand, _variants.c.reserved)
+)
+
+# PostgreSQL: several products' totals moved in one statement, the products locked in
+# id order (as every writer takes them) before any is changed.
+_PRODUCT_IDS = bindparam("products", type_=postgresql.ARRAY(_products.c.id.type))
+_PRODUCT_DELTAS = (
+    func.unnest(_PRODUCT_IDS, bindparam("bys", type_=postgresql.ARRAY(_products.c.available.type)))
+    .table_valued(
+        column("product_id", _products.c.id.type), column("by", _products.c.available.type)
+    )
+    .render_derived(name="deltas")
+)
+_LOCKED_PRODUCTS = (
+    select(_products.c.id)
+    .where(_products.c.id == any_(_PRODUCT_IDS))
+    .order_by(_products.c.id)
+    .with_for_update()
+    .subquery("locked_products")
+)
+_MOVE_PRODUCTS = (
+    update(_products)
+    .where(_products.c.id == _LOCKED_PRODUCTS.c.id, _products.c.id == _PRODUCT_DELTAS.c.product_id)
+    .values(available=_products.c.available + _PRODUCT_DELTAS.c.by)
 )
 
 
