@@ -5,7 +5,8 @@ Reservations never oversell: each line is held by a conditional UPDATE
 serialises on the row and SQLite on its write lock; variants are taken in id
 order, then their products in id order, so concurrent multi-line reservations
 cannot deadlock. On PostgreSQL all lines are one such UPDATE and the lines, ledger
-and first product total one more statement; SQLite runs one statement for each.
+and products' totals one more statement; committing or releasing moves all lines in
+one UPDATE too. SQLite runs one statement for each.
 
 Reserving and settling are the hottest writes of an order, so they are Core
 statements on the session's connection: the conditional UPDATE answers the
