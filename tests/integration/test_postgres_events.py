@@ -27,7 +27,7 @@ from panthera.kernel.settings import Settings
 from panthera.runtime.registry import definition
 from panthera.users.events import UserRegistered, UserUpdated
 from panthera.users.models import User
-from tests.integration.conftest import ServiceDatabases
+from tests.integration.conftest import RoundTrips, ServiceDatabases
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -453,3 +453,71 @@ async def test_record_in_inbox_lets_one_of_two_racing_transactions_claim(
         await replica.dispose()
     assert results == [True, False]
     assert await count(users_db, INBOX) == 1
+
+
+async def test_a_claim_rolled_back_leaves_the_event_to_the_one_waiting(
+    users_db: Database,
+) -> None:
+    envelope = Envelope(type="user.deleted", source="tests", payload={})
+    replica = Database(users_db.url)
+    first_claimed = asyncio.Event()
+
+    async def first() -> bool:
+        async with users_db.sessions() as session:
+            claimed = await record_in_inbox(session, USERS.tables, "auth", envelope)
+            first_claimed.set()
+            await asyncio.sleep(0.3)  # the other claim is now waiting on this row
+            await session.rollback()
+            return claimed
+
+    async def second() -> bool:
+        async with replica.sessions() as session:
+            await first_claimed.wait()
+            claimed = await record_in_inbox(session, USERS.tables, "auth", envelope)
+            await session.commit()
+            return claimed
+
+    try:
+        results = await asyncio.gather(first(), second())
+    finally:
+        await replica.dispose()
+    assert results == [True, True]
+    assert await count(users_db, INBOX) == 1
+
+
+async def test_an_event_consumed_on_its_own_costs_begin_claim_and_commit(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    async def nothing(runtime: ServiceRuntime, uow: UnitOfWork, event: Any, e: Envelope) -> None:
+        return None
+
+    sub = Subscription(UserUpdated, nothing)
+    consume = runtime_for(users_db, service=dataclasses.replace(USERS, subscriptions=(sub,)))
+    handle = consume._consumer({UserUpdated.event_type: sub})
+
+    def updated() -> Envelope:
+        return Envelope.wrap(
+            UserUpdated(
+                user_id=uuid.uuid4(),
+                revision=2,
+                email="ada@example.com",
+                first_name="Ada",
+                last_name="Lovelace",
+                phone_number=None,
+                roles=["USER"],
+                email_verified=False,
+                changed=["first_name"],
+                updated_at=datetime.now(UTC),
+            ),
+            source="tests",
+        )
+
+    await handle(updated())  # prepares the claim on the pooled connection
+    envelope = updated()
+    round_trips.clear()
+    await handle(envelope)
+    assert round_trips.verbs() == ["BEGIN", "INSERT", "COMMIT"]
+    round_trips.clear()
+    await handle(envelope)  # a redelivery: claimed before, skipped
+    assert round_trips.verbs() == ["BEGIN", "INSERT", "ROLLBACK"]
+    assert await count(users_db, INBOX) == 2

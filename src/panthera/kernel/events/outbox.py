@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +31,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.db import UTCDateTime
@@ -332,21 +332,34 @@ async def record_in_inbox(
     """Claim an event for this consumer inside the caller's transaction.
 
     False when it was applied before: the caller then skips the effect. The
-    primary key makes a concurrent duplicate wait for, then lose to, the first.
+    primary key makes a concurrent duplicate wait for, then lose to, the first
+    (or claim the event after all, if the first rolls back).
     """
-    try:
-        async with session.begin_nested():
-            await session.execute(
-                insert(tables.inbox).values(
-                    consumer=consumer,
-                    event_id=envelope.id,
-                    event_type=envelope.type,
-                    applied_at=datetime.now(UTC),
-                )
-            )
-    except IntegrityError:
-        return False
-    return True
+    connection = await session.connection()
+    # ON CONFLICT DO NOTHING rather than a savepoint around a plain INSERT: a
+    # duplicate then returns no row instead of an error, which spares every
+    # event the SAVEPOINT and RELEASE round trips.
+    claimed = await connection.execute(
+        _claim(tables.inbox, connection.dialect.name),
+        {
+            "consumer": consumer,
+            "event_id": envelope.id,
+            "event_type": envelope.type,
+            "applied_at": datetime.now(UTC),
+        },
+    )
+    return claimed.first() is not None
+
+
+@functools.cache
+def _claim(inbox: Table, dialect: str) -> Any:
+    # Built once per table and dialect: every event consumed runs it.
+    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert_(inbox)
+        .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
+        .returning(inbox.c.event_id)
+    )
 
 
 async def record_all_in_inbox(
