@@ -521,3 +521,43 @@ async def test_an_event_consumed_on_its_own_costs_begin_claim_and_commit(
     await handle(envelope)  # a redelivery: claimed before, skipped
     assert round_trips.verbs() == ["BEGIN", "INSERT", "ROLLBACK"]
     assert await count(users_db, INBOX) == 2
+
+
+async def test_a_relay_pass_costs_begin_claim_and_commit(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    transport = RecordingTransport()
+    relay = relay_for(users_db, transport)
+    await register_users(users_db, 1)
+    await relay.relay_once()  # prepares the claim on the pooled connection
+    await register_users(users_db, 30, per_transaction=30)
+    round_trips.clear()
+    assert await relay.relay_once() is False
+    # Rows are locked and marked sent by one statement, committed once published.
+    assert round_trips.verbs() == ["BEGIN", "UPDATE", "COMMIT"]
+    rows = await outbox_rows(users_db)
+    assert [e.id for e in transport.published] == [row.event_id for row in rows]
+    assert all(row.sent_at is not None for row in rows)
+
+
+async def test_a_relay_stopped_while_publishing_leaves_its_rows_pending(
+    users_db: Database,
+) -> None:
+    await register_users(users_db, 3)
+    publishing = asyncio.Event()
+
+    class Stuck(RecordingTransport):
+        async def publish(self, envelope: Envelope) -> None:
+            publishing.set()
+            await asyncio.Event().wait()
+
+    relay = relay_for(users_db, Stuck())
+    relay.start()
+    await asyncio.wait_for(publishing.wait(), timeout=5)
+    await relay.stop()
+    rows = await outbox_rows(users_db)
+    # The rows' claim is rolled back with the transaction: the next pass sends them.
+    assert all(row.sent_at is None and row.attempts == 0 for row in rows)
+    transport = RecordingTransport()
+    await relay_for(users_db, transport).relay_once()
+    assert [e.id for e in transport.published] == [row.event_id for row in rows]

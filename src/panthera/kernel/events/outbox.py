@@ -110,6 +110,10 @@ def outbox_writer(
     return write
 
 
+def _seq(row: Any) -> int:
+    return int(row.seq)
+
+
 def _envelope_of(row: Any, source: str) -> Envelope:
     return Envelope(
         id=row.event_id,
@@ -126,7 +130,7 @@ def _envelope_of(row: Any, source: str) -> Envelope:
 class OutboxRelay:
     """Delivers a service's outbox rows to the transport, at least once.
 
-    A row is marked sent only after the transport has taken it. A failing row
+    A row's mark as sent commits only after the transport has taken it. A failing row
     backs off on its own (consumers tolerate reordering: they check versions), and
     after ``max_attempts`` it is parked as dead for an operator to inspect.
     """
@@ -162,8 +166,29 @@ class OutboxRelay:
             .limit(batch_size)
         )
         # Replicas of one service share the outbox: the row locks, held while
-        # publishing, give each row to exactly one relay.
-        self._due_locked = self._due.with_for_update(skip_locked=True)
+        # publishing, give each row to exactly one relay. The rows are marked
+        # sent as they are locked, saving the round trip of a second UPDATE: the
+        # mark only commits once the transport has taken them, and a row it
+        # refused is set back (``_record_failure``) before the commit.
+        self._claim = (
+            update(outbox)
+            .where(
+                outbox.c.seq.in_(
+                    select(outbox.c.seq)
+                    .where(
+                        outbox.c.sent_at.is_(None),
+                        outbox.c.dead_at.is_(None),
+                        outbox.c.next_attempt_at <= bindparam("now"),
+                    )
+                    .order_by(outbox.c.seq)
+                    .limit(batch_size)
+                    .with_for_update(skip_locked=True)
+                    .scalar_subquery()
+                )
+            )
+            .values(sent_at=bindparam("now"))
+            .returning(*outbox.c)
+        )
         self._mark_sent = (
             update(outbox)
             .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
@@ -221,15 +246,19 @@ class OutboxRelay:
     async def relay_once(self) -> bool:
         """Deliver one batch of due rows; True when a full batch suggests more are waiting."""
         due = {"now": datetime.now(UTC)}
+        rows: Sequence[Any]
         if self._skip_locked:
             async with self._sessions() as session:
-                rows = (await (await session.connection()).execute(self._due_locked, due)).all()
-                if not rows:
+                claimed = (await (await session.connection()).execute(self._claim, due)).all()
+                if not claimed:
                     # Nothing was locked or written: closing the session ends the
                     # transaction without a commit's round trip.
                     return False
+                # RETURNING follows no order; events go out in the order written.
+                rows = sorted(claimed, key=_seq)
                 sent, failures = await self._publish(rows)
-                await self._record(session, sent, failures)
+                for row, error in failures:
+                    await self._record_failure(session, row, error)
                 await session.commit()
         else:
             # SQLite has one relay per database (one process) and a single writer:
@@ -293,7 +322,12 @@ class OutboxRelay:
 
     async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception) -> None:
         attempts = row.attempts + 1
-        values: dict[str, Any] = {"attempts": attempts, "last_error": repr(exc)[:2000]}
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_error": repr(exc)[:2000],
+            # Claimed rows were marked sent in the same transaction.
+            "sent_at": None,
+        }
         if attempts >= self._max_attempts:
             values["dead_at"] = datetime.now(UTC)
             log.error(
