@@ -87,10 +87,14 @@ def outbox_writer(
 ) -> Callable[[AsyncSession, list[Envelope]], Awaitable[None]]:
     """The function a unit of work calls to write its events in its own transaction."""
 
+    # Built once, and run on the session's connection: every commit that
+    # publishes runs it, and the ORM layer adds nothing to a Core INSERT.
+    statement = insert(tables.outbox)
+
     async def write(session: AsyncSession, envelopes: list[Envelope]) -> None:
         now = datetime.now(UTC)
-        await session.execute(
-            insert(tables.outbox),
+        await (await session.connection()).execute(
+            statement,
             [
                 {
                     "event_id": e.id,
