@@ -561,3 +561,50 @@ async def test_a_relay_stopped_while_publishing_leaves_its_rows_pending(
     transport = RecordingTransport()
     await relay_for(users_db, transport).relay_once()
     assert [e.id for e in transport.published] == [row.event_id for row in rows]
+
+
+async def test_an_idle_poll_reads_once_outside_a_transaction(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    transport = RecordingTransport()
+    relay = OutboxRelay(
+        source="users",
+        sessions=users_db.sessions,
+        read_sessions=users_db.read_sessions,
+        tables=USERS.tables,
+        transport=transport,
+        skip_locked=True,
+    )
+    await relay._poll_once()  # prepares the statements on the pooled connection
+    round_trips.clear()
+    assert await relay._poll_once() is False
+    assert round_trips.verbs() == ["SELECT"]
+    await register_users(users_db, 2)
+    round_trips.clear()
+    assert await relay._poll_once() is False
+    assert round_trips.verbs() == ["SELECT", "BEGIN", "UPDATE", "COMMIT"]
+    assert len(transport.published) == 2
+
+
+async def test_a_running_relay_polls_for_rows_nobody_told_it_about(users_db: Database) -> None:
+    transport = RecordingTransport()
+    relay = OutboxRelay(
+        source="users",
+        sessions=users_db.sessions,
+        read_sessions=users_db.read_sessions,
+        tables=USERS.tables,
+        transport=transport,
+        skip_locked=True,
+        poll_seconds=0.05,
+    )
+    relay.start()
+    try:
+        await asyncio.sleep(0.2)  # a few idle polls
+        await register_users(users_db, 3)  # committed elsewhere: no notify
+        for _ in range(100):
+            if len(transport.published) == 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await relay.stop()
+    assert len(transport.published) == 3
