@@ -18,6 +18,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -160,6 +161,46 @@ async def service_databases(
     finally:
         for databases in created:
             await databases.drop()
+
+
+class RoundTrips:
+    """The messages asyncpg sends PostgreSQL and waits on, each a round trip, in order.
+
+    A statement's first run on a connection also prepares it (another round trip, not
+    counted here): warm a flow up once before counting it.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent: list[str] = []
+        simple = asyncpg.Connection.execute
+        do_execute = asyncpg.prepared_stmt.PreparedStatement._PreparedStatement__do_execute  # type: ignore[attr-defined]
+        trips = self
+
+        async def execute(connection: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            if not args:  # the simple query protocol; with arguments it prepares and binds
+                trips.sent.append(query)
+            return await simple(connection, query, *args, **kwargs)
+
+        async def bound(statement: Any, executor: Any) -> Any:
+            trips.sent.append(statement._query)
+            return await do_execute(statement, executor)
+
+        monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+        monkeypatch.setattr(
+            asyncpg.prepared_stmt.PreparedStatement, "_PreparedStatement__do_execute", bound
+        )
+
+    def clear(self) -> None:
+        self.sent.clear()
+
+    def verbs(self) -> list[str]:
+        """The first word of each message: ``["BEGIN", "INSERT", "COMMIT"]``."""
+        return [query.split(None, 1)[0].rstrip(";").upper() for query in self.sent]
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> RoundTrips:
+    return RoundTrips(monkeypatch)
 
 
 # -- Redis ----------------------------------------------------------------------

@@ -27,7 +27,7 @@ from panthera.kernel.settings import Settings
 from panthera.runtime.registry import definition
 from panthera.users.events import UserRegistered, UserUpdated
 from panthera.users.models import User
-from tests.integration.conftest import ServiceDatabases
+from tests.integration.conftest import RoundTrips, ServiceDatabases
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -453,3 +453,158 @@ async def test_record_in_inbox_lets_one_of_two_racing_transactions_claim(
         await replica.dispose()
     assert results == [True, False]
     assert await count(users_db, INBOX) == 1
+
+
+async def test_a_claim_rolled_back_leaves_the_event_to_the_one_waiting(
+    users_db: Database,
+) -> None:
+    envelope = Envelope(type="user.deleted", source="tests", payload={})
+    replica = Database(users_db.url)
+    first_claimed = asyncio.Event()
+
+    async def first() -> bool:
+        async with users_db.sessions() as session:
+            claimed = await record_in_inbox(session, USERS.tables, "auth", envelope)
+            first_claimed.set()
+            await asyncio.sleep(0.3)  # the other claim is now waiting on this row
+            await session.rollback()
+            return claimed
+
+    async def second() -> bool:
+        async with replica.sessions() as session:
+            await first_claimed.wait()
+            claimed = await record_in_inbox(session, USERS.tables, "auth", envelope)
+            await session.commit()
+            return claimed
+
+    try:
+        results = await asyncio.gather(first(), second())
+    finally:
+        await replica.dispose()
+    assert results == [True, True]
+    assert await count(users_db, INBOX) == 1
+
+
+async def test_an_event_consumed_on_its_own_costs_begin_claim_and_commit(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    async def nothing(runtime: ServiceRuntime, uow: UnitOfWork, event: Any, e: Envelope) -> None:
+        return None
+
+    sub = Subscription(UserUpdated, nothing)
+    consume = runtime_for(users_db, service=dataclasses.replace(USERS, subscriptions=(sub,)))
+    handle = consume._consumer({UserUpdated.event_type: sub})
+
+    def updated() -> Envelope:
+        return Envelope.wrap(
+            UserUpdated(
+                user_id=uuid.uuid4(),
+                revision=2,
+                email="ada@example.com",
+                first_name="Ada",
+                last_name="Lovelace",
+                phone_number=None,
+                roles=["USER"],
+                email_verified=False,
+                changed=["first_name"],
+                updated_at=datetime.now(UTC),
+            ),
+            source="tests",
+        )
+
+    await handle(updated())  # prepares the claim on the pooled connection
+    envelope = updated()
+    round_trips.clear()
+    await handle(envelope)
+    assert round_trips.verbs() == ["BEGIN", "INSERT", "COMMIT"]
+    round_trips.clear()
+    await handle(envelope)  # a redelivery: claimed before, skipped
+    assert round_trips.verbs() == ["BEGIN", "INSERT", "ROLLBACK"]
+    assert await count(users_db, INBOX) == 2
+
+
+async def test_a_relay_pass_costs_begin_claim_and_commit(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    transport = RecordingTransport()
+    relay = relay_for(users_db, transport)
+    await register_users(users_db, 1)
+    await relay.relay_once()  # prepares the claim on the pooled connection
+    await register_users(users_db, 30, per_transaction=30)
+    round_trips.clear()
+    assert await relay.relay_once() is False
+    # Rows are locked and marked sent by one statement, committed once published.
+    assert round_trips.verbs() == ["BEGIN", "UPDATE", "COMMIT"]
+    rows = await outbox_rows(users_db)
+    assert [e.id for e in transport.published] == [row.event_id for row in rows]
+    assert all(row.sent_at is not None for row in rows)
+
+
+async def test_a_relay_stopped_while_publishing_leaves_its_rows_pending(
+    users_db: Database,
+) -> None:
+    await register_users(users_db, 3)
+    publishing = asyncio.Event()
+
+    class Stuck(RecordingTransport):
+        async def publish(self, envelope: Envelope) -> None:
+            publishing.set()
+            await asyncio.Event().wait()
+
+    relay = relay_for(users_db, Stuck())
+    relay.start()
+    await asyncio.wait_for(publishing.wait(), timeout=5)
+    await relay.stop()
+    rows = await outbox_rows(users_db)
+    # The rows' claim is rolled back with the transaction: the next pass sends them.
+    assert all(row.sent_at is None and row.attempts == 0 for row in rows)
+    transport = RecordingTransport()
+    await relay_for(users_db, transport).relay_once()
+    assert [e.id for e in transport.published] == [row.event_id for row in rows]
+
+
+async def test_an_idle_poll_reads_once_outside_a_transaction(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    transport = RecordingTransport()
+    relay = OutboxRelay(
+        source="users",
+        sessions=users_db.sessions,
+        read_sessions=users_db.read_sessions,
+        tables=USERS.tables,
+        transport=transport,
+        skip_locked=True,
+    )
+    await relay._poll_once()  # prepares the statements on the pooled connection
+    round_trips.clear()
+    assert await relay._poll_once() is False
+    assert round_trips.verbs() == ["SELECT"]
+    await register_users(users_db, 2)
+    round_trips.clear()
+    assert await relay._poll_once() is False
+    assert round_trips.verbs() == ["SELECT", "BEGIN", "UPDATE", "COMMIT"]
+    assert len(transport.published) == 2
+
+
+async def test_a_running_relay_polls_for_rows_nobody_told_it_about(users_db: Database) -> None:
+    transport = RecordingTransport()
+    relay = OutboxRelay(
+        source="users",
+        sessions=users_db.sessions,
+        read_sessions=users_db.read_sessions,
+        tables=USERS.tables,
+        transport=transport,
+        skip_locked=True,
+        poll_seconds=0.05,
+    )
+    relay.start()
+    try:
+        await asyncio.sleep(0.2)  # a few idle polls
+        await register_users(users_db, 3)  # committed elsewhere: no notify
+        for _ in range(100):
+            if len(transport.published) == 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await relay.stop()
+    assert len(transport.published) == 3

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.events import Envelope, EventContract
@@ -92,6 +92,28 @@ async def test_a_redelivered_event_is_applied_once(runtime: ServiceRuntime) -> N
     async with runtime.database.sessions() as session:
         count = (await session.execute(select(func.count()).select_from(inbox))).scalar_one()
     assert count == 1
+
+
+async def test_an_event_is_claimed_in_the_inbox_without_a_savepoint(
+    runtime: ServiceRuntime,
+) -> None:
+    # A duplicate is found by the claiming INSERT returning no row, not by an
+    # error that a savepoint would have to contain.
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    envelope = Envelope.wrap(ThingHappened(name="once"), source="elsewhere")
+    event.listen(runtime.database.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        await runtime.transport.publish(envelope)
+        await runtime.transport.publish(envelope)
+    finally:
+        event.remove(runtime.database.engine.sync_engine, "before_cursor_execute", seen)
+    assert applied == ["once"]
+    # SQLite's own BEGIN aside, each delivery ran its one claiming statement.
+    assert [s for s in statements if s != "BEGIN"] == ["INSERT", "INSERT"]
 
 
 async def test_a_failing_consumer_leaves_the_row_pending(runtime: ServiceRuntime) -> None:
