@@ -20,13 +20,12 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import case
-from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from panthera.analytics.models import DailyCount, DailyProductSales, DailySales, OrderFact
+from panthera.kernel.db import WrittenBeforeCommit
 
 
 class Metric(StrEnum):
@@ -107,30 +106,18 @@ def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(str(part) for part in key)
 
 
-_ROLLUPS = "analytics.rollups"
+# Increments nobody wrote would be lost with their events recorded as applied.
+_ROLLUPS = WrittenBeforeCommit("analytics roll-ups", Rollups, lambda found: bool(found.pending))
 
 
 def rollups(session: AsyncSession) -> Rollups:
     """The roll-ups of ``session``'s transaction, to be written by ``write_rollups``."""
-    sync_session = session.sync_session
-    found: Rollups | None = sync_session.info.get(_ROLLUPS)
-    if found is None:
-        found = sync_session.info[_ROLLUPS] = Rollups()
-        sa_event.listen(sync_session, "before_commit", _refuse_unwritten)
-    return found
-
-
-def _refuse_unwritten(sync_session: Session) -> None:
-    # Committing increments nobody wrote would lose them silently; the
-    # transaction must fail, and the events be retried, instead.
-    found: Rollups | None = sync_session.info.get(_ROLLUPS)
-    if found is not None and found.pending:
-        raise RuntimeError("analytics roll-ups were not written before the commit")
+    return _ROLLUPS.of(session)
 
 
 async def write_rollups(session: AsyncSession) -> None:
     """Write what the transaction's events added to the roll-ups."""
-    found: Rollups | None = session.sync_session.info.get(_ROLLUPS)
+    found = _ROLLUPS.gathered(session)
     if found is not None:
         await found.write(session)
 
@@ -271,29 +258,16 @@ class _Facts:
                     await session.execute(upserts["changed"], later)
 
 
-_FACTS = "analytics.facts"
+_FACTS = WrittenBeforeCommit("analytics order facts", _Facts, lambda found: bool(found.pending))
 
 
 def _facts(session: AsyncSession) -> _Facts:
-    sync_session = session.sync_session
-    found: _Facts | None = sync_session.info.get(_FACTS)
-    if found is None:
-        found = sync_session.info[_FACTS] = _Facts()
-        sa_event.listen(sync_session, "before_commit", _refuse_unwritten_facts)
-    return found
-
-
-def _refuse_unwritten_facts(sync_session: Session) -> None:
-    # As with the roll-ups: never commit the inbox records of events whose
-    # facts were not written.
-    found: _Facts | None = sync_session.info.get(_FACTS)
-    if found is not None and found.pending:
-        raise RuntimeError("analytics order facts were not written before the commit")
+    return _FACTS.of(session)
 
 
 async def write_facts(session: AsyncSession) -> None:
     """Write the order facts the transaction's events moved (before its roll-ups)."""
-    found: _Facts | None = session.sync_session.info.get(_FACTS)
+    found = _FACTS.gathered(session)
     if found is not None:
         await found.write(session)
 

@@ -10,7 +10,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.engine import make_url
@@ -399,3 +399,43 @@ class UnitOfWork:
         self._pending = []
         self._on_commit = []
         await self.session.rollback()
+
+
+Pending = TypeVar("Pending")
+
+
+class WrittenBeforeCommit(Generic[Pending]):
+    """Work a transaction gathers (rows, increments) to write in one go before it commits.
+
+    Consumers applying a batch of events collect what each event adds and write it
+    all with a few statements at the end. Committing with some of it unwritten
+    would record the events as applied while losing their effect, so the
+    transaction is refused instead and the events are delivered again.
+    """
+
+    def __init__(
+        self, name: str, make: Callable[[], Pending], unwritten: Callable[[Pending], bool]
+    ) -> None:
+        self._key = f"panthera.pending.{name}"
+        self._name = name
+        self._make = make
+        self._unwritten = unwritten
+
+    def of(self, session: AsyncSession) -> Pending:
+        """The transaction's gathered work, started (and guarded) on first use."""
+        info = session.sync_session.info
+        found: Pending | None = info.get(self._key)
+        if found is None:
+            found = info[self._key] = self._make()
+            event.listen(session.sync_session, "before_commit", self._refuse_unwritten)
+        return found
+
+    def gathered(self, session: AsyncSession) -> Pending | None:
+        """The transaction's gathered work, if it has any."""
+        found: Pending | None = session.sync_session.info.get(self._key)
+        return found
+
+    def _refuse_unwritten(self, sync_session: Any) -> None:
+        found: Pending | None = sync_session.info.get(self._key)
+        if found is not None and self._unwritten(found):
+            raise RuntimeError(f"{self._name} were not written before the commit")

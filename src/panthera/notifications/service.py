@@ -24,12 +24,10 @@ from jinja2 import (
     select_autoescape,
 )
 from sqlalchemy import Table, bindparam, func, select
-from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
 
-from panthera.kernel.db import UnitOfWork
+from panthera.kernel.db import UnitOfWork, WrittenBeforeCommit
 from panthera.notifications.channels import EmailChannel, PushProvider, SmsProvider
 from panthera.notifications.errors import DeliveryInFlight, DeliveryNotFound, RecipientNotFound
 from panthera.notifications.models import Channel, Delivery, DeliveryStatus, Recipient
@@ -178,45 +176,37 @@ _QUEUE = {
     for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
 }
 
-_QUEUED = "notifications.queued"
-
 
 class _Queued:
     """The messages a transaction queued, inserted together by ``write_queued``."""
 
-    def __init__(self, deps: NotificationsDeps) -> None:
-        self.deps = deps
+    def __init__(self) -> None:
+        self.deps: NotificationsDeps | None = None
         self.rows: dict[uuid.UUID, dict[str, Any]] = {}
 
 
+# Messages left unwritten would be lost for good with their event recorded as applied.
+_QUEUED = WrittenBeforeCommit("queued notifications", _Queued, lambda found: bool(found.rows))
+
+
 def _queued(deps: NotificationsDeps, uow: UnitOfWork) -> _Queued:
-    sync_session = uow.session.sync_session
-    found: _Queued | None = sync_session.info.get(_QUEUED)
-    if found is None:
-        found = sync_session.info[_QUEUED] = _Queued(deps)
-        sa_event.listen(sync_session, "before_commit", _refuse_unwritten)
+    found = _QUEUED.of(uow.session)
+    found.deps = deps
     return found
-
-
-def _refuse_unwritten(sync_session: Session) -> None:
-    # Committing the event's inbox record without its messages would lose
-    # them for good; failing the transaction has the event retried instead.
-    found: _Queued | None = sync_session.info.get(_QUEUED)
-    if found is not None and found.rows:
-        raise RuntimeError("queued notifications were not written before the commit")
 
 
 async def write_queued(uow: UnitOfWork) -> None:
     """Insert the messages the transaction queued, in one statement, before it commits."""
-    found: _Queued | None = uow.session.sync_session.info.get(_QUEUED)
-    if found is None or not found.rows:
+    found = _QUEUED.gathered(uow.session)
+    if found is None or found.deps is None or not found.rows:
         return
+    deps = found.deps
     rows, found.rows = found.rows, {}
     statement = _QUEUE[uow.session.get_bind().dialect.name]
     inserted = set((await uow.session.execute(statement, list(rows.values()))).scalars())
     for delivery_id, row in rows.items():
         if delivery_id in inserted:
-            _after_commit(found.deps, uow, Delivery(**row))
+            _after_commit(deps, uow, Delivery(**row))
 
 
 async def queue(
