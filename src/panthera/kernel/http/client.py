@@ -56,15 +56,22 @@ class ServiceCaller(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _context_headers() -> list[tuple[str, str]]:
-    # The request being served goes on in the call: one request id, one trace.
-    headers = []
+def _call_headers(
+    base: Mapping[str, str], extra: Mapping[str, str] | None, *, has_body: bool
+) -> dict[str, str]:
+    """A call's headers, lower-cased: the caller's own, the request being served's id
+    and trace (one request id, one trace across the call), then the call's extras."""
+    headers = dict(base)
+    if has_body:
+        headers["content-type"] = "application/json"
     request_id = current_request_id()
     if request_id:
-        headers.append(("x-request-id", request_id))
+        headers["x-request-id"] = request_id
     traceparent = current_traceparent()
     if traceparent:
-        headers.append(("traceparent", traceparent))
+        headers["traceparent"] = traceparent
+    if extra:
+        headers.update((k.lower(), v) for k, v in extra.items())
     return headers
 
 
@@ -93,17 +100,10 @@ class InProcessCaller:
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
         body = b"" if json is None else orjson.dumps(json)
-        sent_headers = dict(self._headers)
-        if json is not None:
-            sent_headers["content-type"] = "application/json"
-        sent_headers["content-length"] = str(len(body))
+        # Put back after the call: the app runs in this task and binds its own.
         request_id, traceparent = current_request_id(), current_traceparent()
-        if request_id:
-            sent_headers["x-request-id"] = request_id
-        if traceparent:
-            sent_headers["traceparent"] = traceparent
-        if headers:
-            sent_headers.update((k.lower(), v) for k, v in headers.items())
+        sent_headers = _call_headers(self._headers, headers, has_body=json is not None)
+        sent_headers["content-length"] = str(len(body))
         path, _, query = path.partition("?")
         if params:
             query = f"{query}&{urlencode(params)}" if query else urlencode(params)
@@ -249,18 +249,9 @@ class ReplicaCaller:
             open_seconds=open_seconds,
             service=service,
         )
-        self._headers = dict(headers)
+        self._headers = {k.lower(): v for k, v in headers.items()}
         self._retries = retries
         self._pool = Pool(timeout_seconds, limit=200)
-
-    def _headers_for(self, extra: Mapping[str, str] | None, has_body: bool) -> dict[str, str]:
-        headers = dict(self._headers)
-        if has_body:
-            headers["content-type"] = "application/json"
-        headers.update(_context_headers())
-        if extra:
-            headers.update(extra)
-        return headers
 
     async def request(
         self,
@@ -272,7 +263,7 @@ class ReplicaCaller:
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
         body = None if json is None else orjson.dumps(json)
-        sent = self._headers_for(headers, body is not None)
+        sent = _call_headers(self._headers, headers, has_body=body is not None)
         session = self._pool.session()
 
         async def attempt(base: str) -> Answer:
