@@ -294,7 +294,9 @@ async def seed_demo(settings: Settings, products: int) -> tuple[SeedReport, floa
         deps = platform.apps["catalog"].state.catalog_deps
         report = await demo.seed(deps, products=products)
         if report.products_created:
-            await platform.runtimes["catalog"].database.refresh_statistics()
+            database = platform.runtimes["catalog"].database
+            await database.refresh_statistics()
+            await deps.search.compact(database)
         await platform.drain_outboxes(rounds=1000)
     finally:
         await platform.stop()

@@ -198,3 +198,24 @@ async def test_archived_and_renamed_products_are_reindexed(
         async with runtime.uow() as uow:
             await service.archive_product(uow, _search(runtime), kettle)
             await uow.commit()
+
+
+async def _sqlite_index_rows(runtime: ServiceRuntime) -> int:
+    async with runtime.database.engine.connect() as conn:
+        found = await conn.exec_driver_sql("SELECT count(*) FROM product_search_data")
+        rows: int = found.scalar_one()
+    return rows
+
+
+async def test_compacting_merges_the_index_and_keeps_every_answer(
+    shops: tuple[ServiceRuntime, ServiceRuntime],
+) -> None:
+    _, sqlite = shops
+    queries = ("knife", "blade", "garden", "oak board", "chef knfe", "zzzzqqq")
+    # Each product was written in a transaction of its own: a segment each.
+    segmented = await _sqlite_index_rows(sqlite)
+    for runtime in shops:
+        before = {q: await _names(runtime, q=q) for q in queries}
+        await _search(runtime).compact(runtime.database)
+        assert {q: await _names(runtime, q=q) for q in queries} == before
+    assert await _sqlite_index_rows(sqlite) < segmented

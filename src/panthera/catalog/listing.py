@@ -51,6 +51,18 @@ _TYPES: dict[str, Any] = {
 }
 _SHAPE_FIELDS = ("category", "q", "min_price", "max_price", "featured")
 
+# How the listing's connections plan. Each shape of listing is one prepared statement
+# with every value a parameter, so one generic plan serves every request; left to
+# choose, PostgreSQL re-plans a page for its values on each execution, and planning
+# costs as much as running it. The catalog is small and hot, so its pages are in
+# memory: priced as a disk read (the default of 4), a lookup by primary key loses to
+# scanning every product, which a search that matches a few dozen products pays
+# twice.
+_POSTGRES_READER_SETTINGS = (
+    "SET plan_cache_mode = force_generic_plan",
+    "SET random_page_cost = 1.1",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -88,6 +100,9 @@ class ProductPages:
             sqlite.pysqlite.dialect() if database.is_sqlite else postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
         )
         self._compile = lru_cache(maxsize=256)(self._compile_shape)
+        if not database.is_sqlite:
+            for setting in _POSTGRES_READER_SETTINGS:
+                database.on_read_connection(setting)
 
     async def page(self, query: ProductQuery) -> Page:
         """The page ``query`` asks for; an unknown category slug is an error."""
@@ -146,30 +161,47 @@ def _statement(shape: _Shape, search: SearchIndex, *, postgres: bool) -> Any:
         category_known = exists(select(Category.id).where(by_slug)).correlate(None)
     conditions = and_(*listing_conditions(query, category_path, _bind))
 
-    total = select(func.count()).select_from(Product)
-    columns: list[Any] = [
+    product_columns: list[Any] = [
         Product.id,
         Product.name,
         Product.price_amount,
         Product.currency,
         Product.available,
         Product.slug,
-        Category.slug.label("category"),
         Product.featured,
         Product.created_at,
     ]
-    rows = select(*columns).outerjoin(Category, Category.id == Product.category_id)
     ordering: list[Any] = list(ORDERINGS.get(shape.order, ()))
-    if query.q is not None:
-        # Materialised once, for the total and the page alike.
-        hits = select(search.matches(None)).cte("hits").prefix_with("MATERIALIZED")
-        total = total.join(hits, hits.c.product_id == Product.id)
-        rows = rows.add_columns(hits.c.rank).join(hits, hits.c.product_id == Product.id)
+    if query.q is None:
+        total = select(func.count()).select_from(Product).where(conditions)
+        rows = (
+            select(*product_columns, Category.slug.label("category"))
+            .outerjoin(Category, Category.id == Product.category_id)
+            .where(conditions)
+        )
+    else:
+        # The matching products that pass the filters, joined once and materialised:
+        # the total counts them and the page sorts them, without a second join.
+        matches = search.matches(None)
+        hits = (
+            select(*product_columns, Product.category_id, matches.c.rank)
+            .join(matches, matches.c.product_id == Product.id)
+            .where(conditions)
+            .cte("hits")
+            .prefix_with("MATERIALIZED")
+        )
+        total = select(func.count()).select_from(hits)
+        rows = select(
+            *(hits.c[column.key] for column in product_columns),
+            Category.slug.label("category"),
+            hits.c.rank,
+        ).outerjoin(Category, Category.id == hits.c.category_id)
         if shape.order == "relevance":
-            ordering = [hits.c.rank.desc(), Product.id]
+            ordering = [hits.c.rank.desc(), hits.c.id]
+        else:
+            ordering = [_on_page(hits, column) for column in ordering]
     page = (
-        rows.where(conditions)
-        .order_by(*ordering)
+        rows.order_by(*ordering)
         .limit(_bind("limit", None))
         .offset(_bind("offset", None))
         .subquery("page")
@@ -186,14 +218,14 @@ def _statement(shape: _Shape, search: SearchIndex, *, postgres: bool) -> Any:
         # SQLite aggregates the rows in the order the ordered, limited subquery yields them.
         items = func.json_group_array(item)
     return select(
-        total.where(conditions).scalar_subquery().label("total"),
+        total.scalar_subquery().label("total"),
         select(items).select_from(page).scalar_subquery().label("items"),
         category_known.label("category_known"),
     )
 
 
 def _on_page(page: Any, column: Any) -> Any:
-    """An ordering term of the listing, on the page subquery's columns."""
+    """An ordering term of the listing, on a subquery's (or CTE's) columns of the same names."""
     modifier = getattr(column, "modifier", None)
     element = column.element if modifier is not None else column
     name = getattr(element, "key", None) or getattr(element, "name", None)

@@ -66,6 +66,9 @@ class SearchIndex(Protocol):
     def configure(self, database: Database) -> None:
         """Prepare the database's connections for searching."""
 
+    async def compact(self, database: Database) -> None:
+        """Bring the index into its most compact form after a bulk load."""
+
 
 def _category_text(category: Category | None) -> str:
     if category is None:
@@ -124,6 +127,18 @@ class SqliteSearch:
     def configure(self, database: Database) -> None:
         """FTS5 needs nothing set per connection."""
 
+    async def compact(self, database: Database) -> None:
+        """Merge the index's segments into one.
+
+        FTS5 writes each transaction's documents as a segment of their own and merges
+        them only now and then: after a seed of a thousand products a search reads
+        dozens of segments, a third more work than reading one.
+        """
+        async with database.engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "INSERT INTO product_search (product_search) VALUES ('optimize')"
+            )
+
 
 # How alike a query must be to a run of words in a name (``<%``) to count as a typo
 # of it; pg_trgm's default, 0.6, misses two-letter slips in short words.
@@ -132,9 +147,12 @@ WORD_SIMILARITY_THRESHOLD = 0.5
 # Full text first, through its GIN index. Only when it finds nothing anywhere
 # (the NOT EXISTS runs once, as an init plan) do the trigram operators look for
 # typos, through the name's trigram GIN index: ``word_similarity(...) > x``
-# would compute the similarity of every name on every search.
+# would compute the similarity of every name on every search. The two ranks never
+# meet in one answer. Words found are ranked by the document alone: its weights
+# already put the name first, and a trigram similarity of each hit's name to the
+# query cost more than the rest of the search.
 _POSTGRES_MATCHES = (
-    "SELECT product_id, ts_rank_cd(document, query) * 2 + similarity(name, :q) AS rank "
+    "SELECT product_id, ts_rank_cd(document, query) AS rank "
     "FROM product_search, websearch_to_tsquery('english', :q) AS query "
     "WHERE document @@ query "
     "UNION ALL "
@@ -197,6 +215,10 @@ class PostgresSearch:
         for engine in {database.engine, database.read_engine}:
             event.listen(engine.sync_engine, "connect", on_connect)
         database.on_read_connection(setting)
+
+    async def compact(self, database: Database) -> None:
+        """Nothing beyond :meth:`Database.refresh_statistics`: its VACUUM also moves the
+        GIN index's pending entries into the index proper."""
 
 
 def search_for(dialect: str) -> SearchIndex:
