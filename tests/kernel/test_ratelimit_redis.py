@@ -16,6 +16,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from panthera.kernel.ratelimit import (
+    LeasedRateLimiter,
     RedisAttemptCounter,
     RedisRateLimiter,
     build_attempt_counter,
@@ -85,6 +86,29 @@ async def test_two_replicas_share_one_budget(client: Redis, prefix: str) -> None
             allowed[n % 2] += decision.allowed
         assert allowed == [2, 2]
         peek = await replicas[1].hit("k", rate_per_minute=1, burst=4, cost=0)
+        assert peek.remaining == 0
+    finally:
+        await other_client.aclose()
+
+
+async def test_replicas_drawing_leases_share_one_budget_exactly(client: Redis, prefix: str) -> None:
+    other_client = connect()
+    try:
+        replicas = [
+            LeasedRateLimiter(RedisRateLimiter(client, prefix=prefix), lease=8),
+            LeasedRateLimiter(RedisRateLimiter(other_client, prefix=prefix), lease=8),
+        ]
+        allowed = [0, 0]
+        for n in range(200):
+            decision = await replicas[n % 2].hit("k", rate_per_minute=1, burst=64)
+            allowed[n % 2] += decision.allowed
+        # Hits kept coming to both, so every leased unit was handed out: the budget, no more.
+        assert sum(allowed) == 64
+        assert allowed[0] > 0
+        assert allowed[1] > 0
+        peek = await RedisRateLimiter(client, prefix=prefix).hit(
+            "k", rate_per_minute=1, burst=64, cost=0
+        )
         assert peek.remaining == 0
     finally:
         await other_client.aclose()

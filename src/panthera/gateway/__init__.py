@@ -15,7 +15,7 @@ from panthera.gateway.routes import ROUTES
 from panthera.gateway.upstreams import Upstream
 from panthera.gateway.webapp import WebApp, content_security_policy
 from panthera.kernel.http.app import create_app
-from panthera.kernel.ratelimit import RateLimiter, RedisRateLimiter
+from panthera.kernel.ratelimit import LeasedRateLimiter, RateLimiter, RedisRateLimiter
 from panthera.kernel.security.permissions import Authenticator
 from panthera.kernel.settings import Settings
 
@@ -75,7 +75,11 @@ def build_gateway(
         upstreams,
         authenticator=authenticator,
         rate_limits=RateLimits(
-            rate_limiter,
+            (
+                LeasedRateLimiter(rate_limiter, lease=settings.rate_limit_lease)
+                if isinstance(rate_limiter, RedisRateLimiter) and settings.rate_limit_lease > 1
+                else rate_limiter
+            ),
             per_ip_per_minute=settings.rate_limit_per_ip_per_minute,
             per_ip_burst=settings.rate_limit_per_ip_burst,
             per_user_per_minute=settings.rate_limit_per_user_per_minute,

@@ -272,6 +272,121 @@ class RedisRateLimiter:
 
 
 @dataclass(slots=True)
+class _Lease:
+    """Units of one key already spent on the shared limiter, for this process to hand out."""
+
+    units: int
+    # The shared limiter's last reply for the key, for the hits the units admit.
+    remaining: int
+    reset_after_seconds: float
+    expires_at: float
+
+
+class LeasedRateLimiter:
+    """A shared limiter's budget drawn a few units at a time, so most hits ask no server.
+
+    A key whose last reply left room for at least two leases gets its next ``lease``
+    units spent on the shared limiter in one hit (one Redis round trip); the hits
+    after it are admitted from those units in process, until they run out or
+    ``lease_seconds`` pass. Units are always spent on the shared limiter before they
+    are handed out, so all replicas together never admit more than the budget: a
+    lease left unused only spends its units early, and only a key far from its limit
+    is ever leased. Near its limit a key is asked about hit by hit, exactly as
+    without leases. A lease is at most an eighth of the key's burst; below two units,
+    every hit goes to the shared limiter.
+
+    The ``remaining`` of a hit admitted from a lease is the shared reply's count plus
+    the units this process still holds; other replicas' hits since are not in it.
+    """
+
+    def __init__(
+        self,
+        shared: RateLimiter,
+        *,
+        lease: int = 16,
+        lease_seconds: float = 1.0,
+        max_keys: int = 10_000,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if lease < 1 or lease_seconds <= 0 or max_keys < 1:
+            raise ValueError("lease and max_keys must be at least 1, lease_seconds above 0")
+        self.shared = shared
+        self._lease = lease
+        self._lease_seconds = lease_seconds
+        self._max_keys = max_keys
+        self._clock = clock
+        # Oldest first: the one to drop when the table is full.
+        self._leases: OrderedDict[str, _Lease] = OrderedDict()
+        # Keys with a lease being fetched: their hits meanwhile are asked one by one.
+        self._fetching: set[str] = set()
+
+    def __len__(self) -> int:
+        """The number of keys whose last reply is held."""
+        return len(self._leases)
+
+    async def hit(self, key: str, *, rate_per_minute: int, burst: int, cost: int = 1) -> Decision:
+        """See :meth:`RateLimiter.hit`."""
+        _check_hit(rate_per_minute, burst, cost)
+        size = min(self._lease, burst // 8)
+        if cost != 1 or size < 2:
+            return await self.shared.hit(
+                key, rate_per_minute=rate_per_minute, burst=burst, cost=cost
+            )
+        lease = self._leases.get(key)
+        if lease is not None and lease.expires_at <= self._clock():
+            del self._leases[key]
+            lease = None
+        if lease is not None and lease.units > 0:
+            lease.units -= 1
+            return Decision(
+                allowed=True,
+                remaining=min(burst, lease.remaining + lease.units),
+                retry_after_seconds=0.0,
+                reset_after_seconds=lease.reset_after_seconds,
+            )
+        if lease is not None and lease.remaining >= 2 * size and key not in self._fetching:
+            self._fetching.add(key)
+            try:
+                leased = await self.shared.hit(
+                    key, rate_per_minute=rate_per_minute, burst=burst, cost=size
+                )
+            finally:
+                self._fetching.discard(key)
+            if leased.allowed:
+                kept = self._keep(key, leased, units=size - 1)
+                return Decision(
+                    allowed=True,
+                    remaining=min(burst, leased.remaining + kept.units),
+                    retry_after_seconds=0.0,
+                    reset_after_seconds=leased.reset_after_seconds,
+                )
+            # Other replicas spent the headroom meanwhile: this hit alone may still fit.
+        decision = await self.shared.hit(key, rate_per_minute=rate_per_minute, burst=burst)
+        self._keep(key, decision, units=0)
+        return decision
+
+    def _keep(self, key: str, decision: Decision, *, units: int) -> _Lease:
+        now = self._clock()
+        held = self._leases.pop(key, None)
+        if held is not None and held.expires_at > now:
+            # Units another hit's lease brought in meanwhile stay spendable.
+            units += held.units
+        kept = _Lease(
+            units=units,
+            remaining=decision.remaining,
+            reset_after_seconds=decision.reset_after_seconds,
+            expires_at=now + self._lease_seconds,
+        )
+        while len(self._leases) >= self._max_keys:
+            self._leases.popitem(last=False)
+        self._leases[key] = kept
+        return kept
+
+    async def close(self) -> None:
+        """Nothing of its own to release: the shared limiter is its owner's to close."""
+
+
+@dataclass(slots=True)
 class _Log:
     times: deque[float]
     expires_at: float

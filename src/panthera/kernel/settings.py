@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     rate_limit_per_ip_burst: int = 120
     rate_limit_per_user_per_minute: int = 1200
     rate_limit_per_user_burst: int = 240
+    # Units of a budget a gateway replica takes from Redis at once (at most an eighth
+    # of the burst) while the budget is far from spent; 1 asks Redis on every request.
+    rate_limit_lease: int = Field(default=16, ge=1)
     login_attempts_per_account: int = 10
     login_attempts_per_address: int = 30
     login_window_seconds: int = 900

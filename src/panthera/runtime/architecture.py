@@ -1003,6 +1003,7 @@ SCALABILITY_SETTINGS = (
     "rate_limit_per_ip_burst",
     "rate_limit_per_user_per_minute",
     "rate_limit_per_user_burst",
+    "rate_limit_lease",
     "max_request_body_bytes",
     "max_image_bytes",
     "reservation_ttl_seconds",
