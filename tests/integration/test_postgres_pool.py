@@ -134,3 +134,86 @@ async def test_an_idle_connection_is_pinged_and_replaced_when_dead(
     pings = _Pings(monkeypatch, fail_first=True)
     assert await _backend_pid(database) != pid
     assert pings.calls == 1  # the dead one; the one opened in its place needs none
+
+
+# -- Database.read_one: its own few connections -----------------------------------
+
+
+async def _reader_pids(database: Database, n: int) -> set[int]:
+    rows = await asyncio.gather(
+        *(database.read_one("SELECT pg_backend_pid(), pg_sleep(0.05)") for _ in range(n))
+    )
+    return {row[0] for row in rows if row is not None}
+
+
+async def test_reads_share_at_most_pool_size_connections_set_up_once(database: Database) -> None:
+    database.on_read_connection("SET application_name = 'panthera-reads'")
+    pids = await _reader_pids(database, 12)
+    assert len(pids) == 2  # pool_size
+    assert await database.read_one("SELECT current_setting('application_name')") == (
+        "panthera-reads",
+    )
+    # Returned connections are lent again rather than opened anew.
+    assert await _reader_pids(database, 2) == pids
+
+
+async def test_a_read_whose_connection_was_closed_is_tried_again(
+    database: Database, postgres: PostgresServer
+) -> None:
+    row = await database.read_one("SELECT pg_backend_pid()")
+    assert row is not None
+    await _terminate(postgres, row[0])
+    # No sleep: the client may not have seen the hang-up yet; the read is retried.
+    again = await database.read_one("SELECT pg_backend_pid()")
+    assert again is not None
+    assert again[0] != row[0]
+
+
+async def test_a_refused_statement_keeps_its_connection_and_a_cancelled_one_does_not(
+    database: Database,
+) -> None:
+    import asyncpg
+
+    first = await database.read_one("SELECT pg_backend_pid()")
+    assert first is not None
+    with pytest.raises(asyncpg.PostgresError):
+        await database.read_one("SELECT no_such_column FROM pg_class")
+    assert await database.read_one("SELECT pg_backend_pid()") == first
+
+    read = asyncio.ensure_future(database.read_one("SELECT pg_backend_pid(), pg_sleep(5)"))
+    await asyncio.sleep(0.2)
+    read.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await read
+    # The cancelled read's connection is closed, not lent in the middle of a statement.
+    after = await database.read_one("SELECT pg_backend_pid()")
+    assert after is not None
+    assert await database.read_one("SELECT 1") == (1,)
+
+
+async def test_waiting_reads_are_served_as_connections_come_back(database: Database) -> None:
+    rows = await asyncio.gather(
+        *(database.read_one("SELECT $1::int, pg_sleep(0.01)", [n]) for n in range(40))
+    )
+    assert [row[0] for row in rows if row is not None] == list(range(40))
+    # Waiters cancelled while queued leave the others unharmed.
+    waiting = [asyncio.ensure_future(database.read_one("SELECT pg_sleep(0.1)")) for _ in range(10)]
+    await asyncio.sleep(0.02)
+    for task in waiting[2:]:
+        task.cancel()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert sum(isinstance(result, asyncio.CancelledError) for result in results) == 8
+    assert await database.read_one("SELECT 2") == (2,)
+
+
+async def test_a_connection_idle_too_long_is_closed_not_lent(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from panthera.kernel import pgreads
+
+    first = await database.read_one("SELECT pg_backend_pid()")
+    monkeypatch.setattr(pgreads, "IDLE_SECONDS", 0.0)
+    await asyncio.sleep(0.01)
+    second = await database.read_one("SELECT pg_backend_pid()")
+    assert second != first
+    assert database._pg_reader.size == 1

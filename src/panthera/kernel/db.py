@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -126,7 +125,7 @@ class Database:
             else None
         )
         self._sqlite_reader: sqlite3.Connection | None = None
-        # An asyncpg pool, made on the first read (asyncpg is imported only then).
+        # The connections read_one lends, made on the first read.
         self._pg_reader: Any = None
         self._pg_reader_setup: list[str] = []
         self._pg_url = url
@@ -148,9 +147,10 @@ class Database:
         snapshot, and needs no ``BEGIN``/``ROLLBACK`` round trips. On a SQLite file it
         runs on the event loop, on a connection of its own, reading the last committed
         WAL snapshot: a read of a fraction of a millisecond costs less than the thread
-        hops of the async driver. On PostgreSQL it runs on a small pool of its own that
-        does not ping on checkout or reset on return; a connection found dead is
-        replaced and the read tried once more.
+        hops of the async driver. On PostgreSQL it runs on a few connections of its own
+        (:class:`~panthera.kernel.pgreads.ReadConnections`), not pinged when lent nor
+        reset when returned; a connection found dead is replaced and the read tried
+        once more.
         """
         if self.is_sqlite:
             if self._sqlite_path is None:
@@ -177,42 +177,18 @@ class Database:
         return self._sqlite_reader
 
     async def _pg_read_one(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
-        pool = self._pg_reader or await self._open_pg_reader()
-        for attempt in (1, 2):
-            try:
-                row = await pool.fetchrow(sql, *args)
-            except _pg_connection_lost():
-                # The pool replaces a connection the server or the network closed.
-                if attempt == 2:
-                    raise
-                continue
-            return tuple(row) if row is not None else None
-        return None  # pragma: no cover - the loop returns or raises
+        if self._pg_reader is None:
+            # asyncpg is imported only by a PostgreSQL shape's first read.
+            from panthera.kernel.pgreads import ReadConnections
 
-    async def _open_pg_reader(self) -> Any:
-        # asyncpg's own pool: SQLAlchemy's checkout and return cost five times the
-        # round trip of a small read. No reset on release: these connections run
-        # only single SELECTs, which leave no session state behind.
-        import asyncpg  # type: ignore[import-untyped]
-
-        url = make_url(self._pg_url).set(drivername="postgresql")
-        pool = await asyncpg.create_pool(
-            url.render_as_string(hide_password=False),
-            min_size=1,
-            max_size=self._pg_reader_max,
-            max_inactive_connection_lifetime=300.0,
-            init=self._pg_setup,
-            reset=_no_reset,
-        )
-        if self._pg_reader is not None:  # another read opened one meanwhile
-            await pool.close()
-            return self._pg_reader
-        self._pg_reader = pool
-        return pool
-
-    async def _pg_setup(self, connection: Any) -> None:
-        for statement in self._pg_reader_setup:
-            await connection.execute(statement)
+            url = make_url(self._pg_url).set(drivername="postgresql")
+            self._pg_reader = ReadConnections(
+                url.render_as_string(hide_password=False),
+                max_size=self._pg_reader_max,
+                setup=self._pg_reader_setup,
+            )
+        row = await self._pg_reader.fetchrow(sql, args)
+        return tuple(row) if row is not None else None
 
     async def refresh_statistics(self) -> None:
         """Bring the planner's statistics up to date after a bulk load.
@@ -246,12 +222,8 @@ class Database:
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
         if self._pg_reader is not None:
-            pool, self._pg_reader = self._pg_reader, None
-            try:
-                # Graceful close waits for reads in flight; it must not hang a shutdown.
-                await asyncio.wait_for(pool.close(), timeout=5)
-            except TimeoutError:
-                pool.terminate()
+            readers, self._pg_reader = self._pg_reader, None
+            await readers.close()
         if self._sqlite_reader is not None:
             with suppress(sqlite3.Error):
                 self._sqlite_reader.close()
@@ -277,16 +249,6 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         dbapi_connection.ping()
     except Exception as exc:
         raise DisconnectionError(str(exc)) from exc
-
-
-async def _no_reset(_connection: Any) -> None:
-    return None
-
-
-def _pg_connection_lost() -> tuple[type[BaseException], ...]:
-    import asyncpg
-
-    return (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
