@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -18,7 +17,6 @@ import pytest_asyncio
 
 from panthera.catalog import errors, presenters, service
 from panthera.catalog.listing import ProductPages
-from panthera.catalog.models import ProductImage
 from panthera.catalog.schemas import ProductSummary
 from panthera.catalog.search import SearchIndex, search_for
 from panthera.kernel.service import ServiceRuntime
@@ -70,18 +68,17 @@ async def _seed(runtime: ServiceRuntime) -> None:
                 actor_id=None,
             )
             if keys is not None:
-                for position, size in enumerate(("second", "first")):
-                    uow.session.add(
-                        ProductImage(
-                            id=uuid.uuid4(),
-                            product_id=product.id,
-                            position=1 - position,
-                            alt=size,
-                            keys=keys if size == "first" else {"original": "late.webp"},
-                            width=10,
-                            height=10,
-                            created_at=datetime.now(UTC),
-                        )
+                # The first image added is the cover; the second never shows in lists.
+                for alt, image_keys in (("first", keys), ("second", {"original": "late.webp"})):
+                    await service.add_image(
+                        uow,
+                        product.id,
+                        image_id=uuid.uuid4(),
+                        keys=image_keys,
+                        width=10,
+                        height=10,
+                        alt=alt,
+                        announce=False,
                     )
             await uow.commit()
 
@@ -181,3 +178,59 @@ async def test_an_unknown_category_is_an_error(
         pages, _ = _runtime_search(runtime)
         with pytest.raises(errors.UnknownCategory):
             await pages.page(service.ProductQuery(category="no-such-thing"))
+
+
+async def test_removing_the_cover_image_shows_the_next_one(
+    shops: tuple[ServiceRuntime, ServiceRuntime],
+) -> None:
+    for runtime in shops:
+        pages, search = _runtime_search(runtime)
+        async with runtime.uow() as uow:
+            product = await service.create_product(
+                uow,
+                search,
+                name="Zz Cover Test",
+                description="",
+                currency="USD",
+                category=None,
+                slug=None,
+                featured=False,
+                options=[],
+                variants=[service.VariantSpec(price="1.00", stock=1)],
+                actor_id=None,
+            )
+            images = [
+                await service.add_image(
+                    uow,
+                    product.id,
+                    image_id=uuid.uuid4(),
+                    keys={"original": f"z/{n}.webp", "medium": f"z/{n}m.webp"},
+                    width=10,
+                    height=10,
+                    alt=str(n),
+                )
+                for n in range(3)
+            ]
+            await uow.commit()
+
+        async def cover(pages: ProductPages = pages, runtime: ServiceRuntime = runtime) -> object:
+            query = service.ProductQuery(sort="newest", limit=1)
+            (item,) = orjson.loads((await pages.page(query)).body)
+            assert item["name"] == "Zz Cover Test"
+            expected, _ = await _expected(runtime, query)
+            assert [item] == expected
+            return item["imageUrl"]
+
+        assert await cover() == "/media/z/0m.webp"
+        for removed, now in ((images[1], "/media/z/0m.webp"), (images[0], "/media/z/2m.webp")):
+            async with runtime.uow() as uow:
+                await service.remove_image(uow, product.id, removed.id)
+                await uow.commit()
+            assert await cover() == now
+        async with runtime.uow() as uow:
+            await service.remove_image(uow, product.id, images[2].id)
+            await uow.commit()
+        assert await cover() is None
+        async with runtime.uow() as uow:
+            await service.archive_product(uow, search, product.id)
+            await uow.commit()

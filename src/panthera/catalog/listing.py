@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from panthera.catalog import errors
-from panthera.catalog.models import Category, Product, ProductImage
+from panthera.catalog.models import Category, Product
 from panthera.catalog.search import SearchIndex
 from panthera.catalog.service import ORDERINGS, ProductQuery, listing_conditions, listing_order
 from panthera.kernel.db import Database
@@ -169,6 +169,7 @@ def _statement(shape: _Shape, search: SearchIndex, *, postgres: bool) -> Any:
         Product.available,
         Product.slug,
         Product.featured,
+        Product.cover_image,
         Product.created_at,
     ]
     ordering: list[Any] = list(ORDERINGS.get(shape.order, ()))
@@ -266,18 +267,8 @@ def _decimal(amount: str, places: int, postgres: bool) -> str:
 
 def _item_json(page: Any, *, postgres: bool) -> Any:
     """One list item, ``ProductSummary``'s fields in its order."""
-    if postgres:
-        medium, original = "keys ->> 'medium'", "keys ->> 'original'"
-    else:
-        medium, original = "json_extract(keys, '$.medium')", "json_extract(keys, '$.original')"
-    image_key = literal_column(f"coalesce(nullif({medium}, ''), {original})", String)
-    image_url = (
-        select(_bind("media_prefix", None) + "/" + image_key)
-        .where(ProductImage.product_id == page.c.id)
-        .order_by(ProductImage.position)
-        .limit(1)
-        .scalar_subquery()
-    )
+    # NULL, as the API's null, for a product without images.
+    image_url = _bind("media_prefix", None) + "/" + page.c.cover_image
     price = _price_text("page.price_amount", "page.currency", postgres=postgres)
     if postgres:
         product_id: Any = page.c.id

@@ -32,11 +32,7 @@ def summary(
         currency=product.currency,
         slug=product.slug,
         category=category_slug,
-        imageUrl=(
-            f"{media_prefix}/{image.keys.get('medium') or image.keys['original']}"
-            if image
-            else None
-        ),
+        imageUrl=f"{media_prefix}/{image.cover_key}" if image else None,
         featured=product.featured,
     )
 

@@ -479,6 +479,8 @@ async def add_image(
         created_at=_now(),
     )
     session.add(image)
+    if last is None:
+        product.cover_image = image.cover_key
     if announce:
         await _announce_images_changed(uow, product)
     else:
@@ -494,6 +496,9 @@ async def remove_image(uow: UnitOfWork, product_id: uuid.UUID, image_id: uuid.UU
     if image is None or image.product_id != product_id:
         raise errors.ImageNotFound()
     await session.delete(image)
+    await session.flush()
+    first = (await images_of(session, product_id))[:1]
+    product.cover_image = first[0].cover_key if first else None
     await _announce_images_changed(uow, product)
     return image
 
