@@ -20,7 +20,7 @@ from panthera.catalog.listing import ProductPages
 from panthera.catalog.schemas import ProductSummary
 from panthera.catalog.search import SearchIndex, search_for
 from panthera.kernel.service import ServiceRuntime
-from tests.catalog.conftest import fresh_pg_catalog, fresh_sqlite_catalog
+from tests.catalog.conftest import create_product, fresh_pg_catalog, fresh_sqlite_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -185,24 +185,12 @@ async def test_removing_the_cover_image_shows_the_next_one(
 ) -> None:
     for runtime in shops:
         pages, search = _runtime_search(runtime)
+        product_id, _ = await create_product(runtime, name="Zz Cover Test")
         async with runtime.uow() as uow:
-            product = await service.create_product(
-                uow,
-                search,
-                name="Zz Cover Test",
-                description="",
-                currency="USD",
-                category=None,
-                slug=None,
-                featured=False,
-                options=[],
-                variants=[service.VariantSpec(price="1.00", stock=1)],
-                actor_id=None,
-            )
             images = [
                 await service.add_image(
                     uow,
-                    product.id,
+                    product_id,
                     image_id=uuid.uuid4(),
                     keys={"original": f"z/{n}.webp", "medium": f"z/{n}m.webp"},
                     width=10,
@@ -224,13 +212,13 @@ async def test_removing_the_cover_image_shows_the_next_one(
         assert await cover() == "/media/z/0m.webp"
         for removed, now in ((images[1], "/media/z/0m.webp"), (images[0], "/media/z/2m.webp")):
             async with runtime.uow() as uow:
-                await service.remove_image(uow, product.id, removed.id)
+                await service.remove_image(uow, product_id, removed.id)
                 await uow.commit()
             assert await cover() == now
         async with runtime.uow() as uow:
-            await service.remove_image(uow, product.id, images[2].id)
+            await service.remove_image(uow, product_id, images[2].id)
             await uow.commit()
         assert await cover() is None
         async with runtime.uow() as uow:
-            await service.archive_product(uow, search, product.id)
+            await service.archive_product(uow, search, product_id)
             await uow.commit()
