@@ -567,14 +567,7 @@ async def test_an_idle_poll_reads_once_outside_a_transaction(
     users_db: Database, round_trips: RoundTrips
 ) -> None:
     transport = RecordingTransport()
-    relay = OutboxRelay(
-        source="users",
-        sessions=users_db.sessions,
-        read_sessions=users_db.read_sessions,
-        tables=USERS.tables,
-        transport=transport,
-        skip_locked=True,
-    )
+    relay = relay_for(users_db, transport, read_sessions=users_db.read_sessions)
     await relay._poll_once()  # prepares the statements on the pooled connection
     round_trips.clear()
     assert await relay._poll_once() is False
@@ -588,15 +581,7 @@ async def test_an_idle_poll_reads_once_outside_a_transaction(
 
 async def test_a_running_relay_polls_for_rows_nobody_told_it_about(users_db: Database) -> None:
     transport = RecordingTransport()
-    relay = OutboxRelay(
-        source="users",
-        sessions=users_db.sessions,
-        read_sessions=users_db.read_sessions,
-        tables=USERS.tables,
-        transport=transport,
-        skip_locked=True,
-        poll_seconds=0.05,
-    )
+    relay = relay_for(users_db, transport, read_sessions=users_db.read_sessions, poll_seconds=0.05)
     relay.start()
     try:
         await asyncio.sleep(0.2)  # a few idle polls

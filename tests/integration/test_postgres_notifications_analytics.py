@@ -47,6 +47,14 @@ async def _runtime(name: str, url: str, data_dir: Path) -> ServiceRuntime:
     )
 
 
+async def _notifications(url: str, data_dir: Path) -> ServiceRuntime:
+    """The notifications runtime with its state (deps, sender) made, not yet started."""
+    runtime = await _runtime("notifications", url, data_dir)
+    assert runtime.definition.state is not None
+    runtime.definition.state(runtime)
+    return runtime
+
+
 class SlowMailbox:
     """Takes every message after a pause, so two senders overlap."""
 
@@ -62,10 +70,8 @@ async def test_sender_replicas_send_each_message_once(
     service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
 ) -> None:
     databases = await service_databases("notifications")
-    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    runtime = await _notifications(databases.url_for("notifications"), tmp_path)
     try:
-        assert runtime.definition.state is not None
-        runtime.definition.state(runtime)
         deps = runtime.components["notifications_deps"]
         mailbox = SlowMailbox()
         deps.email = mailbox
@@ -108,10 +114,8 @@ async def test_messages_are_sent_by_the_process_that_queued_them_or_after_its_le
     service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
 ) -> None:
     databases = await service_databases("notifications")
-    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    runtime = await _notifications(databases.url_for("notifications"), tmp_path)
     try:
-        assert runtime.definition.state is not None
-        runtime.definition.state(runtime)
         deps = runtime.components["notifications_deps"]
         mailbox = SlowMailbox()
         deps.email = mailbox
@@ -175,10 +179,8 @@ async def test_a_message_held_past_half_its_lease_is_left_to_the_poll(
     service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
 ) -> None:
     databases = await service_databases("notifications")
-    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    runtime = await _notifications(databases.url_for("notifications"), tmp_path)
     try:
-        assert runtime.definition.state is not None
-        runtime.definition.state(runtime)
         deps = runtime.components["notifications_deps"]
         mailbox = SlowMailbox()
         deps.email = mailbox
@@ -240,10 +242,8 @@ async def test_a_batch_records_each_message_by_its_own_outcome(
     service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
 ) -> None:
     databases = await service_databases("notifications")
-    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    runtime = await _notifications(databases.url_for("notifications"), tmp_path)
     try:
-        assert runtime.definition.state is not None
-        runtime.definition.state(runtime)
         deps = runtime.components["notifications_deps"]
         deps.email = PickyMailbox()
         deps.take_up = None
@@ -404,10 +404,8 @@ async def test_a_registration_racing_its_first_update_leaves_one_recipient(
     service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
 ) -> None:
     databases = await service_databases("notifications")
-    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    runtime = await _notifications(databases.url_for("notifications"), tmp_path)
     try:
-        assert runtime.definition.state is not None
-        runtime.definition.state(runtime)
         await runtime.transport.start()
         await runtime.subscribe()
         now = datetime.now(UTC)
@@ -457,10 +455,8 @@ async def test_messages_queued_together_are_inserted_once_and_never_committed_un
     service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
 ) -> None:
     databases = await service_databases("notifications")
-    runtime = await _runtime("notifications", databases.url_for("notifications"), tmp_path)
+    runtime = await _notifications(databases.url_for("notifications"), tmp_path)
     try:
-        assert runtime.definition.state is not None
-        runtime.definition.state(runtime)
         deps = runtime.components["notifications_deps"]
         taken_up: list[uuid.UUID] = []
         deps.take_up = lambda deliveries: taken_up.extend(d.id for d in deliveries)

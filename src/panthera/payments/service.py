@@ -317,6 +317,30 @@ async def settle_open_payment(
     return payment
 
 
+def _settle_params(
+    payment_id: uuid.UUID,
+    outcome: PaymentOutcome,
+    provider: str | None,
+    provider_payment_id: str | None,
+    failure_code: str | None,
+    failure_message: str | None,
+) -> dict[str, object]:
+    """The values of a settling ``UPDATE`` (:func:`_settle_statement` and its kin)."""
+    params: dict[str, object] = {
+        "match_id": payment_id,
+        "match_provider": provider,
+        "new_provider_payment_id": provider_payment_id or None,
+        "new_updated_at": _now(),
+    }
+    if outcome is PaymentOutcome.FAILED or outcome is PaymentOutcome.CANCELED:
+        failed = outcome is PaymentOutcome.FAILED
+        params["new_failure_code"] = (failure_code or ("payment_failed" if failed else "canceled"))[
+            :60
+        ]
+        params["new_failure_message"] = failure_message[:500] if failure_message else None
+    return params
+
+
 async def _settle_row(
     session: AsyncSession,
     payment_id: uuid.UUID,
@@ -327,18 +351,9 @@ async def _settle_row(
     provider: str | None,
 ) -> Row[Any] | None:
     """The payment's row after its ``UPDATE ... RETURNING``, or None if it was not waiting."""
-    failed = outcome is PaymentOutcome.FAILED
-    params: dict[str, object] = {
-        "match_id": payment_id,
-        "match_provider": provider,
-        "new_provider_payment_id": provider_payment_id or None,
-        "new_updated_at": _now(),
-    }
-    if outcome is PaymentOutcome.FAILED or outcome is PaymentOutcome.CANCELED:
-        params["new_failure_code"] = (failure_code or ("payment_failed" if failed else "canceled"))[
-            :60
-        ]
-        params["new_failure_message"] = failure_message[:500] if failure_message else None
+    params = _settle_params(
+        payment_id, outcome, provider, provider_payment_id, failure_code, failure_message
+    )
     statement = _settle_statement(outcome, provider is not None, bool(provider_payment_id))
     return (await (await session.connection()).execute(statement, params)).one_or_none()
 
@@ -361,18 +376,9 @@ async def settle_open_payment_and_record(
     whether the record was new. When it was not, the webhook is a copy already
     applied: the caller must not commit.
     """
-    params: dict[str, object] = {
-        "match_id": payment_id,
-        "match_provider": provider,
-        "new_provider_payment_id": provider_payment_id or None,
-        "new_updated_at": _now(),
-    }
-    if outcome is PaymentOutcome.FAILED or outcome is PaymentOutcome.CANCELED:
-        failed = outcome is PaymentOutcome.FAILED
-        params["new_failure_code"] = (failure_code or ("payment_failed" if failed else "canceled"))[
-            :60
-        ]
-        params["new_failure_message"] = failure_message[:500] if failure_message else None
+    params = _settle_params(
+        payment_id, outcome, provider, provider_payment_id, failure_code, failure_message
+    )
     params.update({f"event_{key}": value for key, value in event.items()})
     statement = _settle_and_record_statement(outcome, bool(provider_payment_id))
     row = (await (await uow.session.connection()).execute(statement, params)).one_or_none()

@@ -159,16 +159,12 @@ class OutboxRelay:
         outbox = tables.outbox
         # Built once and run on the session's connection: every event of every
         # service passes through these, and the ORM layer adds nothing to them.
-        self._due = (
-            select(outbox)
-            .where(
-                outbox.c.sent_at.is_(None),
-                outbox.c.dead_at.is_(None),
-                outbox.c.next_attempt_at <= bindparam("now"),
-            )
-            .order_by(outbox.c.seq)
-            .limit(batch_size)
+        due = (
+            outbox.c.sent_at.is_(None),
+            outbox.c.dead_at.is_(None),
+            outbox.c.next_attempt_at <= bindparam("now"),
         )
+        self._due = select(outbox).where(*due).order_by(outbox.c.seq).limit(batch_size)
         # Replicas of one service share the outbox: the row locks, held while
         # publishing, give each row to exactly one relay. The rows are marked
         # sent as they are locked, saving the round trip of a second UPDATE: the
@@ -179,11 +175,7 @@ class OutboxRelay:
             .where(
                 outbox.c.seq.in_(
                     select(outbox.c.seq)
-                    .where(
-                        outbox.c.sent_at.is_(None),
-                        outbox.c.dead_at.is_(None),
-                        outbox.c.next_attempt_at <= bindparam("now"),
-                    )
+                    .where(*due)
                     .order_by(outbox.c.seq)
                     .limit(batch_size)
                     .with_for_update(skip_locked=True)
