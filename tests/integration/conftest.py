@@ -185,7 +185,22 @@ class RoundTrips:
             trips.sent.append(statement._query)
             return await do_execute(statement, executor)
 
+        # Statements with arguments run on the connection itself (fetch, execute with
+        # arguments, executemany in one pipelined round trip).
+        on_connection = asyncpg.Connection._execute
+        many = asyncpg.Connection._executemany
+
+        async def with_arguments(connection: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            trips.sent.append(query)
+            return await on_connection(connection, query, *args, **kwargs)
+
+        async def executemany(connection: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            trips.sent.append(query)
+            return await many(connection, query, *args, **kwargs)
+
         monkeypatch.setattr(asyncpg.Connection, "execute", execute)
+        monkeypatch.setattr(asyncpg.Connection, "_execute", with_arguments)
+        monkeypatch.setattr(asyncpg.Connection, "_executemany", executemany)
         monkeypatch.setattr(
             asyncpg.prepared_stmt.PreparedStatement, "_PreparedStatement__do_execute", bound
         )

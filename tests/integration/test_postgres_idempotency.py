@@ -26,7 +26,7 @@ async def keys(
     try:
         async with database.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
-        yield IdempotencyKeys(database.sessions, table, autocommit=database.autocommit_sessions)
+        yield IdempotencyKeys(database, table)
     finally:
         await database.dispose()
 

@@ -209,10 +209,10 @@ async def test_waiting_reads_are_served_as_connections_come_back(database: Datab
 async def test_a_connection_idle_too_long_is_closed_not_lent(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from panthera.kernel import pgreads
+    from panthera.kernel import pgdirect
 
     first = await database.read_one("SELECT pg_backend_pid()")
-    monkeypatch.setattr(pgreads, "IDLE_SECONDS", 0.0)
+    monkeypatch.setattr(pgdirect, "IDLE_SECONDS", 0.0)
     await asyncio.sleep(0.01)
     second = await database.read_one("SELECT pg_backend_pid()")
     assert second != first

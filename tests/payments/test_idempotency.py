@@ -213,7 +213,7 @@ def clock() -> Clock:
 @pytest.fixture
 def keys(payments: PaymentsService, clock: Clock) -> IdempotencyKeys:
     return IdempotencyKeys(
-        payments.runtime.database.sessions,
+        payments.runtime.database,
         IDEMPOTENCY_KEYS,
         lease=timedelta(seconds=30),
         clock=clock,
@@ -275,9 +275,7 @@ async def test_scopes_keep_keys_apart(keys: IdempotencyKeys) -> None:
 
 def test_keys_live_at_least_a_day(payments: PaymentsService) -> None:
     with pytest.raises(ValueError, match="24 hours"):
-        IdempotencyKeys(
-            payments.runtime.database.sessions, IDEMPOTENCY_KEYS, ttl=timedelta(hours=1)
-        )
+        IdempotencyKeys(payments.runtime.database, IDEMPOTENCY_KEYS, ttl=timedelta(hours=1))
 
 
 def test_fingerprints_ignore_key_order_but_not_values() -> None:

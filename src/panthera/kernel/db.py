@@ -9,7 +9,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.engine import make_url
@@ -23,6 +23,12 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.types import TypeDecorator
 
 from panthera.kernel.events.envelope import Envelope, EventContract
+from panthera.kernel.sql import DirectSql, Row, SessionSql, Statements, Values
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql import ClauseElement
+
+    from panthera.kernel.pgdirect import DirectConnections
 
 # Stable constraint names, so Alembic migrations are identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -125,8 +131,10 @@ class Database:
             else None
         )
         self._sqlite_reader: sqlite3.Connection | None = None
-        # The connections read_one lends, made on the first read.
-        self._pg_reader: Any = None
+        # The connections read_one and the driver-level writes lend, made on first use.
+        self._pg_reader: DirectConnections | None = None
+        # Core statements compiled to the driver's SQL, for those writes.
+        self.statements = Statements()
         self._pg_reader_setup: list[str] = []
         self._pg_url = url
         # Counted in the same connection budget as the engine's pool.
@@ -148,7 +156,7 @@ class Database:
         runs on the event loop, on a connection of its own, reading the last committed
         WAL snapshot: a read of a fraction of a millisecond costs less than the thread
         hops of the async driver. On PostgreSQL it runs on a few connections of its own
-        (:class:`~panthera.kernel.pgreads.ReadConnections`), not pinged when lent nor
+        (:class:`~panthera.kernel.pgdirect.DirectConnections`), not pinged when lent nor
         reset when returned; a connection found dead is replaced and the read tried
         once more.
         """
@@ -177,18 +185,74 @@ class Database:
         return self._sqlite_reader
 
     async def _pg_read_one(self, sql: str, args: Sequence[Any]) -> tuple[Any, ...] | None:
+        row = await self.direct_connections().fetchrow(sql, args)
+        return tuple(row) if row is not None else None
+
+    def direct_connections(self) -> DirectConnections:
+        """PostgreSQL only: the asyncpg connections the kernel lends itself."""
+        if self.is_sqlite:
+            raise RuntimeError("SQLite has no direct connections")
         if self._pg_reader is None:
-            # asyncpg is imported only by a PostgreSQL shape's first read.
-            from panthera.kernel.pgreads import ReadConnections
+            # asyncpg is imported only by a PostgreSQL shape's first use.
+            from panthera.kernel.pgdirect import DirectConnections
 
             url = make_url(self._pg_url).set(drivername="postgresql")
-            self._pg_reader = ReadConnections(
+            self._pg_reader = DirectConnections(
                 url.render_as_string(hide_password=False),
                 max_size=self._pg_reader_max,
                 setup=self._pg_reader_setup,
             )
-        row = await self._pg_reader.fetchrow(sql, args)
-        return tuple(row) if row is not None else None
+        return self._pg_reader
+
+    async def execute_alone(self, statement: ClauseElement, values: Values | None = None) -> int:
+        """Run one write statement in a transaction of its own; the rows it touched.
+
+        On PostgreSQL on the driver, with no BEGIN and COMMIT round trips (the
+        statement commits on its own); on SQLite queued on the one writer.
+        """
+        found = await self._alone(statement, values, rows=False)
+        assert isinstance(found, int)
+        return found
+
+    async def fetch_one_alone(
+        self, statement: ClauseElement, values: Values | None = None
+    ) -> Row | None:
+        """Like :meth:`execute_alone`, for a statement that answers a row (``RETURNING``)."""
+        found = await self._alone(statement, values, rows=True)
+        assert not isinstance(found, int)
+        return found
+
+    async def _alone(
+        self, statement: ClauseElement, values: Values | None, *, rows: bool
+    ) -> int | Row | None:
+        if self.is_sqlite:
+            async with self.sessions() as session:
+                on_session = SessionSql(session)
+                found = await (
+                    on_session.fetch_one(statement, values)
+                    if rows
+                    else on_session.execute(statement, values)
+                )
+                await session.commit()
+                return found
+        connections = self.direct_connections()
+        connection = await connections.acquire()
+        try:
+            direct = DirectSql(connection, self.statements)
+            found = await (
+                direct.fetch_one(statement, values) if rows else direct.execute(statement, values)
+            )
+        except Exception as exc:
+            if _connection_intact(exc):
+                connections.release(connection)
+            else:
+                connections.discard(connection)
+            raise
+        except BaseException:
+            connections.discard(connection)
+            raise
+        connections.release(connection)
+        return found
 
     async def refresh_statistics(self) -> None:
         """Bring the planner's statistics up to date after a bulk load.
@@ -228,6 +292,13 @@ class Database:
             with suppress(sqlite3.Error):
                 self._sqlite_reader.close()
             self._sqlite_reader = None
+
+
+def _connection_intact(exc: BaseException) -> bool:
+    """Whether a connection that raised ``exc`` is still fit to lend (the server said no)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    return isinstance(exc, (asyncpg.PostgresError, KeyError, ValueError))
 
 
 def _note_idle(_dbapi_connection: Any, record: Any) -> None:
@@ -308,6 +379,11 @@ class UnitOfWork:
         if self._session is None:
             raise RuntimeError("the unit of work is not open: use 'async with uow:'")
         return self._session
+
+    @property
+    def sql(self) -> SessionSql:
+        """Core statements in this unit of work's transaction (see :mod:`panthera.kernel.sql`)."""
+        return SessionSql(self.session)
 
     async def __aenter__(self) -> Self:
         self._session = self._database.sessions()

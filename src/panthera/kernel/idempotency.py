@@ -41,17 +41,18 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    bindparam,
     delete,
     insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from panthera.kernel.db import UTCDateTime
+from panthera.kernel.db import Database, UTCDateTime
 from panthera.kernel.errors import Conflict, InvalidInput, PantheraError
+from panthera.kernel.sql import is_unique_violation
 
 _log = logging.getLogger("panthera.idempotency")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -188,31 +189,46 @@ def _utc_now() -> datetime:
 class IdempotencyKeys:
     """The idempotency keys of one service's database.
 
-    ``sessions`` opens write sessions; every call here is its own short
-    transaction, never the caller's, so a claim is visible to concurrent
-    requests at once and the work in between holds no lock. ``autocommit``,
-    when given (``Database.autocommit_sessions``), runs the claim, the stored
-    answer and the release, one statement each, without ``BEGIN`` and
-    ``COMMIT`` round trips.
+    Every call here is its own short transaction, never the caller's, so a claim
+    is visible to concurrent requests at once and the work in between holds no
+    lock. The claim, the stored answer and the release, which every request with
+    a key makes, are one statement each, run on the driver where it has one
+    (``Database.execute_alone``).
     """
 
     def __init__(
         self,
-        sessions: Callable[[], AsyncSession],
+        database: Database,
         table: Table,
         *,
         ttl: timedelta = MINIMUM_TTL,
         lease: timedelta = DEFAULT_LEASE,
         clock: Callable[[], datetime] = _utc_now,
-        autocommit: Callable[[], AsyncSession] | None = None,
     ) -> None:
         if ttl < MINIMUM_TTL:
             raise ValueError("idempotency keys must live at least 24 hours")
         if lease <= timedelta(0):
             raise ValueError("the lease must be positive")
-        self._sessions = sessions
-        self._one_statement = autocommit or sessions
+        self._database = database
+        self._sessions = database.sessions
         self._table = table
+        held = (
+            (table.c.scope == bindparam("held_scope"))
+            & (table.c.key == bindparam("held_key"))
+            & (table.c.status == IN_FLIGHT)
+            & (table.c.claim_id == bindparam("held_claim"))
+        )
+        self._insert_statement = insert(table)
+        self._complete_statement = (
+            update(table)
+            .where(held)
+            .values(
+                status=COMPLETED,
+                response_status=bindparam("answer_status"),
+                response_body=bindparam("answer_body"),
+            )
+        )
+        self._release_statement = delete(table).where(held)
         self._ttl = ttl
         self._lease = lease
         self._clock = clock
@@ -284,14 +300,11 @@ class IdempotencyKeys:
 
     async def complete(self, claim: Claim, status: int, body: bytes) -> IdempotentResponse:
         """Store the answer of a claimed operation; later requests replay it."""
-        async with self._one_statement() as session:
-            result = await session.execute(
-                update(self._table)
-                .where(self._held(claim))
-                .values(status=COMPLETED, response_status=status, response_body=body.decode())
-            )
-            await session.commit()
-        if result.rowcount == 1:  # type: ignore[attr-defined]
+        completed = await self._database.execute_alone(
+            self._complete_statement,
+            {**self._held(claim), "answer_status": status, "answer_body": body.decode()},
+        )
+        if completed == 1:
             return IdempotentResponse(status=status, body=body, replayed=False)
         # Our lease ran out and another request took the key over and answered
         # first: give its answer, so every caller of the key sees the same one.
@@ -309,9 +322,7 @@ class IdempotencyKeys:
 
     async def release(self, claim: Claim) -> None:
         """Give up a claim without an answer: the key may be sent again."""
-        async with self._one_statement() as session:
-            await session.execute(delete(self._table).where(self._held(claim)))
-            await session.commit()
+        await self._database.execute_alone(self._release_statement, self._held(claim))
 
     async def purge_expired(self, *, limit: int = 1000) -> int:
         """Delete up to ``limit`` expired keys; how many went."""
@@ -347,13 +358,9 @@ class IdempotencyKeys:
                 _log.exception("purging idempotency keys failed")
             await asyncio.sleep(every_seconds)
 
-    def _held(self, claim: Claim) -> Any:
-        return (
-            (self._table.c.scope == claim.scope)
-            & (self._table.c.key == claim.key)
-            & (self._table.c.status == IN_FLIGHT)
-            & (self._table.c.claim_id == claim.claim_id)
-        )
+    @staticmethod
+    def _held(claim: Claim) -> dict[str, Any]:
+        return {"held_scope": claim.scope, "held_key": claim.key, "held_claim": claim.claim_id}
 
     def _fresh_values(self, claim: Claim, now: datetime) -> dict[str, Any]:
         return {
@@ -369,15 +376,14 @@ class IdempotencyKeys:
 
     async def _insert(self, claim: Claim, now: datetime) -> bool:
         try:
-            async with self._one_statement() as session:
-                await session.execute(
-                    insert(self._table).values(
-                        scope=claim.scope, key=claim.key, **self._fresh_values(claim, now)
-                    )
-                )
-                await session.commit()
-        except IntegrityError:
-            return False
+            await self._database.execute_alone(
+                self._insert_statement,
+                {"scope": claim.scope, "key": claim.key, **self._fresh_values(claim, now)},
+            )
+        except Exception as exc:
+            if is_unique_violation(exc):
+                return False
+            raise
         return True
 
     async def _take_over(

@@ -19,6 +19,7 @@ from panthera.kernel.events.envelope import Envelope, EventContract
 from panthera.kernel.events.outbox import (
     EventTables,
     OutboxRelay,
+    outbox_rows,
     outbox_writer,
     record_all_in_inbox,
     record_in_inbox,
@@ -26,6 +27,7 @@ from panthera.kernel.events.outbox import (
 from panthera.kernel.events.transport import EventTransport
 from panthera.kernel.observability import EVENTS_CONSUMED, current_traceparent, set_traceparent
 from panthera.kernel.settings import Settings
+from panthera.kernel.sql import DirectTransaction, Transaction
 from panthera.kernel.tracing import continue_trace
 
 log = logging.getLogger("panthera.events")
@@ -116,6 +118,24 @@ class ServiceRuntime:
             self.database,
             source=self.definition.name,
             outbox_insert=outbox_writer(self.definition.tables),
+            after_commit=self.relay.notify,
+            traceparent=current_traceparent,
+        )
+
+    def transaction(self) -> Transaction:
+        """A transaction for Core statements (``.sql``) and the events they publish.
+
+        On PostgreSQL it runs on the driver (:class:`~panthera.kernel.sql.DirectTransaction`);
+        on SQLite it is a unit of work, queued on the one writer.
+        """
+        if self.database.is_sqlite:
+            return self.uow()
+        return DirectTransaction(
+            self.database.direct_connections(),
+            self.database.statements,
+            source=self.definition.name,
+            outbox_insert=self.definition.tables.outbox_insert,
+            outbox_rows=outbox_rows,
             after_commit=self.relay.notify,
             traceparent=current_traceparent,
         )

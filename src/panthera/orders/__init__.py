@@ -64,10 +64,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         # a claim left by a process that died is taken over after half a minute,
         # not the default two, so a buyer retrying through an outage gets through.
         idempotency=IdempotencyKeys(
-            runtime.database.sessions,
-            IDEMPOTENCY_KEYS,
-            lease=timedelta(seconds=30),
-            autocommit=runtime.database.autocommit_sessions,
+            runtime.database, IDEMPOTENCY_KEYS, lease=timedelta(seconds=30)
         ),
     )
     runtime.components["orders_deps"] = deps

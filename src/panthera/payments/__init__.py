@@ -48,11 +48,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         uow=runtime.uow,
         read_session=runtime.database.read_sessions,
         provider=build_provider(runtime.settings, deliver=deliver),
-        idempotency=IdempotencyKeys(
-            runtime.database.sessions,
-            IDEMPOTENCY_KEYS,
-            autocommit=runtime.database.autocommit_sessions,
-        ),
+        idempotency=IdempotencyKeys(runtime.database, IDEMPOTENCY_KEYS),
         autocommit=runtime.database.autocommit_sessions,
     )
     runtime.components["payments_deps"] = deps

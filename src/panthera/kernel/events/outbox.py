@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Index,
+    Insert,
     Integer,
     MetaData,
     String,
@@ -50,6 +51,11 @@ class EventTables:
     outbox: Table
     inbox: Table
 
+    @functools.cached_property
+    def outbox_insert(self) -> Insert:
+        """The statement that writes outbox rows (``outbox_rows``)."""
+        return insert(self.outbox)
+
 
 def event_tables(metadata: MetaData) -> EventTables:
     """Add the outbox and inbox tables to a service's metadata."""
@@ -82,6 +88,25 @@ def event_tables(metadata: MetaData) -> EventTables:
     return EventTables(outbox=outbox, inbox=inbox)
 
 
+def outbox_rows(envelopes: list[Envelope]) -> list[dict[str, Any]]:
+    """The outbox rows of ``envelopes``, due to be sent now."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "event_id": e.id,
+            "type": e.type,
+            "version": e.version,
+            "subject": e.subject,
+            "payload": e.payload,
+            "traceparent": e.traceparent,
+            "occurred_at": e.occurred_at,
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        for e in envelopes
+    ]
+
+
 def outbox_writer(
     tables: EventTables,
 ) -> Callable[[AsyncSession, list[Envelope]], Awaitable[None]]:
@@ -89,27 +114,10 @@ def outbox_writer(
 
     # Built once, and run on the session's connection: every commit that
     # publishes runs it, and the ORM layer adds nothing to a Core INSERT.
-    statement = insert(tables.outbox)
+    statement = tables.outbox_insert
 
     async def write(session: AsyncSession, envelopes: list[Envelope]) -> None:
-        now = datetime.now(UTC)
-        await (await session.connection()).execute(
-            statement,
-            [
-                {
-                    "event_id": e.id,
-                    "type": e.type,
-                    "version": e.version,
-                    "subject": e.subject,
-                    "payload": e.payload,
-                    "traceparent": e.traceparent,
-                    "occurred_at": e.occurred_at,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                }
-                for e in envelopes
-            ],
-        )
+        await (await session.connection()).execute(statement, outbox_rows(envelopes))
 
     return write
 

@@ -1,12 +1,13 @@
-"""A few asyncpg connections for single-statement reads, lent without asyncpg's pool.
+"""A few asyncpg connections the kernel lends itself, without asyncpg's pool.
 
 asyncpg's pool wraps every connection it lends in a proxy and every return in
 ``asyncio.shield``, a task of its own: for a read that PostgreSQL answers in a
 fraction of a millisecond that was more of the client's CPU than the query itself
-(0.12 ms against 0.04 ms on one connection). These reads need none of what the pool
-does besides lending: they run one statement outside any transaction and leave no
-session state behind, so a connection goes back as it came, or is closed when its
-state is unknown.
+(0.12 ms against 0.04 ms on one connection). Their users need none of what the pool
+does besides lending: single-statement reads (``Database.read_one``) and the short
+write transactions of :mod:`panthera.kernel.sql`, which end with COMMIT or ROLLBACK
+and leave no session state behind. So a connection goes back as it came, or is
+closed when its state is unknown.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import asyncpg  # type: ignore[import-untyped]
 IDLE_SECONDS = 300.0
 
 
-class ReadConnections:
+class DirectConnections:
     """Up to ``max_size`` connections to ``dsn``, each set up with ``setup`` once.
 
     The last connection returned is lent first, so a quiet service keeps one warm
@@ -53,27 +54,29 @@ class ReadConnections:
     async def fetchrow(self, sql: str, args: Sequence[Any]) -> Any:
         """The first row of ``sql``, or ``None``."""
         for attempt in (1, 2):
-            connection = await self._acquire()
+            connection = await self.acquire()
             try:
                 row = await connection.fetchrow(sql, *args)
             except asyncpg.PostgresError:
                 # The server refused the statement; the connection is as it was.
-                self._release(connection)
+                self.release(connection)
                 raise
             except (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError):
-                self._discard(connection)
+                self.discard(connection)
                 if attempt == 2:
                     raise
                 continue
             except BaseException:
                 # Cancelled mid-statement: what the connection still has to read is unknown.
-                self._discard(connection)
+                self.discard(connection)
                 raise
-            self._release(connection)
+            self.release(connection)
             return row
         return None  # pragma: no cover - the loop returns or raises
 
-    async def _acquire(self) -> Any:
+    async def acquire(self) -> Any:
+        """A connection, outside any transaction; give it back with :meth:`release`, or
+        :meth:`discard` it when what it was doing was cut off."""
         while True:
             if self._closed:
                 raise asyncpg.InterfaceError("the read connections are closed")
@@ -88,7 +91,7 @@ class ReadConnections:
                 connection = await waiter
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self._release(waiter.result())
+                    self.release(waiter.result())
                 else:
                     self._waiters.remove(waiter)
                 raise
@@ -125,14 +128,16 @@ class ReadConnections:
             raise
         return connection
 
-    def _release(self, connection: Any) -> None:
+    def release(self, connection: Any) -> None:
+        """Take back a connection lent by :meth:`acquire`, outside any transaction."""
         if self._closed or connection.is_closed():
-            self._discard(connection)
+            self.discard(connection)
             return
         if not self._wake_one(connection):
             self._idle.append((connection, time.monotonic()))
 
-    def _discard(self, connection: Any) -> None:
+    def discard(self, connection: Any) -> None:
+        """Close a connection lent by :meth:`acquire` whose state is unknown."""
         connection.terminate()
         self._open -= 1
         # A waiter may open a connection in its place.

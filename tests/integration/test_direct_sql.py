@@ -1,0 +1,260 @@
+"""Core statements on the driver (``kernel/sql.py``): the same statements, the same rows,
+the same transaction semantics as through SQLAlchemy, on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import StatementError
+
+from panthera.kernel.db import Database, UnitOfWork, UTCDateTime, service_metadata
+from panthera.kernel.events.envelope import EventContract
+from panthera.kernel.events.outbox import EventTables, event_tables, outbox_rows, outbox_writer
+from panthera.kernel.sql import (
+    DirectTransaction,
+    Transaction,
+    compile_for_postgres,
+    is_unique_violation,
+)
+from tests.integration.conftest import ServiceDatabases
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+METADATA: MetaData = service_metadata()
+THINGS = Table(
+    "things",
+    METADATA,
+    Column("id", Uuid, primary_key=True),
+    Column("name", String(40), nullable=False),
+    Column("count", Integer, nullable=False, default=0),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("doc", JSON),
+)
+EVENTS: EventTables = event_tables(METADATA)
+
+ADD = insert(THINGS)
+BUMP = (
+    update(THINGS)
+    .where(THINGS.c.id == bindparam("thing_id"), THINGS.c.name != "frozen")
+    .values(count=THINGS.c.count + bindparam("by"), seen_at=bindparam("at"))
+)
+BUMP_RETURNING = BUMP.returning(THINGS.c.count, THINGS.c.seen_at)
+ONE = select(THINGS.c.name, THINGS.c.count, THINGS.c.seen_at, THINGS.c.doc).where(
+    THINGS.c.id == bindparam("thing_id")
+)
+HOW_MANY = select(func.count()).select_from(THINGS)
+
+
+@dataclass(frozen=True)
+class ThingNamed(EventContract):
+    event_type = "thing.named"
+    version = 1
+
+    name: str
+
+
+@dataclass
+class Shape:
+    database: Database
+    transaction: Callable[[], Transaction]
+
+
+async def _shape(url: str) -> Shape:
+    database = Database(url, pool_size=2)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(METADATA.create_all)
+    woken: list[int] = []
+
+    def transaction() -> Transaction:
+        if database.is_sqlite:
+            return UnitOfWork(
+                database,
+                source="things",
+                outbox_insert=outbox_writer(EVENTS),
+                after_commit=lambda: woken.append(1),
+            )
+        return DirectTransaction(
+            database.direct_connections(),
+            database.statements,
+            source="things",
+            outbox_insert=EVENTS.outbox_insert,
+            outbox_rows=outbox_rows,
+            after_commit=lambda: woken.append(1),
+        )
+
+    return Shape(database, transaction)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def shape(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    service_databases: Callable[..., Awaitable[ServiceDatabases]],
+) -> AsyncIterator[Shape]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'things.db'}"
+    else:
+        url = (await service_databases("things")).url_for("things")
+    found = await _shape(url)
+    try:
+        yield found
+    finally:
+        await found.database.dispose()
+
+
+def _thing(name: str = "a") -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "name": name,
+        "seen_at": datetime.now(UTC),
+        "doc": {"tags": ["x", "y"], "n": 1},
+    }
+
+
+async def _count(shape: Shape, table: Table) -> int:
+    async with shape.database.read_sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_rows_and_events_commit_together(shape: Shape) -> None:
+    thing = _thing()
+    async with shape.transaction() as tx:
+        await tx.sql.execute(ADD, thing)
+        tx.publish(ThingNamed(name="a"))
+        committed: list[bool] = []
+        tx.on_commit(lambda: committed.append(True))
+        await tx.commit()
+    assert committed == [True]
+    async with shape.transaction() as tx:
+        row = await tx.sql.fetch_one(ONE, {"thing_id": thing["id"]})
+    assert row is not None
+    # The column's default, SQLAlchemy's JSON and UTC timestamp conversions all applied.
+    assert row["name"] == "a"
+    assert row["count"] == 0
+    # JSON comes back as the driver reads it: decoded by SQLAlchemy, as text from asyncpg.
+    doc = row["doc"]
+    assert (json.loads(doc) if isinstance(doc, str) else doc) == {"tags": ["x", "y"], "n": 1}
+    assert row["seen_at"] == thing["seen_at"]
+    assert row["seen_at"].tzinfo is not None
+    assert await _count(shape, EVENTS.outbox) == 1
+
+
+async def test_leaving_without_commit_or_with_an_error_writes_nothing(shape: Shape) -> None:
+    async with shape.transaction() as tx:
+        await tx.sql.execute(ADD, _thing())
+        tx.publish(ThingNamed(name="a"))
+
+    async def fails() -> None:
+        async with shape.transaction() as tx:
+            await tx.sql.execute(ADD, _thing())
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await fails()
+    first = _thing()
+
+    async def twice() -> None:
+        async with shape.transaction() as tx:
+            await tx.sql.execute(ADD, first)
+            await tx.sql.execute(ADD, first)
+
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - each driver has its own class
+        await twice()
+    assert is_unique_violation(refused.value)
+    assert await _count(shape, THINGS) == 0
+    assert await _count(shape, EVENTS.outbox) == 0
+    # The connections went back in a usable state.
+    async with shape.transaction() as tx:
+        await tx.sql.execute(ADD, first)
+        await tx.commit()
+    assert await _count(shape, THINGS) == 1
+
+
+async def test_rowcounts_returning_and_many_rows(shape: Shape) -> None:
+    things = [_thing("a"), _thing("frozen"), _thing("c")]
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    async with shape.transaction() as tx:
+        await tx.sql.execute_many(ADD, things)
+        bumped = [
+            await tx.sql.execute(BUMP, {"thing_id": t["id"], "by": 2, "at": later}) for t in things
+        ]
+        answered = await tx.sql.fetch(
+            BUMP_RETURNING, {"thing_id": things[0]["id"], "by": 3, "at": later}
+        )
+        await tx.commit()
+    # The literal in the statement's condition ("frozen") is part of its compiled form.
+    assert bumped == [1, 0, 1]
+    assert [(row["count"], row["seen_at"]) for row in answered] == [(5, later)]
+    assert await _count(shape, THINGS) == 3
+
+
+async def test_statements_alone_commit_each_on_their_own(shape: Shape) -> None:
+    thing = _thing()
+    assert await shape.database.execute_alone(ADD, thing) == 1
+    row = await shape.database.fetch_one_alone(
+        BUMP_RETURNING, {"thing_id": thing["id"], "by": 4, "at": datetime.now(UTC)}
+    )
+    assert row is not None
+    assert row["count"] == 4
+    missing = {"thing_id": uuid.uuid4(), "by": 1, "at": datetime.now(UTC)}
+    assert await shape.database.execute_alone(BUMP, missing) == 0
+    assert await shape.database.fetch_one_alone(BUMP_RETURNING, missing) is None
+    # SQLAlchemy wraps the type's refusal in its StatementError; the driver path does not.
+    with pytest.raises((ValueError, StatementError), match="timezone-aware"):
+        await shape.database.execute_alone(BUMP, {**missing, "at": datetime(2026, 1, 1)})
+
+
+async def test_a_transaction_cut_off_closes_its_connection(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]],
+) -> None:
+    shape = await _shape((await service_databases("things")).url_for("things"))
+    try:
+        connections = shape.database.direct_connections()
+
+        async def stuck() -> None:
+            async with shape.transaction() as tx:
+                await tx.sql.execute(ADD, _thing())
+                await tx.sql.fetch_one(select(func.pg_sleep(5)))
+
+        task = asyncio.create_task(stuck())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Its row was never committed, and its connection was not lent again.
+        assert connections.size == 0
+        assert await _count(shape, THINGS) == 0
+    finally:
+        await shape.database.dispose()
+
+
+def test_a_missing_value_or_an_expanding_parameter_is_refused() -> None:
+    compiled = compile_for_postgres(BUMP)
+    with pytest.raises(KeyError, match="by"):
+        compiled.arguments({"thing_id": uuid.uuid4(), "at": datetime.now(UTC)})
+    with pytest.raises(ValueError, match="expanding"):
+        compile_for_postgres(
+            select(THINGS.c.id).where(THINGS.c.id.in_(bindparam("ids", expanding=True)))
+        )
