@@ -48,7 +48,7 @@ THINGS = Table(
     METADATA,
     Column("id", Uuid, primary_key=True),
     Column("name", String(40), nullable=False),
-    Column("count", Integer, nullable=False, default=0),
+    Column("hits", Integer, nullable=False, default=0),
     Column("seen_at", UTCDateTime, nullable=False),
     Column("doc", JSON),
 )
@@ -58,10 +58,10 @@ ADD = insert(THINGS)
 BUMP = (
     update(THINGS)
     .where(THINGS.c.id == bindparam("thing_id"), THINGS.c.name != "frozen")
-    .values(count=THINGS.c.count + bindparam("by"), seen_at=bindparam("at"))
+    .values(hits=THINGS.c.hits + bindparam("by"), seen_at=bindparam("at"))
 )
-BUMP_RETURNING = BUMP.returning(THINGS.c.count, THINGS.c.seen_at)
-ONE = select(THINGS.c.name, THINGS.c.count, THINGS.c.seen_at, THINGS.c.doc).where(
+BUMP_RETURNING = BUMP.returning(THINGS.c.hits, THINGS.c.seen_at)
+ONE = select(THINGS.c.name, THINGS.c.hits, THINGS.c.seen_at, THINGS.c.doc).where(
     THINGS.c.id == bindparam("thing_id")
 )
 HOW_MANY = select(func.count()).select_from(THINGS)
@@ -151,13 +151,13 @@ async def test_rows_and_events_commit_together(shape: Shape) -> None:
         row = await tx.sql.fetch_one(ONE, {"thing_id": thing["id"]})
     assert row is not None
     # The column's default, SQLAlchemy's JSON and UTC timestamp conversions all applied.
-    assert row["name"] == "a"
-    assert row["count"] == 0
+    assert row.name == "a"
+    assert row.hits == 0
     # JSON comes back as the driver reads it: decoded by SQLAlchemy, as text from asyncpg.
-    doc = row["doc"]
+    doc = row.doc
     assert (json.loads(doc) if isinstance(doc, str) else doc) == {"tags": ["x", "y"], "n": 1}
-    assert row["seen_at"] == thing["seen_at"]
-    assert row["seen_at"].tzinfo is not None
+    assert row.seen_at == thing["seen_at"]
+    assert row.seen_at.tzinfo is not None
     assert await _count(shape, EVENTS.outbox) == 1
 
 
@@ -206,7 +206,7 @@ async def test_rowcounts_returning_and_many_rows(shape: Shape) -> None:
         await tx.commit()
     # The literal in the statement's condition ("frozen") is part of its compiled form.
     assert bumped == [1, 0, 1]
-    assert [(row["count"], row["seen_at"]) for row in answered] == [(5, later)]
+    assert [(row.hits, row.seen_at) for row in answered] == [(5, later)]
     assert await _count(shape, THINGS) == 3
 
 
@@ -217,7 +217,7 @@ async def test_statements_alone_commit_each_on_their_own(shape: Shape) -> None:
         BUMP_RETURNING, {"thing_id": thing["id"], "by": 4, "at": datetime.now(UTC)}
     )
     assert row is not None
-    assert row["count"] == 4
+    assert row.hits == 4
     missing = {"thing_id": uuid.uuid4(), "by": 1, "at": datetime.now(UTC)}
     assert await shape.database.execute_alone(BUMP, missing) == 0
     assert await shape.database.fetch_one_alone(BUMP_RETURNING, missing) is None

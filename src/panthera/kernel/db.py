@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.types import TypeDecorator
 
 from panthera.kernel.events.envelope import Envelope, EventContract
-from panthera.kernel.sql import DirectSql, Row, SessionSql, Statements, Values
+from panthera.kernel.sql import DirectSql, Row, SessionSql, Sql, Statements, Values
 
 if TYPE_CHECKING:
     from sqlalchemy.sql import ClauseElement
@@ -225,23 +225,27 @@ class Database:
     async def _alone(
         self, statement: ClauseElement, values: Values | None, *, rows: bool
     ) -> int | Row | None:
+        async with self.alone() as sql:
+            return await (
+                sql.fetch_one(statement, values) if rows else sql.execute(statement, values)
+            )
+
+    @asynccontextmanager
+    async def alone(self) -> AsyncIterator[Sql]:
+        """Core statements that each commit on their own (``kernel/sql.py``).
+
+        On PostgreSQL on the driver, with no BEGIN and COMMIT round trips; on SQLite
+        on one write session, committed when the block ends.
+        """
         if self.is_sqlite:
             async with self.sessions() as session:
-                on_session = SessionSql(session)
-                found = await (
-                    on_session.fetch_one(statement, values)
-                    if rows
-                    else on_session.execute(statement, values)
-                )
+                yield SessionSql(session)
                 await session.commit()
-                return found
+            return
         connections = self.direct_connections()
         connection = await connections.acquire()
         try:
-            direct = DirectSql(connection, self.statements)
-            found = await (
-                direct.fetch_one(statement, values) if rows else direct.execute(statement, values)
-            )
+            yield DirectSql(connection, self.statements)
         except Exception as exc:
             if _connection_intact(exc):
                 connections.release(connection)
@@ -252,7 +256,6 @@ class Database:
             connections.discard(connection)
             raise
         connections.release(connection)
-        return found
 
     async def refresh_statistics(self) -> None:
         """Bring the planner's statistics up to date after a bulk load.

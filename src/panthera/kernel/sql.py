@@ -11,12 +11,13 @@ On SQLite the same statements run through the unit of work's session: there ever
 writer queues on one connection anyway, and the driver's cost is not what limits it.
 
 Code that writes this way takes a :class:`Sql` (``execute`` and its kin), which both
-the PostgreSQL :class:`DirectTransaction` and :attr:`UnitOfWork.sql` provide; rows
-come back as mappings by column name.
+the PostgreSQL :class:`DirectTransaction` and :attr:`UnitOfWork.sql` provide. Rows
+come back as SQLAlchemy's rows do: columns by attribute or position, ``_asdict()``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,13 +39,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("panthera.db")
 
-Row = Mapping[str, Any]
+# A row of either path: SQLAlchemy's Row, or asyncpg's Record as ``DirectRow``.
+Row = Any
 AfterCommit = Callable[[], None]
 Values = Mapping[str, Any]
 
 
 class Sql(Protocol):
     """Runs Core statements inside one transaction."""
+
+    # Whether the statements run on PostgreSQL (some have a one-statement form there).
+    postgres: bool
 
     async def execute(self, statement: ClauseElement, values: Values | None = None) -> int:
         """Run ``statement``; the number of rows it touched."""
@@ -60,6 +65,10 @@ class Sql(Protocol):
 
     async def fetch_one(self, statement: ClauseElement, values: Values | None = None) -> Row | None:
         """The first row ``statement`` answers, or None."""
+        ...
+
+    async def fetch_value(self, statement: ClauseElement, values: Values | None = None) -> Any:
+        """The first column of the first row ``statement`` answers, or None."""
         ...
 
 
@@ -207,6 +216,8 @@ class SessionSql:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        bind = session.bind
+        self.postgres = bind is not None and bind.dialect.name == "postgresql"
 
     async def execute(self, statement: ClauseElement, values: Values | None = None) -> int:
         connection = await self._session.connection()
@@ -222,11 +233,15 @@ class SessionSql:
     async def fetch(self, statement: ClauseElement, values: Values | None = None) -> list[Row]:
         connection = await self._session.connection()
         result = await connection.execute(statement, dict(values) if values else None)  # type: ignore[call-overload]
-        return [row._mapping for row in result]
+        return list(result.all())
 
     async def fetch_one(self, statement: ClauseElement, values: Values | None = None) -> Row | None:
         rows = await self.fetch(statement, values)
         return rows[0] if rows else None
+
+    async def fetch_value(self, statement: ClauseElement, values: Values | None = None) -> Any:
+        row = await self.fetch_one(statement, values)
+        return None if row is None else row[0]
 
 
 # ----------------------------------------------------------- on the driver
@@ -235,35 +250,89 @@ class SessionSql:
 class DirectSql:
     """:class:`Sql` on one asyncpg connection (in a transaction, or each statement alone)."""
 
+    postgres = True
+
     def __init__(self, connection: Any, statements: Statements) -> None:
         self._connection = connection
         self._statements = statements
 
+    async def _connected(self) -> Any:
+        return self._connection
+
     async def execute(self, statement: ClauseElement, values: Values | None = None) -> int:
         compiled = self._statements.of(statement, values)
         arguments = compiled.arguments(values)
+        connection = await self._connected()
         if compiled.returns_rows:
-            return len(await self._connection.fetch(compiled.sql, *arguments))
-        return _rowcount(await self._connection.execute(compiled.sql, *arguments))
+            return len(await connection.fetch(compiled.sql, *arguments))
+        return _rowcount(await connection.execute(compiled.sql, *arguments))
 
     async def execute_many(self, statement: ClauseElement, rows: Sequence[Values]) -> None:
         if not rows:
             return
         compiled = self._statements.of(statement, rows[0])
+        connection = await self._connected()
         if len(rows) == 1:
-            await self._connection.execute(compiled.sql, *compiled.arguments(rows[0]))
+            await connection.execute(compiled.sql, *compiled.arguments(rows[0]))
             return
-        await self._connection.executemany(compiled.sql, [compiled.arguments(r) for r in rows])
+        await connection.executemany(compiled.sql, [compiled.arguments(r) for r in rows])
 
     async def fetch(self, statement: ClauseElement, values: Values | None = None) -> list[Row]:
         compiled = self._statements.of(statement, values)
-        rows: list[Row] = await self._connection.fetch(compiled.sql, *compiled.arguments(values))
+        arguments = compiled.arguments(values)
+        connection = await self._connected()
+        rows: list[Row] = await connection.fetch(
+            compiled.sql, *arguments, record_class=_direct_row()
+        )
         return rows
 
     async def fetch_one(self, statement: ClauseElement, values: Values | None = None) -> Row | None:
         compiled = self._statements.of(statement, values)
-        row: Row | None = await self._connection.fetchrow(compiled.sql, *compiled.arguments(values))
-        return row
+        arguments = compiled.arguments(values)
+        connection = await self._connected()
+        return await connection.fetchrow(compiled.sql, *arguments, record_class=_direct_row())
+
+    async def fetch_value(self, statement: ClauseElement, values: Values | None = None) -> Any:
+        compiled = self._statements.of(statement, values)
+        arguments = compiled.arguments(values)
+        return await (await self._connected()).fetchval(compiled.sql, *arguments)
+
+
+@functools.cache
+def _direct_row() -> Any:
+    """asyncpg's Record with SQLAlchemy's Row's ways in: ``row.column``, ``row._asdict()``.
+
+    Made on first use: asyncpg is imported by PostgreSQL shapes only.
+    """
+    import asyncpg  # type: ignore[import-untyped]
+
+    class DirectRow(asyncpg.Record):  # type: ignore[misc]
+        __slots__ = ()
+
+        def __getattr__(self, name: str) -> Any:
+            try:
+                return self[name]
+            except KeyError:
+                raise AttributeError(name) from None
+
+        def _asdict(self) -> dict[str, Any]:
+            return dict(self.items())
+
+    return DirectRow
+
+
+class _TransactionSql(DirectSql):
+    """Begins its transaction with the first statement: one that writes nothing takes
+    no connection and costs no round trip."""
+
+    def __init__(self, transaction: DirectTransaction, statements: Statements) -> None:
+        super().__init__(None, statements)
+        self._transaction = transaction
+
+    async def _connected(self) -> Any:
+        if self._connection is None:
+            self._connection = await self._transaction._begin()
+        return self._connection
 
 
 OutboxRows = Callable[[list[Envelope]], list[dict[str, Any]]]
@@ -272,9 +341,9 @@ OutboxRows = Callable[[list[Envelope]], list[dict[str, Any]]]
 class DirectTransaction:
     """A PostgreSQL transaction on a connection of the kernel's own, with an outbox.
 
-    ``async with`` opens it; leaving without :meth:`commit` rolls it back. Published
-    events are written to the outbox by :meth:`commit`, in the same transaction,
-    and the relay is woken after it.
+    ``async with`` opens it; its first statement takes a connection and begins it;
+    leaving without :meth:`commit` rolls it back. Published events are written to the
+    outbox by :meth:`commit`, in the same transaction, and the relay is woken after it.
     """
 
     def __init__(
@@ -297,8 +366,9 @@ class DirectTransaction:
         self._traceparent = traceparent
         self._pending: list[Envelope] = []
         self._on_commit: list[AfterCommit] = []
+        # The connection, once the first statement began the transaction on it.
         self._connection: Any = None
-        self._sql: DirectSql | None = None
+        self._sql: _TransactionSql | None = None
 
     @property
     def sql(self) -> DirectSql:
@@ -306,7 +376,7 @@ class DirectTransaction:
             raise RuntimeError("the transaction is not open: use 'async with'")
         return self._sql
 
-    async def __aenter__(self) -> Self:
+    async def _begin(self) -> Any:
         connection = await self._connections.acquire()
         try:
             await connection.execute("BEGIN")
@@ -314,7 +384,10 @@ class DirectTransaction:
             self._connections.discard(connection)
             raise
         self._connection = connection
-        self._sql = DirectSql(connection, self._statements)
+        return connection
+
+    async def __aenter__(self) -> Self:
+        self._sql = _TransactionSql(self, self._statements)
         self._pending = []
         self._on_commit = []
         return self
@@ -326,7 +399,7 @@ class DirectTransaction:
         tb: TracebackType | None,
     ) -> None:
         connection, self._connection = self._connection, None
-        open_, self._sql = self._sql is not None, None
+        still_open, self._sql = self._sql is not None, None
         self._pending = []
         self._on_commit = []
         if connection is None:
@@ -335,7 +408,7 @@ class DirectTransaction:
             # Cancelled mid-statement: what the connection still has to read is unknown.
             self._connections.discard(connection)
             return
-        if open_:
+        if still_open:
             try:
                 await connection.execute("ROLLBACK")
             except BaseException:
@@ -363,7 +436,8 @@ class DirectTransaction:
             self._pending = []
         # Whatever COMMIT answers, this transaction is over: a failed COMMIT rolled back.
         self._sql = None
-        await self._connection.execute("COMMIT")
+        if self._connection is not None:
+            await self._connection.execute("COMMIT")
         if published and self._after_commit is not None:
             self._after_commit()
         callbacks, self._on_commit = self._on_commit, []
@@ -373,6 +447,8 @@ class DirectTransaction:
     async def rollback(self) -> None:
         self._pending = []
         self._on_commit = []
-        self.sql  # noqa: B018 - raises when not open
+        if self._sql is None:
+            raise RuntimeError("the transaction is not open: use 'async with'")
         self._sql = None
-        await self._connection.execute("ROLLBACK")
+        if self._connection is not None:
+            await self._connection.execute("ROLLBACK")

@@ -45,11 +45,13 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     payments = PaymentsClient(directory)
     deps = OrdersDeps(
         uow=runtime.uow,
+        transaction=runtime.transaction,
         read_session=runtime.database.read_sessions,
         catalog=catalog,
         payments=payments,
         saga=Saga(
-            uow=runtime.uow,
+            database=runtime.database,
+            transaction=runtime.transaction,
             read_session=runtime.database.read_sessions,
             catalog=catalog,
             payments=payments,
@@ -58,7 +60,6 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
             step_attempts=settings.saga_step_attempts,
             payment_timeout_seconds=settings.saga_payment_timeout_seconds,
             poll_seconds=settings.saga_poll_seconds,
-            autocommit=runtime.database.autocommit_sessions,
         ),
         # Placing an order takes well under a second (one catalog call, one insert):
         # a claim left by a process that died is taken over after half a minute,

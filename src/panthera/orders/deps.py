@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.db import UnitOfWork
 from panthera.kernel.idempotency import IdempotencyKeys
+from panthera.kernel.sql import Transaction
 from panthera.orders.clients import CatalogClient, PaymentsClient
 from panthera.orders.saga import Saga
 
@@ -18,6 +19,8 @@ from panthera.orders.saga import Saga
 @dataclass
 class OrdersDeps:
     uow: Callable[[], UnitOfWork]
+    # The hot writes' transactions: on the driver on PostgreSQL (kernel/sql.py).
+    transaction: Callable[[], Transaction]
     # Reads that never write: on SQLite they do not queue behind the writer.
     read_session: Callable[[], AsyncSession]
     catalog: CatalogClient

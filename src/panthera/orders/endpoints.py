@@ -8,13 +8,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from panthera.kernel.http.paging import total_count_headers
 from panthera.kernel.idempotency import IdempotencyKeyHeader, checked_key, request_fingerprint
 from panthera.kernel.money import InvalidAmount, Money
 from panthera.kernel.security.permissions import AdminPrincipal, CurrentPrincipal
 from panthera.kernel.security.principal import Principal
+from panthera.kernel.sql import is_unique_violation
 from panthera.orders import errors, presenters, service
 from panthera.orders.clients import Refused, Unavailable
 from panthera.orders.deps import Orders
@@ -154,7 +154,7 @@ async def _place(
     ]
     currency = currencies.pop()
     try:
-        async with orders.uow() as uow:
+        async with orders.transaction() as tx:
             order, items = service.new_order(
                 user_id=principal.user_id,
                 lines=lines,
@@ -165,12 +165,12 @@ async def _place(
             )
             # The lease goes in with the order; the reserve step starts from the lines
             # written here, without reading them back.
-            orders.saga.take_up_after_commit(uow, order, items)
-            await service.place(uow, order, items)
-            await uow.commit()
-    except IntegrityError:
+            orders.saga.take_up_after_commit(tx, order, items)
+            await service.place(tx, order, items)
+            await tx.commit()
+    except Exception as exc:
         # A run of the same request that overlapped this one wrote its order first.
-        if request_key is None:
+        if request_key is None or not is_unique_violation(exc):
             raise
         async with orders.read_session() as session:
             earlier = await service.placed_by(session, request_key)

@@ -40,7 +40,7 @@ async def _order_of(uow: UnitOfWork, reference: str) -> Order | None:
     if order_id is None:
         return None
     # Locked for the transaction, outside the ORM: a handler that changes it saves it.
-    return await service.lock(uow.session, order_id)
+    return await service.lock(uow.sql, order_id)
 
 
 def _is_stale(order: Order, revision: int) -> bool:
@@ -85,17 +85,17 @@ async def payment_succeeded(
         take_up = _succeeded(draft, event)
         if take_up:
             saga.hold(draft)
-        if await service.save(uow.session, draft, unchanged=known):
+        if await service.save(uow.sql, draft, unchanged=known):
             if take_up:
                 saga.kick_after_commit(uow, draft)
             return
-    order = await service.lock(uow.session, order_id)
+    order = await service.lock(uow.sql, order_id)
     if order is None or _is_stale(order, event.revision):
         return
     if _succeeded(order, event):
         await _take_up(runtime, uow, order)
     else:
-        await service.save(uow.session, order)
+        await service.save(uow.sql, order)
 
 
 async def payment_failed(
@@ -111,7 +111,7 @@ async def payment_failed(
         )
         await _take_up(runtime, uow, order)
     else:
-        await service.save(uow.session, order)
+        await service.save(uow.sql, order)
 
 
 async def payment_refunded(
@@ -124,7 +124,7 @@ async def payment_refunded(
     await service.apply_refunded(
         uow, order, amount_refunded=event.amount_refunded, reason=event.reason
     )
-    await service.save(uow.session, order)
+    await service.save(uow.sql, order)
 
 
 async def stock_released(
@@ -148,7 +148,7 @@ async def stock_released(
 
 async def _take_up(runtime: ServiceRuntime, uow: UnitOfWork, order: Order) -> None:
     _deps(runtime).saga.take_up_after_commit(uow, order)
-    await service.save(uow.session, order)
+    await service.save(uow.sql, order)
 
 
 SUBSCRIPTIONS = (

@@ -22,12 +22,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from panthera.kernel.db import UnitOfWork
+from panthera.kernel.db import Database
 from panthera.kernel.money import Money
 from panthera.kernel.observability import SAGA_OLDEST_DUE, SAGA_STEPS
+from panthera.kernel.sql import Transaction
 from panthera.orders import service
 from panthera.orders.clients import (
     CatalogClient,
@@ -49,18 +50,30 @@ from panthera.orders.states import (
 
 log = logging.getLogger("panthera.orders.saga")
 
-Change = Callable[[UnitOfWork, Order], Awaitable[None]]
+Change = Callable[[Transaction, Order], Awaitable[None]]
 # Lines of this many orders at most are kept between steps; an order past them reads its own.
 LINES_KEPT = 10_000
 PAID = frozenset({"succeeded", "partially_refunded", "refunded"})
 UNPAID = frozenset({"failed", "canceled"})
+
+_CLAIM = (
+    update(Order)
+    .where(
+        Order.id == bindparam("order_id"),
+        Order.saga_step != SagaStep.DONE,
+        or_(Order.saga_lease_until.is_(None), Order.saga_lease_until < bindparam("at")),
+    )
+    .values(saga_lease_until=bindparam("until"))
+)
+_LET_GO = update(Order).where(Order.id == bindparam("order_id")).values(saga_lease_until=None)
 
 
 class Saga:
     def __init__(
         self,
         *,
-        uow: Callable[[], UnitOfWork],
+        database: Database,
+        transaction: Callable[[], Transaction],
         read_session: Callable[[], AsyncSession],
         catalog: CatalogClient,
         payments: PaymentsClient,
@@ -69,16 +82,16 @@ class Saga:
         step_attempts: int,
         payment_timeout_seconds: float,
         poll_seconds: float,
-        autocommit: Callable[[], AsyncSession] | None = None,
     ) -> None:
-        self._uow = uow
+        self._database = database
+        self._transaction = transaction
         self._read = read_session
-        # PostgreSQL: sessions whose statements commit on their own. A step's outcome
-        # is then written without the row lock's read, by an UPDATE that holds only
-        # if the order is still as the step found it (else the locked way, as before),
-        # and an outcome that publishes nothing is that one statement, outside BEGIN
-        # and COMMIT. None on SQLite: there every writer queues on one connection.
-        self._autocommit = autocommit
+        # PostgreSQL: a step's outcome is written without the row lock's read, by an
+        # UPDATE that holds only if the order is still as the step found it (else the
+        # locked way), and an outcome that publishes nothing is that one statement,
+        # committed on its own. Not on SQLite: there every writer queues on one
+        # connection, and the lock costs nothing more.
+        self._unlocked_writes = not database.is_sqlite
         self._catalog = catalog
         self._payments = payments
         self._reservation_ttl = reservation_ttl_seconds
@@ -108,11 +121,11 @@ class Saga:
         A guess, never trusted alone: a write based on it must hold only while the row
         is unchanged (``service.save(..., unchanged=...)``).
         """
-        return self._written.get(order_id) if self._autocommit is not None else None
+        return self._written.get(order_id) if self._unlocked_writes else None
 
     def note_written(self, order: Order) -> None:
         """Keep ``order`` as committed by this process, for ``last_written``."""
-        if self._autocommit is None:
+        if not self._unlocked_writes:
             return
         if order.saga_step == SagaStep.DONE:
             self._written.pop(order.id, None)
@@ -123,7 +136,7 @@ class Saga:
             self._written.popitem(last=False)
 
     def take_up_after_commit(
-        self, uow: UnitOfWork, order: Order, items: list[OrderItem] | None = None
+        self, tx: Transaction, order: Order, items: list[OrderItem] | None = None
     ) -> None:
         """Hold the order's saga in the caller's transaction and take it up once that commits.
 
@@ -134,14 +147,14 @@ class Saga:
         the step does not read again what the lease already keeps unchanged.
         """
         self.hold(order)
-        self.kick_after_commit(uow, order, items)
+        self.kick_after_commit(tx, order, items)
 
     def hold(self, order: Order) -> None:
         """Give ``order`` this process's lease, written with the order by the caller."""
         order.saga_lease_until = service.now() + self._lease
 
     def kick_after_commit(
-        self, uow: UnitOfWork, order: Order, items: list[OrderItem] | None = None
+        self, tx: Transaction, order: Order, items: list[OrderItem] | None = None
     ) -> None:
         """Take up an order whose lease the caller's transaction holds, once it commits."""
         order_id = order.id
@@ -150,7 +163,7 @@ class Saga:
             self.note_written(order)
             self.kick(order_id, held=True, known=order, items=items)
 
-        uow.on_commit(taken_up)
+        tx.on_commit(taken_up)
 
     def kick(
         self,
@@ -284,25 +297,13 @@ class Saga:
 
     async def _claim(self, order_id: uuid.UUID) -> bool:
         at = service.now()
-        async with self._uow() as uow:
-            result = await uow.session.execute(
-                update(Order)
-                .where(
-                    Order.id == order_id,
-                    Order.saga_step != SagaStep.DONE,
-                    or_(Order.saga_lease_until.is_(None), Order.saga_lease_until < at),
-                )
-                .values(saga_lease_until=at + self._lease)
-            )
-            await uow.commit()
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        claimed = await self._database.execute_alone(
+            _CLAIM, {"order_id": order_id, "at": at, "until": at + self._lease}
+        )
+        return bool(claimed)
 
     async def _let_go(self, order_id: uuid.UUID) -> None:
-        async with self._uow() as uow:
-            await uow.session.execute(
-                update(Order).where(Order.id == order_id).values(saga_lease_until=None)
-            )
-            await uow.commit()
+        await self._database.execute_alone(_LET_GO, {"order_id": order_id})
 
     # ---------------------------------------------------------------- steps
 
@@ -337,19 +338,19 @@ class Saga:
             change = self._retry(step, str(exc))
             outcome = "retry"
         SAGA_STEPS.labels(step.value, outcome).inc()
-        async with self._uow() as uow:
+        async with self._transaction() as tx:
             saved = None
-            if self._autocommit is not None:
-                saved = await self._save_unless_changed(uow, order, change)
+            if self._unlocked_writes:
+                saved = await self._save_unless_changed(tx, order, change)
             if saved is None:
-                locked = await service.lock(uow.session, order_id)
+                locked = await service.lock(tx.sql, order_id)
                 if locked is None or locked.saga_step != step:
                     # Moved on meanwhile (an event, a person): this outcome is stale.
                     return True, False, None
-                await change(uow, locked)
+                await change(tx, locked)
                 more = self._hold_or_let_go(locked)
-                await service.save(uow.session, locked)
-                await uow.commit()
+                await service.save(tx.sql, locked)
+                await tx.commit()
             else:
                 locked, more = saved
         self.note_written(locked)
@@ -370,7 +371,7 @@ class Saga:
         return more
 
     async def _save_unless_changed(
-        self, uow: UnitOfWork, order: Order, change: Change
+        self, tx: Transaction, order: Order, change: Change
     ) -> tuple[Order, bool] | None:
         """Apply ``change`` to a copy of ``order`` (as the step found it) and write it,
         if the row is still exactly ``order``; None when it is not (nothing written).
@@ -380,23 +381,22 @@ class Saga:
         carries a new one) and has no history line: it is one statement, committed
         on its own.
         """
-        assert self._autocommit is not None
         draft = service.detached_copy(order)
-        await change(uow, draft)
+        await change(tx, draft)
         more = self._hold_or_let_go(draft)
         if draft.revision == order.revision:
-            async with self._autocommit() as session:
-                written = await service.save(session, draft, unchanged=order)
+            async with self._database.alone() as sql:
+                written = await service.save(sql, draft, unchanged=order)
         else:
-            written = await service.save(uow.session, draft, unchanged=order)
+            written = await service.save(tx.sql, draft, unchanged=order)
             if written:
-                await uow.commit()
+                await tx.commit()
             else:
-                await uow.rollback()
+                await tx.rollback()
         return (draft, more) if written else None
 
     def _retry(self, step: SagaStep, error: str) -> Change:
-        async def change(uow: UnitOfWork, order: Order) -> None:
+        async def change(tx: Transaction, order: Order) -> None:
             order.saga_attempts += 1
             order.saga_last_error = error[:500]
             if (
@@ -408,7 +408,7 @@ class Saga:
                     "order saga gave up a step",
                     extra={"order_id": str(order.id), "step": step.value, "error": error},
                 )
-                await service.cancel(uow, order, CancelReason.TIMED_OUT, message=error[:500])
+                await service.cancel(tx, order, CancelReason.TIMED_OUT, message=error[:500])
                 return
             order.saga_next_at = service.now() + timedelta(
                 seconds=retry_delay_seconds(order.saga_attempts)
@@ -439,10 +439,10 @@ class Saga:
         )
         if not held.held:
 
-            async def rejected(uow: UnitOfWork, locked: Order) -> None:
+            async def rejected(tx: Transaction, locked: Order) -> None:
                 # Nothing is held and nothing was charged: nothing to give back.
                 await service.cancel(
-                    uow, locked, reason_for_rejected_stock(held.reason), compensate=False
+                    tx, locked, reason_for_rejected_stock(held.reason), compensate=False
                 )
 
             return rejected
@@ -458,10 +458,10 @@ class Saga:
             outcome = "retry"
         SAGA_STEPS.labels(SagaStep.PAY.value, outcome).inc()
 
-        async def reserved(uow: UnitOfWork, locked: Order) -> None:
+        async def reserved(tx: Transaction, locked: Order) -> None:
             locked.reservation_expires_at = held.expires_at
             service.schedule(locked, SagaStep.PAY)
-            await paid(uow, locked)
+            await paid(tx, locked)
 
         return reserved
 
@@ -491,22 +491,22 @@ class Saga:
         if payment is not None and (payment.status in PAID or payment.status in UNPAID):
             return self._payment_outcome(payment)
 
-        async def change(uow: UnitOfWork, locked: Order) -> None:
+        async def change(tx: Transaction, locked: Order) -> None:
             if locked.payment_deadline is not None and locked.payment_deadline > service.now():
                 locked.saga_next_at = locked.payment_deadline
                 return
             # No outcome in time: call it off; a payment that succeeds later is refunded.
             await service.cancel(
-                uow, locked, CancelReason.TIMED_OUT, message="The payment had no outcome in time."
+                tx, locked, CancelReason.TIMED_OUT, message="The payment had no outcome in time."
             )
 
         return change
 
     def _payment_outcome(self, payment: PaymentState | None) -> Change:
-        async def change(uow: UnitOfWork, locked: Order) -> None:
+        async def change(tx: Transaction, locked: Order) -> None:
             if payment is None:
                 await service.cancel(
-                    uow, locked, CancelReason.PAYMENT_ERROR, message="No payment was made."
+                    tx, locked, CancelReason.PAYMENT_ERROR, message="No payment was made."
                 )
                 return
             record_payment(locked, payment)
@@ -523,7 +523,7 @@ class Saga:
             if payment.status in PAID:
                 service.schedule(locked, SagaStep.COMMIT)
             elif payment.status in UNPAID:
-                await service.cancel(uow, locked, reason_for_payment_failure(payment.failure_code))
+                await service.cancel(tx, locked, reason_for_payment_failure(payment.failure_code))
             else:
                 deadline = service.now() + self._payment_timeout
                 locked.payment_deadline = deadline
@@ -532,8 +532,8 @@ class Saga:
         return change
 
     def _cancel_for(self, reason: CancelReason, message: str | None) -> Change:
-        async def change(uow: UnitOfWork, locked: Order) -> None:
-            await service.cancel(uow, locked, reason, message=message)
+        async def change(tx: Transaction, locked: Order) -> None:
+            await service.cancel(tx, locked, reason, message=message)
 
         return change
 
@@ -546,18 +546,18 @@ class Saga:
             # The reservation ran out (or was released) before the sale was final.
             return self._cancel_for(CancelReason.RESERVATION_EXPIRED, exc.detail)
 
-        async def change(uow: UnitOfWork, locked: Order) -> None:
+        async def change(tx: Transaction, locked: Order) -> None:
             locked.payment_method = None
             service.schedule(locked, SagaStep.DONE)
             # The lines this run placed or reserved are the event's: they never change.
-            await service.move(uow, locked, OrderStatus.CONFIRMED, items=items or None)
+            await service.move(tx, locked, OrderStatus.CONFIRMED, items=items or None)
 
         return change
 
     async def _release(self, order: Order) -> Change:
         await self._catalog.call_off(str(order.id), order.cancel_reason or "order_cancelled")
 
-        async def change(uow: UnitOfWork, locked: Order) -> None:
+        async def change(tx: Transaction, locked: Order) -> None:
             nothing_charged = locked.payment_status in UNPAID
             service.schedule(locked, SagaStep.DONE if nothing_charged else SagaStep.REFUND)
 
@@ -578,11 +578,11 @@ class Saga:
                 raise
             payment = None
 
-        async def change(uow: UnitOfWork, locked: Order) -> None:
+        async def change(tx: Transaction, locked: Order) -> None:
             if payment is not None:
                 record_payment(locked, payment)
                 await service.apply_refunded(
-                    uow,
+                    tx,
                     locked,
                     amount_refunded=Money.parse(payment.amount_refunded, locked.currency).amount,
                     reason=locked.cancel_reason or "order_cancelled",

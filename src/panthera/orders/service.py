@@ -14,7 +14,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Table, bindparam, insert, inspect, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from panthera.kernel.db import UnitOfWork
+from panthera.kernel.sql import Sql, Transaction
 from panthera.orders import errors
 from panthera.orders.events import (
     OrderCancelled,
@@ -127,14 +127,14 @@ async def find(
         return None
 
 
-async def lock(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
-    """The order, locked for this transaction, as an object outside the session.
+async def lock(sql: Sql, order_id: uuid.UUID) -> Order | None:
+    """The order, locked for this transaction, as an object outside any session.
 
     Changes made to it, its history lines included, are written by ``save`` in the
     same transaction.
     """
-    row = (await session.execute(_LOCK, {"order_id": order_id})).first()
-    return None if row is None else Order(**row._mapping)
+    row = await sql.fetch_one(_LOCK, {"order_id": order_id})
+    return None if row is None else Order(**row._asdict())
 
 
 def detached_copy(order: Order) -> Order:
@@ -142,7 +142,7 @@ def detached_copy(order: Order) -> Order:
     return Order(**{key: getattr(order, key) for key in _COLUMNS})
 
 
-async def save(session: AsyncSession, order: Order, *, unchanged: Order | None = None) -> bool:
+async def save(sql: Sql, order: Order, *, unchanged: Order | None = None) -> bool:
     """Write an order taken with ``lock`` (or a ``detached_copy``) back, with its history.
 
     With ``unchanged``, the order as the change was worked out from: the write happens
@@ -154,16 +154,14 @@ async def save(session: AsyncSession, order: Order, *, unchanged: Order | None =
     if unchanged is not None:
         params.update({f"was_{key}": getattr(unchanged, key) for key in _CHANGING})
     lines = _unsaved_history.pop(order, [])
-    connection = await session.connection()
-    if len(lines) == 1 and connection.dialect.name == "postgresql":
+    if len(lines) == 1 and sql.postgres:
         params.update({f"h_{key}": value for key, value in lines[0].items()})
         statement = _SAVE_WITH_HISTORY if unchanged is None else _SAVE_UNCHANGED_WITH_HISTORY
-        return bool((await connection.execute(statement, params)).rowcount)
-    saved = await connection.execute(_SAVE if unchanged is None else _SAVE_UNCHANGED, params)
-    if not saved.rowcount:
+        return bool(await sql.execute(statement, params))
+    saved = await sql.execute(_SAVE if unchanged is None else _SAVE_UNCHANGED, params)
+    if not saved:
         return False
-    if lines:
-        await connection.execute(_INSERT_HISTORY, lines)
+    await sql.execute_many(_INSERT_HISTORY, lines)
     return True
 
 
@@ -183,6 +181,20 @@ async def items_of(session: AsyncSession, order_id: uuid.UUID) -> list[OrderItem
             )
         ).scalars()
     )
+
+
+_ITEMS_OF = (
+    select(*_ITEMS.columns)
+    .where(_ITEMS.c.order_id == bindparam("order_id"))
+    .order_by(_ITEMS.c.position)
+)
+
+
+async def lines_of(sql: Sql, order_id: uuid.UUID) -> list[OrderItem]:
+    """The order's lines, read in ``sql``'s transaction, as objects outside any session."""
+    return [
+        OrderItem(**row._asdict()) for row in await sql.fetch(_ITEMS_OF, {"order_id": order_id})
+    ]
 
 
 async def history_of(session: AsyncSession, order_id: uuid.UUID) -> list[OrderStatusChange]:
@@ -236,11 +248,11 @@ def _history_line(order: Order, reason: str | None, actor: str) -> dict[str, Any
     }
 
 
-async def _record(session: AsyncSession, order: Order, reason: str | None, actor: str) -> None:
+async def _record(sql: Sql, order: Order, reason: str | None, actor: str) -> None:
     line = _history_line(order, reason, actor)
     if inspect(order).persistent:
         # Loaded by the ORM: the line is written now, the order when the session flushes.
-        await session.execute(_INSERT_HISTORY, line)
+        await sql.execute(_INSERT_HISTORY, line)
     else:
         # Taken with ``lock``: written by ``save`` with the order, in one statement.
         _unsaved_history.setdefault(order, []).append(line)
@@ -348,32 +360,31 @@ def _place_statement(line_count: int) -> Any:
     return statement
 
 
-async def place(uow: UnitOfWork, order: Order, items: Sequence[OrderItem]) -> None:
+async def place(tx: Transaction, order: Order, items: Sequence[OrderItem]) -> None:
     """Write an order from ``new_order`` with its lines, history and event; the saga
     takes it from there."""
-    connection = await uow.session.connection()
+    sql = tx.sql
     placed = {key: getattr(order, key) for key in _COLUMNS}
     lines = [{key: getattr(item, key) for key in _ITEM_COLUMNS} for item in items]
     history = _history_line(order, None, str(order.user_id))
-    if connection.dialect.name == "postgresql" and lines:
+    if sql.postgres and lines:
         # The order, its lines and its first history line in one statement.
         params = {f"o_{key}": value for key, value in placed.items()}
         params.update({f"h_{key}": value for key, value in history.items()})
         for position, line in enumerate(lines):
             params.update({f"i{position}_{key}": value for key, value in line.items()})
-        await connection.execute(_place_statement(len(lines)), params)
+        await sql.execute(_place_statement(len(lines)), params)
     else:
-        await connection.execute(_INSERT_ORDER, placed)
-        if lines:
-            await connection.execute(_INSERT_ITEMS, lines)
-        await connection.execute(_INSERT_HISTORY, history)
-    uow.publish(
+        await sql.execute(_INSERT_ORDER, placed)
+        await sql.execute_many(_INSERT_ITEMS, lines)
+        await sql.execute(_INSERT_HISTORY, history)
+    tx.publish(
         OrderPlaced(**_common(order), items=_lines(items), shipping_address=order.shipping_address)
     )
 
 
 async def move(
-    uow: UnitOfWork,
+    tx: Transaction,
     order: Order,
     target: OrderStatus,
     *,
@@ -390,28 +401,28 @@ async def move(
         raise errors.TransitionNotAllowed(current, target)
     order.status = target
     touch(order)
-    await _record(uow.session, order, reason, actor)
+    await _record(tx.sql, order, reason, actor)
     common = _common(order)
     lines = None if items is None else _lines(items)
     if target == OrderStatus.CONFIRMED:
-        uow.publish(
+        tx.publish(
             OrderConfirmed(
                 **common,
-                items=lines or _lines(await items_of(uow.session, order.id)),
+                items=lines or _lines(await lines_of(tx.sql, order.id)),
                 payment_id=order.payment_id,
             )
         )
     elif target == OrderStatus.CANCELLED:
-        uow.publish(
+        tx.publish(
             OrderCancelled(
                 **common,
                 reason=order.cancel_reason or reason or "cancelled",
                 message=order.cancel_message,
-                items=lines or _lines(await items_of(uow.session, order.id)),
+                items=lines or _lines(await lines_of(tx.sql, order.id)),
             )
         )
     elif target == OrderStatus.SHIPPED:
-        uow.publish(
+        tx.publish(
             OrderShipped(
                 **common,
                 tracking_number=order.tracking_number or "",
@@ -419,11 +430,11 @@ async def move(
             )
         )
     elif target == OrderStatus.DELIVERED:
-        uow.publish(OrderDelivered(**common))
+        tx.publish(OrderDelivered(**common))
 
 
 async def cancel(
-    uow: UnitOfWork,
+    tx: Transaction,
     order: Order,
     reason: CancelReason,
     *,
@@ -434,7 +445,7 @@ async def cancel(
     """Call the order off; with ``compensate``, the saga then gives back stock and money."""
     order.cancel_reason = reason
     order.cancel_message = message
-    await move(uow, order, OrderStatus.CANCELLED, actor=actor, reason=reason)
+    await move(tx, order, OrderStatus.CANCELLED, actor=actor, reason=reason)
     order.payment_method = None
     schedule(order, SagaStep.RELEASE if compensate else SagaStep.DONE)
 
@@ -466,7 +477,7 @@ def ensure_money_goes_back(order: Order) -> None:
 
 
 async def apply_refunded(
-    uow: UnitOfWork,
+    tx: Transaction,
     order: Order,
     *,
     amount_refunded: int,
@@ -484,10 +495,10 @@ async def apply_refunded(
     order.amount_refunded = total
     fully = order.amount_refunded >= order.total_amount
     if fully and OrderStatus(order.status) in REFUNDABLE:
-        await move(uow, order, OrderStatus.REFUNDED, actor=actor, reason=reason[:40])
+        await move(tx, order, OrderStatus.REFUNDED, actor=actor, reason=reason[:40])
     else:
         touch(order)
-    uow.publish(
+    tx.publish(
         OrderRefunded(
             **_common(order),
             refund_amount=refund_amount,
