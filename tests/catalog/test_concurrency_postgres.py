@@ -24,7 +24,7 @@ TTL = timedelta(minutes=15)
 async def _reserve(
     runtime: ServiceRuntime, reference: str, lines: Sequence[tuple[uuid.UUID, int]]
 ) -> inventory.ReservationOutcome:
-    async with runtime.uow() as uow:
+    async with runtime.transaction() as uow:
         outcome = await inventory.reserve(
             uow,
             reference,
@@ -92,7 +92,7 @@ async def test_200_buyers_for_10_units_get_exactly_10(pg_catalog: ServiceRuntime
     # Every loser can retry and keeps its answer; a release lets the next buyer in.
     first = won[0]
     assert first.reservation is not None
-    async with pg_catalog.uow() as uow:
+    async with pg_catalog.transaction() as uow:
         await inventory.release(uow, first.reservation.reference)
         await uow.commit()
     again = await _race(pg_catalog, [[(variant_id, 1)]] * 20)
@@ -134,12 +134,12 @@ async def test_multi_line_orders_in_opposite_orders_neither_deadlock_nor_oversel
     references = [o.reservation.reference for o in won if o.reservation is not None]
 
     async def release(reference: str) -> None:
-        async with pg_catalog.uow() as uow:
+        async with pg_catalog.transaction() as uow:
             await inventory.release(uow, reference)
             await uow.commit()
 
     async def commit(reference: str) -> None:
-        async with pg_catalog.uow() as uow:
+        async with pg_catalog.transaction() as uow:
             await inventory.commit(uow, reference)
             await uow.commit()
 
@@ -178,7 +178,7 @@ async def test_product_totals_survive_two_variants_changing_at_once(
     product_id, (small, large) = await create_product(
         pg_catalog, name="Hoodie", variants=[("30.00", 5), ("32.00", 5)]
     )
-    async with pg_catalog.uow() as first:
+    async with pg_catalog.transaction() as first:
         await inventory.reserve(first, "first", [inventory.LineRequest(2, variant_id=small)], TTL)
         # The first holds the product row; the second reserves the other variant and
         # waits for that row.
@@ -272,7 +272,7 @@ async def test_a_multi_line_sale_and_release_move_each_variant_by_its_own_quanti
     kept = await _reserve(pg_catalog, "released-two-lines", [(large, 3), (small, 1)])
     assert sold.reservation is not None
     assert kept.reservation is not None
-    async with pg_catalog.uow() as uow:
+    async with pg_catalog.transaction() as uow:
         await inventory.commit(uow, "sold-two-lines")
         await inventory.release(uow, "released-two-lines")
         await uow.commit()
@@ -326,7 +326,7 @@ async def test_a_reservation_over_two_products_moves_both_totals(
 
     await _reserve(pg_catalog, "two-products", [(pot_variant, 3), (cup_variant, 4)])
     assert await totals() == (6, 1)
-    async with pg_catalog.uow() as uow:
+    async with pg_catalog.transaction() as uow:
         await inventory.release(uow, "two-products")
         await uow.commit()
     assert await totals() == (10, 4)

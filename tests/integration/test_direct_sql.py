@@ -258,3 +258,18 @@ def test_a_missing_value_or_an_expanding_parameter_is_refused() -> None:
         compile_for_postgres(
             select(THINGS.c.id).where(THINGS.c.id.in_(bindparam("ids", expanding=True)))
         )
+
+
+async def test_a_statement_after_rollback_or_commit_begins_the_next_transaction(
+    shape: Shape,
+) -> None:
+    kept, dropped = _thing("kept"), _thing("dropped")
+    async with shape.transaction() as tx:
+        await tx.sql.execute(ADD, dropped)
+        await tx.rollback()
+        await tx.sql.execute(ADD, kept)
+        await tx.commit()
+        await tx.sql.execute(ADD, _thing("left open"))
+    async with shape.database.reads() as sql:
+        names = [row.name for row in await sql.fetch(select(THINGS.c.name))]
+    assert names == ["kept"]

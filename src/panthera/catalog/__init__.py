@@ -52,6 +52,8 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     search.configure(runtime.database)
     deps = CatalogDeps(
         uow=runtime.uow,
+        transaction=runtime.transaction,
+        database=runtime.database,
         read_session=runtime.database.read_sessions,
         search=search,
         pages=ProductPages(runtime.database, search, settings.media_url_prefix),
@@ -76,9 +78,9 @@ async def _expire_reservations(runtime: ServiceRuntime, every_seconds: float = 5
             async with runtime.database.read_sessions() as session:
                 due = await inventory.due_for_expiry(session, datetime.now(UTC))
             for reference in due:
-                async with runtime.uow() as uow:
-                    await inventory.release(uow, reference, reason="expired")
-                    await uow.commit()
+                async with runtime.transaction() as tx:
+                    await inventory.release(tx, reference, reason="expired")
+                    await tx.commit()
         except Exception:
             log.exception("expiring reservations failed")
         await asyncio.sleep(every_seconds)

@@ -13,13 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from panthera.catalog.listing import ProductPages
 from panthera.catalog.search import SearchIndex
 from panthera.catalog.views import ProductViews
-from panthera.kernel.db import UnitOfWork
+from panthera.kernel.db import Database, UnitOfWork
+from panthera.kernel.sql import Transaction
 from panthera.kernel.storage import ObjectStorage
 
 
 @dataclass
 class CatalogDeps:
     uow: Callable[[], UnitOfWork]
+    # The hot writes' transactions (reservations): on the driver on PostgreSQL.
+    transaction: Callable[[], Transaction]
+    database: Database
     # Reads that never write: on SQLite they do not queue behind the writer.
     read_session: Callable[[], AsyncSession]
     search: SearchIndex

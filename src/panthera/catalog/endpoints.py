@@ -544,11 +544,11 @@ def _line_requests(lines: list[ReservationLineIn]) -> list[inventory.LineRequest
 )
 async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
     requests = _line_requests(body.lines)
-    async with catalog.uow() as uow:
+    async with catalog.transaction() as tx:
         outcome = await inventory.reserve(
-            uow, body.reference, requests, timedelta(seconds=body.ttlSeconds)
+            tx, body.reference, requests, timedelta(seconds=body.ttlSeconds)
         )
-        await uow.commit()
+        await tx.commit()
     return _reservation_out(outcome, body.reference, catalog.default_currency)
 
 
@@ -559,9 +559,9 @@ async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
     dependencies=[Depends(internal_only)],
 )
 async def release(reference: str, catalog: Catalog) -> Response:
-    async with catalog.uow() as uow:
-        await inventory.release(uow, reference)
-        await uow.commit()
+    async with catalog.transaction() as tx:
+        await inventory.release(tx, reference)
+        await tx.commit()
     return Response(status_code=204)
 
 
@@ -572,9 +572,9 @@ async def release(reference: str, catalog: Catalog) -> Response:
     dependencies=[Depends(internal_only)],
 )
 async def commit(reference: str, catalog: Catalog) -> Response:
-    async with catalog.uow() as uow:
-        await inventory.commit(uow, reference)
-        await uow.commit()
+    async with catalog.transaction() as tx:
+        await inventory.commit(tx, reference)
+        await tx.commit()
     return Response(status_code=204)
 
 
@@ -587,8 +587,8 @@ async def commit(reference: str, catalog: Catalog) -> Response:
 async def quote(body: QuoteIn, catalog: Catalog) -> QuoteOut:
     """Today's prices of some lines, holding nothing: what an order is priced at."""
     requests = _line_requests(body.lines)
-    async with catalog.read_session() as session:
-        lines, problems = await inventory.quote(session, requests)
+    async with catalog.database.reads() as sql:
+        lines, problems = await inventory.quote(sql, requests)
     return QuoteOut(
         lines=[
             QuoteLineOut(
@@ -622,7 +622,7 @@ async def call_off(reference: str, catalog: Catalog, reason: str = "order_cancel
     """Undo what was done for an order, whatever it was: release, restock, or nothing."""
     if len(reference) > 100:
         raise InvalidInput("A reference is at most 100 characters.")
-    async with catalog.uow() as uow:
-        status = await inventory.call_off(uow, reference, reason=reason[:100])
-        await uow.commit()
+    async with catalog.transaction() as tx:
+        status = await inventory.call_off(tx, reference, reason=reason[:100])
+        await tx.commit()
     return CallOffOut(reference=reference, status=status)

@@ -9,7 +9,7 @@ and products' totals one more statement; committing or releasing moves all lines
 one UPDATE too. SQLite runs one statement for each.
 
 Reserving and settling are the hottest writes of an order, so they are Core
-statements on the session's connection: the conditional UPDATE answers the
+statements run on the driver (``kernel/sql.py``): the conditional UPDATE answers the
 variant's new stock with ``RETURNING`` (what the ledger records), the ledger and
 the reservation's lines are one INSERT each, and a product's ``available`` total
 moves by the same delta as its variants instead of being summed again.
@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.catalog import errors
 from panthera.catalog.events import (
@@ -54,6 +54,7 @@ from panthera.catalog.events import (
 )
 from panthera.catalog.models import Product, Reservation, ReservationItem, StockMovement, Variant
 from panthera.kernel.db import UnitOfWork
+from panthera.kernel.sql import Sql, Transaction
 
 _variants = cast(Table, Variant.__table__)
 _products = cast(Table, Product.__table__)
@@ -115,6 +116,10 @@ _HELD_ITEMS = (
     .join_from(_items, _variants, _variants.c.id == _items.c.variant_id)
     .where(_items.c.reservation_id == _bind("reservation", _items.c.reservation_id))
     .order_by(_items.c.variant_id)
+)
+_STATUS_LOCKED = _STATUS.with_for_update()
+_AVAILABLE = select(_variants.c.on_hand - _variants.c.reserved).where(
+    _variants.c.id == _bind("variant", _variants.c.id)
 )
 _INSERT_ITEMS = insert(_items)
 _INSERT_MOVEMENTS = insert(_movements)
@@ -195,7 +200,7 @@ async def _refresh_product_totals(session: AsyncSession, product_id: uuid.UUID) 
     )
 
 
-async def _move_product_totals(connection: AsyncConnection, deltas: dict[uuid.UUID, int]) -> None:
+async def _move_product_totals(sql: Sql, deltas: dict[uuid.UUID, int]) -> None:
     """Move each product's ``available`` by what its variants' available stock moved.
 
     Products in id order, after the variants: one lock order for every writer. On
@@ -204,9 +209,7 @@ async def _move_product_totals(connection: AsyncConnection, deltas: dict[uuid.UU
     """
     for product_id in sorted(deltas):
         if deltas[product_id]:
-            await connection.execute(
-                _MOVE_PRODUCT, {"product": product_id, "by": deltas[product_id]}
-            )
+            await sql.execute(_MOVE_PRODUCT, {"product": product_id, "by": deltas[product_id]})
 
 
 def _record(
@@ -313,7 +316,7 @@ def _write_together_statement(items: int, movements: int, products: int) -> Any:
 
 
 async def _write(
-    connection: AsyncConnection,
+    sql: Sql,
     items: list[dict[str, Any]],
     movements: list[dict[str, Any]],
     deltas: dict[uuid.UUID, int],
@@ -321,12 +324,10 @@ async def _write(
     """Write a reservation's ``items`` (reserve only), the ledger's ``movements`` and
     move the products' totals by ``deltas``."""
     products = sorted(product for product, delta in deltas.items() if delta)
-    if connection.dialect.name != "postgresql" or not movements:
-        if items:
-            await connection.execute(_INSERT_ITEMS, items)
-        if movements:
-            await connection.execute(_INSERT_MOVEMENTS, movements)
-        await _move_product_totals(connection, deltas)
+    if not sql.postgres or not movements:
+        await sql.execute_many(_INSERT_ITEMS, items)
+        await sql.execute_many(_INSERT_MOVEMENTS, movements)
+        await _move_product_totals(sql, deltas)
         return
     params: dict[str, Any] = {}
     for n, row in enumerate(items):
@@ -338,12 +339,12 @@ async def _write(
     elif products:
         params.update({"products": products, "bys": [deltas[p] for p in products]})
     statement = _write_together_statement(len(items), len(movements), len(products))
-    await connection.execute(statement, params)
+    await sql.execute(statement, params)
 
 
 async def _settle(
-    uow: UnitOfWork,
-    connection: AsyncConnection,
+    tx: Transaction,
+    sql: Sql,
     moved: Sequence[_Moved],
     *,
     kind: str,
@@ -355,8 +356,7 @@ async def _settle(
     """The ledger rows of ``moved``, product totals, and ``stock.changed`` where it counts;
     with ``items``, the reservation's lines too, written together."""
     if not moved:
-        if items:
-            await connection.execute(_INSERT_ITEMS, items)
+        await sql.execute_many(_INSERT_ITEMS, items or [])
         return
     movements = [
         {
@@ -377,10 +377,10 @@ async def _settle(
     deltas: dict[uuid.UUID, int] = {}
     for line in moved:
         deltas[line.item.product_id] = deltas.get(line.item.product_id, 0) + line.available_delta
-    await _write(connection, items or [], movements, deltas)
+    await _write(sql, items or [], movements, deltas)
     for line in moved:
         if line.crossed_zero:
-            uow.publish(
+            tx.publish(
                 StockChanged(
                     product_id=line.item.product_id,
                     variant_id=line.item.id,
@@ -424,7 +424,7 @@ async def adjust(
         reason=reason,
         actor_id=actor_id,
     )
-    await _move_product_totals(await session.connection(), {variant.product_id: delta})
+    await _move_product_totals(uow.sql, {variant.product_id: delta})
     return variant
 
 
@@ -466,11 +466,22 @@ _LINES = (
         )
     )
 )
+# PostgreSQL: the same with arrays, one compiled form whatever the number of lines.
+_LINES_ANY = (
+    select(*_LINE_COLUMNS)
+    .join_from(_variants, _products, _products.c.id == _variants.c.product_id)
+    .where(
+        or_(
+            _variants.c.id
+            == any_(bindparam("variants", type_=postgresql.ARRAY(_variants.c.id.type))),
+            _variants.c.product_id
+            == any_(bindparam("products", type_=postgresql.ARRAY(_variants.c.id.type))),
+        )
+    )
+)
 
 
-async def _resolve(
-    connection: AsyncConnection, requests: Sequence[LineRequest]
-) -> list[tuple[LineRequest, Any]]:
+async def _resolve(sql: Sql, requests: Sequence[LineRequest]) -> list[tuple[LineRequest, Any]]:
     """Each line with its variant's row (joined with its product), or None if it names none.
 
     One statement for all lines; a line naming a product stands for that product's
@@ -480,12 +491,9 @@ async def _resolve(
     product_ids = {
         r.product_id for r in requests if r.variant_id is None and r.product_id is not None
     }
-    rows: list[Any] = list(
-        (
-            await connection.execute(
-                _LINES, {"variants": list(variant_ids), "products": list(product_ids)}
-            )
-        ).all()
+    rows = await sql.fetch(
+        _LINES_ANY if sql.postgres else _LINES,
+        {"variants": list(variant_ids), "products": list(product_ids)},
     )
     by_variant = {row.id: row for row in rows}
     by_product: dict[uuid.UUID, list[Any]] = {}
@@ -593,39 +601,37 @@ _MOVE_PRODUCTS = (
 
 
 async def _hold_lines(
-    connection: AsyncConnection, wanted: dict[uuid.UUID, int], now: datetime
+    sql: Sql, wanted: dict[uuid.UUID, int], now: datetime
 ) -> dict[uuid.UUID, Any]:
     """Hold each variant's wanted quantity where enough is left; the rows held, by id
     (with the stock after and the price). Variants in id order."""
-    if connection.dialect.name == "postgresql":
+    if sql.postgres:
         ids = sorted(wanted)
-        rows = await connection.execute(
+        rows = await sql.fetch(
             _RESERVE_LINES,
             {"variants": ids, "quantities": [wanted[v] for v in ids], "at": now},
         )
         return {row.id: row for row in rows}
     held = {}
     for variant_id in sorted(wanted):
-        row = (
-            await connection.execute(
-                _RESERVE_LINE, {"variant": variant_id, "quantity": wanted[variant_id], "at": now}
-            )
-        ).one_or_none()
+        row = await sql.fetch_one(
+            _RESERVE_LINE, {"variant": variant_id, "quantity": wanted[variant_id], "at": now}
+        )
         if row is not None:
             held[variant_id] = row
     return held
 
 
 async def reserve(
-    uow: UnitOfWork, reference: str, requests: Sequence[LineRequest], ttl: timedelta
+    tx: Transaction, reference: str, requests: Sequence[LineRequest], ttl: timedelta
 ) -> ReservationOutcome:
     """Hold stock for ``reference``, all lines or none; asking again returns the same answer."""
-    connection = await uow.session.connection()
+    sql = tx.sql
     wanted: dict[uuid.UUID, int] = {}
     items: dict[uuid.UUID, StockItem] = {}
     currencies: set[str] = set()
     problems: list[RejectedLine] = []
-    for request, row in await _resolve(connection, requests):
+    for request, row in await _resolve(sql, requests):
         if row is None:
             problems.append(_unknown(request))
             continue
@@ -634,7 +640,7 @@ async def reserve(
         currencies.add(row.currency)
     if problems or len(currencies) > 1:
         reason = "unknown_product" if problems else "mixed_currencies"
-        return await _reject(uow, reference, reason, problems)
+        return await _reject(tx, reference, reason, problems)
     now = _now()
     reservation = HeldReservation(
         id=uuid.uuid4(),
@@ -643,22 +649,18 @@ async def reserve(
         expires_at=now + ttl,
     )
     # A retry of a reference already answered gets that answer, before anything is held.
-    winner = await _claim(connection, reservation, now)
+    winner = await _claim(sql, reservation, now)
     if winner is not None:
-        return await _outcome_of(connection, winner)
+        return await _outcome_of(sql, winner)
     short: list[RejectedLine] = []
     moved: list[_Moved] = []
     prices: dict[uuid.UUID, int] = {}
-    held = await _hold_lines(connection, wanted, now)
+    held = await _hold_lines(sql, wanted, now)
     for variant_id in sorted(wanted):
         quantity = wanted[variant_id]
         row = held.get(variant_id)
         if row is None:
-            available = await connection.scalar(
-                select(_variants.c.on_hand - _variants.c.reserved).where(
-                    _variants.c.id == variant_id
-                )
-            )
+            available = await sql.fetch_value(_AVAILABLE, {"variant": variant_id})
             short.append(
                 RejectedLine(
                     product_id=items[variant_id].product_id,
@@ -681,11 +683,11 @@ async def reserve(
     if short:
         # Undo the lines that did succeed: the caller's transaction is rolled
         # back, and the rejection is recorded in a fresh one.
-        await uow.rollback()
-        return await _reject(uow, reference, "insufficient_stock", short)
+        await tx.rollback()
+        return await _reject(tx, reference, "insufficient_stock", short)
     await _settle(
-        uow,
-        connection,
+        tx,
+        sql,
         moved,
         kind="reservation",
         reason=f"reserved for {reference}",
@@ -703,7 +705,7 @@ async def reserve(
     )
     lines = [(items[v], wanted[v], prices[v]) for v in sorted(wanted)]
     currency = currencies.pop()
-    uow.publish(
+    tx.publish(
         StockReserved(
             reservation_id=reservation.id,
             reference=reference,
@@ -725,13 +727,13 @@ async def reserve(
 
 
 async def _reject(
-    uow: UnitOfWork, reference: str, reason: str, problems: list[RejectedLine]
+    tx: Transaction, reference: str, reason: str, problems: list[RejectedLine]
 ) -> ReservationOutcome:
     now = _now()
-    connection = await uow.session.connection()
+    sql = tx.sql
     # A rejection is remembered too, so a retried request gets the same answer.
     winner = await _claim(
-        connection,
+        sql,
         HeldReservation(
             id=uuid.uuid4(),
             reference=reference,
@@ -741,9 +743,9 @@ async def _reject(
         now,
     )
     if winner is not None:
-        return await _outcome_of(connection, winner)
+        return await _outcome_of(sql, winner)
     event = StockRejected(reference=reference, reason=reason, lines=problems)
-    uow.publish(event)
+    tx.publish(event)
     return ReservationOutcome(reservation=None, lines=[], currency=None, rejected=event)
 
 
@@ -755,17 +757,34 @@ _HELD_COLUMNS = (
 )
 
 
-async def _claim(
-    connection: AsyncConnection, reservation: HeldReservation, now: datetime
-) -> HeldReservation | None:
+_HELD = select(*_HELD_COLUMNS).where(
+    _reservations.c.reference == _bind("ref", _reservations.c.reference)
+)
+_OUTCOME_LINES = (
+    select(
+        _items.c.variant_id,
+        _items.c.quantity,
+        _items.c.unit_price_amount,
+        _variants.c.product_id,
+        _variants.c.sku,
+        _products.c.currency,
+    )
+    .join_from(_items, _variants, _variants.c.id == _items.c.variant_id)
+    .join(_products, _products.c.id == _variants.c.product_id)
+    .where(_items.c.reservation_id == _bind("reservation", _items.c.reservation_id))
+    .order_by(_items.c.variant_id)
+)
+
+
+async def _claim(sql: Sql, reservation: HeldReservation, now: datetime) -> HeldReservation | None:
     """Insert the row that answers for a reference; None when this request got it.
 
     A retry can overlap the first attempt: on PostgreSQL the second insert waits for
     the first transaction and then meets the unique reference. That request then
     gives the first one's answer instead of failing.
     """
-    inserted = await connection.execute(
-        _CLAIM["postgresql" if connection.dialect.name == "postgresql" else "sqlite"],
+    inserted = await sql.fetch_one(
+        _CLAIM["postgresql" if sql.postgres else "sqlite"],
         {
             "id": reservation.id,
             "reference": reservation.reference,
@@ -775,21 +794,16 @@ async def _claim(
             "updated_at": now,
         },
     )
-    if inserted.one_or_none() is not None:
+    if inserted is not None:
         return None
-    row = (
-        await connection.execute(
-            select(*_HELD_COLUMNS).where(_reservations.c.reference == reservation.reference)
-        )
-    ).one()
+    row = await sql.fetch_one(_HELD, {"ref": reservation.reference})
+    assert row is not None  # the insert met it
     return HeldReservation(
         id=row.id, reference=row.reference, status=row.status, expires_at=row.expires_at
     )
 
 
-async def _outcome_of(
-    connection: AsyncConnection, reservation: HeldReservation
-) -> ReservationOutcome:
+async def _outcome_of(sql: Sql, reservation: HeldReservation) -> ReservationOutcome:
     if reservation.status == ReservationStatus.REJECTED:
         return ReservationOutcome(
             reservation=None,
@@ -799,22 +813,7 @@ async def _outcome_of(
                 reference=reservation.reference, reason="insufficient_stock", lines=[]
             ),
         )
-    rows = (
-        await connection.execute(
-            select(
-                _items.c.variant_id,
-                _items.c.quantity,
-                _items.c.unit_price_amount,
-                _variants.c.product_id,
-                _variants.c.sku,
-                _products.c.currency,
-            )
-            .join_from(_items, _variants, _variants.c.id == _items.c.variant_id)
-            .join(_products, _products.c.id == _variants.c.product_id)
-            .where(_items.c.reservation_id == reservation.id)
-            .order_by(_items.c.variant_id)
-        )
-    ).all()
+    rows = await sql.fetch(_OUTCOME_LINES, {"reservation": reservation.id})
     return ReservationOutcome(
         reservation=reservation,
         lines=[
@@ -830,14 +829,14 @@ async def _outcome_of(
 
 
 async def _close(
-    connection: AsyncConnection, reference: str, *, was: str, becomes: str, now: datetime
+    sql: Sql, reference: str, *, was: str, becomes: str, now: datetime
 ) -> uuid.UUID | None:
     """Move the reservation from status ``was`` to ``becomes``; its id, or None if it
     was not in ``was``. The UPDATE's row lock orders it against any other change of
     the same reservation, and a change that waited sees the status the other set."""
     return cast(
         uuid.UUID | None,
-        await connection.scalar(
+        await sql.fetch_value(
             _CLOSE, {"ref": reference, "was": was, "becomes": becomes, "at": now}
         ),
     )
@@ -865,48 +864,46 @@ _CLOSE_WITH_ITEMS = (
 
 
 async def _close_with_items(
-    connection: AsyncConnection, reference: str, *, was: str, becomes: str, now: datetime
+    sql: Sql, reference: str, *, was: str, becomes: str, now: datetime
 ) -> tuple[uuid.UUID | None, list[Any] | None]:
     """``_close``, and on PostgreSQL the reservation's lines (as ``_held_items``) with it;
     None for the lines where they are still to be read."""
-    if connection.dialect.name != "postgresql":
-        return await _close(connection, reference, was=was, becomes=becomes, now=now), None
-    rows = (
-        await connection.execute(
-            _CLOSE_WITH_ITEMS, {"ref": reference, "was": was, "becomes": becomes, "at": now}
-        )
-    ).all()
+    if not sql.postgres:
+        return await _close(sql, reference, was=was, becomes=becomes, now=now), None
+    rows = await sql.fetch(
+        _CLOSE_WITH_ITEMS, {"ref": reference, "was": was, "becomes": becomes, "at": now}
+    )
     if not rows:
         return None, None
     return rows[0].reservation_id, [row for row in rows if row.variant_id is not None]
 
 
-async def _status_of(connection: AsyncConnection, reference: str) -> str:
-    status = await connection.scalar(_STATUS, {"ref": reference})
+async def _status_of(sql: Sql, reference: str) -> str:
+    status = await sql.fetch_value(_STATUS, {"ref": reference})
     if status is None:
         raise errors.ReservationNotFound()
     return cast(str, status)
 
 
-async def release(uow: UnitOfWork, reference: str, *, reason: str = "released") -> str:
+async def release(tx: Transaction, reference: str, *, reason: str = "released") -> str:
     """Give held stock back. Releasing twice is harmless; a sale cannot be released.
 
     Answers the reservation's status afterwards.
     """
-    connection = await uow.session.connection()
+    sql = tx.sql
     now = _now()
     becomes = ReservationStatus.EXPIRED if reason == "expired" else ReservationStatus.RELEASED
     reservation_id, held = await _close_with_items(
-        connection, reference, was=ReservationStatus.ACTIVE, becomes=becomes, now=now
+        sql, reference, was=ReservationStatus.ACTIVE, becomes=becomes, now=now
     )
     if reservation_id is None:
-        status = await _status_of(connection, reference)
+        status = await _status_of(sql, reference)
         if status in (ReservationStatus.COMMITTED, ReservationStatus.RETURNED):
             raise errors.ReservationClosed()
         return status
     await _return_items(
-        uow,
-        connection,
+        tx,
+        sql,
         reservation_id,
         kind="release",
         reason=f"{reason} ({reference})",
@@ -914,17 +911,17 @@ async def release(uow: UnitOfWork, reference: str, *, reason: str = "released") 
         now=now,
         held=held,
     )
-    uow.publish(StockReleased(reservation_id=reservation_id, reference=reference, reason=reason))
+    tx.publish(StockReleased(reservation_id=reservation_id, reference=reference, reason=reason))
     return becomes
 
 
-async def _held_items(connection: AsyncConnection, reservation_id: uuid.UUID) -> list[Any]:
+async def _held_items(sql: Sql, reservation_id: uuid.UUID) -> list[Any]:
     """The reservation's lines in variant id order: the order every writer locks them in."""
-    return list((await connection.execute(_HELD_ITEMS, {"reservation": reservation_id})).all())
+    return await sql.fetch(_HELD_ITEMS, {"reservation": reservation_id})
 
 
 async def _move_held(
-    connection: AsyncConnection,
+    sql: Sql,
     reservation_id: uuid.UUID,
     *,
     on_hand_sign: int,
@@ -938,12 +935,12 @@ async def _move_held(
     """
     moved = []
     if held is None:
-        held = await _held_items(connection, reservation_id)
-    if connection.dialect.name == "postgresql" and len(held) > 1:
+        held = await _held_items(sql, reservation_id)
+    if sql.postgres and len(held) > 1:
         # One round trip for all lines; a reservation holds each variant once.
         after_of = {
             row.id: row
-            for row in await connection.execute(
+            for row in await sql.fetch(
                 _MOVE_LINES,
                 {
                     "variants": [line.variant_id for line in held],
@@ -967,17 +964,16 @@ async def _move_held(
     for line in held:
         on_hand_delta = on_hand_sign * line.quantity
         reserved_delta = reserved_sign * line.quantity
-        after = (
-            await connection.execute(
-                _MOVE_VARIANT,
-                {
-                    "variant": line.variant_id,
-                    "on_hand_by": on_hand_delta,
-                    "reserved_by": reserved_delta,
-                    "at": now,
-                },
-            )
-        ).one()
+        after = await sql.fetch_one(
+            _MOVE_VARIANT,
+            {
+                "variant": line.variant_id,
+                "on_hand_by": on_hand_delta,
+                "reserved_by": reserved_delta,
+                "at": now,
+            },
+        )
+        assert after is not None  # the line's variant exists (a foreign key)
         moved.append(
             _Moved(
                 item=StockItem(id=line.variant_id, product_id=line.product_id, sku=line.sku),
@@ -991,8 +987,8 @@ async def _move_held(
 
 
 async def _return_items(
-    uow: UnitOfWork,
-    connection: AsyncConnection,
+    tx: Transaction,
+    sql: Sql,
     reservation_id: uuid.UUID,
     *,
     kind: str,
@@ -1004,60 +1000,58 @@ async def _return_items(
     """Give the reservation's units back: held ones to available stock, or, when they
     were ``sold``, back onto the shelf."""
     moved = await _move_held(
-        connection,
+        sql,
         reservation_id,
         on_hand_sign=1 if sold else 0,
         reserved_sign=0 if sold else -1,
         now=now,
         held=held,
     )
-    await _settle(
-        uow, connection, moved, kind=kind, reason=reason, reservation_id=reservation_id, now=now
-    )
+    await _settle(tx, sql, moved, kind=kind, reason=reason, reservation_id=reservation_id, now=now)
 
 
-async def commit(uow: UnitOfWork, reference: str) -> str:
+async def commit(tx: Transaction, reference: str) -> str:
     """The sale is final: reserved units leave on-hand stock. Committing twice is harmless.
 
     Available stock does not change, so neither do the products' totals.
     """
-    connection = await uow.session.connection()
+    sql = tx.sql
     now = _now()
     reservation_id, held = await _close_with_items(
-        connection,
+        sql,
         reference,
         was=ReservationStatus.ACTIVE,
         becomes=ReservationStatus.COMMITTED,
         now=now,
     )
     if reservation_id is None:
-        status = await _status_of(connection, reference)
+        status = await _status_of(sql, reference)
         if status != ReservationStatus.COMMITTED:
             raise errors.ReservationClosed()
         return status
     moved = await _move_held(
-        connection, reservation_id, on_hand_sign=-1, reserved_sign=-1, now=now, held=held
+        sql, reservation_id, on_hand_sign=-1, reserved_sign=-1, now=now, held=held
     )
     await _settle(
-        uow,
-        connection,
+        tx,
+        sql,
         moved,
         kind="sale",
         reason=f"sold ({reference})",
         reservation_id=reservation_id,
         now=now,
     )
-    uow.publish(StockCommitted(reservation_id=reservation_id, reference=reference))
+    tx.publish(StockCommitted(reservation_id=reservation_id, reference=reference))
     return ReservationStatus.COMMITTED
 
 
 async def quote(
-    session: AsyncSession, requests: Sequence[LineRequest]
+    sql: Sql, requests: Sequence[LineRequest]
 ) -> tuple[list[QuotedLine], list[RejectedLine]]:
     """Today's price of each line, without holding anything: what an order is priced at."""
     lines: list[QuotedLine] = []
     problems: list[RejectedLine] = []
-    for request, row in await _resolve(await session.connection(), requests):
+    for request, row in await _resolve(sql, requests):
         if row is None:
             problems.append(_unknown(request))
             continue
@@ -1077,7 +1071,7 @@ async def quote(
     return lines, problems
 
 
-async def call_off(uow: UnitOfWork, reference: str, *, reason: str) -> str:
+async def call_off(tx: Transaction, reference: str, *, reason: str) -> str:
     """Undo whatever was done for ``reference``, whatever state it is in; safe to repeat.
 
     Held stock is released; sold stock goes back on the shelf; and a reference
@@ -1085,13 +1079,9 @@ async def call_off(uow: UnitOfWork, reference: str, *, reason: str) -> str:
     arrives late (a retry that was still in flight) holds nothing.
     Answers the reservation's status afterwards.
     """
-    connection = await uow.session.connection()
+    sql = tx.sql
     now = _now()
-    status = await connection.scalar(
-        select(_reservations.c.status)
-        .where(_reservations.c.reference == reference)
-        .with_for_update()
-    )
+    status = await sql.fetch_value(_STATUS_LOCKED, {"ref": reference})
     if status is None:
         tombstone = HeldReservation(
             id=uuid.uuid4(),
@@ -1099,15 +1089,15 @@ async def call_off(uow: UnitOfWork, reference: str, *, reason: str) -> str:
             status=ReservationStatus.RELEASED,
             expires_at=now,
         )
-        if await _claim(connection, tombstone, now) is None:
+        if await _claim(sql, tombstone, now) is None:
             return ReservationStatus.RELEASED
         # A reservation landed meanwhile: undo it like any other.
-        return await call_off(uow, reference, reason=reason)
+        return await call_off(tx, reference, reason=reason)
     if status == ReservationStatus.ACTIVE:
-        return await release(uow, reference, reason=reason)
+        return await release(tx, reference, reason=reason)
     if status == ReservationStatus.COMMITTED:
         reservation_id = await _close(
-            connection,
+            sql,
             reference,
             was=ReservationStatus.COMMITTED,
             becomes=ReservationStatus.RETURNED,
@@ -1115,8 +1105,8 @@ async def call_off(uow: UnitOfWork, reference: str, *, reason: str) -> str:
         )
         assert reservation_id is not None  # the row is locked and was committed
         await _return_items(
-            uow,
-            connection,
+            tx,
+            sql,
             reservation_id,
             kind="return",
             reason=f"{reason} ({reference})",

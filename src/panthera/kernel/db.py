@@ -242,6 +242,25 @@ class Database:
                 yield SessionSql(session)
                 await session.commit()
             return
+        async with self._direct_alone() as sql:
+            yield sql
+
+    @asynccontextmanager
+    async def reads(self) -> AsyncIterator[Sql]:
+        """Core statements that only read, each on its own (``kernel/sql.py``).
+
+        On PostgreSQL on the driver; on SQLite on a read session, which does not
+        queue behind the writer.
+        """
+        if self.is_sqlite:
+            async with self.read_sessions() as session:
+                yield SessionSql(session)
+            return
+        async with self._direct_alone() as sql:
+            yield sql
+
+    @asynccontextmanager
+    async def _direct_alone(self) -> AsyncIterator[Sql]:
         connections = self.direct_connections()
         connection = await connections.acquire()
         try:

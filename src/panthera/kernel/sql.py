@@ -330,9 +330,7 @@ class _TransactionSql(DirectSql):
         self._transaction = transaction
 
     async def _connected(self) -> Any:
-        if self._connection is None:
-            self._connection = await self._transaction._begin()
-        return self._connection
+        return await self._transaction._begun()
 
 
 OutboxRows = Callable[[list[Envelope]], list[dict[str, Any]]]
@@ -341,9 +339,11 @@ OutboxRows = Callable[[list[Envelope]], list[dict[str, Any]]]
 class DirectTransaction:
     """A PostgreSQL transaction on a connection of the kernel's own, with an outbox.
 
-    ``async with`` opens it; its first statement takes a connection and begins it;
-    leaving without :meth:`commit` rolls it back. Published events are written to the
-    outbox by :meth:`commit`, in the same transaction, and the relay is woken after it.
+    ``async with`` opens it; its first statement takes a connection and begins the
+    transaction; leaving without :meth:`commit` rolls it back. As with a session, a
+    statement after :meth:`commit` or :meth:`rollback` begins the next transaction
+    on the same connection. Published events are written to the outbox by
+    :meth:`commit`, in the same transaction, and the relay is woken after it.
     """
 
     def __init__(
@@ -366,8 +366,8 @@ class DirectTransaction:
         self._traceparent = traceparent
         self._pending: list[Envelope] = []
         self._on_commit: list[AfterCommit] = []
-        # The connection, once the first statement began the transaction on it.
         self._connection: Any = None
+        self._in_transaction = False
         self._sql: _TransactionSql | None = None
 
     @property
@@ -376,15 +376,20 @@ class DirectTransaction:
             raise RuntimeError("the transaction is not open: use 'async with'")
         return self._sql
 
-    async def _begin(self) -> Any:
-        connection = await self._connections.acquire()
+    async def _begun(self) -> Any:
+        """The connection, in a transaction."""
+        if self._in_transaction:
+            return self._connection
+        if self._connection is None:
+            self._connection = await self._connections.acquire()
         try:
-            await connection.execute("BEGIN")
+            await self._connection.execute("BEGIN")
         except BaseException:
+            connection, self._connection = self._connection, None
             self._connections.discard(connection)
             raise
-        self._connection = connection
-        return connection
+        self._in_transaction = True
+        return self._connection
 
     async def __aenter__(self) -> Self:
         self._sql = _TransactionSql(self, self._statements)
@@ -399,7 +404,8 @@ class DirectTransaction:
         tb: TracebackType | None,
     ) -> None:
         connection, self._connection = self._connection, None
-        still_open, self._sql = self._sql is not None, None
+        in_transaction, self._in_transaction = self._in_transaction, False
+        self._sql = None
         self._pending = []
         self._on_commit = []
         if connection is None:
@@ -408,7 +414,7 @@ class DirectTransaction:
             # Cancelled mid-statement: what the connection still has to read is unknown.
             self._connections.discard(connection)
             return
-        if still_open:
+        if in_transaction:
             try:
                 await connection.execute("ROLLBACK")
             except BaseException:
@@ -434,9 +440,9 @@ class DirectTransaction:
         if self._pending:
             await sql.execute_many(self._outbox_insert, self._outbox_rows(self._pending))
             self._pending = []
-        # Whatever COMMIT answers, this transaction is over: a failed COMMIT rolled back.
-        self._sql = None
-        if self._connection is not None:
+        if self._in_transaction:
+            # Whatever COMMIT answers, the transaction is over (a failed one rolled back).
+            self._in_transaction = False
             await self._connection.execute("COMMIT")
         if published and self._after_commit is not None:
             self._after_commit()
@@ -445,10 +451,9 @@ class DirectTransaction:
             callback()
 
     async def rollback(self) -> None:
+        self.sql  # noqa: B018 - refuses a transaction that is not open
         self._pending = []
         self._on_commit = []
-        if self._sql is None:
-            raise RuntimeError("the transaction is not open: use 'async with'")
-        self._sql = None
-        if self._connection is not None:
+        if self._in_transaction:
+            self._in_transaction = False
             await self._connection.execute("ROLLBACK")
