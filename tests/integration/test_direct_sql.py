@@ -250,6 +250,18 @@ async def test_a_transaction_cut_off_closes_its_connection(
         await shape.database.dispose()
 
 
+async def test_an_in_of_the_statements_own_values(shape: Shape) -> None:
+    await shape.database.execute_alone(ADD, _thing("a"))
+    await shape.database.execute_alone(ADD, _thing("b"))
+    await shape.database.execute_alone(ADD, _thing("c"))
+    named = select(THINGS.c.name).where(
+        THINGS.c.name.in_(["a", "c"]), THINGS.c.hits == bindparam("hits")
+    )
+    async with shape.database.reads() as sql:
+        found = sorted(row.name for row in await sql.fetch(named, {"hits": 0}))
+    assert found == ["a", "c"]
+
+
 def test_a_missing_value_or_an_expanding_parameter_is_refused() -> None:
     compiled = compile_for_postgres(BUMP)
     with pytest.raises(KeyError, match="by"):

@@ -154,21 +154,35 @@ def compile_for_postgres(statement: ClauseElement, keys: Sequence[str] = ()) -> 
     compiled: Any = statement.compile(
         dialect=_POSTGRES, column_keys=list(keys) or None, for_executemany=True
     )
+    sql: str = compiled.string
     names = tuple(compiled.positiontup or ())
-    for name in names:
-        if compiled.binds[name].expanding:
-            raise ValueError(f"{name!r} is an expanding parameter: the driver path takes none")
+    processors: Mapping[str, Any] = compiled._bind_processors
     constants: dict[str, Any] = {}
     for name, value in compiled.params.items():
-        if value is not None and type(value).__name__ != "_symbol":
+        bind = compiled.binds[name]
+        if not bind.required and value is not None and type(value).__name__ != "_symbol":
             constants[name] = value
-        elif compiled.binds[name].value is None and not compiled.binds[name].required:
+        elif bind.value is None and not bind.required:
             constants[name] = None
+    expanding = [name for name in names if compiled.binds[name].expanding]
+    if expanding:
+        if any(name not in constants for name in expanding):
+            raise ValueError(
+                f"{expanding[0]!r} is an expanding parameter without a value of its own: "
+                "the driver path takes none (use = ANY of an array)"
+            )
+        # An IN of values the statement carries (a literal list): rendered once, as
+        # one parameter per value.
+        expanded = compiled._process_parameters_for_postcompile(
+            {name: constants.get(name) for name in names}, _populate_self=False
+        )
+        sql, names = expanded.statement, tuple(expanded.positiontup)
+        constants.update(expanded.parameters)
+        processors = {**processors, **expanded.processors}
     for column in [*compiled.insert_prefetch, *compiled.update_prefetch]:
         constants[column.key] = _default_of(column)
-    processors = compiled._bind_processors
     return Compiled(
-        sql=compiled.string,
+        sql=sql,
         names=names,
         converters=tuple(processors.get(name) for name in names),
         constants=constants,

@@ -42,14 +42,17 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         # The provider's own webhooks are verified and applied as the endpoint does,
         # without the HTTP round trip through this very service: that cost a request,
         # its middleware and a second connection for every payment.
-        await receive_webhook(runtime.uow, deps.provider, headers, body)
+        await receive_webhook(
+            runtime.uow, deps.provider, headers, body, transaction=deps.transaction
+        )
 
     deps = PaymentsDeps(
         uow=runtime.uow,
         read_session=runtime.database.read_sessions,
         provider=build_provider(runtime.settings, deliver=deliver),
         idempotency=IdempotencyKeys(runtime.database, IDEMPOTENCY_KEYS),
-        autocommit=runtime.database.autocommit_sessions,
+        alone=None if runtime.database.is_sqlite else runtime.database,
+        transaction=None if runtime.database.is_sqlite else runtime.transaction,
     )
     runtime.components["payments_deps"] = deps
     runtime.components["payments_reconciler"] = Reconciler(

@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from panthera.kernel.db import UnitOfWork
+from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.idempotency import IdempotencyKeys
+from panthera.kernel.sql import Transaction
 from panthera.payments.providers import PaymentProvider
 
 
@@ -21,9 +22,12 @@ class PaymentsDeps:
     read_session: Callable[[], AsyncSession]
     provider: PaymentProvider
     idempotency: IdempotencyKeys
-    # Writes of one statement that publish nothing, committed on their own; None on
-    # SQLite, where every writer queues on the unit of work's connection.
-    autocommit: Callable[[], AsyncSession] | None = None
+    # The database whose writes of one statement that publish nothing commit on
+    # their own, on the driver (PostgreSQL); None on SQLite, where every writer
+    # queues on the unit of work's connection.
+    alone: Database | None = None
+    # The hot writes' transactions (a webhook's outcome): on the driver on PostgreSQL.
+    transaction: Callable[[], Transaction] | None = None
 
 
 # async: FastAPI would run a plain function in its thread pool on every request.

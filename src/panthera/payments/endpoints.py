@@ -103,7 +103,7 @@ async def _take_payment(
 
     async def handle() -> tuple[int, Any]:
         payment = await service.create_payment(
-            payments.uow, payments.provider, request, autocommit=payments.autocommit
+            payments.uow, payments.provider, request, alone=payments.alone
         )
         return 201, await _payment_body(payments, payment)
 
@@ -268,7 +268,11 @@ async def receive_webhook(provider: str, request: Request, payments: Payments) -
     body = await request.body()
     try:
         outcome = await webhooks.receive_webhook(
-            payments.uow, payments.provider, request.headers, body
+            payments.uow,
+            payments.provider,
+            request.headers,
+            body,
+            transaction=payments.transaction,
         )
     except InvalidWebhook as exc:
         raise errors.InvalidWebhookSignature(reason=exc.reason) from exc
@@ -300,7 +304,7 @@ async def create_payment_for_order(
     key = checked_key(idempotency_key or f"payment:{body.orderId}")
     request = _payment_request(body, body.userId, f"{INTERNAL_SCOPE}:{key}")
     payment = await service.create_payment(
-        payments.uow, payments.provider, request, autocommit=payments.autocommit
+        payments.uow, payments.provider, request, alone=payments.alone
     )
     return Response(
         orjson.dumps(await _payment_body(payments, payment)),

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    Row,
     Table,
     Update,
     bindparam,
@@ -36,8 +35,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from panthera.kernel.db import UnitOfWork
+from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.money import Money
+from panthera.kernel.sql import Row as SqlRow
+from panthera.kernel.sql import Sql, Transaction, is_unique_violation
 from panthera.payments import errors, repository
 from panthera.payments.events import PaymentFailed, PaymentSucceeded
 from panthera.payments.models import (
@@ -58,10 +59,11 @@ from panthera.payments.providers.stripe_webhooks import PAYMENT_ID_KEY
 log = logging.getLogger("panthera.payments")
 
 UnitsOfWork = Callable[[], UnitOfWork]
-# Sessions whose every statement commits on its own (PostgreSQL's autocommit): a
-# write of one statement that publishes nothing needs no BEGIN and COMMIT round
-# trips around it. None where writers must queue on the unit of work (SQLite).
-Autocommit = Callable[[], AsyncSession] | None
+# PostgreSQL's database, whose single statements commit on their own on the driver
+# (``Database.alone``): a write of one statement that publishes nothing needs no
+# BEGIN and COMMIT round trips around it. None where writers must queue on the unit
+# of work (SQLite).
+Alone = Database | None
 
 _PAYMENTS = cast(Table, Payment.__table__)
 # Core statements, built once: the ORM's flush and its identity map cost more
@@ -103,13 +105,13 @@ async def create_payment(
     provider: PaymentProvider,
     request: PaymentRequest,
     *,
-    autocommit: Autocommit = None,
+    alone: Alone = None,
 ) -> Payment:
     """Take the money for an order once: record, ask the provider, apply its answer."""
-    payment = await _record(uows, provider.name, request, autocommit)
+    payment = await _record(uows, provider.name, request, alone)
     if payment.status != PaymentStatus.REQUIRES_CONFIRMATION:
         return payment
-    return await confirm_payment(uows, provider, payment, request.token, autocommit=autocommit)
+    return await confirm_payment(uows, provider, payment, request.token, alone=alone)
 
 
 async def confirm_payment(
@@ -118,7 +120,7 @@ async def confirm_payment(
     payment: Payment,
     token: str,
     *,
-    autocommit: Autocommit = None,
+    alone: Alone = None,
 ) -> Payment:
     """Ask the provider to take a recorded payment, and apply its answer.
 
@@ -149,13 +151,13 @@ async def confirm_payment(
         return await settle_by_id(
             uows, payment.id, PaymentOutcome.FAILED, None, exc.code, exc.message or None
         )
-    if answer.outcome is PaymentOutcome.PROCESSING and autocommit is not None:
+    if answer.outcome is PaymentOutcome.PROCESSING and alone is not None:
         # Accepted, outcome to follow: the move to processing publishes nothing, so
         # it is one statement on its own. A payment no longer waiting for the answer
         # (its webhook came first) takes the general way below.
-        async with autocommit() as session:
+        async with alone.alone() as sql:
             row = await _settle_row(
-                session, payment.id, answer.outcome, answer.provider_payment_id, None, None, None
+                sql, payment.id, answer.outcome, answer.provider_payment_id, None, None, None
             )
         if row is not None:
             return Payment(**row._asdict())
@@ -170,7 +172,7 @@ async def confirm_payment(
 
 
 async def _record(
-    uows: UnitsOfWork, provider: str, request: PaymentRequest, autocommit: Autocommit
+    uows: UnitsOfWork, provider: str, request: PaymentRequest, alone: Alone
 ) -> Payment:
     """The payment row of this request: new, or the one an earlier run of it left.
 
@@ -198,15 +200,15 @@ async def _record(
         "revision": 1,
         "checked_at": None,
     }
-    if autocommit is not None:
+    if alone is not None:
         # One statement that publishes nothing: it commits on its own.
-        async with autocommit() as session:
-            try:
-                await (await session.connection()).execute(_INSERT_PAYMENT, values)
-            except IntegrityError:
-                pass
-            else:
-                return Payment(**values)
+        try:
+            await alone.execute_alone(_INSERT_PAYMENT, values)
+        except Exception as exc:
+            if not is_unique_violation(exc):
+                raise
+        else:
+            return Payment(**values)
         return await _earlier_payment(uows, request)
     async with uows() as uow:
         try:
@@ -285,7 +287,7 @@ async def settle_by_id(
 
 
 async def settle_open_payment(
-    uow: UnitOfWork,
+    tx: Transaction,
     payment_id: uuid.UUID,
     outcome: PaymentOutcome,
     *,
@@ -302,7 +304,7 @@ async def settle_open_payment(
     the general way, a locked read and ``settle_payment``.
     """
     row = await _settle_row(
-        uow.session,
+        tx.sql,
         payment_id,
         outcome,
         provider_payment_id,
@@ -313,7 +315,7 @@ async def settle_open_payment(
     if row is None:
         return None
     payment = Payment(**row._asdict())
-    _publish_outcome(uow, payment)
+    _publish_outcome(tx, payment)
     return payment
 
 
@@ -342,24 +344,24 @@ def _settle_params(
 
 
 async def _settle_row(
-    session: AsyncSession,
+    sql: Sql,
     payment_id: uuid.UUID,
     outcome: PaymentOutcome,
     provider_payment_id: str | None,
     failure_code: str | None,
     failure_message: str | None,
     provider: str | None,
-) -> Row[Any] | None:
+) -> SqlRow | None:
     """The payment's row after its ``UPDATE ... RETURNING``, or None if it was not waiting."""
     params = _settle_params(
         payment_id, outcome, provider, provider_payment_id, failure_code, failure_message
     )
     statement = _settle_statement(outcome, provider is not None, bool(provider_payment_id))
-    return (await (await session.connection()).execute(statement, params)).one_or_none()
+    return await sql.fetch_one(statement, params)
 
 
 async def settle_open_payment_and_record(
-    uow: UnitOfWork,
+    tx: Transaction,
     payment_id: uuid.UUID,
     outcome: PaymentOutcome,
     *,
@@ -381,12 +383,12 @@ async def settle_open_payment_and_record(
     )
     params.update({f"event_{key}": value for key, value in event.items()})
     statement = _settle_and_record_statement(outcome, bool(provider_payment_id))
-    row = (await (await uow.session.connection()).execute(statement, params)).one_or_none()
+    row = await tx.sql.fetch_one(statement, params)
     if row is None:
         return None
-    mapping = row._mapping
+    mapping = row._asdict()
     payment = Payment(**{key: mapping[key] for key in _PAYMENT_KEYS})
-    _publish_outcome(uow, payment)
+    _publish_outcome(tx, payment)
     return payment, mapping["recorded_event_id"] is not None
 
 
@@ -529,15 +531,15 @@ def settle_payment(
     return True
 
 
-def _publish_outcome(uow: UnitOfWork, payment: Payment) -> None:
+def _publish_outcome(tx: Transaction, payment: Payment) -> None:
     if payment.status == PaymentStatus.SUCCEEDED:
-        uow.publish(
+        tx.publish(
             PaymentSucceeded(
                 **event_fields(payment), provider_payment_id=payment.provider_payment_id
             )
         )
     elif payment.status in (PaymentStatus.FAILED, PaymentStatus.CANCELED):
-        uow.publish(
+        tx.publish(
             PaymentFailed(
                 **event_fields(payment),
                 reason=payment.failure_code or "payment_failed",

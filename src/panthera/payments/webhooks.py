@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.db import UnitOfWork
+from panthera.kernel.sql import Transaction
 from panthera.payments import repository
 from panthera.payments.models import Payment
 from panthera.payments.providers import (
@@ -49,7 +50,12 @@ DUPLICATE = "duplicate"
 
 
 async def receive_webhook(
-    uows: UnitsOfWork, provider: PaymentProvider, headers: Mapping[str, str], body: bytes
+    uows: UnitsOfWork,
+    provider: PaymentProvider,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    transaction: Callable[[], Transaction] | None = None,
 ) -> str:
     """Verify a webhook by its signature and apply it; raises InvalidWebhook when forged.
 
@@ -60,10 +66,16 @@ async def receive_webhook(
     except InvalidWebhook as exc:
         log.warning("webhook refused", extra={"provider": provider.name, "reason": exc.reason})
         raise
-    return await apply_webhook(uows, provider.name, event)
+    return await apply_webhook(uows, provider.name, event, transaction=transaction)
 
 
-async def apply_webhook(uows: UnitsOfWork, provider: str, event: ProviderEvent) -> str:
+async def apply_webhook(
+    uows: UnitsOfWork,
+    provider: str,
+    event: ProviderEvent,
+    *,
+    transaction: Callable[[], Transaction] | None = None,
+) -> str:
     """Apply a verified webhook once: ``applied``, ``ignored``, ``unmatched`` or ``duplicate``.
 
     The event's id is recorded in the same transaction as its effect, so a
@@ -71,18 +83,15 @@ async def apply_webhook(uows: UnitsOfWork, provider: str, event: ProviderEvent) 
     recorded last, with what it did: a copy finds the id taken and its transaction
     (which changed nothing, the first copy having settled the payment) is let go.
     """
-    async with uows() as uow:
-        settled_open = False
-        if (
-            event.kind in _PAYMENT_OUTCOMES
-            and event.payment_id is not None
-            and uow.session.get_bind().dialect.name == "postgresql"
-        ):
-            # Ours (from the metadata) and still waiting: settled and recorded in one
-            # statement. A copy of a webhook applied before finds the record taken.
-            settled_open = True
+    settled_open = False
+    if event.kind in _PAYMENT_OUTCOMES and event.payment_id is not None and transaction:
+        # PostgreSQL: ours (from the metadata) and still waiting, settled and recorded
+        # in one statement on the driver. A copy of a webhook applied before finds the
+        # record taken; a payment not waiting takes the general way below.
+        settled_open = True
+        async with transaction() as tx:
             done = await settle_open_payment_and_record(
-                uow,
+                tx,
                 event.payment_id,
                 _PAYMENT_OUTCOMES[event.kind],
                 provider=provider,
@@ -100,8 +109,9 @@ async def apply_webhook(uows: UnitsOfWork, provider: str, event: ProviderEvent) 
             if done is not None:
                 if not done[1]:
                     return DUPLICATE
-                await uow.commit()
+                await tx.commit()
                 return "applied"
+    async with uows() as uow:
         outcome, payment_id = await _apply(uow, provider, event, settled_open=settled_open)
         recorded = await repository.record_provider_event(
             uow.session,
