@@ -24,6 +24,7 @@ from panthera.kernel.events.outbox import OutboxRelay, outbox_writer, record_in_
 from panthera.kernel.migrations import upgrade
 from panthera.kernel.service import ServiceDefinition, ServiceRuntime, Subscription
 from panthera.kernel.settings import Settings
+from panthera.kernel.sql import SessionSql
 from panthera.runtime.registry import definition
 from panthera.users.events import UserRegistered, UserUpdated
 from panthera.users.models import User
@@ -437,7 +438,7 @@ async def test_record_in_inbox_lets_one_of_two_racing_transactions_claim(
         async with database.sessions() as session:
             if wait_first:
                 await first_claimed.wait()
-            claimed = await record_in_inbox(session, USERS.tables, "auth", envelope)
+            claimed = await record_in_inbox(SessionSql(session), USERS.tables, "auth", envelope)
             if not wait_first:
                 first_claimed.set()
                 # The loser is now blocked on our uncommitted row.
@@ -464,7 +465,7 @@ async def test_a_claim_rolled_back_leaves_the_event_to_the_one_waiting(
 
     async def first() -> bool:
         async with users_db.sessions() as session:
-            claimed = await record_in_inbox(session, USERS.tables, "auth", envelope)
+            claimed = await record_in_inbox(SessionSql(session), USERS.tables, "auth", envelope)
             first_claimed.set()
             await asyncio.sleep(0.3)  # the other claim is now waiting on this row
             await session.rollback()
@@ -473,7 +474,7 @@ async def test_a_claim_rolled_back_leaves_the_event_to_the_one_waiting(
     async def second() -> bool:
         async with replica.sessions() as session:
             await first_claimed.wait()
-            claimed = await record_in_inbox(session, USERS.tables, "auth", envelope)
+            claimed = await record_in_inbox(SessionSql(session), USERS.tables, "auth", envelope)
             await session.commit()
             return claimed
 

@@ -32,7 +32,8 @@ from panthera.kernel.tracing import continue_trace
 
 log = logging.getLogger("panthera.events")
 
-EventHandler = Callable[["ServiceRuntime", UnitOfWork, Any, Envelope], Awaitable[None]]
+# The handler's transaction: a UnitOfWork, or with ``handlers_on_sql`` any Transaction.
+EventHandler = Callable[["ServiceRuntime", Any, Any, Envelope], Awaitable[None]]
 BeforeCommit = Callable[["ServiceRuntime", UnitOfWork], Awaitable[None]]
 
 
@@ -79,6 +80,14 @@ class ServiceDefinition:
     # Runs in every transaction that applies events, after their handlers and
     # before the commit: handlers may leave work for it to do once per batch.
     before_commit: BeforeCommit | None = None
+    # Whether the handlers use nothing of their transaction but ``sql``, ``publish``
+    # and ``on_commit`` (kernel/sql.py's Transaction): then, on PostgreSQL, events
+    # are applied on the driver. Consumers of one event at a time only.
+    handlers_on_sql: bool = False
+
+    def __post_init__(self) -> None:
+        if self.handlers_on_sql and (self.consume_batch > 1 or self.before_commit is not None):
+            raise ValueError("handlers on sql apply one event at a time, with no before_commit")
 
     @property
     def api_prefix(self) -> str:
@@ -139,6 +148,12 @@ class ServiceRuntime:
             after_commit=self.relay.notify,
             traceparent=current_traceparent,
         )
+
+    def _applying(self) -> Transaction:
+        """The transaction one event is applied in."""
+        if self.definition.handlers_on_sql:
+            return self.transaction()
+        return self.uow()
 
     def subscribed_event_types(self) -> list[str]:
         """The event types this service consumes."""
@@ -272,15 +287,18 @@ class ServiceRuntime:
                 return
             subscription = by_type[envelope.type]
             with self._consuming(envelope) as span:
-                async with self.uow() as uow:
+                async with self._applying() as tx:
                     if not await record_in_inbox(
-                        uow.session, self.definition.tables, self.name, envelope
+                        tx.sql, self.definition.tables, self.name, envelope
                     ):
                         EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
                         span.set_attribute("panthera.duplicate", True)
                         return
-                    await subscription.handler(self, uow, payload, envelope)
-                    await self._commit_applied(uow)
+                    await subscription.handler(self, tx, payload, envelope)
+                    if isinstance(tx, UnitOfWork):
+                        await self._commit_applied(tx)
+                    else:
+                        await tx.commit()
             EVENTS_CONSUMED.labels(self.name, envelope.type, "applied").inc()
 
         return consume

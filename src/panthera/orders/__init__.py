@@ -133,6 +133,8 @@ def _definition() -> ServiceDefinition:
         on_start=_start,
         on_stop=_stop,
         subscriptions=SUBSCRIPTIONS,
+        # The payment's and the stock's word on an order is on its critical path.
+        handlers_on_sql=True,
         calls=("catalog", "payments"),
         public_prefix="/api/v1",
     )

@@ -11,9 +11,9 @@ import uuid
 from typing import Any
 
 from panthera.catalog.events import StockReleased
-from panthera.kernel.db import UnitOfWork
 from panthera.kernel.events import Envelope
 from panthera.kernel.service import ServiceRuntime, Subscription
+from panthera.kernel.sql import Transaction
 from panthera.orders import service
 from panthera.orders.deps import OrdersDeps
 from panthera.orders.models import Order
@@ -35,7 +35,7 @@ def _order_id(reference: str) -> uuid.UUID | None:
         return None  # A payment or reservation that is not an order's.
 
 
-async def _order_of(uow: UnitOfWork, reference: str) -> Order | None:
+async def _order_of(uow: Transaction, reference: str) -> Order | None:
     order_id = _order_id(reference)
     if order_id is None:
         return None
@@ -68,7 +68,7 @@ def _succeeded(order: Order, event: PaymentSucceeded) -> bool:
 
 
 async def payment_succeeded(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: PaymentSucceeded, envelope: Envelope
+    runtime: ServiceRuntime, uow: Transaction, event: PaymentSucceeded, envelope: Envelope
 ) -> None:
     saga = _deps(runtime).saga
     order_id = _order_id(event.order_reference)
@@ -99,7 +99,7 @@ async def payment_succeeded(
 
 
 async def payment_failed(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: PaymentFailed, envelope: Envelope
+    runtime: ServiceRuntime, uow: Transaction, event: PaymentFailed, envelope: Envelope
 ) -> None:
     order = await _order_of(uow, event.order_reference)
     if order is None or _is_stale(order, event.revision):
@@ -115,7 +115,7 @@ async def payment_failed(
 
 
 async def payment_refunded(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: PaymentRefunded, envelope: Envelope
+    runtime: ServiceRuntime, uow: Transaction, event: PaymentRefunded, envelope: Envelope
 ) -> None:
     order = await _order_of(uow, event.order_reference)
     if order is None or _is_stale(order, event.revision):
@@ -128,7 +128,7 @@ async def payment_refunded(
 
 
 async def stock_released(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: StockReleased, envelope: Envelope
+    runtime: ServiceRuntime, uow: Transaction, event: StockReleased, envelope: Envelope
 ) -> None:
     if event.reason != "expired":
         return  # Released by this service itself.
@@ -146,7 +146,7 @@ async def stock_released(
         await _take_up(runtime, uow, order)
 
 
-async def _take_up(runtime: ServiceRuntime, uow: UnitOfWork, order: Order) -> None:
+async def _take_up(runtime: ServiceRuntime, uow: Transaction, order: Order) -> None:
     _deps(runtime).saga.take_up_after_commit(uow, order)
     await service.save(uow.sql, order)
 

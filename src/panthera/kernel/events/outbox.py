@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from panthera.kernel.db import UTCDateTime
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.events.transport import EventTransport
+from panthera.kernel.sql import Sql
 
 log = logging.getLogger("panthera.events")
 
@@ -385,21 +386,18 @@ class OutboxRelay:
         return int(count), age
 
 
-async def record_in_inbox(
-    session: AsyncSession, tables: EventTables, consumer: str, envelope: Envelope
-) -> bool:
+async def record_in_inbox(sql: Sql, tables: EventTables, consumer: str, envelope: Envelope) -> bool:
     """Claim an event for this consumer inside the caller's transaction.
 
     False when it was applied before: the caller then skips the effect. The
     primary key makes a concurrent duplicate wait for, then lose to, the first
     (or claim the event after all, if the first rolls back).
     """
-    connection = await session.connection()
     # ON CONFLICT DO NOTHING rather than a savepoint around a plain INSERT: a
     # duplicate then returns no row instead of an error, which spares every
     # event the SAVEPOINT and RELEASE round trips.
-    claimed = await connection.execute(
-        _claim(tables.inbox, connection.dialect.name),
+    claimed = await sql.fetch_one(
+        _claim(tables.inbox, "postgresql" if sql.postgres else "sqlite"),
         {
             "consumer": consumer,
             "event_id": envelope.id,
@@ -407,7 +405,7 @@ async def record_in_inbox(
             "applied_at": datetime.now(UTC),
         },
     )
-    return claimed.first() is not None
+    return claimed is not None
 
 
 @functools.cache
