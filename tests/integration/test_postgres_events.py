@@ -21,10 +21,11 @@ from sqlalchemy import func, inspect, select, text, update
 from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.events.outbox import OutboxRelay, outbox_writer, record_in_inbox
+from panthera.kernel.events.outbox import outbox_rows as rows_of_envelopes
 from panthera.kernel.migrations import upgrade
 from panthera.kernel.service import ServiceDefinition, ServiceRuntime, Subscription
 from panthera.kernel.settings import Settings
-from panthera.kernel.sql import SessionSql
+from panthera.kernel.sql import DirectTransaction, SessionSql
 from panthera.runtime.registry import definition
 from panthera.users.events import UserRegistered, UserUpdated
 from panthera.users.models import User
@@ -96,12 +97,23 @@ def runtime_for(
 
 
 def relay_for(database: Database, transport: RecordingTransport, **kwargs: Any) -> OutboxRelay:
+    def transaction() -> DirectTransaction:
+        return DirectTransaction(
+            database.direct_connections(),
+            database.statements,
+            source="users",
+            outbox_insert=USERS.tables.outbox_insert,
+            outbox_rows=rows_of_envelopes,
+        )
+
     return OutboxRelay(
         source="users",
         sessions=database.sessions,
         tables=USERS.tables,
         transport=transport,
         skip_locked=True,
+        transactions=transaction,
+        reads=database.reads,
         **kwargs,
     )
 

@@ -115,6 +115,8 @@ class ServiceRuntime:
             transport=self.transport,
             skip_locked=not self.database.is_sqlite,
             poll_seconds=self.settings.relay_poll_seconds,
+            transactions=None if self.database.is_sqlite else self.transaction,
+            reads=None if self.database.is_sqlite else self.database.reads,
         )
 
     @property

@@ -130,6 +130,8 @@ class Compiled:
 
 
 UNIQUE_VIOLATION = "23505"
+# Compiled statements kept per database; the oldest goes first past this.
+MAX_COMPILED = 2048
 _POSTGRES: Dialect = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
 
 
@@ -204,6 +206,10 @@ class Statements:
             found = (statement, compile_for_postgres(statement, keys))
             # The statement is kept with its compiled form, so its id is never reused.
             self._compiled[key] = found
+            if len(self._compiled) > MAX_COMPILED:
+                # Statements are meant to be built once; one built per call must not
+                # grow this for ever.
+                del self._compiled[next(iter(self._compiled))]
         return found[1]
 
 

@@ -8,10 +8,12 @@ import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -37,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from panthera.kernel.db import UTCDateTime
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.events.transport import EventTransport
-from panthera.kernel.sql import Sql
+from panthera.kernel.sql import SessionSql, Sql, Transaction
 
 log = logging.getLogger("panthera.events")
 
@@ -128,6 +130,10 @@ def _seq(row: Any) -> int:
 
 
 def _envelope_of(row: Any, source: str) -> Envelope:
+    payload = row.payload
+    if isinstance(payload, str):
+        # A JSON column read on the driver comes as its text.
+        payload = orjson.loads(payload)
     return Envelope(
         id=row.event_id,
         type=row.type,
@@ -136,7 +142,7 @@ def _envelope_of(row: Any, source: str) -> Envelope:
         source=source,
         subject=row.subject,
         traceparent=row.traceparent,
-        payload=row.payload,
+        payload=payload,
     )
 
 
@@ -160,10 +166,18 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         batch_size: int = 100,
         max_attempts: int = 12,
+        transactions: Callable[[], Transaction] | None = None,
+        reads: Callable[[], AbstractAsyncContextManager[Sql]] | None = None,
     ) -> None:
         self.source = source
         self._sessions = sessions
         self._read_sessions = read_sessions or sessions
+        # PostgreSQL (skip_locked): the claim and the marks run in these transactions,
+        # on the driver (kernel/sql.py).
+        if skip_locked and transactions is None:
+            raise ValueError("a relay that skips locked rows needs its transactions")
+        self._transactions = transactions
+        self._reads = reads
         self._outbox = tables.outbox
         outbox = tables.outbox
         # Built once and run on the session's connection: every event of every
@@ -198,6 +212,22 @@ class OutboxRelay:
             update(outbox)
             .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
             .values(sent_at=bindparam("sent_at"))
+        )
+        # A row the transport refused: its mark taken back, its next try set (or,
+        # past the attempts, parked dead).
+        self._set_back = (
+            update(outbox)
+            .where(outbox.c.seq == bindparam("row_seq"))
+            .values(
+                attempts=bindparam("new_attempts"),
+                last_error=bindparam("new_last_error"),
+                sent_at=None,
+                dead_at=bindparam("new_dead_at", type_=outbox.c.dead_at.type),
+                next_attempt_at=func.coalesce(
+                    bindparam("new_next_attempt_at", type_=outbox.c.next_attempt_at.type),
+                    outbox.c.next_attempt_at,
+                ),
+            )
         )
         self._any_due = self._due.with_only_columns(outbox.c.seq).limit(1)
         self._transport = transport
@@ -262,6 +292,12 @@ class OutboxRelay:
         pass, as it would be after an empty one.
         """
         if self._skip_locked:
+            if self._reads is not None:
+                async with self._reads() as sql:
+                    found = await sql.fetch_one(self._any_due, {"now": datetime.now(UTC)})
+                if found is None:
+                    return False
+                return await self.relay_once()
             async with self._read_sessions() as session:
                 connection = await session.connection()
                 due = await connection.execute(self._any_due, {"now": datetime.now(UTC)})
@@ -274,18 +310,19 @@ class OutboxRelay:
         due = {"now": datetime.now(UTC)}
         rows: Sequence[Any]
         if self._skip_locked:
-            async with self._sessions() as session:
-                claimed = (await (await session.connection()).execute(self._claim, due)).all()
+            assert self._transactions is not None
+            async with self._transactions() as tx:
+                claimed = await tx.sql.fetch(self._claim, due)
                 if not claimed:
-                    # Nothing was locked or written: closing the session ends the
-                    # transaction without a commit's round trip.
+                    # Nothing was locked or written: leaving ends the transaction
+                    # without a commit.
                     return False
                 # RETURNING follows no order; events go out in the order written.
                 rows = sorted(claimed, key=_seq)
                 sent, failures = await self._publish(rows)
                 for row, error in failures:
-                    await self._record_failure(session, row, error)
-                await session.commit()
+                    await self._record_failure(tx.sql, row, error)
+                await tx.commit()
         else:
             # SQLite has one relay per database (one process) and a single writer:
             # holding the write lock while consumers in this process write to the
@@ -296,7 +333,7 @@ class OutboxRelay:
                 return False
             sent, failures = await self._publish(rows)
             async with self._sessions() as session:
-                await self._record(session, sent, failures)
+                await self._record(SessionSql(session), sent, failures)
                 await session.commit()
         self.delivered += len(sent)
         return len(rows) == self._batch_size and bool(sent)
@@ -335,42 +372,37 @@ class OutboxRelay:
         return sent, failures
 
     async def _record(
-        self, session: AsyncSession, sent: list[int], failures: list[tuple[Any, Exception]]
+        self, sql: SessionSql, sent: list[int], failures: list[tuple[Any, Exception]]
     ) -> None:
         for row, error in failures:
-            await self._record_failure(session, row, error)
+            await self._record_failure(sql, row, error)
         if sent:
-            # One statement for the batch, on the connection: the session's
-            # ORM layer has nothing to add to a Core UPDATE.
-            await (await session.connection()).execute(
-                self._mark_sent, {"seqs": sent, "sent_at": datetime.now(UTC)}
-            )
+            await sql.execute(self._mark_sent, {"seqs": sent, "sent_at": datetime.now(UTC)})
 
-    async def _record_failure(self, session: AsyncSession, row: Any, exc: Exception) -> None:
+    async def _record_failure(self, sql: Sql, row: Any, exc: Exception) -> None:
         attempts = row.attempts + 1
         values: dict[str, Any] = {
-            "attempts": attempts,
-            "last_error": repr(exc)[:2000],
-            # Claimed rows were marked sent in the same transaction.
-            "sent_at": None,
+            "row_seq": row.seq,
+            "new_attempts": attempts,
+            "new_last_error": repr(exc)[:2000],
+            "new_dead_at": None,
+            "new_next_attempt_at": None,
         }
         if attempts >= self._max_attempts:
-            values["dead_at"] = datetime.now(UTC)
+            values["new_dead_at"] = datetime.now(UTC)
             log.error(
                 "outbox event parked after repeated failures",
                 extra={"service": self.source, "event_id": str(row.event_id), "type": row.type},
             )
         else:
-            values["next_attempt_at"] = datetime.now(UTC) + timedelta(
+            values["new_next_attempt_at"] = datetime.now(UTC) + timedelta(
                 seconds=min(300.0, 0.5 * 2**attempts)
             )
             log.warning(
                 "outbox delivery failed; will retry",
                 extra={"service": self.source, "event_id": str(row.event_id), "error": str(exc)},
             )
-        await session.execute(
-            update(self._outbox).where(self._outbox.c.seq == row.seq).values(**values)
-        )
+        await sql.execute(self._set_back, values)
 
     async def lag(self) -> tuple[int, float]:
         """Pending rows and the age in seconds of the oldest one (for metrics)."""
