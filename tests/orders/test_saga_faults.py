@@ -91,7 +91,8 @@ async def test_a_catalog_that_never_answers_is_retried_then_the_order_cancelled(
     order_id = (await place(shop.client, buyer, [(mug, 1)])).json()["orderId"]
     order = await settled(shop.client, buyer, order_id, timeout=20)
     assert (order["status"], order["cancelReason"]) == ("CANCELLED", "timed_out")
-    assert calls == 3
+    # Once while the order was placed, then each of the saga's attempts.
+    assert calls == 1 + 3
     await saga_finished(shop, order_id)
     assert await stock_of(shop, mug) == 5
     assert await _payment_statuses(shop, admin, order_id) == []
@@ -109,7 +110,9 @@ async def test_a_worker_that_died_mid_saga_is_taken_over(
     monkeypatch.setattr(saga, "kick", lambda order_id, **kwargs: None)
     order_id = (await place(shop.client, buyer, [(mug, 2)])).json()["orderId"]
     row = await _order_row(shop, order_id)
-    assert row.saga_step == "reserve"
+    # Its stock was held while it was placed: the payment is the saga's first step.
+    assert row.saga_step == "pay"
+    assert row.reservation_expires_at is not None
     assert row.saga_lease_until is not None
     assert row.saga_lease_until > datetime.now(UTC)
     monkeypatch.undo()
@@ -305,6 +308,19 @@ async def test_a_payment_outcome_that_arrives_before_the_reserve_step_is_recorde
             return answer
 
         monkeypatch.setattr(payments, "pay", pay_then_deliver)
+        catalog = _orders(shop).catalog
+        reserve = catalog.reserve
+        answered: list[bool] = []
+
+        async def unanswered_at_first(*args: Any, **kwargs: Any) -> Any:
+            # The order is placed without its stock (the catalog's answer was lost), so
+            # the saga's reserve step holds it and asks for the payment.
+            if not answered:
+                answered.append(False)
+                raise Unavailable("catalog: ReadTimeout")
+            return await reserve(*args, **kwargs)
+
+        monkeypatch.setattr(catalog, "reserve", unanswered_at_first)
         order_id = (await place(shop.client, buyer, [(mug, 1)], token=token)).json()["orderId"]
         order = await settled(shop.client, buyer, order_id, timeout=20)
         assert (order["status"], order.get("cancelReason")) == (status, reason)
@@ -340,3 +356,38 @@ async def test_a_payment_call_that_fails_after_the_stock_is_held_keeps_the_hold_
     await saga_finished(shop, order_id)
     assert await stock_of(shop, mug) == 3
     assert await _payment_statuses(shop, admin, order_id) == ["succeeded"]
+
+
+async def test_stock_held_for_an_order_that_was_not_written(
+    shop: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = await make_admin(shop)
+    buyer = await register_and_login(shop.client)
+    mug = await product(shop, admin, stock=5)
+    place_order = service.place
+    failed: list[bool] = []
+
+    async def fails_once(*args: Any, **kwargs: Any) -> None:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("the orders database went away")
+        await place_order(*args, **kwargs)
+
+    monkeypatch.setattr(service, "place", fails_once)
+    # (The test client raises what the app raised; a client gets a 500.)
+    # Without an Idempotency-Key nothing can come back for the stock: it is given back.
+    with pytest.raises(RuntimeError, match="went away"):
+        await place(shop.client, buyer, [(mug, 2)])
+    assert await stock_of(shop, mug) == 5
+    # With one, the retry is placed on the stock its first run held, held once.
+    failed.clear()
+    with pytest.raises(RuntimeError, match="went away"):
+        await place(shop.client, buyer, [(mug, 2)], key="held-once")
+    assert await stock_of(shop, mug) == 3
+    retried = await place(shop.client, buyer, [(mug, 2)], key="held-once")
+    assert retried.status_code == 201, retried.text
+    order = await settled(shop.client, buyer, retried.json()["orderId"])
+    assert order["status"] == "CONFIRMED"
+    await saga_finished(shop, order["orderId"])
+    assert await stock_of(shop, mug) == 3
+    assert await _payment_statuses(shop, admin, order["orderId"]) == ["succeeded"]

@@ -26,6 +26,7 @@ from panthera.catalog.schemas import (
     QuoteIn,
     QuoteLineOut,
     QuoteOut,
+    RejectedLineOut,
     ReservationIn,
     ReservationLineIn,
     ReservationLineOut,
@@ -503,6 +504,15 @@ def _reservation_out(
             lines=[],
             expiresAt=None,
             reason=rejected.reason if rejected else None,
+            problems=[
+                RejectedLineOut(
+                    productId=line.product_id,
+                    variantId=line.variant_id,
+                    requested=line.requested,
+                    available=line.available,
+                )
+                for line in (rejected.lines if rejected else [])
+            ],
         )
     currency = outcome.currency or default_currency
     return ReservationOut(
@@ -515,8 +525,11 @@ def _reservation_out(
                 productId=variant.product_id,
                 variantId=variant.id,
                 sku=variant.sku,
+                name=outcome.names.get(variant.id, (variant.sku, None))[0],
+                categoryId=outcome.names.get(variant.id, (variant.sku, None))[1],
                 quantity=quantity,
                 unitPrice=presenters.price_text(price, currency),
+                unitPriceAmount=price,
             )
             for variant, quantity, price in outcome.lines
         ],

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -171,6 +171,15 @@ class ReservationOutcome:
     lines: list[tuple[StockItem, int, int]]
     currency: str | None
     rejected: StockRejected | None = None
+    # Each held variant's name as an order line shows it, and its product's category.
+    names: dict[uuid.UUID, tuple[str, uuid.UUID | None]] = field(default_factory=dict)
+
+
+def line_name(product_name: str, variant_title: str) -> str:
+    """A line's name: the product's, with the variant's title when it says more."""
+    if variant_title in ("", product_name):
+        return product_name
+    return f"{product_name} ({variant_title})"
 
 
 def _now() -> datetime:
@@ -631,11 +640,13 @@ async def reserve(
     items: dict[uuid.UUID, StockItem] = {}
     currencies: set[str] = set()
     problems: list[RejectedLine] = []
+    names: dict[uuid.UUID, tuple[str, uuid.UUID | None]] = {}
     for request, row in await _resolve(sql, requests):
         if row is None:
             problems.append(_unknown(request))
             continue
         items[row.id] = StockItem(id=row.id, product_id=row.product_id, sku=row.sku)
+        names[row.id] = (line_name(row.name, row.title), row.category_id)
         wanted[row.id] = wanted.get(row.id, 0) + request.quantity
         currencies.add(row.currency)
     if problems or len(currencies) > 1:
@@ -723,7 +734,7 @@ async def reserve(
             expires_at=reservation.expires_at,
         )
     )
-    return ReservationOutcome(reservation=reservation, lines=lines, currency=currency)
+    return ReservationOutcome(reservation=reservation, lines=lines, currency=currency, names=names)
 
 
 async def _reject(
@@ -767,7 +778,10 @@ _OUTCOME_LINES = (
         _items.c.unit_price_amount,
         _variants.c.product_id,
         _variants.c.sku,
+        _variants.c.title,
         _products.c.currency,
+        _products.c.name,
+        _products.c.category_id,
     )
     .join_from(_items, _variants, _variants.c.id == _items.c.variant_id)
     .join(_products, _products.c.id == _variants.c.product_id)
@@ -825,6 +839,7 @@ async def _outcome_of(sql: Sql, reservation: HeldReservation) -> ReservationOutc
             for row in rows
         ],
         currency=rows[0].currency if rows else None,
+        names={row.variant_id: (line_name(row.name, row.title), row.category_id) for row in rows},
     )
 
 
@@ -1060,7 +1075,7 @@ async def quote(
                 variant_id=row.id,
                 product_id=row.product_id,
                 sku=row.sku,
-                name=row.name if row.title in ("", row.name) else f"{row.name} ({row.title})",
+                name=line_name(row.name, row.title),
                 category_id=row.category_id,
                 quantity=request.quantity,
                 unit_price_amount=row.price_amount,

@@ -219,8 +219,18 @@ class ReservationLineOut(BaseModel):
     productId: uuid.UUID
     variantId: uuid.UUID
     sku: str
+    name: str
+    categoryId: uuid.UUID | None
     quantity: int
     unitPrice: str
+    unitPriceAmount: int = Field(description="Minor units of the reservation's currency")
+
+
+class RejectedLineOut(BaseModel):
+    productId: uuid.UUID | None
+    variantId: uuid.UUID | None
+    requested: int
+    available: int
 
 
 class ReservationOut(BaseModel):
@@ -231,3 +241,5 @@ class ReservationOut(BaseModel):
     lines: list[ReservationLineOut]
     expiresAt: datetime | None
     reason: str | None = None
+    # A rejection's lines: unknown ones (available 0) or those short of stock.
+    problems: list[RejectedLineOut] = Field(default_factory=list)

@@ -9,7 +9,8 @@ later) and ``Refused`` (a 4xx with the platform's problem code: an answer).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +56,10 @@ class Reservation:
     held: bool
     reason: str | None
     expires_at: datetime | None
+    # What is held, priced: the lines of an order placed with this reservation.
+    lines: list[QuotedLine] = field(default_factory=list)
+    # A rejection's lines that name nothing that can be ordered.
+    unknown: list[uuid.UUID] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,12 @@ async def _call(caller: ServiceCaller, method: str, path: str, **kwargs: Any) ->
     return body
 
 
+def _line(product_id: uuid.UUID | None, variant_id: uuid.UUID | None, quantity: int) -> Any:
+    if variant_id is not None:
+        return {"variantId": str(variant_id), "quantity": quantity}
+    return {"productId": str(product_id), "quantity": quantity}
+
+
 class CatalogClient:
     def __init__(self, directory: ServiceDirectory) -> None:
         self._directory = directory
@@ -115,14 +126,7 @@ class CatalogClient:
             self._client,
             "POST",
             "/internal/quotes",
-            json={
-                "lines": [
-                    {"variantId": str(v), "quantity": q}
-                    if v is not None
-                    else {"productId": str(p), "quantity": q}
-                    for p, v, q in lines
-                ]
-            },
+            json={"lines": [_line(p, v, q) for p, v, q in lines]},
         )
         return Quote(
             lines=[
@@ -142,25 +146,56 @@ class CatalogClient:
         )
 
     async def reserve(
-        self, reference: str, lines: list[tuple[uuid.UUID, int]], ttl_seconds: int
+        self,
+        reference: str,
+        lines: Sequence[tuple[uuid.UUID | None, uuid.UUID | None, int]],
+        ttl_seconds: int,
     ) -> Reservation:
+        """Hold (product, variant or None, quantity) lines for ``reference``, all or none,
+        at today's prices."""
         body = await _call(
             self._client,
             "POST",
             "/internal/reservations",
             json={
                 "reference": reference,
-                "lines": [{"variantId": str(v), "quantity": q} for v, q in lines],
+                "lines": [_line(p, v, q) for p, v, q in lines],
                 "ttlSeconds": ttl_seconds,
             },
         )
         if body["status"] == "rejected":
-            return Reservation(held=False, reason=body.get("reason"), expires_at=None)
+            return Reservation(
+                held=False,
+                reason=body.get("reason"),
+                expires_at=None,
+                unknown=[
+                    uuid.UUID(found)
+                    for problem in body.get("problems", [])
+                    if body.get("reason") == "unknown_product"
+                    and problem["available"] == 0
+                    and (found := problem["variantId"] or problem["productId"])
+                ],
+            )
         expires = body.get("expiresAt")
+        held = body["status"] in ("active", "committed")
+        currency = body.get("currency") or ""
         return Reservation(
-            held=body["status"] in ("active", "committed"),
-            reason=None if body["status"] in ("active", "committed") else body["status"],
+            held=held,
+            reason=None if held else body["status"],
             expires_at=datetime.fromisoformat(expires) if expires else None,
+            lines=[
+                QuotedLine(
+                    product_id=uuid.UUID(line["productId"]),
+                    variant_id=uuid.UUID(line["variantId"]),
+                    sku=line["sku"],
+                    name=line["name"],
+                    category_id=uuid.UUID(line["categoryId"]) if line["categoryId"] else None,
+                    quantity=int(line["quantity"]),
+                    unit_price=int(line["unitPriceAmount"]),
+                    currency=currency,
+                )
+                for line in body.get("lines", [])
+            ],
         )
 
     async def commit(self, reference: str) -> None:

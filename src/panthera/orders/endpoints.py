@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from panthera.kernel.security.permissions import AdminPrincipal, CurrentPrincipa
 from panthera.kernel.security.principal import Principal
 from panthera.kernel.sql import is_unique_violation
 from panthera.orders import errors, presenters, service
-from panthera.orders.clients import Refused, Unavailable
+from panthera.orders.clients import QuotedLine, Refused, Reservation, Unavailable
 from panthera.orders.deps import Orders
 from panthera.orders.models import Order, OrderItem
 from panthera.orders.saga import record_payment
@@ -31,6 +32,9 @@ from panthera.orders.schemas import (
 )
 from panthera.orders.states import CANCELLABLE, REFUNDABLE, CancelReason, OrderStatus
 
+log = logging.getLogger("panthera.orders")
+# The namespace of order ids derived from a buyer's Idempotency-Key.
+_ORDER_IDS = uuid.UUID("4d1f2b0e-8a53-4c7e-9d26-1f0b7c3e5a90")
 router = APIRouter()
 Responses = dict[int | str, dict[str, Any]]
 _invalid: Responses = {400: {"description": "Invalid input"}}
@@ -124,51 +128,64 @@ async def _place(
             earlier = await service.placed_by(session, request_key)
         if earlier is not None:
             return _created(earlier)
+    wanted = [(item.productId, item.variantId, item.quantity) for item in body.items]
+    # The stock is held and priced in one call, under the order's id: the saga starts
+    # at the payment. Stock that is short still makes an order, at today's prices,
+    # which the saga then calls off (the catalog answers its reserve step the same).
+    # With an Idempotency-Key the order's id is the key's: a retry of a request whose
+    # answer was lost after the stock was held (a process died) finds that
+    # reservation under the same reference instead of holding the stock twice.
+    order_id = uuid.uuid4() if request_key is None else uuid.uuid5(_ORDER_IDS, request_key)
     try:
-        quote = await orders.catalog.quote(
-            [(item.productId, item.variantId, item.quantity) for item in body.items]
-        )
-    except Unavailable as exc:
-        raise errors.UpstreamUnavailable("The catalog did not answer.") from exc
+        held = await orders.catalog.reserve(str(order_id), wanted, orders.saga.reservation_ttl)
+    except Unavailable:
+        # No answer (the stock may be held all the same): priced without holding, the
+        # order's reserve step asks again under the same reference, retried as any step.
+        held = Reservation(held=False, reason="no_answer", expires_at=None)
     except Refused as exc:
         raise errors.UnknownProduct(exc.detail) from exc
-    if quote.unknown:
-        raise errors.UnknownProduct(
-            "These cannot be ordered: " + ", ".join(str(found) for found in quote.unknown),
-            unknown=[str(found) for found in quote.unknown],
-        )
-    currencies = {line.currency for line in quote.lines}
-    if len(currencies) != 1:
+    if held.held:
+        lines, currency = _in_request_order(held.lines, wanted), held.lines[0].currency
+    elif held.reason == "unknown_product":
+        raise _unknown(held.unknown)
+    elif held.reason == "mixed_currencies":
         raise errors.MixedCurrencies()
-    lines = [
-        service.NewLine(
-            product_id=line.product_id,
-            variant_id=line.variant_id,
-            sku=line.sku,
-            name=line.name,
-            category_id=line.category_id,
-            quantity=line.quantity,
-            unit_price=line.unit_price,
-        )
-        for line in quote.lines
-    ]
-    currency = currencies.pop()
+    else:
+        lines, currency = await _quoted(orders, wanted)
     try:
         async with orders.transaction() as tx:
             order, items = service.new_order(
                 user_id=principal.user_id,
-                lines=lines,
+                lines=[
+                    service.NewLine(
+                        product_id=line.product_id,
+                        variant_id=line.variant_id,
+                        sku=line.sku,
+                        name=line.name,
+                        category_id=line.category_id,
+                        quantity=line.quantity,
+                        unit_price=line.unit_price,
+                    )
+                    for line in lines
+                ],
                 currency=currency,
                 shipping_address=body.shippingAddress,
                 payment_method=body.paymentMethod,
                 request_key=request_key,
+                order_id=order_id,
+                reserved_until=held.expires_at if held.held else None,
             )
-            # The lease goes in with the order; the reserve step starts from the lines
+            # The lease goes in with the order; the first step starts from the lines
             # written here, without reading them back.
             orders.saga.take_up_after_commit(tx, order, items)
             await service.place(tx, order, items)
             await tx.commit()
     except Exception as exc:
+        if held.held and request_key is None:
+            # No order holds the stock and no retry will: it goes back now rather than
+            # when it expires. With a key, a retry (or the run that overlapped this one
+            # and placed the order) holds it under the same reference.
+            await _give_back(orders, order_id)
         # A run of the same request that overlapped this one wrote its order first.
         if request_key is None or not is_unique_violation(exc):
             raise
@@ -178,6 +195,56 @@ async def _place(
             raise
         return _created(earlier)
     return _created(order)
+
+
+def _in_request_order(
+    lines: list[QuotedLine], wanted: list[tuple[uuid.UUID, uuid.UUID | None, int]]
+) -> list[QuotedLine]:
+    """The held lines (one per variant, in the catalog's lock order) in the order the
+    request named them."""
+    ordered: list[QuotedLine] = []
+    for product_id, variant_id, _ in wanted:
+        for line in lines:
+            named = line.variant_id == variant_id if variant_id else line.product_id == product_id
+            if named and line not in ordered:
+                ordered.append(line)
+                break
+    return ordered + [line for line in lines if line not in ordered]
+
+
+def _unknown(unknown: list[uuid.UUID]) -> errors.UnknownProduct:
+    return errors.UnknownProduct(
+        "These cannot be ordered: " + ", ".join(str(found) for found in unknown),
+        unknown=[str(found) for found in unknown],
+    )
+
+
+async def _quoted(
+    orders: Orders, wanted: list[tuple[uuid.UUID, uuid.UUID | None, int]]
+) -> tuple[list[QuotedLine], str]:
+    """Today's prices of ``wanted``, held or not."""
+    try:
+        quote = await orders.catalog.quote(wanted)
+    except Unavailable as exc:
+        raise errors.UpstreamUnavailable("The catalog did not answer.") from exc
+    except Refused as exc:
+        raise errors.UnknownProduct(exc.detail) from exc
+    if quote.unknown:
+        raise _unknown(quote.unknown)
+    currencies = {line.currency for line in quote.lines}
+    if len(currencies) != 1:
+        raise errors.MixedCurrencies()
+    return quote.lines, currencies.pop()
+
+
+async def _give_back(orders: Orders, order_id: uuid.UUID) -> None:
+    try:
+        await orders.catalog.call_off(str(order_id), "order_not_placed")
+    except (Unavailable, Refused):
+        log.warning(
+            "stock held for an order that was not placed is left to expire",
+            extra={"order_id": str(order_id)},
+        )
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -113,6 +113,11 @@ class Saga:
         self._written: OrderedDict[uuid.UUID, Order] = OrderedDict()
         self._closed = False
 
+    @property
+    def reservation_ttl(self) -> int:
+        """Seconds stock is held for an order before the payment must have come."""
+        return self._reservation_ttl
+
     # ------------------------------------------------------------- scheduling
 
     def last_written(self, order_id: uuid.UUID) -> Order | None:
@@ -434,7 +439,7 @@ class Saga:
     async def _reserve(self, order: Order, items: list[OrderItem]) -> Change:
         held = await self._catalog.reserve(
             str(order.id),
-            [(item.variant_id, item.quantity) for item in items],
+            [(None, item.variant_id, item.quantity) for item in items],
             self._reservation_ttl,
         )
         if not held.held:

@@ -271,11 +271,17 @@ def new_order(
     shipping_address: str,
     payment_method: str,
     request_key: str | None = None,
+    order_id: uuid.UUID | None = None,
+    reserved_until: datetime | None = None,
 ) -> tuple[Order, list[OrderItem]]:
-    """A PENDING order priced by the catalog, with its lines, not yet written."""
+    """A PENDING order priced by the catalog, with its lines, not yet written.
+
+    ``reserved_until``: its stock is held already (a reservation with the order's id
+    as its reference, until then): the saga starts at the payment.
+    """
     at = now()
     order = Order(
-        id=uuid.uuid4(),
+        id=order_id or uuid.uuid4(),
         user_id=user_id,
         status=OrderStatus.PENDING,
         currency=currency,
@@ -289,14 +295,14 @@ def new_order(
         revision=1,
         created_at=at,
         updated_at=at,
-        saga_step=SagaStep.RESERVE,
+        saga_step=SagaStep.RESERVE if reserved_until is None else SagaStep.PAY,
         saga_attempts=0,
         saga_next_at=at,
         saga_lease_until=None,
         saga_last_error=None,
         request_key=request_key,
         payment_method=payment_method,
-        reservation_expires_at=None,
+        reservation_expires_at=reserved_until,
         payment_deadline=None,
         payment_id=None,
         payment_status=None,
