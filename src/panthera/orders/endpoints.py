@@ -128,6 +128,8 @@ async def _place(
             earlier = await service.placed_by(session, request_key)
         if earlier is not None:
             return _created(earlier)
+    # The order is PENDING from here on, the moment its stock began to be held.
+    placed_at = service.now()
     wanted = [(item.productId, item.variantId, item.quantity) for item in body.items]
     # The stock is held and priced in one call, under the order's id: the saga starts
     # at the payment. Stock that is short still makes an order, at today's prices,
@@ -174,6 +176,7 @@ async def _place(
                 request_key=request_key,
                 order_id=order_id,
                 reserved_until=held.expires_at if held.held else None,
+                placed_at=placed_at,
             )
             # The lease goes in with the order; the first step starts from the lines
             # written here, without reading them back.

@@ -273,13 +273,15 @@ def new_order(
     request_key: str | None = None,
     order_id: uuid.UUID | None = None,
     reserved_until: datetime | None = None,
+    placed_at: datetime | None = None,
 ) -> tuple[Order, list[OrderItem]]:
     """A PENDING order priced by the catalog, with its lines, not yet written.
 
     ``reserved_until``: its stock is held already (a reservation with the order's id
-    as its reference, until then): the saga starts at the payment.
+    as its reference, until then): the saga starts at the payment. ``placed_at``:
+    when placing it began (before its stock was held), now by default.
     """
-    at = now()
+    at = placed_at or now()
     order = Order(
         id=order_id or uuid.uuid4(),
         user_id=user_id,
