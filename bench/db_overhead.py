@@ -19,6 +19,7 @@ import uvloop
 from sqlalchemy import Column, Integer, MetaData, Table, update
 
 from panthera.kernel.db import Database
+from panthera.kernel.sql import DirectTransaction
 
 
 async def measure(dsn: str, writes: int, repeats: int) -> list[tuple[str, float]]:
@@ -55,6 +56,23 @@ async def measure(dsn: str, writes: int, repeats: int) -> list[tuple[str, float]
             assert driver is not None
             await driver.execute(raw_sql, 1)
 
+    def direct_transaction() -> DirectTransaction:
+        return DirectTransaction(
+            database.direct_connections(),
+            database.statements,
+            source="bench",
+            outbox_insert=statement,
+            outbox_rows=lambda envelopes: [],
+        )
+
+    async def kernel_transaction() -> None:
+        async with direct_transaction() as tx:
+            await tx.sql.execute(statement)
+            await tx.commit()
+
+    async def kernel_alone() -> None:
+        await database.execute_alone(statement)
+
     async def driver_transaction() -> None:
         async with connection.transaction():
             await connection.execute(raw_sql, 1)
@@ -67,6 +85,8 @@ async def measure(dsn: str, writes: int, repeats: int) -> list[tuple[str, float]
         ("Database.autocommit_sessions(): ORM session, UPDATE", autocommit_session),
         ("engine.begin(): Core, BEGIN, UPDATE, COMMIT", engine_transaction),
         ("engine.connect(): pool checkout, UPDATE on the driver", pool_checkout_then_driver),
+        ("kernel/sql.py DirectTransaction: BEGIN, UPDATE, COMMIT", kernel_transaction),
+        ("kernel/sql.py Database.execute_alone(): UPDATE", kernel_alone),
         ("asyncpg: BEGIN, UPDATE, COMMIT", driver_transaction),
         ("asyncpg: UPDATE", driver_autocommit),
     ]

@@ -46,6 +46,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     deps = OrdersDeps(
         uow=runtime.uow,
         transaction=runtime.transaction,
+        database=runtime.database,
         read_session=runtime.database.read_sessions,
         catalog=catalog,
         payments=payments,

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from panthera.kernel.db import UnitOfWork
+from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.idempotency import IdempotencyKeys
 from panthera.kernel.sql import Transaction
 from panthera.orders.clients import CatalogClient, PaymentsClient
@@ -21,6 +21,7 @@ class OrdersDeps:
     uow: Callable[[], UnitOfWork]
     # The hot writes' transactions: on the driver on PostgreSQL (kernel/sql.py).
     transaction: Callable[[], Transaction]
+    database: Database
     # Reads that never write: on SQLite they do not queue behind the writer.
     read_session: Callable[[], AsyncSession]
     catalog: CatalogClient

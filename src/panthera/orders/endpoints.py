@@ -124,8 +124,8 @@ async def _place(
     if request_key is not None:
         # The same request ran before and its answer was lost (a process died after
         # the order was written): answer that order, as the first run would have.
-        async with orders.read_session() as session:
-            earlier = await service.placed_by(session, request_key)
+        async with orders.database.reads() as sql:
+            earlier = await service.placed_by(sql, request_key)
         if earlier is not None:
             return _created(earlier)
     # The order is PENDING from here on, the moment its stock began to be held.
@@ -192,8 +192,8 @@ async def _place(
         # A run of the same request that overlapped this one wrote its order first.
         if request_key is None or not is_unique_violation(exc):
             raise
-        async with orders.read_session() as session:
-            earlier = await service.placed_by(session, request_key)
+        async with orders.database.reads() as sql:
+            earlier = await service.placed_by(sql, request_key)
         if earlier is None:
             raise
         return _created(earlier)

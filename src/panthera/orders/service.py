@@ -165,12 +165,13 @@ async def save(sql: Sql, order: Order, *, unchanged: Order | None = None) -> boo
     return True
 
 
-async def placed_by(session: AsyncSession, request_key: str) -> Order | None:
+_PLACED_BY = select(*_ORDERS.columns).where(_ORDERS.c.request_key == bindparam("request_key"))
+
+
+async def placed_by(sql: Sql, request_key: str) -> Order | None:
     """The order an earlier run of the same request placed, if any."""
-    found: Order | None = (
-        await session.execute(select(Order).where(Order.request_key == request_key))
-    ).scalar_one_or_none()
-    return found
+    row = await sql.fetch_one(_PLACED_BY, {"request_key": request_key})
+    return None if row is None else Order(**row._asdict())
 
 
 async def items_of(session: AsyncSession, order_id: uuid.UUID) -> list[OrderItem]:
