@@ -22,8 +22,17 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from panthera.kernel.events.envelope import Envelope, EventContract
-from panthera.kernel.sql import DirectSql, Row, SessionSql, Sql, Statements, Values
+from panthera.kernel.events.envelope import Envelope
+from panthera.kernel.sql import (
+    AfterCommit,
+    DirectSql,
+    EventsOnCommit,
+    Row,
+    SessionSql,
+    Sql,
+    Statements,
+    Values,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.sql import ClauseElement
@@ -368,10 +377,7 @@ def _sqlite_begin_deferred(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
 
 
-AfterCommit = Callable[[], None]
-
-
-class UnitOfWork:
+class UnitOfWork(EventsOnCommit):
     """One business transaction: a session plus the events it publishes.
 
     ``publish`` collects events; ``commit`` writes them to the outbox in the same
@@ -387,13 +393,9 @@ class UnitOfWork:
         after_commit: AfterCommit | None = None,
         traceparent: Callable[[], str | None] | None = None,
     ) -> None:
+        super().__init__(source=source, after_commit=after_commit, traceparent=traceparent)
         self._database = database
-        self._source = source
         self._outbox_insert = outbox_insert
-        self._after_commit = after_commit
-        self._traceparent = traceparent
-        self._pending: list[Envelope] = []
-        self._on_commit: list[AfterCommit] = []
         self._session: AsyncSession | None = None
 
     @property
@@ -409,8 +411,7 @@ class UnitOfWork:
 
     async def __aenter__(self) -> Self:
         self._session = self._database.sessions()
-        self._pending = []
-        self._on_commit = []
+        self._forget()
         return self
 
     async def __aexit__(
@@ -426,38 +427,20 @@ class UnitOfWork:
             await session.close()
         finally:
             self._session = None
-            self._pending = []
-            self._on_commit = []
-
-    def publish(self, event: EventContract) -> Envelope:
-        """Queue an event; it is written to the outbox by ``commit``."""
-        trace = self._traceparent() if self._traceparent else None
-        envelope = Envelope.wrap(event, source=self._source, traceparent=trace)
-        self._pending.append(envelope)
-        return envelope
-
-    def on_commit(self, callback: AfterCommit) -> None:
-        """Run ``callback`` once this transaction has committed (never on rollback)."""
-        self._on_commit.append(callback)
+            self._forget()
 
     async def commit(self) -> None:
         """Write pending events to the outbox and commit, atomically."""
         session = self.session
-        published = bool(self._pending)
-        if self._pending:
-            await self._outbox_insert(session, self._pending)
-            self._pending = []
+        pending = self._take_pending()
+        if pending:
+            await self._outbox_insert(session, pending)
         await session.commit()
-        if published and self._after_commit is not None:
-            self._after_commit()
-        callbacks, self._on_commit = self._on_commit, []
-        for callback in callbacks:
-            callback()
+        self._committed(bool(pending))
 
     async def rollback(self) -> None:
         """Discard the state change and its events."""
-        self._pending = []
-        self._on_commit = []
+        self._forget()
         await self.session.rollback()
 
 

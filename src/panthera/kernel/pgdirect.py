@@ -20,6 +20,16 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+# What a connection the server or the network closed raises: a statement sent on it
+# before its protocol has read the hang-up (the server's FATAL) meets a confused
+# protocol state (InternalClientError) rather than a closed connection.
+LOST = (
+    OSError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
 # A connection that sat unused this long is closed rather than lent: a burst's extra
 # connections do not stay open, counted against the server's limit, for ever.
 IDLE_SECONDS = 300.0
@@ -61,7 +71,7 @@ class DirectConnections:
                 # The server refused the statement; the connection is as it was.
                 self.release(connection)
                 raise
-            except (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError):
+            except LOST:
                 self.discard(connection)
                 if attempt == 2:
                     raise

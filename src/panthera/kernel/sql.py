@@ -356,7 +356,55 @@ class _TransactionSql(DirectSql):
 OutboxRows = Callable[[list[Envelope]], list[dict[str, Any]]]
 
 
-class DirectTransaction:
+class EventsOnCommit:
+    """The events a transaction publishes and what runs once it has committed.
+
+    ``publish`` queues an event, which the transaction writes to its outbox as it
+    commits; ``on_commit`` callbacks run after the commit, never after a rollback;
+    ``after_commit`` (the relay's wake-up) runs after a commit that wrote events.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        after_commit: AfterCommit | None = None,
+        traceparent: Callable[[], str | None] | None = None,
+    ) -> None:
+        self._source = source
+        self._after_commit = after_commit
+        self._traceparent = traceparent
+        self._pending: list[Envelope] = []
+        self._on_commit: list[AfterCommit] = []
+
+    def publish(self, event: EventContract) -> Envelope:
+        """Queue an event; it is written to the outbox by ``commit``."""
+        trace = self._traceparent() if self._traceparent else None
+        envelope = Envelope.wrap(event, source=self._source, traceparent=trace)
+        self._pending.append(envelope)
+        return envelope
+
+    def on_commit(self, callback: AfterCommit) -> None:
+        """Run ``callback`` once this transaction has committed (never on rollback)."""
+        self._on_commit.append(callback)
+
+    def _forget(self) -> None:
+        self._pending = []
+        self._on_commit = []
+
+    def _take_pending(self) -> list[Envelope]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    def _committed(self, published: bool) -> None:
+        if published and self._after_commit is not None:
+            self._after_commit()
+        callbacks, self._on_commit = self._on_commit, []
+        for callback in callbacks:
+            callback()
+
+
+class DirectTransaction(EventsOnCommit):
     """A PostgreSQL transaction on a connection of the kernel's own, with an outbox.
 
     ``async with`` opens it; its first statement takes a connection and begins the
@@ -377,15 +425,11 @@ class DirectTransaction:
         after_commit: AfterCommit | None = None,
         traceparent: Callable[[], str | None] | None = None,
     ) -> None:
+        super().__init__(source=source, after_commit=after_commit, traceparent=traceparent)
         self._connections = connections
         self._statements = statements
-        self._source = source
         self._outbox_insert = outbox_insert
         self._outbox_rows = outbox_rows
-        self._after_commit = after_commit
-        self._traceparent = traceparent
-        self._pending: list[Envelope] = []
-        self._on_commit: list[AfterCommit] = []
         self._connection: Any = None
         self._in_transaction = False
         self._sql: _TransactionSql | None = None
@@ -413,8 +457,7 @@ class DirectTransaction:
 
     async def __aenter__(self) -> Self:
         self._sql = _TransactionSql(self, self._statements)
-        self._pending = []
-        self._on_commit = []
+        self._forget()
         return self
 
     async def __aexit__(
@@ -426,8 +469,7 @@ class DirectTransaction:
         connection, self._connection = self._connection, None
         in_transaction, self._in_transaction = self._in_transaction, False
         self._sql = None
-        self._pending = []
-        self._on_commit = []
+        self._forget()
         if connection is None:
             return
         if exc is not None and not isinstance(exc, Exception):
@@ -445,35 +487,20 @@ class DirectTransaction:
                 return
         self._connections.release(connection)
 
-    def publish(self, event: EventContract) -> Envelope:
-        trace = self._traceparent() if self._traceparent else None
-        envelope = Envelope.wrap(event, source=self._source, traceparent=trace)
-        self._pending.append(envelope)
-        return envelope
-
-    def on_commit(self, callback: AfterCommit) -> None:
-        self._on_commit.append(callback)
-
     async def commit(self) -> None:
         sql = self.sql
-        published = bool(self._pending)
-        if self._pending:
-            await sql.execute_many(self._outbox_insert, self._outbox_rows(self._pending))
-            self._pending = []
+        pending = self._take_pending()
+        if pending:
+            await sql.execute_many(self._outbox_insert, self._outbox_rows(pending))
         if self._in_transaction:
             # Whatever COMMIT answers, the transaction is over (a failed one rolled back).
             self._in_transaction = False
             await self._connection.execute("COMMIT")
-        if published and self._after_commit is not None:
-            self._after_commit()
-        callbacks, self._on_commit = self._on_commit, []
-        for callback in callbacks:
-            callback()
+        self._committed(bool(pending))
 
     async def rollback(self) -> None:
         self.sql  # noqa: B018 - refuses a transaction that is not open
-        self._pending = []
-        self._on_commit = []
+        self._forget()
         if self._in_transaction:
             self._in_transaction = False
             await self._connection.execute("ROLLBACK")

@@ -106,6 +106,19 @@ async def _call(caller: ServiceCaller, method: str, path: str, **kwargs: Any) ->
     return body
 
 
+def _quoted_line(line: dict[str, Any], currency: str) -> QuotedLine:
+    return QuotedLine(
+        product_id=uuid.UUID(line["productId"]),
+        variant_id=uuid.UUID(line["variantId"]),
+        sku=line["sku"],
+        name=line["name"],
+        category_id=uuid.UUID(line["categoryId"]) if line["categoryId"] else None,
+        quantity=int(line["quantity"]),
+        unit_price=int(line["unitPriceAmount"]),
+        currency=currency,
+    )
+
+
 def _line(product_id: uuid.UUID | None, variant_id: uuid.UUID | None, quantity: int) -> Any:
     if variant_id is not None:
         return {"variantId": str(variant_id), "quantity": quantity}
@@ -129,19 +142,7 @@ class CatalogClient:
             json={"lines": [_line(p, v, q) for p, v, q in lines]},
         )
         return Quote(
-            lines=[
-                QuotedLine(
-                    product_id=uuid.UUID(line["productId"]),
-                    variant_id=uuid.UUID(line["variantId"]),
-                    sku=line["sku"],
-                    name=line["name"],
-                    category_id=uuid.UUID(line["categoryId"]) if line["categoryId"] else None,
-                    quantity=int(line["quantity"]),
-                    unit_price=int(line["unitPriceAmount"]),
-                    currency=line["currency"],
-                )
-                for line in body["lines"]
-            ],
+            lines=[_quoted_line(line, line["currency"]) for line in body["lines"]],
             unknown=[uuid.UUID(found) for found in body["unknown"]],
         )
 
@@ -183,19 +184,7 @@ class CatalogClient:
             held=held,
             reason=None if held else body["status"],
             expires_at=datetime.fromisoformat(expires) if expires else None,
-            lines=[
-                QuotedLine(
-                    product_id=uuid.UUID(line["productId"]),
-                    variant_id=uuid.UUID(line["variantId"]),
-                    sku=line["sku"],
-                    name=line["name"],
-                    category_id=uuid.UUID(line["categoryId"]) if line["categoryId"] else None,
-                    quantity=int(line["quantity"]),
-                    unit_price=int(line["unitPriceAmount"]),
-                    currency=currency,
-                )
-                for line in body.get("lines", [])
-            ],
+            lines=[_quoted_line(line, currency) for line in body.get("lines", [])],
         )
 
     async def commit(self, reference: str) -> None:

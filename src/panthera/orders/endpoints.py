@@ -158,18 +158,7 @@ async def _place(
         async with orders.transaction() as tx:
             order, items = service.new_order(
                 user_id=principal.user_id,
-                lines=[
-                    service.NewLine(
-                        product_id=line.product_id,
-                        variant_id=line.variant_id,
-                        sku=line.sku,
-                        name=line.name,
-                        category_id=line.category_id,
-                        quantity=line.quantity,
-                        unit_price=line.unit_price,
-                    )
-                    for line in lines
-                ],
+                lines=lines,
                 currency=currency,
                 shipping_address=body.shippingAddress,
                 payment_method=body.paymentMethod,

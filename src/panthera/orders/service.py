@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Table, bindparam, insert, inspect, select, union_all, update
@@ -97,15 +96,23 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class NewLine:
-    product_id: uuid.UUID
-    variant_id: uuid.UUID
-    sku: str
-    name: str
-    category_id: uuid.UUID | None
-    quantity: int
-    unit_price: int
+class NewLine(Protocol):
+    """A line of an order being placed, priced by the catalog (``clients.QuotedLine``)."""
+
+    @property
+    def product_id(self) -> uuid.UUID: ...
+    @property
+    def variant_id(self) -> uuid.UUID: ...
+    @property
+    def sku(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def category_id(self) -> uuid.UUID | None: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def unit_price(self) -> int: ...
 
 
 async def load(session: AsyncSession, order_id: uuid.UUID, *, for_update: bool = False) -> Order:
