@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import MetaData
 
 from panthera.kernel.db import Database
-from panthera.kernel.idempotency import IdempotencyKeys, idempotency_table
+from panthera.kernel.idempotency import Claim, IdempotencyKeys, idempotency_table
 from tests.integration.conftest import RoundTrips, ServiceDatabases
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -31,7 +31,7 @@ async def keys(
         await database.dispose()
 
 
-async def answer() -> tuple[int, Any]:
+async def answer(_claim: Claim) -> tuple[int, Any]:
     return 201, {"id": "first"}
 
 
@@ -44,7 +44,7 @@ async def test_a_keyed_run_claims_and_answers_in_one_statement_each(
     assert round_trips.verbs() == ["INSERT", "UPDATE"]
     assert (first.status, first.json(), first.replayed) == (201, {"id": "first"}, False)
 
-    async def other() -> tuple[int, Any]:
+    async def other(_claim: Claim) -> tuple[int, Any]:
         return 201, {"id": "second"}
 
     again = await keys.run(scope="s", key="k", request_hash="h", handler=other)
@@ -52,7 +52,7 @@ async def test_a_keyed_run_claims_and_answers_in_one_statement_each(
 
 
 async def test_a_failed_run_releases_its_key_for_the_next_try(keys: IdempotencyKeys) -> None:
-    async def broken() -> tuple[int, Any]:
+    async def broken(_claim: Claim) -> tuple[int, Any]:
         raise RuntimeError("down")
 
     with pytest.raises(RuntimeError):

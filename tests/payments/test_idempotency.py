@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from panthera.kernel.idempotency import (
+    Claim,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     IdempotencyKeys,
@@ -221,7 +222,7 @@ def keys(payments: PaymentsService, clock: Clock) -> IdempotencyKeys:
 
 
 def answer(status: int, payload: Mapping[str, Any]) -> Any:
-    async def handler() -> tuple[int, Any]:
+    async def handler(_claim: Claim) -> tuple[int, Any]:
         return status, dict(payload)
 
     return handler
@@ -246,11 +247,21 @@ async def test_a_claim_whose_worker_died_is_taken_over_after_its_lease(
 ) -> None:
     claim = await keys.claim(scope="s", key="k", request_hash="a")
     assert not isinstance(claim, IdempotentResponse)
+    # A new key: nothing can have been done under it before.
+    assert claim.first
     with pytest.raises(IdempotencyKeyInFlight):
         await keys.claim(scope="s", key="k", request_hash="a")
     clock.now += timedelta(seconds=31)
-    again = await keys.run(scope="s", key="k", request_hash="a", handler=answer(200, {"ok": 1}))
+    seen: list[bool] = []
+
+    async def taking_over(taken: Claim) -> tuple[int, Any]:
+        # The dead worker may have done part of the work: this run must look for it.
+        seen.append(taken.first)
+        return 200, {"ok": 1}
+
+    again = await keys.run(scope="s", key="k", request_hash="a", handler=taking_over)
     assert again.json() == {"ok": 1}
+    assert seen == [False]
     # The dead worker's late answer does not overwrite the one given.
     late = await keys.complete(claim, 500, b'{"late":true}')
     assert late.json() == {"ok": 1}
@@ -258,7 +269,7 @@ async def test_a_claim_whose_worker_died_is_taken_over_after_its_lease(
 
 
 async def test_a_failed_handler_releases_the_key(keys: IdempotencyKeys) -> None:
-    async def broken() -> tuple[int, Any]:
+    async def broken(_claim: Claim) -> tuple[int, Any]:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import re
@@ -177,9 +178,13 @@ class Claim:
     key: str
     request_hash: str
     claim_id: uuid.UUID
+    # The key was new: no earlier run of it can have done anything, so the work need
+    # not look for what one left (a run that died, a key purged after its time).
+    first: bool = False
 
 
-Handler = Callable[[], Awaitable[tuple[int, Any]]]
+# Does the work of a claim and answers its ``(status, JSON-able body)``.
+Handler = Callable[[Claim], Awaitable[tuple[int, Any]]]
 
 
 def _utc_now() -> datetime:
@@ -245,7 +250,7 @@ class IdempotencyKeys:
         if isinstance(outcome, IdempotentResponse):
             return outcome
         try:
-            status, payload = await handler()
+            status, payload = await handler(outcome)
         except BaseException:
             # The work did not finish: the same key may try again. Even when the
             # release fails the lease frees the key.
@@ -261,7 +266,7 @@ class IdempotencyKeys:
             now = self._clock()
             claim = Claim(scope, key, request_hash, uuid.uuid4())
             if await self._insert(claim, now):
-                return claim
+                return dataclasses.replace(claim, first=True)
             async with self._sessions() as session:
                 row = (
                     await session.execute(

@@ -11,7 +11,12 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import func, select
 
 from panthera.kernel.http.paging import total_count_headers
-from panthera.kernel.idempotency import IdempotencyKeyHeader, checked_key, request_fingerprint
+from panthera.kernel.idempotency import (
+    Claim,
+    IdempotencyKeyHeader,
+    checked_key,
+    request_fingerprint,
+)
 from panthera.kernel.money import InvalidAmount, Money
 from panthera.kernel.security.permissions import AdminPrincipal, CurrentPrincipal
 from panthera.kernel.security.principal import Principal
@@ -93,12 +98,14 @@ async def place_order(
     key = None if idempotency_key is None else checked_key(idempotency_key)
     request_key = None if key is None else f"{_scope(principal)}:{key}"
 
-    async def handle() -> tuple[int, Any]:
-        created = await _place(orders, principal, body, request_key)
+    async def handle(claim: Claim | None) -> tuple[int, Any]:
+        created = await _place(
+            orders, principal, body, request_key, run_before=claim is not None and not claim.first
+        )
         return 201, created.model_dump(mode="json")
 
     if key is None:
-        status, payload = await handle()
+        status, payload = await handle(None)
         return _json(payload, status)
     result = await orders.idempotency.run(
         scope=_scope(principal),
@@ -119,9 +126,15 @@ def _created(order: Order) -> OrderCreated:
 
 
 async def _place(
-    orders: Orders, principal: Principal, body: OrderCreate, request_key: str | None
+    orders: Orders,
+    principal: Principal,
+    body: OrderCreate,
+    request_key: str | None,
+    *,
+    run_before: bool,
 ) -> OrderCreated:
-    if request_key is not None:
+    """``run_before``: the same request may have run before (its key was taken over)."""
+    if run_before and request_key is not None:
         # The same request ran before and its answer was lost (a process died after
         # the order was written): answer that order, as the first run would have.
         async with orders.database.reads() as sql:
@@ -430,7 +443,7 @@ async def refund_order(
     key = checked_key(idempotency_key)
     request = body or RefundIn()
 
-    async def handle() -> tuple[int, Any]:
+    async def handle(_claim: Claim) -> tuple[int, Any]:
         view = await _refund(orders, admin, orderId, request, key)
         return 200, view.model_dump(mode="json")
 

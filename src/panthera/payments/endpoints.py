@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from panthera.kernel.http.paging import total_count_headers
 from panthera.kernel.idempotency import (
+    Claim,
     IdempotencyKeyHeader,
     checked_key,
     request_fingerprint,
@@ -101,7 +102,7 @@ async def _take_payment(
 ) -> Response:
     request = _payment_request(body, user_id, f"{scope}:{key}")
 
-    async def handle() -> tuple[int, Any]:
+    async def handle(_claim: Claim) -> tuple[int, Any]:
         payment = await service.create_payment(
             payments.uow, payments.provider, request, alone=payments.alone
         )
@@ -236,7 +237,7 @@ async def refund_payment(
         amount=amount, reason=body.reason, requested_by=admin.user_id, request_key=f"{scope}:{key}"
     )
 
-    async def handle() -> tuple[int, Any]:
+    async def handle(_claim: Claim) -> tuple[int, Any]:
         paid, refund = await refunds.refund_payment(
             payments.uow, payments.provider, paymentId, request
         )
@@ -329,7 +330,7 @@ async def refund_order(
     key = checked_key(idempotency_key or f"refund:{reference}")
     request = body or InternalRefund()
 
-    async def handle() -> tuple[int, Any]:
+    async def handle(_claim: Claim) -> tuple[int, Any]:
         amount = None
         if request.amount is not None:
             async with payments.read_session() as session:
