@@ -52,9 +52,10 @@ class Settings(BaseSettings):
     # service name, so one setting gives every service its own database. Empty
     # means one SQLite file per service under ``data_dir``.
     database_url: str = ""
-    # Connections each service process keeps to PostgreSQL, and how many more it may
-    # open at a peak. Processes x services x (both) must stay under the server's
-    # max_connections.
+    # Connections each service process keeps to PostgreSQL for SQLAlchemy, and how
+    # many more it may open at a peak; the kernel's driver path (kernel/pgdirect.py)
+    # lends up to the pool size again. Processes x services x (2 x pool + overflow)
+    # must stay under the server's max_connections.
     database_pool_size: int = Field(default=10, ge=1)
     database_max_overflow: int = Field(default=0, ge=0)
     # Shared servers of the distributed shape; empty means the in-process adapter.
