@@ -46,7 +46,7 @@ Values = Mapping[str, Any]
 
 
 class Sql(Protocol):
-    """Runs Core statements inside one transaction."""
+    """Runs Core statements: inside one transaction, or each on its own (``Database.alone``)."""
 
     # Whether the statements run on PostgreSQL (some have a one-statement form there).
     postgres: bool
