@@ -53,7 +53,7 @@ from starlette.responses import Response
 
 from panthera.kernel.db import Database, UTCDateTime
 from panthera.kernel.errors import Conflict, InvalidInput, PantheraError
-from panthera.kernel.sql import is_unique_violation
+from panthera.kernel.sql import Sql, is_unique_violation
 
 _log = logging.getLogger("panthera.idempotency")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -237,6 +237,8 @@ class IdempotencyKeys:
         self._ttl = ttl
         self._lease = lease
         self._clock = clock
+        # Answers stored by ``answer_in`` in a handler's transaction, by claim.
+        self._answered: dict[uuid.UUID, tuple[int, bytes]] = {}
 
     async def run(
         self, *, scope: str, key: str, request_hash: str, handler: Handler
@@ -252,13 +254,34 @@ class IdempotencyKeys:
         try:
             status, payload = await handler(outcome)
         except BaseException:
-            # The work did not finish: the same key may try again. Even when the
-            # release fails the lease frees the key.
+            # The work did not finish: the same key may try again (an answer stored
+            # with it was rolled back with it). Even when the release fails the lease
+            # frees the key.
+            self._answered.pop(outcome.claim_id, None)
             with contextlib.suppress(Exception):
                 await self.release(outcome)
             raise
+        stored = self._answered.pop(outcome.claim_id, None)
+        if stored is not None:
+            return IdempotentResponse(status=stored[0], body=stored[1], replayed=False)
+        return await self.complete(outcome, status, orjson.dumps(payload))
+
+    async def answer_in(self, sql: Sql, claim: Claim, status: int, payload: Any) -> None:
+        """Store the answer of ``claim`` in the handler's own transaction (``sql``), so it
+        commits with the work, one write fewer; ``run`` then answers it as it is.
+
+        The handler must return the same answer. Raises :class:`IdempotencyKeyInFlight`
+        (the caller's transaction must then roll back) when the claim was lost: its
+        lease ran out and another request took the key over.
+        """
         body = orjson.dumps(payload)
-        return await self.complete(outcome, status, body)
+        answered = await sql.execute(
+            self._complete_statement,
+            {**self._held(claim), "answer_status": status, "answer_body": body.decode()},
+        )
+        if not answered:
+            raise IdempotencyKeyInFlight()
+        self._answered[claim.claim_id] = (status, body)
 
     async def claim(self, *, scope: str, key: str, request_hash: str) -> Claim | IdempotentResponse:
         """Take the key for this request, or give the stored answer; see :meth:`run`."""

@@ -99,9 +99,7 @@ async def place_order(
     request_key = None if key is None else f"{_scope(principal)}:{key}"
 
     async def handle(claim: Claim | None) -> tuple[int, Any]:
-        created = await _place(
-            orders, principal, body, request_key, run_before=claim is not None and not claim.first
-        )
+        created = await _place(orders, principal, body, request_key, claim)
         return 201, created.model_dump(mode="json")
 
     if key is None:
@@ -130,11 +128,11 @@ async def _place(
     principal: Principal,
     body: OrderCreate,
     request_key: str | None,
-    *,
-    run_before: bool,
+    claim: Claim | None,
 ) -> OrderCreated:
-    """``run_before``: the same request may have run before (its key was taken over)."""
-    if run_before and request_key is not None:
+    """``claim``: the request's Idempotency-Key, held; its answer is stored with the order."""
+    if claim is not None and not claim.first and request_key is not None:
+        # The key was taken over: the run before this one may have placed the order.
         # The same request ran before and its answer was lost (a process died after
         # the order was written): answer that order, as the first run would have.
         async with orders.database.reads() as sql:
@@ -184,6 +182,9 @@ async def _place(
             # written here, without reading them back.
             orders.saga.take_up_after_commit(tx, order, items)
             await service.place(tx, order, items)
+            if claim is not None:
+                answer = _created(order).model_dump(mode="json")
+                await orders.idempotency.answer_in(tx.sql, claim, 201, answer)
             await tx.commit()
     except Exception as exc:
         if held.held and request_key is None:
