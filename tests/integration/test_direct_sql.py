@@ -213,14 +213,16 @@ async def test_rowcounts_returning_and_many_rows(shape: Shape) -> None:
 async def test_statements_alone_commit_each_on_their_own(shape: Shape) -> None:
     thing = _thing()
     assert await shape.database.execute_alone(ADD, thing) == 1
-    row = await shape.database.fetch_one_alone(
-        BUMP_RETURNING, {"thing_id": thing["id"], "by": 4, "at": datetime.now(UTC)}
-    )
+    async with shape.database.alone() as sql:
+        row = await sql.fetch_one(
+            BUMP_RETURNING, {"thing_id": thing["id"], "by": 4, "at": datetime.now(UTC)}
+        )
     assert row is not None
     assert row.hits == 4
     missing = {"thing_id": uuid.uuid4(), "by": 1, "at": datetime.now(UTC)}
     assert await shape.database.execute_alone(BUMP, missing) == 0
-    assert await shape.database.fetch_one_alone(BUMP_RETURNING, missing) is None
+    async with shape.database.alone() as sql:
+        assert await sql.fetch_one(BUMP_RETURNING, missing) is None
     # SQLAlchemy wraps the type's refusal in its StatementError; the driver path does not.
     with pytest.raises((ValueError, StatementError), match="timezone-aware"):
         await shape.database.execute_alone(BUMP, {**missing, "at": datetime(2026, 1, 1)})

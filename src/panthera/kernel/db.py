@@ -27,7 +27,6 @@ from panthera.kernel.sql import (
     AfterCommit,
     DirectSql,
     EventsOnCommit,
-    Row,
     SessionSql,
     Sql,
     Statements,
@@ -128,12 +127,6 @@ class Database:
             event.listen(self.read_engine.sync_engine, "begin", _sqlite_begin_deferred)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
-        # Writes that are one statement and publish nothing need no BEGIN and COMMIT
-        # round trips: on PostgreSQL each statement commits on its own. SQLite has
-        # none (its writes must queue on the one writer's connection).
-        self.autocommit_sessions: async_sessionmaker[AsyncSession] | None = (
-            None if self.is_sqlite else self.read_sessions
-        )
         self._sqlite_path = (
             parsed.database
             if self.is_sqlite and parsed.database and parsed.database != ":memory:"
@@ -219,25 +212,8 @@ class Database:
         On PostgreSQL on the driver, with no BEGIN and COMMIT round trips (the
         statement commits on its own); on SQLite queued on the one writer.
         """
-        found = await self._alone(statement, values, rows=False)
-        assert isinstance(found, int)
-        return found
-
-    async def fetch_one_alone(
-        self, statement: ClauseElement, values: Values | None = None
-    ) -> Row | None:
-        """Like :meth:`execute_alone`, for a statement that answers a row (``RETURNING``)."""
-        found = await self._alone(statement, values, rows=True)
-        assert not isinstance(found, int)
-        return found
-
-    async def _alone(
-        self, statement: ClauseElement, values: Values | None, *, rows: bool
-    ) -> int | Row | None:
         async with self.alone() as sql:
-            return await (
-                sql.fetch_one(statement, values) if rows else sql.execute(statement, values)
-            )
+            return await sql.execute(statement, values)
 
     @asynccontextmanager
     async def alone(self) -> AsyncIterator[Sql]:
@@ -270,20 +246,8 @@ class Database:
 
     @asynccontextmanager
     async def _direct_alone(self) -> AsyncIterator[Sql]:
-        connections = self.direct_connections()
-        connection = await connections.acquire()
-        try:
+        async with self.direct_connections().lend() as connection:
             yield DirectSql(connection, self.statements)
-        except Exception as exc:
-            if _connection_intact(exc):
-                connections.release(connection)
-            else:
-                connections.discard(connection)
-            raise
-        except BaseException:
-            connections.discard(connection)
-            raise
-        connections.release(connection)
 
     async def refresh_statistics(self) -> None:
         """Bring the planner's statistics up to date after a bulk load.
@@ -323,13 +287,6 @@ class Database:
             with suppress(sqlite3.Error):
                 self._sqlite_reader.close()
             self._sqlite_reader = None
-
-
-def _connection_intact(exc: BaseException) -> bool:
-    """Whether a connection that raised ``exc`` is still fit to lend (the server said no)."""
-    import asyncpg  # type: ignore[import-untyped]
-
-    return isinstance(exc, (asyncpg.PostgresError, KeyError, ValueError))
 
 
 def _note_idle(_dbapi_connection: Any, record: Any) -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -29,6 +30,14 @@ LOST = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
+
+
+def intact(exc: BaseException) -> bool:
+    """Whether a connection whose statement raised ``exc`` may be lent again: the server
+    refused the statement, or its arguments were refused before anything was sent
+    (asyncpg's DataError is a ValueError)."""
+    return isinstance(exc, (asyncpg.PostgresError, KeyError, ValueError))
+
 
 # A connection that sat unused this long is closed rather than lent: a burst's extra
 # connections do not stay open, counted against the server's limit, for ever.
@@ -83,6 +92,21 @@ class DirectConnections:
             self.release(connection)
             return row
         return None  # pragma: no cover - the loop returns or raises
+
+    @asynccontextmanager
+    async def lend(self) -> AsyncIterator[Any]:
+        """A connection for the block, outside any transaction: returned after it, or
+        closed when the block raised something that leaves its state unknown."""
+        connection = await self.acquire()
+        try:
+            yield connection
+        except BaseException as exc:
+            if intact(exc):
+                self.release(connection)
+            else:
+                self.discard(connection)
+            raise
+        self.release(connection)
 
     async def acquire(self) -> Any:
         """A connection, outside any transaction; give it back with :meth:`release`, or

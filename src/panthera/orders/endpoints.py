@@ -182,8 +182,9 @@ async def _place(
             # written here, without reading them back.
             orders.saga.take_up_after_commit(tx, order, items)
             await service.place(tx, order, items)
+            created = _created(order)
             if claim is not None:
-                answer = _created(order).model_dump(mode="json")
+                answer = created.model_dump(mode="json")
                 await orders.idempotency.answer_in(tx.sql, claim, 201, answer)
             await tx.commit()
     except Exception as exc:
@@ -200,7 +201,7 @@ async def _place(
         if earlier is None:
             raise
         return _created(earlier)
-    return _created(order)
+    return created
 
 
 def _in_request_order(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.money import Money
+from panthera.kernel.sql import SessionSql
 from panthera.orders import service
 from panthera.orders.models import Order
 from panthera.orders.schemas import OrderItemOut, OrderOut, OrderSummary, StatusChangeOut
@@ -16,7 +17,7 @@ def money(amount: int, currency: str) -> str:
 
 
 async def order_out(session: AsyncSession, order: Order) -> OrderOut:
-    items = await service.items_of(session, order.id)
+    items = await service.items_of(SessionSql(session), order.id)
     history = await service.history_of(session, order.id)
     return OrderOut(
         orderId=order.id,

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from panthera.kernel.db import Database
 from panthera.kernel.money import Money
 from panthera.kernel.observability import SAGA_OLDEST_DUE, SAGA_STEPS
-from panthera.kernel.sql import Transaction
+from panthera.kernel.sql import SessionSql, Transaction
 from panthera.orders import service
 from panthera.orders.clients import (
     CatalogClient,
@@ -329,7 +329,7 @@ class Saga:
             async with self._read() as session:
                 order = await service.find(session, order_id)
                 if order is not None and order.saga_step == SagaStep.RESERVE:
-                    items = await service.items_of(session, order_id)
+                    items = await service.items_of(SessionSql(session), order_id)
         if order is None or order.saga_step == SagaStep.DONE:
             self._lines.pop(order_id, None)
             return False, False, None

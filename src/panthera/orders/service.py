@@ -181,16 +181,6 @@ async def placed_by(sql: Sql, request_key: str) -> Order | None:
     return None if row is None else Order(**row._asdict())
 
 
-async def items_of(session: AsyncSession, order_id: uuid.UUID) -> list[OrderItem]:
-    return list(
-        (
-            await session.execute(
-                select(OrderItem).where(OrderItem.order_id == order_id).order_by(OrderItem.position)
-            )
-        ).scalars()
-    )
-
-
 _ITEMS_OF = (
     select(*_ITEMS.columns)
     .where(_ITEMS.c.order_id == bindparam("order_id"))
@@ -198,8 +188,8 @@ _ITEMS_OF = (
 )
 
 
-async def lines_of(sql: Sql, order_id: uuid.UUID) -> list[OrderItem]:
-    """The order's lines, read in ``sql``'s transaction, as objects outside any session."""
+async def items_of(sql: Sql, order_id: uuid.UUID) -> list[OrderItem]:
+    """The order's lines, read with ``sql``, as objects outside any session."""
     return [
         OrderItem(**row._asdict()) for row in await sql.fetch(_ITEMS_OF, {"order_id": order_id})
     ]
@@ -424,7 +414,7 @@ async def move(
         tx.publish(
             OrderConfirmed(
                 **common,
-                items=lines or _lines(await lines_of(tx.sql, order.id)),
+                items=lines or _lines(await items_of(tx.sql, order.id)),
                 payment_id=order.payment_id,
             )
         )
@@ -434,7 +424,7 @@ async def move(
                 **common,
                 reason=order.cancel_reason or reason or "cancelled",
                 message=order.cancel_message,
-                items=lines or _lines(await lines_of(tx.sql, order.id)),
+                items=lines or _lines(await items_of(tx.sql, order.id)),
             )
         )
     elif target == OrderStatus.SHIPPED:

@@ -173,9 +173,9 @@ class OutboxRelay:
         self._sessions = sessions
         self._read_sessions = read_sessions or sessions
         # PostgreSQL (skip_locked): the claim and the marks run in these transactions,
-        # on the driver (kernel/sql.py).
-        if skip_locked and transactions is None:
-            raise ValueError("a relay that skips locked rows needs its transactions")
+        # and the idle poll in these reads, on the driver (kernel/sql.py).
+        if skip_locked and (transactions is None or reads is None):
+            raise ValueError("a relay that skips locked rows needs its transactions and reads")
         self._transactions = transactions
         self._reads = reads
         self._outbox = tables.outbox
@@ -292,17 +292,11 @@ class OutboxRelay:
         pass, as it would be after an empty one.
         """
         if self._skip_locked:
-            if self._reads is not None:
-                async with self._reads() as sql:
-                    found = await sql.fetch_one(self._any_due, {"now": datetime.now(UTC)})
-                if found is None:
-                    return False
-                return await self.relay_once()
-            async with self._read_sessions() as session:
-                connection = await session.connection()
-                due = await connection.execute(self._any_due, {"now": datetime.now(UTC)})
-                if due.first() is None:
-                    return False
+            assert self._reads is not None
+            async with self._reads() as sql:
+                found = await sql.fetch_one(self._any_due, {"now": datetime.now(UTC)})
+            if found is None:
+                return False
         return await self.relay_once()
 
     async def relay_once(self) -> bool:
