@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import StatementError
 
 from panthera.kernel.db import Database, UnitOfWork, UTCDateTime, service_metadata
-from panthera.kernel.events.envelope import EventContract
+from panthera.kernel.events.envelope import Envelope, EventContract
 from panthera.kernel.events.outbox import EventTables, event_tables, outbox_rows, outbox_writer
 from panthera.kernel.sql import (
     DirectTransaction,
@@ -287,3 +287,125 @@ async def test_a_statement_after_rollback_or_commit_begins_the_next_transaction(
     async with shape.database.reads() as sql:
         names = [row.name for row in await sql.fetch(select(THINGS.c.name))]
     assert names == ["kept"]
+
+
+NAMED_WITH_CTE = insert(THINGS).from_select(
+    ["id", "name", "seen_at"],
+    select(
+        bindparam("id", type_=THINGS.c.id.type),
+        bindparam("name", type_=THINGS.c.name.type),
+        bindparam("seen_at", type_=THINGS.c.seen_at.type),
+    ),
+)
+
+
+async def _outbox(shape: Shape) -> list[tuple[str, Any]]:
+    async with shape.database.read_sessions() as session:
+        rows = await session.execute(
+            select(EVENTS.outbox.c.type, EVENTS.outbox.c.payload).order_by(EVENTS.outbox.c.seq)
+        )
+        return [(kind, json.loads(p) if isinstance(p, str) else p) for kind, p in rows]
+
+
+async def test_commit_with_writes_the_last_statement_and_the_events_together(
+    shape: Shape,
+) -> None:
+    thing = _thing()
+    committed: list[bool] = []
+    async with shape.transaction() as tx:
+        tx.publish(ThingNamed(name="first"))
+        tx.publish(ThingNamed(name="second"))
+        tx.on_commit(lambda: committed.append(True))
+        assert await tx.commit_with(ADD, thing) == 1
+    assert committed == [True]
+    assert await _count(shape, THINGS) == 1
+    assert [payload["name"] for _, payload in await _outbox(shape)] == ["first", "second"]
+
+    # After earlier statements in the same transaction, all commit with it.
+    other = _thing("b")
+    async with shape.transaction() as tx:
+        await tx.sql.execute(ADD, other)
+        tx.publish(ThingNamed(name="bumped"))
+        bumped = await tx.commit_with(
+            BUMP, {"thing_id": other["id"], "by": 2, "at": datetime.now(UTC)}
+        )
+    assert bumped == 1
+    assert await _count(shape, THINGS) == 2
+    assert len(await _outbox(shape)) == 3
+
+    # With no events: the statement alone, committed.
+    async with shape.transaction() as tx:
+        assert await tx.commit_with(BUMP, {"thing_id": thing["id"], "by": 1, "at": later()}) == 1
+    async with shape.database.reads() as sql:
+        row = await sql.fetch_one(ONE, {"thing_id": thing["id"]})
+    assert row is not None
+    assert row.hits == 1
+
+
+def later() -> datetime:
+    return datetime.now(UTC) + timedelta(minutes=1)
+
+
+async def test_commit_with_a_statement_that_writes_nothing_rolls_everything_back(
+    shape: Shape,
+) -> None:
+    frozen = _thing("frozen")
+    await shape.database.execute_alone(ADD, frozen)
+    called: list[bool] = []
+    bump_frozen = {"thing_id": frozen["id"], "by": 1, "at": later()}
+    # Alone: nothing written, the events dropped.
+    async with shape.transaction() as tx:
+        tx.publish(ThingNamed(name="never"))
+        tx.on_commit(lambda: called.append(True))
+        assert await tx.commit_with(BUMP, bump_frozen) == 0
+    # After an earlier statement: that one is rolled back as well.
+    async with shape.transaction() as tx:
+        await tx.sql.execute(ADD, _thing("rolled back"))
+        tx.publish(ThingNamed(name="never"))
+        tx.on_commit(lambda: called.append(True))
+        assert await tx.commit_with(BUMP, bump_frozen) == 0
+        # The transaction goes on usable: the next statement begins the next one.
+        await tx.sql.execute(ADD, _thing("next"))
+        await tx.commit()
+    assert called == []
+    assert await _outbox(shape) == []
+    async with shape.database.reads() as sql:
+        names = sorted(row.name for row in await sql.fetch(select(THINGS.c.name)))
+    assert names == ["frozen", "next"]
+
+
+async def test_commit_with_a_statement_of_its_own_ctes_and_a_failing_one(shape: Shape) -> None:
+    thing = _thing("from select")
+    async with shape.transaction() as tx:
+        tx.publish(ThingNamed(name="selected"))
+        written = await tx.commit_with(
+            NAMED_WITH_CTE, {"id": thing["id"], "name": thing["name"], "seen_at": later()}
+        )
+    assert written == 1
+    assert [kind for kind, _ in await _outbox(shape)] == ["thing.named"]
+
+    async def twice() -> None:
+        async with shape.transaction() as tx:
+            tx.publish(ThingNamed(name="twice"))
+            await tx.commit_with(ADD, {**_thing(), "id": thing["id"]})
+
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - each driver has its own class
+        await twice()
+    assert is_unique_violation(refused.value)
+    assert len(await _outbox(shape)) == 1
+    assert await _count(shape, THINGS) == 1
+
+
+def test_events_ride_with_the_statement_built_once_per_shape() -> None:
+    from panthera.kernel.sql import Statements
+
+    statements = Statements()
+    keys = tuple(outbox_rows([Envelope.wrap(ThingNamed(name="a"), source="things")])[0])
+    one = statements.with_events(BUMP, EVENTS.outbox, keys, 1)
+    assert statements.with_events(BUMP, EVENTS.outbox, keys, 1) is one
+    two = statements.with_events(BUMP, EVENTS.outbox, keys, 2)
+    assert two is not one
+    sql = compile_for_postgres(two).sql
+    # The outbox rows are written only when the statement wrote a row.
+    assert sql.count("WHERE EXISTS (SELECT 1") == 2
+    assert "RETURNING 1 AS written" in sql

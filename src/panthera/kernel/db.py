@@ -35,6 +35,7 @@ from panthera.kernel.sql import (
 
 if TYPE_CHECKING:
     from sqlalchemy.sql import ClauseElement
+    from sqlalchemy.sql.dml import UpdateBase
 
     from panthera.kernel.pgdirect import DirectConnections
 
@@ -399,6 +400,16 @@ class UnitOfWork(EventsOnCommit):
         """Discard the state change and its events."""
         self._forget()
         await self.session.rollback()
+
+    async def commit_with(self, statement: UpdateBase, values: Values | None = None) -> int:
+        """:meth:`panthera.kernel.sql.Transaction.commit_with`: here, the statement, then
+        :meth:`commit` if it wrote a row, else :meth:`rollback`."""
+        written = await self.sql.execute(statement, values)
+        if not written:
+            await self.rollback()
+            return 0
+        await self.commit()
+        return written
 
 
 Pending = TypeVar("Pending")

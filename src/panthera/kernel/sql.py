@@ -22,13 +22,15 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
 
+from sqlalchemy import bindparam, exists, func, insert, literal_column, select, union_all
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.schema import Column
+from sqlalchemy.sql.dml import Insert, UpdateBase
+from sqlalchemy.sql.schema import Column, Table
 
 from panthera.kernel.events.envelope import Envelope, EventContract
 
@@ -95,6 +97,16 @@ class Transaction(Protocol):
     def on_commit(self, callback: AfterCommit) -> None: ...
 
     async def commit(self) -> None: ...
+
+    async def commit_with(self, statement: UpdateBase, values: Values | None = None) -> int:
+        """Run ``statement`` (an INSERT, UPDATE or DELETE) as the transaction's last and
+        commit, if it wrote a row; else roll back (events and callbacks dropped).
+
+        The number of rows it wrote. On PostgreSQL the published events go into the
+        outbox within the same statement, and a transaction that ran nothing before
+        it needs no BEGIN or COMMIT: the whole transaction is one round trip.
+        """
+        ...
 
     async def rollback(self) -> None: ...
 
@@ -192,11 +204,84 @@ def compile_for_postgres(statement: ClauseElement, keys: Sequence[str] = ()) -> 
     )
 
 
+# The parameters of the n-th event's outbox row in a statement ``with_events`` built.
+EVENT_PARAMETER = "outbox_event{n}_{key}"
+
+
+def with_events(statement: UpdateBase, outbox: Table, keys: Sequence[str], events: int) -> Any:
+    """PostgreSQL: ``statement`` and ``events`` outbox rows in one statement, the rows
+    written only if ``statement`` wrote one: ``WITH written AS (statement RETURNING ..),
+    events AS (INSERT INTO outbox SELECT .. WHERE EXISTS (SELECT FROM written))
+    SELECT count(*) FROM written``.
+
+    ``statement``'s own CTEs join the top-level WITH (PostgreSQL allows a
+    data-modifying CTE nowhere else). Every part sees the statement's one snapshot,
+    so the outbox rows must not depend on what ``statement`` writes.
+    """
+    if not statement.exported_columns:
+        statement = statement.returning(literal_column("1").label("written"))
+    written = statement.cte("written")
+    wrote = exists(select(literal_column("1")).select_from(written))
+    rows = [
+        select(
+            *(
+                bindparam(EVENT_PARAMETER.format(n=n, key=key), type_=outbox.c[key].type)
+                for key in keys
+            )
+        ).where(wrote)
+        for n in range(events)
+    ]
+    outboxed = insert(outbox).from_select(list(keys), union_all(*rows) if events > 1 else rows[0])
+    return select(func.count()).select_from(written).add_cte(outboxed.cte("events"))
+
+
+def _bare_insert(statement: UpdateBase) -> bool:
+    """An ``insert(table)`` whose columns are those of the values it runs with."""
+    return (
+        isinstance(statement, Insert)
+        and statement.select is None
+        and not getattr(statement, "_values", None)
+        and not getattr(statement, "_multi_values", None)
+    )
+
+
 class Statements:
     """Compiled statements, each compiled on first use (per set of INSERT columns)."""
 
     def __init__(self) -> None:
         self._compiled: dict[tuple[int, tuple[str, ...]], tuple[ClauseElement, Compiled]] = {}
+        self._with_events: dict[
+            tuple[int, int, tuple[str, ...], tuple[str, ...]], tuple[UpdateBase, Any]
+        ] = {}
+
+    def with_events(
+        self,
+        statement: UpdateBase,
+        outbox: Table,
+        keys: Sequence[str],
+        events: int,
+        values: Values | None = None,
+    ) -> Any:
+        """:func:`with_events`, built once per statement, number of events and, for an
+        INSERT that names no columns of its own, the columns ``values`` gives."""
+        columns: tuple[str, ...] = ()
+        if _bare_insert(statement):
+            columns = tuple(values or ())
+        key = (id(statement), events, tuple(keys), columns)
+        found = self._with_events.get(key)
+        if found is None or found[0] is not statement:
+            writing = statement
+            if columns:
+                # As ``compile_for_postgres`` renders a bare INSERT: the columns given.
+                table = cast(Insert, statement).table
+                writing = cast(Insert, statement).values(
+                    {name: bindparam(name, type_=table.c[name].type) for name in columns}
+                )
+            found = (statement, with_events(writing, outbox, keys, events))
+            self._with_events[key] = found
+            if len(self._with_events) > MAX_COMPILED:
+                del self._with_events[next(iter(self._with_events))]
+        return found[1]
 
     def of(self, statement: ClauseElement, values: Values | None) -> Compiled:
         keys = tuple(values) if values and getattr(statement, "is_insert", False) else ()
@@ -497,6 +582,41 @@ class DirectTransaction(EventsOnCommit):
             self._in_transaction = False
             await self._connection.execute("COMMIT")
         self._committed(bool(pending))
+
+    async def commit_with(self, statement: UpdateBase, values: Values | None = None) -> int:
+        self.sql  # noqa: B018 - refuses a transaction that is not open
+        pending = self._take_pending()
+        if pending:
+            rows = self._outbox_rows(pending)
+            keys = tuple(rows[0])
+            arguments = dict(values or {})
+            for n, row in enumerate(rows):
+                arguments.update(
+                    {EVENT_PARAMETER.format(n=n, key=key): value for key, value in row.items()}
+                )
+            outbox = cast(Insert, self._outbox_insert).table
+            composed = self._statements.with_events(
+                statement, cast(Table, outbox), keys, len(rows), values
+            )
+        if self._in_transaction:
+            sql: DirectSql = self.sql
+        else:
+            # Nothing ran before it: the statement is its own transaction.
+            if self._connection is None:
+                self._connection = await self._connections.acquire()
+            sql = DirectSql(self._connection, self._statements)
+        if pending:
+            written = int(await sql.fetch_value(composed, arguments))
+        else:
+            written = await sql.execute(statement, values)
+        if not written:
+            await self.rollback()
+            return 0
+        if self._in_transaction:
+            self._in_transaction = False
+            await self._connection.execute("COMMIT")
+        self._committed(bool(pending))
+        return written
 
     async def rollback(self) -> None:
         self.sql  # noqa: B018 - refuses a transaction that is not open

@@ -181,12 +181,11 @@ async def _place(
             # The lease goes in with the order; the first step starts from the lines
             # written here, without reading them back.
             orders.saga.take_up_after_commit(tx, order, items)
-            await service.place(tx, order, items)
             created = _created(order)
             if claim is not None:
                 answer = created.model_dump(mode="json")
                 await orders.idempotency.answer_in(tx.sql, claim, 201, answer)
-            await tx.commit()
+            await service.place(tx, order, items)
     except Exception as exc:
         if held.held and request_key is None:
             # No order holds the stock and no retry will: it goes back now rather than

@@ -354,8 +354,7 @@ class Saga:
                     return True, False, None
                 await change(tx, locked)
                 more = self._hold_or_let_go(locked)
-                await service.save(tx.sql, locked)
-                await tx.commit()
+                await service.save_and_commit(tx, locked)
             else:
                 locked, more = saved
         self.note_written(locked)
@@ -393,11 +392,7 @@ class Saga:
             async with self._database.alone() as sql:
                 written = await service.save(sql, draft, unchanged=order)
         else:
-            written = await service.save(tx.sql, draft, unchanged=order)
-            if written:
-                await tx.commit()
-            else:
-                await tx.rollback()
+            written = await service.save_and_commit(tx, draft, unchanged=order)
         return (draft, more) if written else None
 
     def _retry(self, step: SagaStep, error: str) -> Change:

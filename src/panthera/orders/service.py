@@ -149,6 +149,23 @@ def detached_copy(order: Order) -> Order:
     return Order(**{key: getattr(order, key) for key in _COLUMNS})
 
 
+def _saving(
+    order: Order, unchanged: Order | None, postgres: bool
+) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """The statement that writes the order back, its values, and the history lines
+    still to be written after it."""
+    params = {f"new_{key}": getattr(order, key) for key in _CHANGING}
+    params["order_id"] = order.id
+    if unchanged is not None:
+        params.update({f"was_{key}": getattr(unchanged, key) for key in _CHANGING})
+    lines = _unsaved_history.pop(order, [])
+    if len(lines) == 1 and postgres:
+        params.update({f"h_{key}": value for key, value in lines[0].items()})
+        statement = _SAVE_WITH_HISTORY if unchanged is None else _SAVE_UNCHANGED_WITH_HISTORY
+        return statement, params, []
+    return (_SAVE if unchanged is None else _SAVE_UNCHANGED), params, lines
+
+
 async def save(sql: Sql, order: Order, *, unchanged: Order | None = None) -> bool:
     """Write an order taken with ``lock`` (or a ``detached_copy``) back, with its history.
 
@@ -156,20 +173,28 @@ async def save(sql: Sql, order: Order, *, unchanged: Order | None = None) -> boo
     only if the row still holds exactly that, which stands in for the row lock (a
     concurrent change makes it write nothing). Answers whether the row was written.
     """
-    params = {f"new_{key}": getattr(order, key) for key in _CHANGING}
-    params["order_id"] = order.id
-    if unchanged is not None:
-        params.update({f"was_{key}": getattr(unchanged, key) for key in _CHANGING})
-    lines = _unsaved_history.pop(order, [])
-    if len(lines) == 1 and sql.postgres:
-        params.update({f"h_{key}": value for key, value in lines[0].items()})
-        statement = _SAVE_WITH_HISTORY if unchanged is None else _SAVE_UNCHANGED_WITH_HISTORY
-        return bool(await sql.execute(statement, params))
-    saved = await sql.execute(_SAVE if unchanged is None else _SAVE_UNCHANGED, params)
-    if not saved:
+    statement, params, lines = _saving(order, unchanged, sql.postgres)
+    if not await sql.execute(statement, params):
         return False
     await sql.execute_many(_INSERT_HISTORY, lines)
     return True
+
+
+async def save_and_commit(tx: Transaction, order: Order, *, unchanged: Order | None = None) -> bool:
+    """``save`` as the transaction's last write, and commit it with the events it
+    published; when the row was not written (see ``unchanged``), roll it all back.
+
+    On PostgreSQL a change of one history line is one statement with its events
+    (``Transaction.commit_with``).
+    """
+    statement, params, lines = _saving(order, unchanged, tx.sql.postgres)
+    if lines:
+        if not await tx.sql.execute(statement, params):
+            await tx.rollback()
+            return False
+        await tx.sql.execute_many(_INSERT_HISTORY, lines[:-1])
+        statement, params = _INSERT_HISTORY, lines[-1]
+    return bool(await tx.commit_with(statement, params))
 
 
 _PLACED_BY = select(*_ORDERS.columns).where(_ORDERS.c.request_key == bindparam("request_key"))
@@ -367,26 +392,28 @@ def _place_statement(line_count: int) -> Any:
 
 
 async def place(tx: Transaction, order: Order, items: Sequence[OrderItem]) -> None:
-    """Write an order from ``new_order`` with its lines, history and event; the saga
-    takes it from there."""
+    """Write an order from ``new_order`` with its lines, history and event, and commit
+    the transaction; the saga takes it from there."""
     sql = tx.sql
     placed = {key: getattr(order, key) for key in _COLUMNS}
     lines = [{key: getattr(item, key) for key in _ITEM_COLUMNS} for item in items]
     history = _history_line(order, None, str(order.user_id))
+    tx.publish(
+        OrderPlaced(**_common(order), items=_lines(items), shipping_address=order.shipping_address)
+    )
     if sql.postgres and lines:
-        # The order, its lines and its first history line in one statement.
+        # The order, its lines, its first history line and its event in one statement.
         params = {f"o_{key}": value for key, value in placed.items()}
         params.update({f"h_{key}": value for key, value in history.items()})
         for position, line in enumerate(lines):
             params.update({f"i{position}_{key}": value for key, value in line.items()})
-        await sql.execute(_place_statement(len(lines)), params)
+        written = await tx.commit_with(_place_statement(len(lines)), params)
     else:
         await sql.execute(_INSERT_ORDER, placed)
         await sql.execute_many(_INSERT_ITEMS, lines)
-        await sql.execute(_INSERT_HISTORY, history)
-    tx.publish(
-        OrderPlaced(**_common(order), items=_lines(items), shipping_address=order.shipping_address)
-    )
+        written = await tx.commit_with(_INSERT_HISTORY, history)
+    if not written:
+        raise RuntimeError(f"order {order.id} was not written")
 
 
 async def move(
