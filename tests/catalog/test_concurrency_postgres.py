@@ -152,8 +152,8 @@ async def test_multi_line_orders_in_opposite_orders_neither_deadlock_nor_oversel
     await assert_books_balance(pg_catalog)
 
 
-async def _wait_until_blocked(runtime: ServiceRuntime) -> None:
-    """Until another session of this database waits for a row lock."""
+async def _wait_until_blocked(runtime: ServiceRuntime, sessions: int = 1) -> None:
+    """Until ``sessions`` other sessions of this database wait for a row lock."""
     from sqlalchemy import text
 
     for _ in range(200):
@@ -164,7 +164,7 @@ async def _wait_until_blocked(runtime: ServiceRuntime) -> None:
                     "WHERE datname = current_database() AND wait_event_type = 'Lock'"
                 )
             )
-        if waiting:
+        if waiting >= sessions:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("no session ever waited for a lock")
@@ -178,15 +178,17 @@ async def test_product_totals_survive_two_variants_changing_at_once(
     product_id, (small, large) = await create_product(
         pg_catalog, name="Hoodie", variants=[("30.00", 5), ("32.00", 5)]
     )
-    async with pg_catalog.transaction() as first:
-        await inventory.reserve(first, "first", [inventory.LineRequest(2, variant_id=small)], TTL)
-        # The first holds the product row; the second reserves the other variant and
-        # waits for that row.
-        second = asyncio.create_task(_reserve(pg_catalog, "second", [(large, 3)]))
+    async with pg_catalog.database.sessions() as holder:
+        # Another writer holds the product row: both reservations wait for it, and
+        # each then moves the total from the row as the one before left it.
+        await holder.execute(select(Product).where(Product.id == product_id).with_for_update())
+        first = asyncio.create_task(_reserve(pg_catalog, "first", [(small, 2)]))
         await _wait_until_blocked(pg_catalog)
-        await first.commit()
-    outcome = await second
-    assert outcome.reservation is not None
+        second = asyncio.create_task(_reserve(pg_catalog, "second", [(large, 3)]))
+        await _wait_until_blocked(pg_catalog, sessions=2)
+        await holder.commit()
+    outcomes = await asyncio.gather(first, second)
+    assert all(outcome.reservation is not None for outcome in outcomes)
     async with pg_catalog.database.sessions() as session:
         product = await session.get(Product, product_id)
     assert product is not None

@@ -561,7 +561,6 @@ async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
         outcome = await inventory.reserve(
             tx, body.reference, requests, timedelta(seconds=body.ttlSeconds)
         )
-        await tx.commit()
     return _reservation_out(outcome, body.reference, catalog.default_currency)
 
 
@@ -587,7 +586,6 @@ async def release(reference: str, catalog: Catalog) -> Response:
 async def commit(reference: str, catalog: Catalog) -> Response:
     async with catalog.transaction() as tx:
         await inventory.commit(tx, reference)
-        await tx.commit()
     return Response(status_code=204)
 
 

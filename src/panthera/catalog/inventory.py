@@ -54,6 +54,7 @@ from panthera.catalog.events import (
 )
 from panthera.catalog.models import Product, Reservation, ReservationItem, StockMovement, Variant
 from panthera.kernel.db import UnitOfWork
+from panthera.kernel.events import EventContract
 from panthera.kernel.sql import Sql, Transaction
 
 _variants = cast(Table, Variant.__table__)
@@ -329,14 +330,19 @@ async def _write(
     items: list[dict[str, Any]],
     movements: list[dict[str, Any]],
     deltas: dict[uuid.UUID, int],
+    *,
+    commit: Transaction | None = None,
 ) -> None:
     """Write a reservation's ``items`` (reserve only), the ledger's ``movements`` and
-    move the products' totals by ``deltas``."""
+    move the products' totals by ``deltas``; with ``commit``, as that transaction's
+    last write, and commit it (on PostgreSQL, with its events, in one statement)."""
     products = sorted(product for product, delta in deltas.items() if delta)
     if not sql.postgres or not movements:
         await sql.execute_many(_INSERT_ITEMS, items)
         await sql.execute_many(_INSERT_MOVEMENTS, movements)
         await _move_product_totals(sql, deltas)
+        if commit is not None:
+            await commit.commit()
         return
     params: dict[str, Any] = {}
     for n, row in enumerate(items):
@@ -348,7 +354,11 @@ async def _write(
     elif products:
         params.update({"products": products, "bys": [deltas[p] for p in products]})
     statement = _write_together_statement(len(items), len(movements), len(products))
-    await sql.execute(statement, params)
+    if commit is None:
+        await sql.execute(statement, params)
+    # Every product moved or ledger row written counts: the statement always writes.
+    elif not await commit.commit_with(statement, params):
+        raise AssertionError("a stock movement wrote nothing")
 
 
 async def _settle(
@@ -361,11 +371,18 @@ async def _settle(
     reservation_id: uuid.UUID,
     now: datetime,
     items: list[dict[str, Any]] | None = None,
+    then: EventContract | None = None,
+    commit: bool = False,
 ) -> None:
-    """The ledger rows of ``moved``, product totals, and ``stock.changed`` where it counts;
-    with ``items``, the reservation's lines too, written together."""
+    """The ledger rows of ``moved``, product totals, and ``stock.changed`` where it counts
+    (then the event ``then``); with ``items``, the reservation's lines too, written
+    together. With ``commit``, the transaction commits with them."""
     if not moved:
         await sql.execute_many(_INSERT_ITEMS, items or [])
+        if then is not None:
+            tx.publish(then)
+        if commit:
+            await tx.commit()
         return
     movements = [
         {
@@ -386,7 +403,6 @@ async def _settle(
     deltas: dict[uuid.UUID, int] = {}
     for line in moved:
         deltas[line.item.product_id] = deltas.get(line.item.product_id, 0) + line.available_delta
-    await _write(sql, items or [], movements, deltas)
     for line in moved:
         if line.crossed_zero:
             tx.publish(
@@ -401,6 +417,9 @@ async def _settle(
                     occurred_at=now,
                 )
             )
+    if then is not None:
+        tx.publish(then)
+    await _write(sql, items or [], movements, deltas, commit=tx if commit else None)
 
 
 async def adjust(
@@ -634,7 +653,10 @@ async def _hold_lines(
 async def reserve(
     tx: Transaction, reference: str, requests: Sequence[LineRequest], ttl: timedelta
 ) -> ReservationOutcome:
-    """Hold stock for ``reference``, all lines or none; asking again returns the same answer."""
+    """Hold stock for ``reference``, all lines or none; asking again returns the same answer.
+
+    Commits what it wrote (the stock held, or the refusal remembered) with its events.
+    """
     sql = tx.sql
     wanted: dict[uuid.UUID, int] = {}
     items: dict[uuid.UUID, StockItem] = {}
@@ -696,6 +718,24 @@ async def reserve(
         # back, and the rejection is recorded in a fresh one.
         await tx.rollback()
         return await _reject(tx, reference, "insufficient_stock", short)
+    lines = [(items[v], wanted[v], prices[v]) for v in sorted(wanted)]
+    currency = currencies.pop()
+    reserved = StockReserved(
+        reservation_id=reservation.id,
+        reference=reference,
+        currency=currency,
+        lines=[
+            ReservedLine(
+                product_id=item.product_id,
+                variant_id=item.id,
+                sku=item.sku,
+                quantity=quantity,
+                unit_price_amount=price,
+            )
+            for item, quantity, price in lines
+        ],
+        expires_at=reservation.expires_at,
+    )
     await _settle(
         tx,
         sql,
@@ -713,26 +753,8 @@ async def reserve(
             }
             for variant_id in sorted(wanted)
         ],
-    )
-    lines = [(items[v], wanted[v], prices[v]) for v in sorted(wanted)]
-    currency = currencies.pop()
-    tx.publish(
-        StockReserved(
-            reservation_id=reservation.id,
-            reference=reference,
-            currency=currency,
-            lines=[
-                ReservedLine(
-                    product_id=item.product_id,
-                    variant_id=item.id,
-                    sku=item.sku,
-                    quantity=quantity,
-                    unit_price_amount=price,
-                )
-                for item, quantity, price in lines
-            ],
-            expires_at=reservation.expires_at,
-        )
+        then=reserved,
+        commit=True,
     )
     return ReservationOutcome(reservation=reservation, lines=lines, currency=currency, names=names)
 
@@ -757,6 +779,7 @@ async def _reject(
         return await _outcome_of(sql, winner)
     event = StockRejected(reference=reference, reason=reason, lines=problems)
     tx.publish(event)
+    await tx.commit()
     return ReservationOutcome(reservation=None, lines=[], currency=None, rejected=event)
 
 
@@ -1028,7 +1051,8 @@ async def _return_items(
 async def commit(tx: Transaction, reference: str) -> str:
     """The sale is final: reserved units leave on-hand stock. Committing twice is harmless.
 
-    Available stock does not change, so neither do the products' totals.
+    Available stock does not change, so neither do the products' totals. Commits the
+    transaction when it made the sale.
     """
     sql = tx.sql
     now = _now()
@@ -1055,8 +1079,9 @@ async def commit(tx: Transaction, reference: str) -> str:
         reason=f"sold ({reference})",
         reservation_id=reservation_id,
         now=now,
+        then=StockCommitted(reservation_id=reservation_id, reference=reference),
+        commit=True,
     )
-    tx.publish(StockCommitted(reservation_id=reservation_id, reference=reference))
     return ReservationStatus.COMMITTED
 
 
