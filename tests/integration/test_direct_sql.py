@@ -93,7 +93,7 @@ async def _shape(url: str) -> Shape:
                 database,
                 source="things",
                 outbox_insert=outbox_writer(EVENTS),
-                after_commit=lambda: woken.append(1),
+                after_commit=lambda events: woken.append(len(events)),
             )
         return DirectTransaction(
             database.direct_connections(),
@@ -101,7 +101,7 @@ async def _shape(url: str) -> Shape:
             source="things",
             outbox_insert=EVENTS.outbox_insert,
             outbox_rows=outbox_rows,
-            after_commit=lambda: woken.append(1),
+            after_commit=lambda events: woken.append(len(events)),
         )
 
     return Shape(database, transaction)

@@ -86,8 +86,9 @@ def runtime_for(
     database: Database,
     transport: RecordingTransport | None = None,
     service: ServiceDefinition = USERS,
+    **settings_values: Any,
 ) -> ServiceRuntime:
-    settings = Settings(environment="test", database_url=database.url)
+    settings = Settings(environment="test", database_url=database.url, **settings_values)
     return ServiceRuntime(
         definition=service,
         settings=settings,
@@ -606,3 +607,135 @@ async def test_a_running_relay_polls_for_rows_nobody_told_it_about(users_db: Dat
     finally:
         await relay.stop()
     assert len(transport.published) == 3
+
+
+async def _published(transport: RecordingTransport, count: int) -> None:
+    for _ in range(250):
+        if len(transport.published) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{len(transport.published)} of {count} events published")
+
+
+async def _all_marked(database: Database) -> list[Any]:
+    for _ in range(250):
+        rows = await outbox_rows(database)
+        if all(row.sent_at is not None for row in rows):
+            return rows
+        await asyncio.sleep(0.02)
+    raise AssertionError("rows left unmarked")
+
+
+async def test_a_commit_hands_its_events_off_to_be_sent_without_reading_the_outbox(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    # A slow broker: the commit is over before the hand-off publishes.
+    transport = RecordingTransport(delay=0.05)
+    # The poll would take minutes: whatever is sent here, the hand-off sent.
+    runtime = runtime_for(users_db, transport, relay_poll_seconds=600.0, relay_hand_off_seconds=5.0)
+    runtime.relay.start()
+    try:
+        await asyncio.sleep(0.05)  # the relay's first pass, at its start, finds nothing
+        round_trips.clear()
+        committed_at = datetime.now(UTC)
+        async with runtime.uow() as uow:
+            for _ in range(3):
+                user = new_user()
+                uow.session.add(user)
+                uow.publish(registered(user))
+            await uow.commit()
+        for _ in range(250):
+            if runtime.relay.delivered == 3:  # counted once marked
+                break
+            await asyncio.sleep(0.02)
+        outbox_statements = [sql.split()[0] for sql in round_trips.sent if "outbox" in sql]
+        rows = await _all_marked(users_db)
+    finally:
+        await runtime.relay.stop()
+    assert [e.id for e in transport.published] == [row.event_id for row in rows]
+    # Due for the poll only after the hand-off's grace.
+    assert all(row.next_attempt_at >= committed_at + timedelta(seconds=4) for row in rows)
+    # Written by the commit, marked once confirmed; never read back or claimed.
+    assert outbox_statements == ["INSERT", "UPDATE"]
+
+
+async def test_events_the_hand_off_could_not_send_are_sent_by_the_poll(
+    users_db: Database,
+) -> None:
+    refused: set[uuid.UUID] = set()
+
+    def first_try_fails(envelope: Envelope) -> bool:
+        if envelope.id in refused:
+            return False
+        refused.add(envelope.id)
+        return True
+
+    transport = RecordingTransport(fail=first_try_fails)
+    runtime = runtime_for(users_db, transport, relay_poll_seconds=0.05, relay_hand_off_seconds=0.3)
+    runtime.relay.start()
+    try:
+        async with runtime.uow() as uow:
+            user = new_user()
+            uow.session.add(user)
+            uow.publish(registered(user))
+            await uow.commit()
+        await asyncio.sleep(0.15)
+        # Refused by the broker, and not yet due for the poll.
+        assert transport.published == []
+        assert transport.attempts == 1
+        await _published(transport, 1)
+        rows = await _all_marked(users_db)
+    finally:
+        await runtime.relay.stop()
+    assert [e.id for e in transport.published] == [row.event_id for row in rows]
+    assert transport.attempts == 2
+
+
+async def test_the_hand_off_and_the_poll_send_each_event_once(users_db: Database) -> None:
+    transport = RecordingTransport()
+    runtime = runtime_for(users_db, transport, relay_poll_seconds=0.02, relay_hand_off_seconds=5.0)
+    runtime.relay.start()
+    try:
+        for _ in range(10):
+            async with runtime.uow() as uow:
+                for _ in range(2):
+                    user = new_user()
+                    uow.session.add(user)
+                    uow.publish(registered(user))
+                await uow.commit()
+        await register_users(users_db, 5)  # committed elsewhere: for the poll
+        await _published(transport, 25)
+        await _all_marked(users_db)
+        await asyncio.sleep(0.2)  # a few more polls
+    finally:
+        await runtime.relay.stop()
+    sent = Counter(e.id for e in transport.published)
+    assert len(sent) == 25
+    assert set(sent.values()) == {1}
+
+
+async def test_events_handed_off_to_a_relay_that_stops_are_left_to_the_poll(
+    users_db: Database,
+) -> None:
+    publishing = asyncio.Event()
+
+    class Stuck(RecordingTransport):
+        async def publish(self, envelope: Envelope) -> None:
+            publishing.set()
+            await asyncio.Event().wait()
+
+    runtime = runtime_for(users_db, Stuck(), relay_poll_seconds=600.0, relay_hand_off_seconds=0.2)
+    runtime.relay.start()
+    async with runtime.uow() as uow:
+        user = new_user()
+        uow.session.add(user)
+        uow.publish(registered(user))
+        await uow.commit()
+    await asyncio.wait_for(publishing.wait(), timeout=5)
+    await runtime.relay.stop()
+    rows = await outbox_rows(users_db)
+    assert [(row.sent_at, row.attempts) for row in rows] == [(None, 0)]
+    await asyncio.sleep(0.25)
+    transport = RecordingTransport()
+    await relay_for(users_db, transport).relay_once()
+    assert [e.id for e in transport.published] == [row.event_id for row in rows]

@@ -24,7 +24,7 @@ from sqlalchemy.types import TypeDecorator
 
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.sql import (
-    AfterCommit,
+    Committed,
     DirectSql,
     EventsOnCommit,
     SessionSql,
@@ -348,7 +348,7 @@ class UnitOfWork(EventsOnCommit):
         *,
         source: str,
         outbox_insert: Callable[[AsyncSession, list[Envelope]], Any],
-        after_commit: AfterCommit | None = None,
+        after_commit: Committed | None = None,
         traceparent: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__(source=source, after_commit=after_commit, traceparent=traceparent)
@@ -394,7 +394,7 @@ class UnitOfWork(EventsOnCommit):
         if pending:
             await self._outbox_insert(session, pending)
         await session.commit()
-        self._committed(bool(pending))
+        self._committed(pending)
 
     async def rollback(self) -> None:
         """Discard the state change and its events."""

@@ -19,7 +19,6 @@ from panthera.kernel.events.envelope import Envelope, EventContract
 from panthera.kernel.events.outbox import (
     EventTables,
     OutboxRelay,
-    outbox_rows,
     outbox_writer,
     record_all_in_inbox,
     record_in_inbox,
@@ -117,6 +116,7 @@ class ServiceRuntime:
             poll_seconds=self.settings.relay_poll_seconds,
             transactions=None if self.database.is_sqlite else self.transaction,
             reads=None if self.database.is_sqlite else self.database.reads,
+            hand_off_seconds=self.settings.relay_hand_off_seconds or None,
         )
 
     @property
@@ -128,8 +128,8 @@ class ServiceRuntime:
         return UnitOfWork(
             self.database,
             source=self.definition.name,
-            outbox_insert=outbox_writer(self.definition.tables),
-            after_commit=self.relay.notify,
+            outbox_insert=outbox_writer(self.definition.tables, self.relay.rows_of),
+            after_commit=self.relay.committed,
             traceparent=current_traceparent,
         )
 
@@ -146,8 +146,8 @@ class ServiceRuntime:
             self.database.statements,
             source=self.definition.name,
             outbox_insert=self.definition.tables.outbox_insert,
-            outbox_rows=outbox_rows,
-            after_commit=self.relay.notify,
+            outbox_rows=self.relay.rows_of,
+            after_commit=self.relay.committed,
             traceparent=current_traceparent,
         )
 

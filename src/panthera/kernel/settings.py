@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     response_cache_ttl_seconds: int = Field(default=300, ge=1)
     response_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     relay_poll_seconds: float = 1.0
+    # Events a commit wrote are published from memory right after it; their rows fall
+    # due for the poll only this much later (0: every event waits for the relay's read).
+    relay_hand_off_seconds: float = Field(default=5.0, ge=0)
     # OpenTelemetry: where spans go (an OTLP/HTTP collector, e.g. http://collector:4318);
     # empty records none. New traces are kept with this probability; traces that
     # arrive sampled stay sampled.

@@ -439,6 +439,8 @@ class _TransactionSql(DirectSql):
 
 
 OutboxRows = Callable[[list[Envelope]], list[dict[str, Any]]]
+# Told, after a commit, the events it wrote to the outbox (the relay's hand-off).
+Committed = Callable[[list[Envelope]], None]
 
 
 class EventsOnCommit:
@@ -446,14 +448,15 @@ class EventsOnCommit:
 
     ``publish`` queues an event, which the transaction writes to its outbox as it
     commits; ``on_commit`` callbacks run after the commit, never after a rollback;
-    ``after_commit`` (the relay's wake-up) runs after a commit that wrote events.
+    ``after_commit`` (the relay's hand-off) is given the events after a commit that
+    wrote some.
     """
 
     def __init__(
         self,
         *,
         source: str,
-        after_commit: AfterCommit | None = None,
+        after_commit: Committed | None = None,
         traceparent: Callable[[], str | None] | None = None,
     ) -> None:
         self._source = source
@@ -481,9 +484,9 @@ class EventsOnCommit:
         pending, self._pending = self._pending, []
         return pending
 
-    def _committed(self, published: bool) -> None:
+    def _committed(self, published: list[Envelope]) -> None:
         if published and self._after_commit is not None:
-            self._after_commit()
+            self._after_commit(published)
         callbacks, self._on_commit = self._on_commit, []
         for callback in callbacks:
             callback()
@@ -496,7 +499,7 @@ class DirectTransaction(EventsOnCommit):
     transaction; leaving without :meth:`commit` rolls it back. As with a session, a
     statement after :meth:`commit` or :meth:`rollback` begins the next transaction
     on the same connection. Published events are written to the outbox by
-    :meth:`commit`, in the same transaction, and the relay is woken after it.
+    :meth:`commit`, in the same transaction, and handed to the relay after it.
     """
 
     def __init__(
@@ -507,7 +510,7 @@ class DirectTransaction(EventsOnCommit):
         source: str,
         outbox_insert: ClauseElement,
         outbox_rows: OutboxRows,
-        after_commit: AfterCommit | None = None,
+        after_commit: Committed | None = None,
         traceparent: Callable[[], str | None] | None = None,
     ) -> None:
         super().__init__(source=source, after_commit=after_commit, traceparent=traceparent)
@@ -581,7 +584,7 @@ class DirectTransaction(EventsOnCommit):
             # Whatever COMMIT answers, the transaction is over (a failed one rolled back).
             self._in_transaction = False
             await self._connection.execute("COMMIT")
-        self._committed(bool(pending))
+        self._committed(pending)
 
     async def commit_with(self, statement: UpdateBase, values: Values | None = None) -> int:
         self.sql  # noqa: B018 - refuses a transaction that is not open
@@ -615,7 +618,7 @@ class DirectTransaction(EventsOnCommit):
         if self._in_transaction:
             self._in_transaction = False
             await self._connection.execute("COMMIT")
-        self._committed(bool(pending))
+        self._committed(pending)
         return written
 
     async def rollback(self) -> None:

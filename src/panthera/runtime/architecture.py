@@ -996,6 +996,7 @@ SCALABILITY_SETTINGS = (
     "http_timeout_seconds",
     "http_retries",
     "relay_poll_seconds",
+    "relay_hand_off_seconds",
     "response_cache_enabled",
     "response_cache_ttl_seconds",
     "response_cache_max_bytes",

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    ARRAY,
     JSON,
     BigInteger,
     Column,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    any_,
     bindparam,
     func,
     insert,
@@ -91,9 +93,11 @@ def event_tables(metadata: MetaData) -> EventTables:
     return EventTables(outbox=outbox, inbox=inbox)
 
 
-def outbox_rows(envelopes: list[Envelope]) -> list[dict[str, Any]]:
-    """The outbox rows of ``envelopes``, due to be sent now."""
+def outbox_rows(envelopes: list[Envelope], *, due_in: float = 0.0) -> list[dict[str, Any]]:
+    """The outbox rows of ``envelopes``, due to be sent by the relay's poll in ``due_in``
+    seconds (now by default)."""
     now = datetime.now(UTC)
+    due = now + timedelta(seconds=due_in) if due_in else now
     return [
         {
             "event_id": e.id,
@@ -104,7 +108,7 @@ def outbox_rows(envelopes: list[Envelope]) -> list[dict[str, Any]]:
             "traceparent": e.traceparent,
             "occurred_at": e.occurred_at,
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": due,
         }
         for e in envelopes
     ]
@@ -112,15 +116,17 @@ def outbox_rows(envelopes: list[Envelope]) -> list[dict[str, Any]]:
 
 def outbox_writer(
     tables: EventTables,
+    rows: Callable[[list[Envelope]], list[dict[str, Any]]] = outbox_rows,
 ) -> Callable[[AsyncSession, list[Envelope]], Awaitable[None]]:
-    """The function a unit of work calls to write its events in its own transaction."""
+    """The function a unit of work calls to write its events in its own transaction;
+    ``rows``: their outbox rows (``OutboxRelay.rows_of``)."""
 
     # Built once, and run on the session's connection: every commit that
     # publishes runs it, and the ORM layer adds nothing to a Core INSERT.
     statement = tables.outbox_insert
 
     async def write(session: AsyncSession, envelopes: list[Envelope]) -> None:
-        await (await session.connection()).execute(statement, outbox_rows(envelopes))
+        await (await session.connection()).execute(statement, rows(envelopes))
 
     return write
 
@@ -152,6 +158,13 @@ class OutboxRelay:
     A row's mark as sent commits only after the transport has taken it. A failing row
     backs off on its own (consumers tolerate reordering: they check versions), and
     after ``max_attempts`` it is parked as dead for an operator to inspect.
+
+    With ``hand_off_seconds``, a transaction of this process gives the relay the
+    events it wrote as it commits (``committed``): they are published from memory at
+    once and their rows marked sent after the broker's confirm, with no read of the
+    outbox. Their rows are written due only that many seconds later, so the poll
+    does not send them too; it takes over whatever the hand-off did not get out (a
+    process that died, a broker that refused) once they fall due.
     """
 
     def __init__(
@@ -168,6 +181,7 @@ class OutboxRelay:
         max_attempts: int = 12,
         transactions: Callable[[], Transaction] | None = None,
         reads: Callable[[], AbstractAsyncContextManager[Sql]] | None = None,
+        hand_off_seconds: float | None = None,
     ) -> None:
         self.source = source
         self._sessions = sessions
@@ -213,6 +227,21 @@ class OutboxRelay:
             .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
             .values(sent_at=bindparam("sent_at"))
         )
+        # Handed-off events, by id; a row the poll took over meanwhile keeps its mark.
+        handed = outbox.c.sent_at.is_(None), outbox.c.dead_at.is_(None)
+        self._mark_handed = (
+            update(outbox)
+            .where(
+                outbox.c.event_id == any_(bindparam("ids", type_=ARRAY(outbox.c.event_id.type))),
+                *handed,
+            )
+            .values(sent_at=bindparam("sent_at"))
+        )
+        self._mark_handed_sqlite = (
+            update(outbox)
+            .where(outbox.c.event_id.in_(bindparam("ids", expanding=True)), *handed)
+            .values(sent_at=bindparam("sent_at"))
+        )
         # A row the transport refused: its mark taken back, its next try set (or,
         # past the attempts, parked dead).
         self._set_back = (
@@ -239,19 +268,48 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.delivered = 0
+        self._hand_off_seconds = hand_off_seconds
+        self._handed: list[Envelope] = []
+        self._handed_ready = asyncio.Event()
+        self._hand_off_task: asyncio.Task[None] | None = None
 
     def notify(self) -> None:
-        """Called after a commit that wrote events: deliver now rather than at the next poll."""
+        """Deliver due rows now rather than at the next poll."""
         self._wakeup.set()
 
+    def rows_of(self, envelopes: list[Envelope]) -> list[dict[str, Any]]:
+        """The outbox rows a transaction writes for ``envelopes``."""
+        if self._hand_off_seconds is None or self._hand_off_task is None:
+            return outbox_rows(envelopes)
+        return outbox_rows(envelopes, due_in=self._hand_off_seconds)
+
+    def committed(self, envelopes: list[Envelope]) -> None:
+        """A transaction of this process committed ``envelopes`` (as ``rows_of`` wrote them)."""
+        if self._hand_off_task is None:
+            self.notify()
+            return
+        self._handed.extend(envelopes)
+        self._handed_ready.set()
+
     def start(self) -> None:
-        """Run the relay loop in the background."""
+        """Run the relay loop (and the hand-off) in the background."""
         if self._task is None:
             self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.source}")
+        if self._hand_off_seconds is not None and self._hand_off_task is None:
+            self._hand_off_task = asyncio.create_task(
+                self._hand_off_run(), name=f"outbox-hand-off-{self.source}"
+            )
 
     async def stop(self) -> None:
         """Stop the loop after the batch in flight."""
+        hand_off, self._hand_off_task = self._hand_off_task, None
+        if hand_off is not None:
+            # Events handed off and not yet out stay in the outbox for the poll.
+            hand_off.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hand_off
+            self._handed = []
         if self._task is not None:
             # A cancellation can be lost (asyncio.wait_for on Python 3.11 drops one
             # that races the wake-up; a consumer may swallow one): the flag still
@@ -262,6 +320,58 @@ class OutboxRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def _hand_off_run(self) -> None:
+        while True:
+            await self._handed_ready.wait()
+            self._handed_ready.clear()
+            while self._handed:
+                # Commit order, in batches: what piles up while one is confirmed
+                # goes out together next.
+                batch = self._handed[: self._batch_size]
+                del self._handed[: self._batch_size]
+                try:
+                    await self._hand_off(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Their rows fall due and the poll sends them.
+                    log.exception("outbox hand-off failed", extra={"service": self.source})
+
+    async def _hand_off(self, envelopes: list[Envelope]) -> None:
+        publish_many = getattr(self._transport, "publish_many", None)
+        if publish_many is None:
+            outcomes: list[Any] = []
+            for envelope in envelopes:
+                try:
+                    await self._transport.publish(envelope)
+                except Exception as exc:
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+        else:
+            outcomes = await publish_many(envelopes)
+        sent = [
+            envelope.id
+            for envelope, outcome in zip(envelopes, outcomes, strict=True)
+            if outcome is None
+        ]
+        if len(sent) < len(envelopes):
+            log.warning(
+                "handed-off events not taken by the broker; the relay will retry them",
+                extra={"service": self.source, "events": len(envelopes) - len(sent)},
+            )
+        if not sent:
+            return
+        values = {"ids": sent, "sent_at": datetime.now(UTC)}
+        if self._transactions is not None:
+            async with self._transactions() as tx:
+                await tx.commit_with(self._mark_handed, values)
+        else:
+            async with self._sessions() as session:
+                await SessionSql(session).execute(self._mark_handed_sqlite, values)
+                await session.commit()
+        self.delivered += len(sent)
 
     async def _run(self) -> None:
         polled = False
