@@ -152,6 +152,10 @@ def _envelope_of(row: Any, source: str) -> Envelope:
     )
 
 
+# How often the rows of handed-off events the broker confirmed are marked sent.
+MARK_EVERY = 0.05
+
+
 class OutboxRelay:
     """Delivers a service's outbox rows to the transport, at least once.
 
@@ -272,6 +276,10 @@ class OutboxRelay:
         self._handed: list[Envelope] = []
         self._handed_ready = asyncio.Event()
         self._hand_off_task: asyncio.Task[None] | None = None
+        # Handed-off events the broker confirmed, their rows not yet marked sent.
+        self._confirmed: list[uuid.UUID] = []
+        self._confirmed_ready = asyncio.Event()
+        self._marker_task: asyncio.Task[None] | None = None
 
     def notify(self) -> None:
         """Deliver due rows now rather than at the next poll."""
@@ -300,16 +308,27 @@ class OutboxRelay:
             self._hand_off_task = asyncio.create_task(
                 self._hand_off_run(), name=f"outbox-hand-off-{self.source}"
             )
+            self._marker_task = asyncio.create_task(
+                self._mark_run(), name=f"outbox-marks-{self.source}"
+            )
 
     async def stop(self) -> None:
         """Stop the loop after the batch in flight."""
         hand_off, self._hand_off_task = self._hand_off_task, None
-        if hand_off is not None:
-            # Events handed off and not yet out stay in the outbox for the poll.
-            hand_off.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hand_off
-            self._handed = []
+        marker, self._marker_task = self._marker_task, None
+        for task in (hand_off, marker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # Events handed off and not yet out stay in the outbox for the poll; those
+        # out are marked now, or sent once more after their grace.
+        self._handed = []
+        if self._confirmed:
+            try:
+                await self._mark_confirmed()
+            except Exception:
+                log.warning("marking handed-off events sent failed", exc_info=True)
         if self._task is not None:
             # A cancellation can be lost (asyncio.wait_for on Python 3.11 drops one
             # that races the wake-up; a consumer may swallow one): the flag still
@@ -361,6 +380,31 @@ class OutboxRelay:
                 "handed-off events not taken by the broker; the relay will retry them",
                 extra={"service": self.source, "events": len(envelopes) - len(sent)},
             )
+        if sent:
+            self._confirmed.extend(sent)
+            self._confirmed_ready.set()
+
+    async def _mark_run(self) -> None:
+        """Mark confirmed events' rows sent, what gathered over ``MARK_EVERY`` in one write.
+
+        A mark costs a write per transaction that published, or one per tick here: a
+        row the mark missed (a process that died first) is sent again after its grace.
+        """
+        while True:
+            await self._confirmed_ready.wait()
+            await asyncio.sleep(MARK_EVERY)
+            self._confirmed_ready.clear()
+            try:
+                await self._mark_confirmed()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "marking handed-off events sent failed", extra={"service": self.source}
+                )
+
+    async def _mark_confirmed(self) -> None:
+        sent, self._confirmed = self._confirmed, []
         if not sent:
             return
         values = {"ids": sent, "sent_at": datetime.now(UTC)}
