@@ -378,6 +378,23 @@ class Shape:
         self.products: list[str] = []
 
 
+# Not the platform's processes or its database: left out of the "servers" figure.
+_NOT_PANTHERA = frozenset({"load generator", "rabbitmq", "redis"})
+
+
+def _server_pids(names: Mapping[str, str]) -> dict[str, int]:
+    """Running local servers by process name (``comm``), as ``names`` calls them."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            comm = (entry / "comm").read_text().strip()
+            if comm in names and names[comm] not in found:
+                found[names[comm]] = int(entry.name)
+    return found
+
+
 def _cpu_snapshot(shape: Shape) -> dict[str, float]:
     found = {name: cpu_seconds(pid) for name, pid in shape.pids.items()}
     if shape.pg_needle:
@@ -811,6 +828,8 @@ def profile_distributed(
 
     def start() -> None:
         for name, pid in shape.pids.items():
+            if name in _NOT_PANTHERA:
+                continue  # not Python
             out = scratch / f"profile-{name}.raw"
             argv = [py_spy, "record", "--nonblocking", "--gil", "-r", "100"]
             argv += ["-d", str(round(seconds)), "-f", "raw", "-o", str(out), "-p", str(pid)]
@@ -955,9 +974,12 @@ def render(report: dict[str, Any]) -> str:
     for shape in ("embedded", "distributed"):
         if shape in s:
             cpu = sorted(s[shape]["cpu_ms_per_order"].items(), key=lambda kv: -kv[1])
-            total = sum(v for k, v in cpu if k != "load generator")
+            total = sum(v for k, v in cpu if k not in _NOT_PANTHERA)
+            shared = sum(v for k, v in cpu if k in ("rabbitmq", "redis"))
+            with_shared = f", with the broker and Redis {total + shared:.1f} ms" if shared else ""
             lines.append(
-                f"- {shape} (servers {total:.1f} ms): " + ", ".join(f"{k} {v:.1f}" for k, v in cpu)
+                f"- {shape} (servers {total:.1f} ms{with_shared}): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in cpu)
             )
     for shape, idle in report.get("idle_cpu_ms_per_second", {}).items():
         busy = sorted(idle.items(), key=lambda kv: -kv[1])
@@ -1173,6 +1195,9 @@ def main() -> int:
         orders_dsn = urllib.parse.urlunsplit(
             urllib.parse.urlsplit(args.postgres)._replace(path=f"/{postgres.names['orders']}")
         )
+        # The broker and Redis serve only this shape while it runs: their CPU is the
+        # shape's too (the machine's other share, PostgreSQL's, is found per database).
+        dist_pids.update(_server_pids({"beam.smp": "rabbitmq", "redis-server": "redis"}))
         shapes["distributed"] = Shape(
             "distributed",
             f"http://127.0.0.1:{ports['gateway']}",
