@@ -35,8 +35,10 @@ def _settings(data_dir: Path | None = None):  # type: ignore[no-untyped-def]
 def _serve(asgi_app: object, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
+    from panthera.runtime.apps import heap_frozen_after_startup
+
     uvicorn.run(
-        asgi_app,  # type: ignore[arg-type]
+        heap_frozen_after_startup(asgi_app),
         host=host,
         port=port,
         log_config=None,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from panthera.gateway import build_gateway
 from panthera.gateway.cache import (
@@ -111,3 +116,28 @@ def service_app(settings: Settings, name: str) -> FastAPI:
         return gateway_app(settings)
     platform = Platform(settings, (name,))
     return platform.standalone_app(name)
+
+
+def heap_frozen_after_startup(app: Any) -> Any:
+    """``app``, whose start-up ends by moving every object alive then out of the
+    collector's sight (``gc.freeze``).
+
+    What a process builds as it starts (modules, the routes, SQLAlchemy's and
+    pydantic's models, the pools) lives as long as it does; left in the collector's
+    oldest generation, each full collection walks all of it again, a pause of 100 ms
+    and more in the middle of requests. Frozen, a collection walks only what was
+    made since.
+    """
+    if not isinstance(app, Starlette):
+        return app  # an ASGI app of another kind: served as it is
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: Starlette) -> AsyncIterator[Any]:
+        async with inner(application) as state:
+            gc.collect()
+            gc.freeze()
+            yield state
+
+    app.router.lifespan_context = lifespan
+    return app
