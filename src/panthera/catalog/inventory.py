@@ -36,6 +36,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     union_all,
     update,
 )
@@ -901,6 +902,109 @@ _CLOSE_WITH_ITEMS = (
 )
 
 
+_CLOSING = _CLOSE.cte("closing")
+_HELD_BY_CLOSING = (
+    select(_items.c.variant_id, _items.c.quantity)
+    .join_from(_items, _CLOSING, _items.c.reservation_id == _CLOSING.c.id)
+    .cte("held")
+)
+# The held lines' variants locked in id order, as every writer takes them.
+_LOCKED_HELD = (
+    select(_variants.c.id)
+    .where(_variants.c.id.in_(select(_HELD_BY_CLOSING.c.variant_id)))
+    .order_by(_variants.c.id)
+    .with_for_update()
+    .subquery("locked")
+)
+_MOVED = (
+    update(_variants)
+    .where(_variants.c.id == _LOCKED_HELD.c.id, _variants.c.id == _HELD_BY_CLOSING.c.variant_id)
+    .values(
+        on_hand=_variants.c.on_hand
+        + _HELD_BY_CLOSING.c.quantity * _bind("on_hand_sign", _variants.c.on_hand),
+        reserved=_variants.c.reserved
+        + _HELD_BY_CLOSING.c.quantity * _bind("reserved_sign", _variants.c.reserved),
+        updated_at=_bind("at", _variants.c.updated_at),
+    )
+    .returning(
+        _variants.c.id,
+        _variants.c.product_id,
+        _variants.c.sku,
+        _variants.c.on_hand,
+        _variants.c.reserved,
+        _HELD_BY_CLOSING.c.quantity,
+    )
+    .cte("moved")
+)
+# PostgreSQL: the reservation closed and each of its lines' variants moved by the signs,
+# in one statement. The lines were committed with the reservation, so the statement's
+# snapshot holds them; a reservation not in the status it must leave moves nothing.
+_CLOSE_AND_MOVE = select(
+    _CLOSING.c.id.label("reservation_id"),
+    _MOVED.c.id.label("variant_id"),
+    _MOVED.c.product_id,
+    _MOVED.c.sku,
+    _MOVED.c.on_hand,
+    _MOVED.c.reserved,
+    _MOVED.c.quantity,
+).select_from(_CLOSING.outerjoin(_MOVED, true()))
+
+
+async def _close_and_move(
+    sql: Sql,
+    reference: str,
+    *,
+    was: str,
+    becomes: str,
+    on_hand_sign: int,
+    reserved_sign: int,
+    now: datetime,
+) -> tuple[uuid.UUID | None, list[_Moved]]:
+    """``_close``, then each line's variant moved by its quantity times the signs (as
+    ``_move_held``): the reservation's id and the moves, or None and none when it was
+    not in ``was``. One round trip on PostgreSQL."""
+    if not sql.postgres:
+        reservation_id, held = await _close_with_items(
+            sql, reference, was=was, becomes=becomes, now=now
+        )
+        if reservation_id is None:
+            return None, []
+        moved = await _move_held(
+            sql,
+            reservation_id,
+            on_hand_sign=on_hand_sign,
+            reserved_sign=reserved_sign,
+            now=now,
+            held=held,
+        )
+        return reservation_id, moved
+    rows = await sql.fetch(
+        _CLOSE_AND_MOVE,
+        {
+            "ref": reference,
+            "was": was,
+            "becomes": becomes,
+            "at": now,
+            "on_hand_sign": on_hand_sign,
+            "reserved_sign": reserved_sign,
+        },
+    )
+    if not rows:
+        return None, []
+    moved = [
+        _Moved(
+            item=StockItem(id=row.variant_id, product_id=row.product_id, sku=row.sku),
+            on_hand_delta=on_hand_sign * row.quantity,
+            reserved_delta=reserved_sign * row.quantity,
+            on_hand=row.on_hand,
+            reserved=row.reserved,
+        )
+        for row in sorted(rows, key=lambda row: row.variant_id or uuid.UUID(int=0))
+        if row.variant_id is not None
+    ]
+    return rows[0].reservation_id, moved
+
+
 async def _close_with_items(
     sql: Sql, reference: str, *, was: str, becomes: str, now: datetime
 ) -> tuple[uuid.UUID | None, list[Any] | None]:
@@ -931,23 +1035,28 @@ async def release(tx: Transaction, reference: str, *, reason: str = "released") 
     sql = tx.sql
     now = _now()
     becomes = ReservationStatus.EXPIRED if reason == "expired" else ReservationStatus.RELEASED
-    reservation_id, held = await _close_with_items(
-        sql, reference, was=ReservationStatus.ACTIVE, becomes=becomes, now=now
+    reservation_id, moved = await _close_and_move(
+        sql,
+        reference,
+        was=ReservationStatus.ACTIVE,
+        becomes=becomes,
+        on_hand_sign=0,
+        reserved_sign=-1,
+        now=now,
     )
     if reservation_id is None:
         status = await _status_of(sql, reference)
         if status in (ReservationStatus.COMMITTED, ReservationStatus.RETURNED):
             raise errors.ReservationClosed()
         return status
-    await _return_items(
+    await _settle(
         tx,
         sql,
-        reservation_id,
+        moved,
         kind="release",
         reason=f"{reason} ({reference})",
-        sold=False,
+        reservation_id=reservation_id,
         now=now,
-        held=held,
     )
     tx.publish(StockReleased(reservation_id=reservation_id, reference=reference, reason=reason))
     return becomes
@@ -1056,11 +1165,13 @@ async def commit(tx: Transaction, reference: str) -> str:
     """
     sql = tx.sql
     now = _now()
-    reservation_id, held = await _close_with_items(
+    reservation_id, moved = await _close_and_move(
         sql,
         reference,
         was=ReservationStatus.ACTIVE,
         becomes=ReservationStatus.COMMITTED,
+        on_hand_sign=-1,
+        reserved_sign=-1,
         now=now,
     )
     if reservation_id is None:
@@ -1068,9 +1179,6 @@ async def commit(tx: Transaction, reference: str) -> str:
         if status != ReservationStatus.COMMITTED:
             raise errors.ReservationClosed()
         return status
-    moved = await _move_held(
-        sql, reservation_id, on_hand_sign=-1, reserved_sign=-1, now=now, held=held
-    )
     await _settle(
         tx,
         sql,
