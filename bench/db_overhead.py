@@ -3,7 +3,9 @@
 Each way runs the same ``UPDATE`` of one row, sequentially, on uvloop as the services
 do; the figure is this process's CPU time per write (least of ``--repeats`` runs of
 ``--writes``), so it is the Python side's cost alone, not PostgreSQL's. It tells how
-much of a saga step's CPU is the database layer rather than the statement.
+much of a saga step's CPU is the database layer rather than the statement. The last
+two ways also publish an event (an outbox row): as its own INSERT before COMMIT, and
+with the UPDATE in one statement (``Transaction.commit_with``).
 
     .venv/bin/python bench/db_overhead.py postgresql://postgres@127.0.0.1:5432/postgres
 """
@@ -16,10 +18,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import uvloop
-from sqlalchemy import Column, Integer, MetaData, Table, update
+from sqlalchemy import Column, Integer, MetaData, Table, insert, update
 
 from panthera.kernel.db import Database
+from panthera.kernel.events.envelope import EventContract
+from panthera.kernel.events.outbox import event_tables, outbox_rows
 from panthera.kernel.sql import DirectTransaction
+
+
+class Bumped(EventContract):
+    event_type = "bench.bumped"
+    version = 1
+
+    n: int
 
 
 async def measure(dsn: str, writes: int, repeats: int) -> list[tuple[str, float]]:
@@ -31,10 +42,14 @@ async def measure(dsn: str, writes: int, repeats: int) -> list[tuple[str, float]
     )
     statement = update(table).where(table.c.id == 1).values(n=table.c.n + 1)
     raw_sql = f"UPDATE {table_name} SET n = n + 1 WHERE id = $1"  # noqa: S608 - a name made here
+    # An outbox of the services' shape, under a name of this run's.
+    outbox = event_tables(MetaData()).outbox.to_metadata(MetaData(), name=f"{table_name}_outbox")
     database = Database(dsn.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=2)
     connection = await asyncpg.connect(dsn)
     await connection.execute(f"CREATE TABLE {table_name} (id int PRIMARY KEY, n int)")
     await connection.execute(f"INSERT INTO {table_name} VALUES (1, 0)")  # noqa: S608
+    async with database.engine.begin() as conn:
+        await conn.run_sync(outbox.metadata.create_all)
 
     async def session_transaction() -> None:
         async with database.sessions() as session:
@@ -61,8 +76,8 @@ async def measure(dsn: str, writes: int, repeats: int) -> list[tuple[str, float]
             database.direct_connections(),
             database.statements,
             source="bench",
-            outbox_insert=statement,
-            outbox_rows=lambda envelopes: [],
+            outbox_insert=insert(outbox),
+            outbox_rows=outbox_rows,
         )
 
     async def kernel_transaction() -> None:
@@ -72,6 +87,17 @@ async def measure(dsn: str, writes: int, repeats: int) -> list[tuple[str, float]
 
     async def kernel_alone() -> None:
         await database.execute_alone(statement)
+
+    async def kernel_transaction_with_event() -> None:
+        async with direct_transaction() as tx:
+            await tx.sql.execute(statement)
+            tx.publish(Bumped(n=1))
+            await tx.commit()
+
+    async def kernel_commit_with_event() -> None:
+        async with direct_transaction() as tx:
+            tx.publish(Bumped(n=1))
+            await tx.commit_with(statement)
 
     async def driver_transaction() -> None:
         async with connection.transaction():
@@ -89,6 +115,14 @@ async def measure(dsn: str, writes: int, repeats: int) -> list[tuple[str, float]
         ("kernel/sql.py Database.execute_alone(): UPDATE", kernel_alone),
         ("asyncpg: BEGIN, UPDATE, COMMIT", driver_transaction),
         ("asyncpg: UPDATE", driver_autocommit),
+        (
+            "kernel/sql.py DirectTransaction + event: BEGIN, UPDATE, INSERT outbox, COMMIT",
+            kernel_transaction_with_event,
+        ),
+        (
+            "kernel/sql.py commit_with + event: UPDATE and outbox row, one statement",
+            kernel_commit_with_event,
+        ),
     ]
     results = []
     try:
@@ -103,7 +137,7 @@ async def measure(dsn: str, writes: int, repeats: int) -> list[tuple[str, float]
                 runs.append((time.process_time() - started) / writes * 1000)
             results.append((label, min(runs)))
     finally:
-        await connection.execute(f"DROP TABLE {table_name}")
+        await connection.execute(f"DROP TABLE {table_name}, {outbox.name}")
         await connection.close()
         await database.dispose()
     return results
