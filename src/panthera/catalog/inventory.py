@@ -32,6 +32,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     column,
+    exists,
     func,
     insert,
     or_,
@@ -629,6 +630,43 @@ _MOVE_PRODUCTS = (
 )
 
 
+_CLAIMING = _CLAIM["postgresql"].cte("claimed")
+_HOLDING = _RESERVE_LINES.where(exists(select(_CLAIMING.c.id))).cte("holding")
+# PostgreSQL: the reference claimed and, only if this request got it, every line held
+# where enough is left (``_claim`` then ``_hold_lines``) in one statement. No row: the
+# claim met an earlier request's; a row without a variant: claimed, nothing held.
+_CLAIM_AND_HOLD = select(
+    _CLAIMING.c.id.label("claimed"),
+    _HOLDING.c.id,
+    _HOLDING.c.on_hand,
+    _HOLDING.c.reserved,
+    _HOLDING.c.price_amount,
+).select_from(_CLAIMING.outerjoin(_HOLDING, true()))
+
+
+async def _claim_and_hold(
+    sql: Sql, reservation: HeldReservation, wanted: dict[uuid.UUID, int], now: datetime
+) -> tuple[HeldReservation | None, dict[uuid.UUID, Any]]:
+    """``_claim``, and when this request got the reference, ``_hold_lines``: the earlier
+    request's reservation (nothing held) or None and the rows held."""
+    if not sql.postgres:
+        winner = await _claim(sql, reservation, now)
+        return winner, {} if winner is not None else await _hold_lines(sql, wanted, now)
+    ids = sorted(wanted)
+    rows = await sql.fetch(
+        _CLAIM_AND_HOLD,
+        {
+            **_claim_values(reservation, now),
+            "variants": ids,
+            "quantities": [wanted[v] for v in ids],
+            "at": now,
+        },
+    )
+    if not rows:
+        return await _winner(sql, reservation.reference), {}
+    return None, {row.id: row for row in rows if row.id is not None}
+
+
 async def _hold_lines(
     sql: Sql, wanted: dict[uuid.UUID, int], now: datetime
 ) -> dict[uuid.UUID, Any]:
@@ -682,14 +720,13 @@ async def reserve(
         status=ReservationStatus.ACTIVE,
         expires_at=now + ttl,
     )
-    # A retry of a reference already answered gets that answer, before anything is held.
-    winner = await _claim(sql, reservation, now)
+    # A retry of a reference already answered gets that answer, and nothing is held.
+    winner, held = await _claim_and_hold(sql, reservation, wanted, now)
     if winner is not None:
         return await _outcome_of(sql, winner)
     short: list[RejectedLine] = []
     moved: list[_Moved] = []
     prices: dict[uuid.UUID, int] = {}
-    held = await _hold_lines(sql, wanted, now)
     for variant_id in sorted(wanted):
         quantity = wanted[variant_id]
         row = held.get(variant_id)
@@ -814,6 +851,17 @@ _OUTCOME_LINES = (
 )
 
 
+def _claim_values(reservation: HeldReservation, now: datetime) -> dict[str, Any]:
+    return {
+        "id": reservation.id,
+        "reference": reservation.reference,
+        "status": reservation.status,
+        "expires_at": reservation.expires_at,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 async def _claim(sql: Sql, reservation: HeldReservation, now: datetime) -> HeldReservation | None:
     """Insert the row that answers for a reference; None when this request got it.
 
@@ -822,19 +870,16 @@ async def _claim(sql: Sql, reservation: HeldReservation, now: datetime) -> HeldR
     gives the first one's answer instead of failing.
     """
     inserted = await sql.fetch_one(
-        _CLAIM["postgresql" if sql.postgres else "sqlite"],
-        {
-            "id": reservation.id,
-            "reference": reservation.reference,
-            "status": reservation.status,
-            "expires_at": reservation.expires_at,
-            "created_at": now,
-            "updated_at": now,
-        },
+        _CLAIM["postgresql" if sql.postgres else "sqlite"], _claim_values(reservation, now)
     )
     if inserted is not None:
         return None
-    row = await sql.fetch_one(_HELD, {"ref": reservation.reference})
+    return await _winner(sql, reservation.reference)
+
+
+async def _winner(sql: Sql, reference: str) -> HeldReservation:
+    """The reservation an earlier request for ``reference`` made (its claim met it)."""
+    row = await sql.fetch_one(_HELD, {"ref": reference})
     assert row is not None  # the insert met it
     return HeldReservation(
         id=row.id, reference=row.reference, status=row.status, expires_at=row.expires_at
