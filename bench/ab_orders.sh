@@ -44,30 +44,41 @@ shared = {"load generator", "rabbitmq", "redis"}
 rows = {}
 for side in ("base", "head"):
     runs = [json.loads(p.read_text()) for p in sorted(out.glob(f"{side}-*.json"))]
-    dist = [r["summary"]["distributed"] for r in runs]
-    rows[side] = {
-        "orders/s": [d["orders_per_second"] for d in dist],
-        "p99 ms": [d["server_p99_ms"] for d in dist],
-        "servers ms": [
-            sum(v for k, v in d["cpu_ms_per_order"].items() if k not in shared) for d in dist
-        ],
-        "with broker ms": [
-            sum(v for k, v in d["cpu_ms_per_order"].items() if k != "load generator")
-            for d in dist
-        ],
-    }
-print(f"| side | orders/s (each run) | p99 to CONFIRMED ms | CPU ms per order, servers | with the broker and Redis |")
-print("| --- | --- | --- | ---: | ---: |")
+    rows[side] = {key: [] for key in ("orders/s", "p99", "servers", "with broker", "units")}
+    for run in runs:
+        dist, pgbench = run["summary"]["distributed"], run["summary"]["pgbench"]
+        cpu = dist["cpu_ms_per_order"]
+        with_broker = sum(v for k, v in cpu.items() if k != "load generator")
+        rows[side]["orders/s"].append(dist["orders_per_second"])
+        rows[side]["p99"].append(dist["server_p99_ms"])
+        rows[side]["servers"].append(sum(v for k, v in cpu.items() if k not in shared))
+        rows[side]["with broker"].append(with_broker)
+        # The machine's speed of the moment: PostgreSQL's CPU per pgbench transaction
+        # in the same run. CPU per order in those units compares across runs.
+        rows[side]["units"].append(with_broker / pgbench["postgres_cpu_ms_per_tx"])
+
+
+def each(xs):
+    return ", ".join(f"{x:.1f}" for x in xs)
+
+
+median = statistics.median
+print(
+    "| side | orders/s (each run) | p99 to CONFIRMED ms | CPU ms per order, servers "
+    "| with the broker and Redis | the same in pgbench transactions (each run) |"
+)
+print("| --- | --- | --- | ---: | ---: | --- |")
 for side, label in (("base", base), ("head", head)):
     r = rows[side]
-    each = lambda xs: ", ".join(f"{x:.1f}" for x in xs)
     print(
-        f"| {side} `{label}` | {statistics.median(r['orders/s']):.1f} ({each(r['orders/s'])}) "
-        f"| {statistics.median(r['p99 ms']):.0f} ({each(r['p99 ms'])}) "
-        f"| {statistics.median(r['servers ms']):.1f} | {statistics.median(r['with broker ms']):.1f} |"
+        f"| {side} `{label}` | {median(r['orders/s']):.1f} ({each(r['orders/s'])}) "
+        f"| {median(r['p99']):.0f} ({each(r['p99'])}) | {median(r['servers']):.1f} "
+        f"| {median(r['with broker']):.1f} | {median(r['units']):.1f} ({each(r['units'])}) |"
     )
 b, h = rows["base"], rows["head"]
-ratio = statistics.median(h["orders/s"]) / statistics.median(b["orders/s"])
-cpu = statistics.median(h["with broker ms"]) / statistics.median(b["with broker ms"])
-print(f"\nhead / base: orders/s x{ratio:.2f}, CPU per order x{cpu:.2f} (results in {out})")
+print(
+    f"\nhead / base: orders/s x{median(h['orders/s']) / median(b['orders/s']):.2f}, "
+    f"CPU per order x{median(h['with broker']) / median(b['with broker']):.2f}, "
+    f"in pgbench transactions x{median(h['units']) / median(b['units']):.2f} (results in {out})"
+)
 PY
