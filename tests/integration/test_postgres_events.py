@@ -609,6 +609,16 @@ async def test_a_running_relay_polls_for_rows_nobody_told_it_about(users_db: Dat
     assert len(transport.published) == 3
 
 
+async def register_with(runtime: ServiceRuntime, count: int) -> None:
+    """``count`` users registered in one unit of work of ``runtime`` (its relay is told)."""
+    async with runtime.uow() as uow:
+        for _ in range(count):
+            user = new_user()
+            uow.session.add(user)
+            uow.publish(registered(user))
+        await uow.commit()
+
+
 async def _published(transport: RecordingTransport, count: int) -> None:
     for _ in range(250):
         if len(transport.published) >= count:
@@ -638,12 +648,7 @@ async def test_a_commit_hands_its_events_off_to_be_sent_without_reading_the_outb
         await asyncio.sleep(0.05)  # the relay's first pass, at its start, finds nothing
         round_trips.clear()
         committed_at = datetime.now(UTC)
-        async with runtime.uow() as uow:
-            for _ in range(3):
-                user = new_user()
-                uow.session.add(user)
-                uow.publish(registered(user))
-            await uow.commit()
+        await register_with(runtime, 3)
         for _ in range(250):
             if runtime.relay.delivered == 3:  # counted once marked
                 break
@@ -674,11 +679,7 @@ async def test_events_the_hand_off_could_not_send_are_sent_by_the_poll(
     runtime = runtime_for(users_db, transport, relay_poll_seconds=0.05, relay_hand_off_seconds=0.3)
     runtime.relay.start()
     try:
-        async with runtime.uow() as uow:
-            user = new_user()
-            uow.session.add(user)
-            uow.publish(registered(user))
-            await uow.commit()
+        await register_with(runtime, 1)
         await asyncio.sleep(0.15)
         # Refused by the broker, and not yet due for the poll.
         assert transport.published == []
@@ -697,12 +698,7 @@ async def test_the_hand_off_and_the_poll_send_each_event_once(users_db: Database
     runtime.relay.start()
     try:
         for _ in range(10):
-            async with runtime.uow() as uow:
-                for _ in range(2):
-                    user = new_user()
-                    uow.session.add(user)
-                    uow.publish(registered(user))
-                await uow.commit()
+            await register_with(runtime, 2)
         await register_users(users_db, 5)  # committed elsewhere: for the poll
         await _published(transport, 25)
         await _all_marked(users_db)
@@ -726,11 +722,7 @@ async def test_events_handed_off_to_a_relay_that_stops_are_left_to_the_poll(
 
     runtime = runtime_for(users_db, Stuck(), relay_poll_seconds=600.0, relay_hand_off_seconds=0.2)
     runtime.relay.start()
-    async with runtime.uow() as uow:
-        user = new_user()
-        uow.session.add(user)
-        uow.publish(registered(user))
-        await uow.commit()
+    await register_with(runtime, 1)
     await asyncio.wait_for(publishing.wait(), timeout=5)
     await runtime.relay.stop()
     rows = await outbox_rows(users_db)

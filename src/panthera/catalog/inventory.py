@@ -561,16 +561,40 @@ _WANTED = (
     )
     .render_derived(name="wanted")
 )
-# The variants locked in id order, the order every writer takes them in, before any is
-# changed: a subquery's FOR UPDATE locks its rows in the order it returns them.
-_LOCKED = (
-    select(_variants.c.id)
-    .where(
-        _variants.c.id == any_(bindparam("variants", type_=postgresql.ARRAY(_variants.c.id.type)))
+
+
+def _locked(which: Any) -> Any:
+    """The variants ``which`` names, locked in id order, the order every writer takes
+    them in, before any is changed: a subquery's FOR UPDATE locks its rows in the order
+    it returns them."""
+    return (
+        select(_variants.c.id)
+        .where(which)
+        .order_by(_variants.c.id)
+        .with_for_update()
+        .subquery("locked")
     )
-    .order_by(_variants.c.id)
-    .with_for_update()
-    .subquery("locked")
+
+
+def _moving(locked: Any, lines: Any) -> Any:
+    """UPDATE of each of ``lines``' variants (``locked``) by its quantity times the
+    signs: which counts a line's quantity moves, so one compiled statement serves every
+    kind of move (committed, released, put back)."""
+    return (
+        update(_variants)
+        .where(_variants.c.id == locked.c.id, _variants.c.id == lines.c.variant_id)
+        .values(
+            on_hand=_variants.c.on_hand
+            + lines.c.quantity * _bind("on_hand_sign", _variants.c.on_hand),
+            reserved=_variants.c.reserved
+            + lines.c.quantity * _bind("reserved_sign", _variants.c.reserved),
+            updated_at=_bind("at", _variants.c.updated_at),
+        )
+    )
+
+
+_LOCKED = _locked(
+    _variants.c.id == any_(bindparam("variants", type_=postgresql.ARRAY(_variants.c.id.type)))
 )
 # PostgreSQL: every line of a reservation in one statement, each held only where
 # enough is left (the same condition as _RESERVE_LINE). A row changed meanwhile is
@@ -590,20 +614,10 @@ _RESERVE_LINES = (
 )
 
 
-# PostgreSQL: every line of a reservation moved (committed, released, put back) in one
-# statement, the variants locked in id order as for holding them. The signs say which
-# counts a line's quantity moves, so one compiled statement serves every kind of move.
-_MOVE_LINES = (
-    update(_variants)
-    .where(_variants.c.id == _LOCKED.c.id, _variants.c.id == _WANTED.c.variant_id)
-    .values(
-        on_hand=_variants.c.on_hand
-        + _WANTED.c.quantity * _bind("on_hand_sign", _variants.c.on_hand),
-        reserved=_variants.c.reserved
-        + _WANTED.c.quantity * _bind("reserved_sign", _variants.c.reserved),
-        updated_at=_bind("at", _variants.c.updated_at),
-    )
-    .returning(_variants.c.id, _variants.c.on_hand, _variants.c.reserved)
+# PostgreSQL: every line of a reservation moved in one statement, the variants locked
+# in id order as for holding them.
+_MOVE_LINES = _moving(_LOCKED, _WANTED).returning(
+    _variants.c.id, _variants.c.on_hand, _variants.c.reserved
 )
 
 # PostgreSQL: several products' totals moved in one statement, the products locked in
@@ -953,24 +967,8 @@ _HELD_BY_CLOSING = (
     .join_from(_items, _CLOSING, _items.c.reservation_id == _CLOSING.c.id)
     .cte("held")
 )
-# The held lines' variants locked in id order, as every writer takes them.
-_LOCKED_HELD = (
-    select(_variants.c.id)
-    .where(_variants.c.id.in_(select(_HELD_BY_CLOSING.c.variant_id)))
-    .order_by(_variants.c.id)
-    .with_for_update()
-    .subquery("locked")
-)
 _MOVED = (
-    update(_variants)
-    .where(_variants.c.id == _LOCKED_HELD.c.id, _variants.c.id == _HELD_BY_CLOSING.c.variant_id)
-    .values(
-        on_hand=_variants.c.on_hand
-        + _HELD_BY_CLOSING.c.quantity * _bind("on_hand_sign", _variants.c.on_hand),
-        reserved=_variants.c.reserved
-        + _HELD_BY_CLOSING.c.quantity * _bind("reserved_sign", _variants.c.reserved),
-        updated_at=_bind("at", _variants.c.updated_at),
-    )
+    _moving(_locked(_variants.c.id.in_(select(_HELD_BY_CLOSING.c.variant_id))), _HELD_BY_CLOSING)
     .returning(
         _variants.c.id,
         _variants.c.product_id,
