@@ -68,6 +68,18 @@ class RecordingTransport:
         self.published.append(envelope)
 
 
+class StuckTransport(RecordingTransport):
+    """Never answers a publish: ``publishing`` is set once one is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.publishing = asyncio.Event()
+
+    async def publish(self, envelope: Envelope) -> None:
+        self.publishing.set()
+        await asyncio.Event().wait()
+
+
 @pytest.fixture
 async def users_db(
     service_databases: Callable[..., Awaitable[ServiceDatabases]],
@@ -558,16 +570,10 @@ async def test_a_relay_stopped_while_publishing_leaves_its_rows_pending(
     users_db: Database,
 ) -> None:
     await register_users(users_db, 3)
-    publishing = asyncio.Event()
-
-    class Stuck(RecordingTransport):
-        async def publish(self, envelope: Envelope) -> None:
-            publishing.set()
-            await asyncio.Event().wait()
-
-    relay = relay_for(users_db, Stuck())
+    stuck = StuckTransport()
+    relay = relay_for(users_db, stuck)
     relay.start()
-    await asyncio.wait_for(publishing.wait(), timeout=5)
+    await asyncio.wait_for(stuck.publishing.wait(), timeout=5)
     await relay.stop()
     rows = await outbox_rows(users_db)
     # The rows' claim is rolled back with the transaction: the next pass sends them.
@@ -713,17 +719,11 @@ async def test_the_hand_off_and_the_poll_send_each_event_once(users_db: Database
 async def test_events_handed_off_to_a_relay_that_stops_are_left_to_the_poll(
     users_db: Database,
 ) -> None:
-    publishing = asyncio.Event()
-
-    class Stuck(RecordingTransport):
-        async def publish(self, envelope: Envelope) -> None:
-            publishing.set()
-            await asyncio.Event().wait()
-
-    runtime = runtime_for(users_db, Stuck(), relay_poll_seconds=600.0, relay_hand_off_seconds=0.2)
+    stuck = StuckTransport()
+    runtime = runtime_for(users_db, stuck, relay_poll_seconds=600.0, relay_hand_off_seconds=0.2)
     runtime.relay.start()
     await register_with(runtime, 1)
-    await asyncio.wait_for(publishing.wait(), timeout=5)
+    await asyncio.wait_for(stuck.publishing.wait(), timeout=5)
     await runtime.relay.stop()
     rows = await outbox_rows(users_db)
     assert [(row.sent_at, row.attempts) for row in rows] == [(None, 0)]

@@ -60,6 +60,20 @@ def _provider(platform: Platform) -> Any:
     return _runtime(platform, "payments").components["payments_deps"].provider
 
 
+def failing_first(call: Any, error: Exception) -> tuple[Any, list[int]]:
+    """``call``, whose first call raises ``error`` and the others go through; and the
+    calls made so far (one entry each)."""
+    calls: list[int] = []  # cleared, the next call fails again
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+        return await call(*args, **kwargs)
+
+    return wrapped, calls
+
+
 async def _order_row(platform: Platform, order_id: str) -> Order:
     async with _runtime(platform, "orders").database.read_sessions() as session:
         order = await session.get(Order, uuid.UUID(order_id))
@@ -309,17 +323,9 @@ async def test_a_payment_outcome_that_arrives_before_the_reserve_step_is_recorde
 
         monkeypatch.setattr(payments, "pay", pay_then_deliver)
         catalog = _orders(shop).catalog
-        reserve = catalog.reserve
-        answered: list[bool] = []
-
-        async def unanswered_at_first(*args: Any, **kwargs: Any) -> Any:
-            # The order is placed without its stock (the catalog's answer was lost), so
-            # the saga's reserve step holds it and asks for the payment.
-            if not answered:
-                answered.append(False)
-                raise Unavailable("catalog: ReadTimeout")
-            return await reserve(*args, **kwargs)
-
+        # The order is placed without its stock (the catalog's answer was lost), so
+        # the saga's reserve step holds it and asks for the payment.
+        unanswered_at_first, _ = failing_first(catalog.reserve, Unavailable("catalog: ReadTimeout"))
         monkeypatch.setattr(catalog, "reserve", unanswered_at_first)
         order_id = (await place(shop.client, buyer, [(mug, 1)], token=token)).json()["orderId"]
         order = await settled(shop.client, buyer, order_id, timeout=20)
@@ -338,21 +344,12 @@ async def test_a_payment_call_that_fails_after_the_stock_is_held_keeps_the_hold_
     buyer = await register_and_login(shop.client)
     mug = await product(shop, admin, stock=5)
     payments = _orders(shop).payments
-    pay = payments.pay
-    calls = 0
-
-    async def once_down(**kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise Unavailable("payments: ConnectError")
-        return await pay(**kwargs)
-
+    once_down, calls = failing_first(payments.pay, Unavailable("payments: ConnectError"))
     monkeypatch.setattr(payments, "pay", once_down)
     order_id = (await place(shop.client, buyer, [(mug, 2)])).json()["orderId"]
     order = await settled(shop.client, buyer, order_id, timeout=20)
     assert order["status"] == "CONFIRMED"
-    assert calls == 2
+    assert len(calls) == 2
     await saga_finished(shop, order_id)
     assert await stock_of(shop, mug) == 3
     assert await _payment_statuses(shop, admin, order_id) == ["succeeded"]
@@ -364,15 +361,7 @@ async def test_stock_held_for_an_order_that_was_not_written(
     admin = await make_admin(shop)
     buyer = await register_and_login(shop.client)
     mug = await product(shop, admin, stock=5)
-    place_order = service.place
-    failed: list[bool] = []
-
-    async def fails_once(*args: Any, **kwargs: Any) -> None:
-        if not failed:
-            failed.append(True)
-            raise RuntimeError("the orders database went away")
-        await place_order(*args, **kwargs)
-
+    fails_once, calls = failing_first(service.place, RuntimeError("the orders database went away"))
     monkeypatch.setattr(service, "place", fails_once)
     # (The test client raises what the app raised; a client gets a 500.)
     # Without an Idempotency-Key nothing can come back for the stock: it is given back.
@@ -380,7 +369,7 @@ async def test_stock_held_for_an_order_that_was_not_written(
         await place(shop.client, buyer, [(mug, 2)])
     assert await stock_of(shop, mug) == 5
     # With one, the retry is placed on the stock its first run held, held once.
-    failed.clear()
+    calls.clear()
     with pytest.raises(RuntimeError, match="went away"):
         await place(shop.client, buyer, [(mug, 2)], key="held-once")
     assert await stock_of(shop, mug) == 3

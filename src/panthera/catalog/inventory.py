@@ -684,15 +684,9 @@ async def _claim_and_hold(
 async def _hold_lines(
     sql: Sql, wanted: dict[uuid.UUID, int], now: datetime
 ) -> dict[uuid.UUID, Any]:
-    """Hold each variant's wanted quantity where enough is left; the rows held, by id
-    (with the stock after and the price). Variants in id order."""
-    if sql.postgres:
-        ids = sorted(wanted)
-        rows = await sql.fetch(
-            _RESERVE_LINES,
-            {"variants": ids, "quantities": [wanted[v] for v in ids], "at": now},
-        )
-        return {row.id: row for row in rows}
+    """SQLite: hold each variant's wanted quantity where enough is left; the rows held,
+    by id (with the stock after and the price). Variants in id order. (PostgreSQL holds
+    them all with the claim, ``_claim_and_hold``.)"""
     held = {}
     for variant_id in sorted(wanted):
         row = await sql.fetch_one(
@@ -940,27 +934,6 @@ async def _close(
     )
 
 
-_CLOSED = _CLOSE.cte("closed")
-# PostgreSQL: the reservation closed and its lines read in one statement. The lines
-# were committed with the reservation, so the statement's snapshot holds them.
-_CLOSE_WITH_ITEMS = (
-    select(
-        _CLOSED.c.id.label("reservation_id"),
-        _items.c.variant_id,
-        _items.c.quantity,
-        _variants.c.product_id,
-        _variants.c.sku,
-    )
-    .select_from(
-        _CLOSED.outerjoin(
-            _items.join(_variants, _variants.c.id == _items.c.variant_id),
-            _items.c.reservation_id == _CLOSED.c.id,
-        )
-    )
-    .order_by(_items.c.variant_id)
-)
-
-
 _CLOSING = _CLOSE.cte("closing")
 _HELD_BY_CLOSING = (
     select(_items.c.variant_id, _items.c.quantity)
@@ -1007,18 +980,11 @@ async def _close_and_move(
     ``_move_held``): the reservation's id and the moves, or None and none when it was
     not in ``was``. One round trip on PostgreSQL."""
     if not sql.postgres:
-        reservation_id, held = await _close_with_items(
-            sql, reference, was=was, becomes=becomes, now=now
-        )
+        reservation_id = await _close(sql, reference, was=was, becomes=becomes, now=now)
         if reservation_id is None:
             return None, []
         moved = await _move_held(
-            sql,
-            reservation_id,
-            on_hand_sign=on_hand_sign,
-            reserved_sign=reserved_sign,
-            now=now,
-            held=held,
+            sql, reservation_id, on_hand_sign=on_hand_sign, reserved_sign=reserved_sign, now=now
         )
         return reservation_id, moved
     rows = await sql.fetch(
@@ -1046,21 +1012,6 @@ async def _close_and_move(
         if row.variant_id is not None
     ]
     return rows[0].reservation_id, moved
-
-
-async def _close_with_items(
-    sql: Sql, reference: str, *, was: str, becomes: str, now: datetime
-) -> tuple[uuid.UUID | None, list[Any] | None]:
-    """``_close``, and on PostgreSQL the reservation's lines (as ``_held_items``) with it;
-    None for the lines where they are still to be read."""
-    if not sql.postgres:
-        return await _close(sql, reference, was=was, becomes=becomes, now=now), None
-    rows = await sql.fetch(
-        _CLOSE_WITH_ITEMS, {"ref": reference, "was": was, "becomes": becomes, "at": now}
-    )
-    if not rows:
-        return None, None
-    return rows[0].reservation_id, [row for row in rows if row.variant_id is not None]
 
 
 async def _status_of(sql: Sql, reference: str) -> str:
@@ -1117,15 +1068,10 @@ async def _move_held(
     on_hand_sign: int,
     reserved_sign: int,
     now: datetime,
-    held: list[Any] | None = None,
 ) -> list[_Moved]:
-    """Move each line's variant by its quantity times the signs; the stock after each.
-
-    ``held``: the lines, when the caller read them already (as ``_held_items``).
-    """
+    """Move each line's variant by its quantity times the signs; the stock after each."""
     moved = []
-    if held is None:
-        held = await _held_items(sql, reservation_id)
+    held = await _held_items(sql, reservation_id)
     if sql.postgres and len(held) > 1:
         # One round trip for all lines; a reservation holds each variant once.
         after_of = {
@@ -1185,7 +1131,6 @@ async def _return_items(
     reason: str,
     sold: bool,
     now: datetime,
-    held: list[Any] | None = None,
 ) -> None:
     """Give the reservation's units back: held ones to available stock, or, when they
     were ``sold``, back onto the shelf."""
@@ -1195,7 +1140,6 @@ async def _return_items(
         on_hand_sign=1 if sold else 0,
         reserved_sign=0 if sold else -1,
         now=now,
-        held=held,
     )
     await _settle(tx, sql, moved, kind=kind, reason=reason, reservation_id=reservation_id, now=now)
 

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast
 
 from sqlalchemy import bindparam, exists, func, insert, literal_column, select, union_all
 from sqlalchemy.dialects import postgresql
@@ -104,7 +104,9 @@ class Transaction(Protocol):
 
         The number of rows it wrote. On PostgreSQL the published events go into the
         outbox within the same statement, and a transaction that ran nothing before
-        it needs no BEGIN or COMMIT: the whole transaction is one round trip.
+        it needs no BEGIN or COMMIT: the whole transaction is one round trip. There a
+        statement's own data-modifying CTEs are not undone when its main part writes
+        nothing: make them depend on it.
         """
         ...
 
@@ -245,14 +247,40 @@ def _bare_insert(statement: UpdateBase) -> bool:
     )
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _ByStatement(Generic[K, V]):
+    """What was built from a statement, by the statement's id and more of the key.
+
+    The statement is kept with what was built from it, so its id is never reused; the
+    oldest goes first past ``MAX_COMPILED``: statements are meant to be built once, and
+    one built per call must not grow this for ever.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[int, K], tuple[ClauseElement, V]] = {}
+
+    def get(self, statement: ClauseElement, key: K, build: Callable[[], V]) -> V:
+        full = (id(statement), key)
+        found = self._kept.get(full)
+        if found is None or found[0] is not statement:
+            found = (statement, build())
+            self._kept[full] = found
+            if len(self._kept) > MAX_COMPILED:
+                del self._kept[next(iter(self._kept))]
+        return found[1]
+
+
 class Statements:
     """Compiled statements, each compiled on first use (per set of INSERT columns)."""
 
     def __init__(self) -> None:
-        self._compiled: dict[tuple[int, tuple[str, ...]], tuple[ClauseElement, Compiled]] = {}
-        self._with_events: dict[
-            tuple[int, int, tuple[str, ...], tuple[str, ...]], tuple[UpdateBase, Any]
-        ] = {}
+        self._compiled: _ByStatement[tuple[str, ...], Compiled] = _ByStatement()
+        self._with_events: _ByStatement[tuple[int, tuple[str, ...], tuple[str, ...]], Any] = (
+            _ByStatement()
+        )
 
     def with_events(
         self,
@@ -267,9 +295,8 @@ class Statements:
         columns: tuple[str, ...] = ()
         if _bare_insert(statement):
             columns = tuple(values or ())
-        key = (id(statement), events, tuple(keys), columns)
-        found = self._with_events.get(key)
-        if found is None or found[0] is not statement:
+
+        def build() -> Any:
             writing = statement
             if columns:
                 # As ``compile_for_postgres`` renders a bare INSERT: the columns given.
@@ -277,25 +304,13 @@ class Statements:
                 writing = cast(Insert, statement).values(
                     {name: bindparam(name, type_=table.c[name].type) for name in columns}
                 )
-            found = (statement, with_events(writing, outbox, keys, events))
-            self._with_events[key] = found
-            if len(self._with_events) > MAX_COMPILED:
-                del self._with_events[next(iter(self._with_events))]
-        return found[1]
+            return with_events(writing, outbox, keys, events)
+
+        return self._with_events.get(statement, (events, tuple(keys), columns), build)
 
     def of(self, statement: ClauseElement, values: Values | None) -> Compiled:
         keys = tuple(values) if values and getattr(statement, "is_insert", False) else ()
-        key = (id(statement), keys)
-        found = self._compiled.get(key)
-        if found is None or found[0] is not statement:
-            found = (statement, compile_for_postgres(statement, keys))
-            # The statement is kept with its compiled form, so its id is never reused.
-            self._compiled[key] = found
-            if len(self._compiled) > MAX_COMPILED:
-                # Statements are meant to be built once; one built per call must not
-                # grow this for ever.
-                del self._compiled[next(iter(self._compiled))]
-        return found[1]
+        return self._compiled.get(statement, keys, lambda: compile_for_postgres(statement, keys))
 
 
 def is_unique_violation(exc: BaseException) -> bool:

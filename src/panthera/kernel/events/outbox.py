@@ -358,18 +358,7 @@ class OutboxRelay:
                     log.exception("outbox hand-off failed", extra={"service": self.source})
 
     async def _hand_off(self, envelopes: list[Envelope]) -> None:
-        publish_many = getattr(self._transport, "publish_many", None)
-        if publish_many is None:
-            outcomes: list[Any] = []
-            for envelope in envelopes:
-                try:
-                    await self._transport.publish(envelope)
-                except Exception as exc:
-                    outcomes.append(exc)
-                else:
-                    outcomes.append(None)
-        else:
-            outcomes = await publish_many(envelopes)
+        outcomes = await self._send(envelopes)
         sent = [
             envelope.id
             for envelope, outcome in zip(envelopes, outcomes, strict=True)
@@ -487,37 +476,44 @@ class OutboxRelay:
         return len(rows) == self._batch_size and bool(sent)
 
     async def _publish(self, rows: Sequence[Any]) -> tuple[list[int], list[tuple[Any, Exception]]]:
-        sent: list[int] = []
-        failures: list[tuple[Any, Exception]] = []
+        outcomes = await self._send([_envelope_of(row, self.source) for row in rows])
+        sent = [row.seq for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+        failures = [
+            (row, outcome)
+            for row, outcome in zip(rows, outcomes, strict=True)
+            if outcome is not None
+        ]
+        return sent, failures
+
+    async def _send(self, envelopes: list[Envelope]) -> list[Exception | None]:
+        """Publish ``envelopes``: what each came to, None when the transport took it."""
         # A transport that only publishes one at a time (a test double) gets
-        # the rows one after the other.
+        # them one after the other.
         publish_many = getattr(self._transport, "publish_many", None)
         if publish_many is None:
-            for row in rows:
+            outcomes: list[Exception | None] = []
+            for envelope in envelopes:
                 try:
-                    await self._transport.publish(_envelope_of(row, self.source))
+                    await self._transport.publish(envelope)
                 except Exception as exc:
-                    failures.append((row, exc))
+                    outcomes.append(exc)
                 else:
-                    sent.append(row.seq)
-            return sent, failures
+                    outcomes.append(None)
+            return outcomes
         # The whole batch goes out before any confirm is awaited: the broker
-        # confirms it in one round trip rather than one per row.
+        # confirms it in one round trip rather than one per event.
         try:
-            outcomes = await publish_many([_envelope_of(row, self.source) for row in rows])
+            answers = await publish_many(envelopes)
         except Exception as exc:
-            return [], [(row, exc) for row in rows]
-        for row, outcome in zip(rows, outcomes, strict=True):
-            if outcome is None:
-                sent.append(row.seq)
-            else:
-                failures.append(
-                    (
-                        row,
-                        outcome if isinstance(outcome, Exception) else RuntimeError(repr(outcome)),
-                    )
-                )
-        return sent, failures
+            return [exc] * len(envelopes)
+        return [
+            None
+            if answer is None
+            else answer
+            if isinstance(answer, Exception)
+            else RuntimeError(repr(answer))
+            for answer in answers
+        ]
 
     async def _record(
         self, sql: SessionSql, sent: list[int], failures: list[tuple[Any, Exception]]
