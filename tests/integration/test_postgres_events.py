@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, inspect, select, text, update
+from sqlalchemy import bindparam, func, inspect, select, text, update
 
 from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.events.envelope import Envelope
@@ -547,6 +547,153 @@ async def test_an_event_consumed_on_its_own_costs_begin_claim_and_commit(
     await handle(envelope)  # a redelivery: claimed before, skipped
     assert round_trips.verbs() == ["BEGIN", "INSERT", "ROLLBACK"]
     assert await count(users_db, INBOX) == 2
+
+
+def user_updated(user_id: uuid.UUID, first_name: str = "Grace") -> Envelope:
+    return Envelope.wrap(
+        UserUpdated(
+            user_id=user_id,
+            revision=2,
+            email="ada@example.com",
+            first_name=first_name,
+            last_name="Lovelace",
+            phone_number=None,
+            roles=["USER"],
+            email_verified=False,
+            changed=["first_name"],
+            updated_at=datetime.now(UTC),
+        ),
+        source="tests",
+    )
+
+
+_RENAME_IF_UNCHANGED = (
+    update(User)
+    .where(User.id == bindparam("user_id"), User.revision == bindparam("was"))
+    .values(first_name=bindparam("first_name"), revision=bindparam("was") + 1)
+)
+_LOCK_USER = select(User.revision).where(User.id == bindparam("user_id")).with_for_update()
+
+
+def consumer_on_sql(database: Database, handler: Any) -> Callable[[Envelope], Awaitable[None]]:
+    """The consumer of ``user.updated`` with ``handler``, run on the driver's transactions."""
+    sub = Subscription(UserUpdated, handler)
+    service = dataclasses.replace(USERS, subscriptions=(sub,), handlers_on_sql=True)
+    return runtime_for(database, service=service)._consumer({UserUpdated.event_type: sub})
+
+
+async def test_an_event_applied_by_one_statement_is_claimed_inside_it(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    """A handler whose whole work is ``commit_with`` writes the event's inbox row in that
+    statement: one round trip; a redelivery fails on the inbox's key and writes nothing."""
+    users = await register_users(users_db, 2)
+    committed: list[uuid.UUID] = []
+
+    async def rename(runtime: ServiceRuntime, tx: Any, event: Any, e: Envelope) -> None:
+        tx.on_commit(lambda: committed.append(e.id))
+        written = await tx.commit_with(
+            _RENAME_IF_UNCHANGED,
+            {"user_id": event.user_id, "was": 1, "first_name": event.first_name},
+        )
+        assert written == 1
+
+    handle = consumer_on_sql(users_db, rename)
+    await handle(user_updated(users[0].id))  # prepares the statement on the pooled connection
+    envelope = user_updated(users[1].id, first_name="Hedy")
+    round_trips.clear()
+    await handle(envelope)
+    assert round_trips.verbs() == ["WITH"]
+    assert committed[-1] == envelope.id
+
+    async with users_db.sessions() as session:
+        await session.execute(update(User).where(User.id == users[1].id).values(revision=1))
+        await session.commit()
+    round_trips.clear()
+    await handle(envelope)  # a redelivery: the same write would hold, the inbox refuses it
+    assert round_trips.verbs() == ["WITH"]
+    assert committed.count(envelope.id) == 1
+    async with users_db.sessions() as session:
+        stored = await session.get(User, users[1].id)
+        claims = (await session.execute(select(INBOX.c.event_id))).scalars().all()
+    assert stored is not None
+    assert stored.revision == 1
+    assert sorted(claims) == sorted([committed[0], envelope.id])
+
+
+async def test_a_statement_that_writes_nothing_leaves_the_claim_to_the_locked_way(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    """``commit_with`` wrote nothing (the row had moved on): no inbox row either; the
+    handler's next statement begins a transaction that claims the event first."""
+    users = await register_users(users_db, 2)
+
+    async def rename(runtime: ServiceRuntime, tx: Any, event: Any, e: Envelope) -> None:
+        values = {"user_id": event.user_id, "was": 7, "first_name": event.first_name}
+        if await tx.commit_with(_RENAME_IF_UNCHANGED, values):
+            return
+        values["was"] = await tx.sql.fetch_value(_LOCK_USER, {"user_id": event.user_id})
+        await tx.sql.execute(_RENAME_IF_UNCHANGED, values)
+
+    handle = consumer_on_sql(users_db, rename)
+    await handle(user_updated(users[0].id))
+    envelope = user_updated(users[1].id)
+    round_trips.clear()
+    await handle(envelope)
+    assert round_trips.verbs() == ["WITH", "BEGIN", "INSERT", "SELECT", "UPDATE", "COMMIT"]
+    round_trips.clear()
+    await handle(envelope)  # claimed before: the transaction stops at its claim
+    assert round_trips.verbs() == ["WITH", "BEGIN", "INSERT", "ROLLBACK"]
+    async with users_db.sessions() as session:
+        stored = await session.get(User, users[1].id)
+        claims = (await session.execute(select(INBOX.c.event_id))).scalars().all()
+    assert stored is not None
+    assert (stored.first_name, stored.revision) == ("Grace", 2)
+    assert envelope.id in claims
+    assert len(claims) == 2
+
+
+async def test_an_event_that_writes_nothing_is_claimed_alone(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    seen: list[uuid.UUID] = []
+
+    async def look(runtime: ServiceRuntime, tx: Any, event: Any, e: Envelope) -> None:
+        seen.append(e.id)
+
+    handle = consumer_on_sql(users_db, look)
+    await handle(user_updated(uuid.uuid4()))
+    envelope = user_updated(uuid.uuid4())
+    round_trips.clear()
+    await handle(envelope)
+    assert round_trips.verbs() == ["INSERT"]
+    await handle(envelope)
+    assert await count(users_db, INBOX) == 2
+
+
+async def test_a_rollback_gives_the_event_back_to_the_next_transaction(
+    users_db: Database,
+) -> None:
+    """A handler that rolls its transaction back and writes again claims the event again:
+    the claim went with the rollback."""
+    (user,) = await register_users(users_db, 1)
+
+    async def twice(runtime: ServiceRuntime, tx: Any, event: Any, e: Envelope) -> None:
+        values = {"user_id": event.user_id, "was": 1, "first_name": "Wrong"}
+        await tx.sql.execute(_RENAME_IF_UNCHANGED, values)
+        await tx.rollback()
+        await tx.sql.execute(_RENAME_IF_UNCHANGED, values | {"first_name": event.first_name})
+
+    handle = consumer_on_sql(users_db, twice)
+    envelope = user_updated(user.id)
+    await handle(envelope)
+    await handle(envelope)
+    async with users_db.sessions() as session:
+        stored = await session.get(User, user.id)
+        claims = (await session.execute(select(INBOX.c.event_id))).scalars().all()
+    assert stored is not None
+    assert (stored.first_name, stored.revision) == ("Grace", 2)
+    assert claims == [envelope.id]
 
 
 async def test_a_relay_pass_costs_begin_claim_and_commit(

@@ -19,6 +19,7 @@ from panthera.kernel.events.envelope import Envelope, EventContract
 from panthera.kernel.events.outbox import (
     EventTables,
     OutboxRelay,
+    inbox_claim,
     outbox_writer,
     record_all_in_inbox,
     record_in_inbox,
@@ -26,7 +27,7 @@ from panthera.kernel.events.outbox import (
 from panthera.kernel.events.transport import EventTransport
 from panthera.kernel.observability import EVENTS_CONSUMED, current_traceparent, set_traceparent
 from panthera.kernel.settings import Settings
-from panthera.kernel.sql import DirectTransaction, Transaction
+from panthera.kernel.sql import AlreadyApplied, DirectTransaction, Transaction
 from panthera.kernel.tracing import continue_trace
 
 log = logging.getLogger("panthera.events")
@@ -289,18 +290,25 @@ class ServiceRuntime:
                 return
             subscription = by_type[envelope.type]
             with self._consuming(envelope) as span:
-                async with self._applying() as tx:
-                    if not await record_in_inbox(
-                        tx.sql, self.definition.tables, self.name, envelope
-                    ):
-                        EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
-                        span.set_attribute("panthera.duplicate", True)
-                        return
-                    await subscription.handler(self, tx, payload, envelope)
-                    if isinstance(tx, UnitOfWork):
-                        await self._commit_applied(tx)
-                    else:
-                        await tx.commit()
+                try:
+                    async with self._applying() as tx:
+                        if isinstance(tx, DirectTransaction):
+                            # Claimed with the handler's first write, or inside its
+                            # one statement: no round trip of its own.
+                            tx.claim_once(inbox_claim(self.definition.tables, self.name, envelope))
+                        elif not await record_in_inbox(
+                            tx.sql, self.definition.tables, self.name, envelope
+                        ):
+                            raise AlreadyApplied()
+                        await subscription.handler(self, tx, payload, envelope)
+                        if isinstance(tx, UnitOfWork):
+                            await self._commit_applied(tx)
+                        else:
+                            await tx.commit()
+                except AlreadyApplied:
+                    EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
+                    span.set_attribute("panthera.duplicate", True)
+                    return
             EVENTS_CONSUMED.labels(self.name, envelope.type, "applied").inc()
 
         return consume

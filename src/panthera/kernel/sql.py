@@ -208,13 +208,24 @@ def compile_for_postgres(statement: ClauseElement, keys: Sequence[str] = ()) -> 
 
 # The parameters of the n-th event's outbox row in a statement ``with_events`` built.
 EVENT_PARAMETER = "outbox_event{n}_{key}"
+# The parameters of the inbox row a statement ``with_events`` built claims.
+CLAIM_PARAMETER = "inbox_{key}"
+INBOX_KEYS = ("consumer", "event_id", "event_type", "applied_at")
 
 
-def with_events(statement: UpdateBase, outbox: Table, keys: Sequence[str], events: int) -> Any:
+def with_events(
+    statement: UpdateBase,
+    outbox: Table,
+    keys: Sequence[str],
+    events: int,
+    inbox: Table | None = None,
+) -> Any:
     """PostgreSQL: ``statement`` and ``events`` outbox rows in one statement, the rows
     written only if ``statement`` wrote one: ``WITH written AS (statement RETURNING ..),
     events AS (INSERT INTO outbox SELECT .. WHERE EXISTS (SELECT FROM written))
-    SELECT count(*) FROM written``.
+    SELECT count(*) FROM written``. With ``inbox``, the consumed event's inbox row is
+    written the same way, without ON CONFLICT: an event applied before makes the
+    whole statement fail on the inbox's key, and so write nothing.
 
     ``statement``'s own CTEs join the top-level WITH (PostgreSQL allows a
     data-modifying CTE nowhere else). Every part sees the statement's one snapshot,
@@ -224,17 +235,30 @@ def with_events(statement: UpdateBase, outbox: Table, keys: Sequence[str], event
         statement = statement.returning(literal_column("1").label("written"))
     written = statement.cte("written")
     wrote = exists(select(literal_column("1")).select_from(written))
-    rows = [
-        select(
+    counted = select(func.count()).select_from(written)
+    if events:
+        rows = [
+            select(
+                *(
+                    bindparam(EVENT_PARAMETER.format(n=n, key=key), type_=outbox.c[key].type)
+                    for key in keys
+                )
+            ).where(wrote)
+            for n in range(events)
+        ]
+        outboxed = insert(outbox).from_select(
+            list(keys), union_all(*rows) if events > 1 else rows[0]
+        )
+        counted = counted.add_cte(outboxed.cte("events"))
+    if inbox is not None:
+        claim = select(
             *(
-                bindparam(EVENT_PARAMETER.format(n=n, key=key), type_=outbox.c[key].type)
-                for key in keys
+                bindparam(CLAIM_PARAMETER.format(key=key), type_=inbox.c[key].type)
+                for key in INBOX_KEYS
             )
         ).where(wrote)
-        for n in range(events)
-    ]
-    outboxed = insert(outbox).from_select(list(keys), union_all(*rows) if events > 1 else rows[0])
-    return select(func.count()).select_from(written).add_cte(outboxed.cte("events"))
+        counted = counted.add_cte(insert(inbox).from_select(list(INBOX_KEYS), claim).cte("claimed"))
+    return counted
 
 
 def _bare_insert(statement: UpdateBase) -> bool:
@@ -278,9 +302,9 @@ class Statements:
 
     def __init__(self) -> None:
         self._compiled: _ByStatement[tuple[str, ...], Compiled] = _ByStatement()
-        self._with_events: _ByStatement[tuple[int, tuple[str, ...], tuple[str, ...]], Any] = (
-            _ByStatement()
-        )
+        self._with_events: _ByStatement[
+            tuple[int, tuple[str, ...], tuple[str, ...], str | None], Any
+        ] = _ByStatement()
 
     def with_events(
         self,
@@ -289,9 +313,10 @@ class Statements:
         keys: Sequence[str],
         events: int,
         values: Values | None = None,
+        inbox: Table | None = None,
     ) -> Any:
-        """:func:`with_events`, built once per statement, number of events and, for an
-        INSERT that names no columns of its own, the columns ``values`` gives."""
+        """:func:`with_events`, built once per statement, number of events, inbox and,
+        for an INSERT that names no columns of its own, the columns ``values`` gives."""
         columns: tuple[str, ...] = ()
         if _bare_insert(statement):
             columns = tuple(values or ())
@@ -304,9 +329,10 @@ class Statements:
                 writing = cast(Insert, statement).values(
                     {name: bindparam(name, type_=table.c[name].type) for name in columns}
                 )
-            return with_events(writing, outbox, keys, events)
+            return with_events(writing, outbox, keys, events, inbox)
 
-        return self._with_events.get(statement, (events, tuple(keys), columns), build)
+        claiming = None if inbox is None else inbox.fullname
+        return self._with_events.get(statement, (events, tuple(keys), columns, claiming), build)
 
     def of(self, statement: ClauseElement, values: Values | None) -> Compiled:
         keys = tuple(values) if values and getattr(statement, "is_insert", False) else ()
@@ -320,6 +346,11 @@ def is_unique_violation(exc: BaseException) -> bool:
             UNIQUE_VIOLATION
         )
     return getattr(exc, "sqlstate", None) == UNIQUE_VIOLATION
+
+
+def _refused_by(exc: BaseException, table: Table) -> bool:
+    """Whether ``exc`` is the driver's unique violation on ``table``."""
+    return is_unique_violation(exc) and getattr(exc, "table_name", None) == table.name
 
 
 def _rowcount(status: str) -> int:
@@ -453,6 +484,23 @@ class _TransactionSql(DirectSql):
         return await self._transaction._begun()
 
 
+class AlreadyApplied(Exception):
+    """The event a transaction was to apply once had been applied: its inbox row exists."""
+
+
+@dataclass(frozen=True)
+class InboxClaim:
+    """An event's inbox row, claimed with the writes that apply the event.
+
+    ``statement`` claims it alone (``INSERT .. ON CONFLICT DO NOTHING RETURNING``);
+    the row has the keys of :data:`INBOX_KEYS`.
+    """
+
+    table: Table
+    statement: ClauseElement
+    row: dict[str, Any]
+
+
 OutboxRows = Callable[[list[Envelope]], list[dict[str, Any]]]
 # Told, after a commit, the events it wrote to the outbox (the relay's hand-off).
 Committed = Callable[[list[Envelope]], None]
@@ -536,6 +584,10 @@ class DirectTransaction(EventsOnCommit):
         self._connection: Any = None
         self._in_transaction = False
         self._sql: _TransactionSql | None = None
+        # The event this transaction applies once: still to claim, or claimed in the
+        # transaction under way (claimed again after a rollback).
+        self._claim: InboxClaim | None = None
+        self._claimed: InboxClaim | None = None
 
     @property
     def sql(self) -> DirectSql:
@@ -543,8 +595,18 @@ class DirectTransaction(EventsOnCommit):
             raise RuntimeError("the transaction is not open: use 'async with'")
         return self._sql
 
+    def claim_once(self, claim: InboxClaim) -> None:
+        """Apply what this transaction writes once per event, with ``claim`` its inbox row.
+
+        The row is written by the transaction's first statement, or, when
+        :meth:`commit_with` is all the transaction runs, inside that one statement;
+        a commit that wrote nothing else writes it alone. Where the event had been
+        applied before, that statement raises :class:`AlreadyApplied`.
+        """
+        self._claim = claim
+
     async def _begun(self) -> Any:
-        """The connection, in a transaction."""
+        """The connection, in a transaction (which has claimed its event, if it has one)."""
         if self._in_transaction:
             return self._connection
         if self._connection is None:
@@ -556,7 +618,24 @@ class DirectTransaction(EventsOnCommit):
             self._connections.discard(connection)
             raise
         self._in_transaction = True
+        if self._claim is not None:
+            await self._claim_alone(self._connection)
         return self._connection
+
+    async def _claim_alone(self, connection: Any) -> None:
+        claim, self._claim = self._claim, None
+        assert claim is not None
+        compiled = self._statements.of(claim.statement, claim.row)
+        claimed = await connection.fetchrow(compiled.sql, *compiled.arguments(claim.row))
+        if claimed is None:
+            raise AlreadyApplied()
+        if self._in_transaction:
+            self._claimed = claim
+
+    def _ended(self) -> None:
+        """The transaction under way is over; a claim it had made went with it, if rolled back."""
+        self._in_transaction = False
+        self._claimed = None
 
     async def __aenter__(self) -> Self:
         self._sql = _TransactionSql(self, self._statements)
@@ -572,6 +651,7 @@ class DirectTransaction(EventsOnCommit):
         connection, self._connection = self._connection, None
         in_transaction, self._in_transaction = self._in_transaction, False
         self._sql = None
+        self._claim = self._claimed = None
         self._forget()
         if connection is None:
             return
@@ -590,48 +670,75 @@ class DirectTransaction(EventsOnCommit):
                 return
         self._connections.release(connection)
 
+    async def _alone(self) -> DirectSql:
+        """The connection for a statement that is its own transaction."""
+        if self._connection is None:
+            self._connection = await self._connections.acquire()
+        return DirectSql(self._connection, self._statements)
+
     async def commit(self) -> None:
         sql = self.sql
         pending = self._take_pending()
         if pending:
             await sql.execute_many(self._outbox_insert, self._outbox_rows(pending))
+        elif self._claim is not None and not self._in_transaction:
+            # Nothing written but the event's claim: it commits on its own.
+            await self._alone()
+            await self._claim_alone(self._connection)
         if self._in_transaction:
             # Whatever COMMIT answers, the transaction is over (a failed one rolled back).
-            self._in_transaction = False
+            self._ended()
             await self._connection.execute("COMMIT")
         self._committed(pending)
 
     async def commit_with(self, statement: UpdateBase, values: Values | None = None) -> int:
         self.sql  # noqa: B018 - refuses a transaction that is not open
         pending = self._take_pending()
-        if pending:
-            rows = self._outbox_rows(pending)
-            keys = tuple(rows[0])
+        # A claim still to make goes into the statement (nothing ran before it).
+        claim = self._claim
+        if pending or claim is not None:
             arguments = dict(values or {})
-            for n, row in enumerate(rows):
+            keys: tuple[str, ...] = ()
+            if pending:
+                rows = self._outbox_rows(pending)
+                keys = tuple(rows[0])
+                for n, row in enumerate(rows):
+                    arguments.update(
+                        {EVENT_PARAMETER.format(n=n, key=key): value for key, value in row.items()}
+                    )
+            if claim is not None:
                 arguments.update(
-                    {EVENT_PARAMETER.format(n=n, key=key): value for key, value in row.items()}
+                    {CLAIM_PARAMETER.format(key=key): claim.row[key] for key in INBOX_KEYS}
                 )
             outbox = cast(Insert, self._outbox_insert).table
             composed = self._statements.with_events(
-                statement, cast(Table, outbox), keys, len(rows), values
+                statement,
+                cast(Table, outbox),
+                keys,
+                len(pending),
+                values,
+                inbox=None if claim is None else claim.table,
             )
-        if self._in_transaction:
-            sql: DirectSql = self.sql
-        else:
-            # Nothing ran before it: the statement is its own transaction.
-            if self._connection is None:
-                self._connection = await self._connections.acquire()
-            sql = DirectSql(self._connection, self._statements)
-        if pending:
-            written = int(await sql.fetch_value(composed, arguments))
+        # Nothing ran before it: the statement is its own transaction.
+        sql: DirectSql = self.sql if self._in_transaction else await self._alone()
+        if pending or claim is not None:
+            try:
+                written = int(await sql.fetch_value(composed, arguments))
+            except Exception as exc:
+                if claim is not None and _refused_by(exc, claim.table):
+                    self._claim = None
+                    self._forget()
+                    raise AlreadyApplied() from exc
+                raise
         else:
             written = await sql.execute(statement, values)
         if not written:
+            # The claim, if any, was not written either: it is still to make.
             await self.rollback()
             return 0
+        self._claim = None
         if self._in_transaction:
-            self._in_transaction = False
+            self._ended()
             await self._connection.execute("COMMIT")
         self._committed(pending)
         return written
@@ -639,6 +746,8 @@ class DirectTransaction(EventsOnCommit):
     async def rollback(self) -> None:
         self.sql  # noqa: B018 - refuses a transaction that is not open
         self._forget()
+        if self._claimed is not None:
+            self._claim = self._claimed
         if self._in_transaction:
-            self._in_transaction = False
+            self._ended()
             await self._connection.execute("ROLLBACK")

@@ -77,17 +77,16 @@ async def payment_succeeded(
     known = saga.last_written(order_id)
     if known is not None:
         # The order as this process last wrote it: applied to a copy and written only
-        # if the row is still exactly that, with no locked read first. Payment
-        # revisions only grow, so an event stale for this copy is stale for the row.
+        # if the row is still exactly that, with no locked read first, as the whole
+        # transaction (the event's inbox row goes with it). Payment revisions only
+        # grow, so an event stale for this copy is stale for the row.
         if _is_stale(known, event.revision):
             return
         draft = service.detached_copy(known)
-        take_up = _succeeded(draft, event)
-        if take_up:
+        if _succeeded(draft, event):
             saga.hold(draft)
-        if await service.save(uow.sql, draft, unchanged=known):
-            if take_up:
-                saga.kick_after_commit(uow, draft)
+            saga.kick_after_commit(uow, draft)
+        if await service.save_and_commit(uow, draft, unchanged=known):
             return
     order = await service.lock(uow.sql, order_id)
     if order is None or _is_stale(order, event.revision):

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from panthera.kernel.db import UTCDateTime
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.events.transport import EventTransport
-from panthera.kernel.sql import SessionSql, Sql, Transaction
+from panthera.kernel.sql import InboxClaim, SessionSql, Sql, Transaction
 
 log = logging.getLogger("panthera.events")
 
@@ -574,14 +574,26 @@ async def record_in_inbox(sql: Sql, tables: EventTables, consumer: str, envelope
     # event the SAVEPOINT and RELEASE round trips.
     claimed = await sql.fetch_one(
         _claim(tables.inbox, "postgresql" if sql.postgres else "sqlite"),
-        {
-            "consumer": consumer,
-            "event_id": envelope.id,
-            "event_type": envelope.type,
-            "applied_at": datetime.now(UTC),
-        },
+        _inbox_row(consumer, envelope),
     )
     return claimed is not None
+
+
+def inbox_claim(tables: EventTables, consumer: str, envelope: Envelope) -> InboxClaim:
+    """PostgreSQL: the claim of ``envelope`` for this consumer, made with the writes
+    that apply it (:meth:`~panthera.kernel.sql.DirectTransaction.claim_once`)."""
+    return InboxClaim(
+        tables.inbox, _claim(tables.inbox, "postgresql"), _inbox_row(consumer, envelope)
+    )
+
+
+def _inbox_row(consumer: str, envelope: Envelope) -> dict[str, Any]:
+    return {
+        "consumer": consumer,
+        "event_id": envelope.id,
+        "event_type": envelope.type,
+        "applied_at": datetime.now(UTC),
+    }
 
 
 @functools.cache
