@@ -10,13 +10,24 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from panthera.payments.models import Payment
 from panthera.payments.reconciler import Reconciler
+from panthera.payments.webhooks import receive_webhook
 from tests.conftest import make_settings
-from tests.integration.conftest import DATABASE_URL, PostgresServer, ServiceDatabases, unique_prefix
+from tests.integration.conftest import (
+    DATABASE_URL,
+    PostgresServer,
+    RoundTrips,
+    ServiceDatabases,
+    unique_prefix,
+)
 from tests.payments.conftest import PaymentsService, start_payments
 from tests.payments.test_reconciler import RefundsAnswered
 from tests.payments.test_webhooks import deliver
@@ -127,6 +138,101 @@ async def test_webhook_copies_apply_once(pg_payments: PaymentsService) -> None:
     assert outcomes == ["applied"] + ["duplicate"] * 9
     assert (await payments.get(user, payment["paymentId"]))["status"] == "succeeded"
     assert len(await payments.outbox("payment.succeeded")) == 1
+
+
+async def deliver_here(payments: PaymentsService, body: bytes) -> str:
+    """A webhook of the test provider, applied as its own deliveries are: its outcome."""
+    deps = payments.deps
+    return await receive_webhook(
+        payments.runtime.uow,
+        deps.provider,
+        payments.provider.signed_headers(body),
+        body,
+        transaction=deps.transaction,
+        written=deps.written,
+    )
+
+
+async def events_of(payments: PaymentsService, event_type: str, payment_id: str) -> list[Any]:
+    rows = await payments.outbox(event_type)
+    payloads = [row.payload for row in rows]
+    return [payload for payload in payloads if payload["payment_id"] == payment_id]
+
+
+async def _webhook_round_trips(
+    payments: PaymentsService, token: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], list[str], str]:
+    """A payment taken here whose webhook is then delivered as the provider does: its
+    final state, the messages the webhook sent PostgreSQL, and the webhook's outcome."""
+    payments.provider.delivery_delay_seconds = 60
+    user = payments.caller()
+    warm = await payments.pay(user, token=token, settle=False)  # statements prepared
+    await deliver(payments, payments.provider.webhooks[-1])
+    payment = await payments.pay(user, token=token, settle=False)
+    assert payment["status"] == "processing"
+    trips = RoundTrips(monkeypatch)
+    outcome = await deliver_here(payments, payments.provider.webhooks[-1])
+    sent = trips.verbs()
+    monkeypatch.undo()
+    assert warm["paymentId"] != payment["paymentId"]
+    return await payments.get(user, payment["paymentId"]), sent, outcome
+
+
+async def test_a_webhook_settles_a_payment_taken_here_in_one_statement(
+    pg_payments: PaymentsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payment as this process wrote it stands in for a read: settled, recorded and
+    its event written in one round trip, with the row's own values."""
+    payments = pg_payments
+    state, sent, outcome = await _webhook_round_trips(payments, "tok_visa", monkeypatch)
+    assert outcome == "applied"
+    assert sent == ["WITH"]
+    assert state["status"] == "succeeded"
+    (event,) = await events_of(payments, "payment.succeeded", state["paymentId"])
+    assert event["revision"] == state["revision"] == 3
+    assert event["provider_payment_id"] == state["providerPaymentId"]
+    assert event["amount"] == 1000
+    assert datetime.fromisoformat(event["occurred_at"]) == datetime.fromisoformat(
+        state["updatedAt"]
+    )
+
+
+async def test_a_declined_webhook_settles_in_one_statement_with_its_reason(
+    pg_payments: PaymentsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payments = pg_payments
+    state, sent, outcome = await _webhook_round_trips(
+        payments, "tok_chargeDeclinedInsufficientFunds", monkeypatch
+    )
+    assert (outcome, sent) == ("applied", ["WITH"])
+    assert state["status"] == "failed"
+    assert state["failureCode"] == "insufficient_funds"
+    (event,) = await events_of(payments, "payment.failed", state["paymentId"])
+    assert (event["reason"], event["revision"]) == ("insufficient_funds", state["revision"])
+
+
+async def test_a_webhook_for_a_payment_changed_elsewhere_takes_the_general_way(
+    pg_payments: PaymentsService,
+) -> None:
+    """The row moved on since this process wrote it (a replica's reconciler settled it):
+    the one-statement way writes nothing, and the webhook is applied as before."""
+    payments = pg_payments
+    payments.provider.delivery_delay_seconds = 60
+    user = payments.caller()
+    payment = await payments.pay(user, settle=False)
+    payment_id = uuid.UUID(payment["paymentId"])
+    async with payments.runtime.database.sessions() as session:
+        await session.execute(
+            update(Payment).where(Payment.id == payment_id).values(revision=Payment.revision + 1)
+        )
+        await session.commit()
+    outcome = await deliver_here(payments, payments.provider.webhooks[-1])
+    assert outcome == "applied"
+    state = await payments.get(user, payment["paymentId"])
+    assert (state["status"], state["revision"]) == ("succeeded", 4)
+    assert len(await payments.outbox("payment.succeeded")) == 1
+    # And the same webhook again is a duplicate, whichever way it takes.
+    assert await deliver_here(payments, payments.provider.webhooks[-1]) == "duplicate"
 
 
 async def test_racing_refunds_never_give_back_more_than_was_taken(

@@ -36,6 +36,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     from panthera.payments.models import IDEMPOTENCY_KEYS
     from panthera.payments.providers import build_provider
     from panthera.payments.reconciler import Reconciler
+    from panthera.payments.service import WrittenPayments
     from panthera.payments.webhooks import receive_webhook
 
     async def deliver(headers: dict[str, str], body: bytes) -> None:
@@ -43,7 +44,12 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         # without the HTTP round trip through this very service: that cost a request,
         # its middleware and a second connection for every payment.
         await receive_webhook(
-            runtime.uow, deps.provider, headers, body, transaction=deps.transaction
+            runtime.uow,
+            deps.provider,
+            headers,
+            body,
+            transaction=deps.transaction,
+            written=deps.written,
         )
 
     deps = PaymentsDeps(
@@ -53,6 +59,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         idempotency=IdempotencyKeys(runtime.database, IDEMPOTENCY_KEYS),
         alone=None if runtime.database.is_sqlite else runtime.database,
         transaction=None if runtime.database.is_sqlite else runtime.transaction,
+        written=None if runtime.database.is_sqlite else WrittenPayments(),
     )
     runtime.components["payments_deps"] = deps
     runtime.components["payments_reconciler"] = Reconciler(

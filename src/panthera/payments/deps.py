@@ -13,6 +13,7 @@ from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.idempotency import IdempotencyKeys
 from panthera.kernel.sql import Transaction
 from panthera.payments.providers import PaymentProvider
+from panthera.payments.service import WrittenPayments
 
 
 @dataclass
@@ -28,6 +29,8 @@ class PaymentsDeps:
     alone: Database | None = None
     # The hot writes' transactions (a webhook's outcome): on the driver on PostgreSQL.
     transaction: Callable[[], Transaction] | None = None
+    # Payments waiting for their webhook as this process wrote them (PostgreSQL).
+    written: WrittenPayments | None = None
 
 
 # async: FastAPI would run a plain function in its thread pool on every request.

@@ -104,7 +104,11 @@ async def _take_payment(
 
     async def handle(_claim: Claim) -> tuple[int, Any]:
         payment = await service.create_payment(
-            payments.uow, payments.provider, request, alone=payments.alone
+            payments.uow,
+            payments.provider,
+            request,
+            alone=payments.alone,
+            written=payments.written,
         )
         return 201, await _payment_body(payments, payment)
 
@@ -274,6 +278,7 @@ async def receive_webhook(provider: str, request: Request, payments: Payments) -
             request.headers,
             body,
             transaction=payments.transaction,
+            written=payments.written,
         )
     except InvalidWebhook as exc:
         raise errors.InvalidWebhookSignature(reason=exc.reason) from exc
@@ -305,7 +310,11 @@ async def create_payment_for_order(
     key = checked_key(idempotency_key or f"payment:{body.orderId}")
     request = _payment_request(body, body.userId, f"{INTERNAL_SCOPE}:{key}")
     payment = await service.create_payment(
-        payments.uow, payments.provider, request, alone=payments.alone
+        payments.uow,
+        payments.provider,
+        request,
+        alone=payments.alone,
+        written=payments.written,
     )
     return Response(
         orjson.dumps(await _payment_body(payments, payment)),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,18 +101,44 @@ class PaymentView:
     refunds: list[Refund]
 
 
+class WrittenPayments:
+    """Payments waiting for their provider's webhook, as this process last wrote them
+    (PostgreSQL): the webhook that settles one is applied without a read first
+    (:func:`settle_known_and_record`). A guess, never trusted alone: that write holds
+    only while the row still has the revision it had here.
+    """
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._payments: OrderedDict[uuid.UUID, Payment] = OrderedDict()
+
+    def note(self, payment: Payment) -> None:
+        self._payments[payment.id] = payment
+        self._payments.move_to_end(payment.id)
+        while len(self._payments) > self.KEPT:
+            self._payments.popitem(last=False)
+
+    def take(self, payment_id: uuid.UUID) -> Payment | None:
+        """The payment as last written here, forgotten: a webhook settles it once."""
+        return self._payments.pop(payment_id, None)
+
+
 async def create_payment(
     uows: UnitsOfWork,
     provider: PaymentProvider,
     request: PaymentRequest,
     *,
     alone: Alone = None,
+    written: WrittenPayments | None = None,
 ) -> Payment:
     """Take the money for an order once: record, ask the provider, apply its answer."""
     payment = await _record(uows, provider.name, request, alone)
     if payment.status != PaymentStatus.REQUIRES_CONFIRMATION:
         return payment
-    return await confirm_payment(uows, provider, payment, request.token, alone=alone)
+    return await confirm_payment(
+        uows, provider, payment, request.token, alone=alone, written=written
+    )
 
 
 async def confirm_payment(
@@ -121,6 +148,7 @@ async def confirm_payment(
     token: str,
     *,
     alone: Alone = None,
+    written: WrittenPayments | None = None,
 ) -> Payment:
     """Ask the provider to take a recorded payment, and apply its answer.
 
@@ -160,7 +188,10 @@ async def confirm_payment(
                 sql, payment.id, answer.outcome, answer.provider_payment_id, None, None, None
             )
         if row is not None:
-            return Payment(**row._asdict())
+            processing = Payment(**row._asdict())
+            if written is not None:
+                written.note(processing)
+            return processing
     return await settle_by_id(
         uows,
         payment.id,
@@ -392,6 +423,72 @@ async def settle_open_payment_and_record(
     return payment, mapping["recorded_event_id"] is not None
 
 
+async def settle_known_and_record(
+    transaction: Callable[[], Transaction],
+    known: Payment,
+    outcome: PaymentOutcome,
+    *,
+    provider: str,
+    provider_payment_id: str | None,
+    failure_code: str | None,
+    failure_message: str | None,
+    event: dict[str, object],
+) -> bool:
+    """PostgreSQL: settle a payment that waits for its webhook, as ``known`` (this
+    process's last write of it) says it is, with the webhook's record and the
+    payment's event: one statement, its own transaction.
+
+    Whether it was applied. Not when the row is no longer ``known`` (another write
+    came first) or the webhook was recorded before (its record's key refuses the
+    whole statement): the caller then takes the general way, which tells them apart.
+    """
+    if (
+        known.status != PaymentStatus.PROCESSING
+        or known.provider != provider
+        or outcome is PaymentOutcome.PROCESSING
+        or (
+            provider_payment_id
+            and known.provider_payment_id
+            and provider_payment_id != known.provider_payment_id
+        )
+    ):
+        return False
+    params = _settle_params(
+        known.id,
+        outcome,
+        provider,
+        provider_payment_id or known.provider_payment_id,
+        failure_code,
+        failure_message,
+    )
+    settled = Payment(**{key: getattr(known, key) for key in _PAYMENT_KEYS})
+    settled.status = _SETTLED_STATUS[outcome]
+    settled.payment_method = None
+    settled.revision = known.revision + 1
+    settled.updated_at = cast(datetime, params["new_updated_at"])
+    settled.provider_payment_id = cast(str | None, params["new_provider_payment_id"])
+    failed = "new_failure_code" in params
+    if failed:
+        settled.failure_code = cast(str, params["new_failure_code"])
+        settled.failure_message = cast(str | None, params["new_failure_message"])
+    params.update(
+        {
+            "was_revision": known.revision,
+            "new_revision": settled.revision,
+            "new_status": settled.status,
+            **{f"event_{key}": value for key, value in event.items()},
+        }
+    )
+    async with transaction() as tx:
+        _publish_outcome(tx, settled)
+        try:
+            return bool(await tx.commit_with(_settle_known_statement(failed), params))
+        except Exception as exc:
+            if not is_unique_violation(exc):
+                raise
+            return False
+
+
 _PAYMENT_KEYS = tuple(column.key for column in _PAYMENTS.columns)
 _PROVIDER_EVENTS = cast(Table, ProviderEventRecord.__table__)
 _EVENT_KEYS = ("provider", "event_id", "type", "payment_id", "received_at", "payload")
@@ -427,6 +524,53 @@ def _settle_and_record_statement(outcome: PaymentOutcome, with_provider_id: bool
         settled.outerjoin(recorded, true())
     )
     _settle_and_record_statements[key] = statement
+    return statement
+
+
+_settle_known_statements: dict[bool, Any] = {}
+
+
+def _settle_known_statement(failed: bool) -> Any:
+    """``WITH settled AS (UPDATE payments .. WHERE revision = known RETURNING id)
+    INSERT INTO provider_events SELECT .. FROM settled``, without ON CONFLICT: a
+    webhook recorded before makes the statement fail, and so settle nothing. Its new
+    status comes as a parameter, like every other value: two shapes in all.
+    """
+    statement = _settle_known_statements.get(failed)
+    if statement is not None:
+        return statement
+    table, events = _PAYMENTS, _PROVIDER_EVENTS
+    values: dict[str, Any] = {
+        "status": bindparam("new_status", type_=table.c.status.type),
+        "payment_method": None,
+        "revision": bindparam("new_revision"),
+        "updated_at": bindparam("new_updated_at"),
+        "provider_payment_id": bindparam("new_provider_payment_id"),
+    }
+    if failed:
+        values["failure_code"] = bindparam("new_failure_code")
+        values["failure_message"] = bindparam("new_failure_message")
+    settled = (
+        update(table)
+        .where(
+            table.c.id == bindparam("match_id"),
+            table.c.revision == bindparam("was_revision"),
+            table.c.status == PaymentStatus.PROCESSING,
+            table.c.provider == bindparam("match_provider"),
+        )
+        .values(values)
+        .returning(table.c.id)
+        .cte("settled")
+    )
+    recorded: dict[str, Any] = {
+        name: bindparam(f"event_{name}", type_=events.c[name].type)
+        for name in _EVENT_KEYS
+        if name != "payment_id"
+    }
+    recorded["payment_id"] = settled.c.id
+    recorded["outcome"] = literal("applied", type_=events.c.outcome.type)
+    statement = insert(events).from_select(list(recorded), select(*recorded.values()))
+    _settle_known_statements[failed] = statement
     return statement
 
 

@@ -24,6 +24,8 @@ from panthera.payments.providers import (
 from panthera.payments.refunds import settle_refund
 from panthera.payments.service import (
     UnitsOfWork,
+    WrittenPayments,
+    settle_known_and_record,
     settle_open_payment,
     settle_open_payment_and_record,
     settle_payment,
@@ -56,6 +58,7 @@ async def receive_webhook(
     body: bytes,
     *,
     transaction: Callable[[], Transaction] | None = None,
+    written: WrittenPayments | None = None,
 ) -> str:
     """Verify a webhook by its signature and apply it; raises InvalidWebhook when forged.
 
@@ -66,7 +69,7 @@ async def receive_webhook(
     except InvalidWebhook as exc:
         log.warning("webhook refused", extra={"provider": provider.name, "reason": exc.reason})
         raise
-    return await apply_webhook(uows, provider.name, event, transaction=transaction)
+    return await apply_webhook(uows, provider.name, event, transaction=transaction, written=written)
 
 
 async def apply_webhook(
@@ -75,6 +78,7 @@ async def apply_webhook(
     event: ProviderEvent,
     *,
     transaction: Callable[[], Transaction] | None = None,
+    written: WrittenPayments | None = None,
 ) -> str:
     """Apply a verified webhook once: ``applied``, ``ignored``, ``unmatched`` or ``duplicate``.
 
@@ -84,6 +88,26 @@ async def apply_webhook(
     (which changed nothing, the first copy having settled the payment) is let go.
     """
     settled_open = False
+    known = None
+    settling = _PAYMENT_OUTCOMES.get(event.kind)
+    settles = settling is not None and settling is not PaymentOutcome.PROCESSING
+    if settles and event.payment_id is not None and written is not None:
+        known = written.take(event.payment_id)
+    if known is not None and transaction is not None:
+        # Waiting for this webhook as this process wrote it: settled, recorded and its
+        # event written in one statement, if the row is still as written here.
+        applied = await settle_known_and_record(
+            transaction,
+            known,
+            _PAYMENT_OUTCOMES[event.kind],
+            provider=provider,
+            provider_payment_id=event.provider_payment_id,
+            failure_code=event.failure_code,
+            failure_message=event.failure_message,
+            event=_record_of(provider, event),
+        )
+        if applied:
+            return "applied"
     if event.kind in _PAYMENT_OUTCOMES and event.payment_id is not None and transaction:
         # PostgreSQL: ours (from the metadata) and still waiting, settled and recorded
         # in one statement on the driver. A copy of a webhook applied before finds the
@@ -98,13 +122,7 @@ async def apply_webhook(
                 provider_payment_id=event.provider_payment_id,
                 failure_code=event.failure_code,
                 failure_message=event.failure_message,
-                event={
-                    "provider": provider,
-                    "event_id": event.id,
-                    "type": event.type,
-                    "received_at": _now(),
-                    "payload": event.payload,
-                },
+                event=_record_of(provider, event),
             )
             if done is not None:
                 if not done[1]:
@@ -127,6 +145,17 @@ async def apply_webhook(
             return DUPLICATE
         await uow.commit()
     return outcome
+
+
+def _record_of(provider: str, event: ProviderEvent) -> dict[str, object]:
+    """The webhook's provider_events row, as the one-statement ways write it."""
+    return {
+        "provider": provider,
+        "event_id": event.id,
+        "type": event.type,
+        "received_at": _now(),
+        "payload": event.payload,
+    }
 
 
 async def _payment_of_event(
