@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from panthera.catalog import inventory
+from panthera.catalog import errors, inventory
 from panthera.catalog.models import Product, Reservation, StockMovement, Variant
 from panthera.kernel.service import ServiceRuntime
 from tests.catalog.conftest import assert_books_balance, create_product
+from tests.integration.conftest import RoundTrips
 
 pytestmark = pytest.mark.integration
 
@@ -332,4 +333,115 @@ async def test_a_reservation_over_two_products_moves_both_totals(
         await inventory.release(uow, "two-products")
         await uow.commit()
     assert await totals() == (10, 4)
+    await assert_books_balance(pg_catalog)
+
+
+async def test_the_sale_of_a_reservation_made_here_is_one_statement(
+    pg_catalog: ServiceRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The id this process reserved under stands in for the read: the reservation is
+    closed, its variants moved, the ledger written and stock.committed outboxed in one
+    round trip, with the same rows as the general way writes."""
+    _, (small, large) = await create_product(
+        pg_catalog, name="Jug", variants=[("8.00", 10), ("9.00", 20)]
+    )
+    here = inventory.HeldReferences()
+
+    async def reserve_here(reference: str, lines: list[tuple[uuid.UUID, int]]) -> uuid.UUID:
+        async with pg_catalog.transaction() as tx:
+            outcome = await inventory.reserve(
+                tx,
+                reference,
+                [inventory.LineRequest(quantity=q, variant_id=v) for v, q in lines],
+                TTL,
+                held_here=here,
+            )
+        assert outcome.reservation is not None
+        return outcome.reservation.id
+
+    async def sell(reference: str) -> str:
+        async with pg_catalog.transaction() as tx:
+            return await inventory.commit(tx, reference, held_here=here)
+
+    await reserve_here("warm", [(small, 1)])
+    await sell("warm")  # the statement is prepared on the pooled connection
+    reservation_id = await reserve_here("sold-here", [(small, 2), (large, 5)])
+    trips = RoundTrips(monkeypatch)
+    assert await sell("sold-here") == "committed"
+    assert trips.verbs() == ["WITH"]
+    monkeypatch.undo()
+
+    s, m = [await _variant(pg_catalog, v) for v in (small, large)]
+    assert (s.on_hand, s.reserved, m.on_hand, m.reserved) == (7, 0, 15, 0)
+    async with pg_catalog.database.sessions() as session:
+        ledger = (
+            await session.execute(
+                select(
+                    StockMovement.variant_id,
+                    StockMovement.on_hand_delta,
+                    StockMovement.reserved_delta,
+                    StockMovement.on_hand_after,
+                    StockMovement.reserved_after,
+                    StockMovement.reason,
+                ).where(
+                    StockMovement.reservation_id == reservation_id, StockMovement.kind == "sale"
+                )
+            )
+        ).all()
+        status = await session.scalar(
+            select(Reservation.status).where(Reservation.id == reservation_id)
+        )
+        outbox = pg_catalog.definition.tables.outbox
+        committed = (
+            (
+                await session.execute(
+                    select(outbox.c.payload).where(outbox.c.type == "stock.committed")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(ledger) == sorted(
+        [
+            (small, -2, -2, 7, 0, "sold (sold-here)"),
+            (large, -5, -5, 15, 0, "sold (sold-here)"),
+        ]
+    )
+    assert status == "committed"
+    assert {"reservation_id": str(reservation_id), "reference": "sold-here"} in [
+        {key: payload[key] for key in ("reservation_id", "reference")} for payload in committed
+    ]
+    # Sold again: the general way finds it sold, and nothing moves twice.
+    assert await sell("sold-here") == "committed"
+    assert (await _variant(pg_catalog, small)).on_hand == 7
+    await assert_books_balance(pg_catalog)
+
+
+async def test_a_reservation_made_here_but_released_since_is_not_sold(
+    pg_catalog: ServiceRuntime,
+) -> None:
+    _, (variant,) = await create_product(pg_catalog, name="Vase", variants=[("5.00", 3)])
+    here = inventory.HeldReferences()
+    async with pg_catalog.transaction() as tx:
+        await inventory.reserve(
+            tx,
+            "let-go",
+            [inventory.LineRequest(quantity=2, variant_id=variant)],
+            TTL,
+            held_here=here,
+        )
+    async with pg_catalog.transaction() as tx:
+        await inventory.release(tx, "let-go")
+        await tx.commit()
+    with pytest.raises(errors.ReservationClosed):
+        async with pg_catalog.transaction() as tx:
+            await inventory.commit(tx, "let-go", held_here=here)
+    v = await _variant(pg_catalog, variant)
+    assert (v.on_hand, v.reserved) == (3, 0)
+    async with pg_catalog.database.sessions() as session:
+        outbox = pg_catalog.definition.tables.outbox
+        sold = await session.scalar(
+            select(func.count()).select_from(outbox).where(outbox.c.type == "stock.committed")
+        )
+    assert sold == 0
     await assert_books_balance(pg_catalog)

@@ -43,6 +43,7 @@ def _storage(settings: Settings) -> ObjectStorage:
 
 def _state(runtime: ServiceRuntime) -> dict[str, Any]:
     from panthera.catalog.deps import CatalogDeps
+    from panthera.catalog.inventory import HeldReferences
     from panthera.catalog.listing import ProductPages
     from panthera.catalog.search import search_for
 
@@ -62,6 +63,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         media_prefix=settings.media_url_prefix,
         storage=storage,
         max_image_bytes=settings.max_image_bytes,
+        held_here=None if runtime.database.is_sqlite else HeldReferences(),
     )
     runtime.components["catalog_deps"] = deps
     runtime.components["storage"] = storage

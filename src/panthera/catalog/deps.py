@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from panthera.catalog.inventory import HeldReferences
 from panthera.catalog.listing import ProductPages
 from panthera.catalog.search import SearchIndex
 from panthera.catalog.views import ProductViews
@@ -37,6 +38,8 @@ class CatalogDeps:
     max_image_bytes: int
     # Product page views, published in batches (see panthera.catalog.views).
     views: ProductViews = field(default_factory=ProductViews)
+    # Reservations this process made, for their sale in one statement (PostgreSQL).
+    held_here: HeldReferences | None = None
 
 
 # async: FastAPI would run a plain function in its thread pool on every request.

@@ -559,7 +559,11 @@ async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
     requests = _line_requests(body.lines)
     async with catalog.transaction() as tx:
         outcome = await inventory.reserve(
-            tx, body.reference, requests, timedelta(seconds=body.ttlSeconds)
+            tx,
+            body.reference,
+            requests,
+            timedelta(seconds=body.ttlSeconds),
+            held_here=catalog.held_here,
         )
     return _reservation_out(outcome, body.reference, catalog.default_currency)
 
@@ -585,7 +589,7 @@ async def release(reference: str, catalog: Catalog) -> Response:
 )
 async def commit(reference: str, catalog: Catalog) -> Response:
     async with catalog.transaction() as tx:
-        await inventory.commit(tx, reference)
+        await inventory.commit(tx, reference, held_here=catalog.held_here)
     return Response(status_code=204)
 
 

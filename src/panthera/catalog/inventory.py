@@ -22,6 +22,7 @@ do not tell: adjustments, and a variant going out of stock or back in stock.
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    null,
     or_,
     select,
     true,
@@ -697,12 +699,40 @@ async def _hold_lines(
     return held
 
 
+class HeldReferences:
+    """The reservations this process made, by reference (PostgreSQL), so that the sale
+    of one is a single statement that needs no read of its id (:func:`commit`). A
+    guess, never trusted alone: that statement holds only for this id, still active.
+    """
+
+    KEPT = 10_000
+
+    def __init__(self) -> None:
+        self._ids: OrderedDict[str, uuid.UUID] = OrderedDict()
+
+    def note(self, reference: str, reservation_id: uuid.UUID) -> None:
+        self._ids[reference] = reservation_id
+        self._ids.move_to_end(reference)
+        while len(self._ids) > self.KEPT:
+            self._ids.popitem(last=False)
+
+    def take(self, reference: str) -> uuid.UUID | None:
+        """The reservation's id, forgotten: it is sold or released once."""
+        return self._ids.pop(reference, None)
+
+
 async def reserve(
-    tx: Transaction, reference: str, requests: Sequence[LineRequest], ttl: timedelta
+    tx: Transaction,
+    reference: str,
+    requests: Sequence[LineRequest],
+    ttl: timedelta,
+    *,
+    held_here: HeldReferences | None = None,
 ) -> ReservationOutcome:
     """Hold stock for ``reference``, all lines or none; asking again returns the same answer.
 
-    Commits what it wrote (the stock held, or the refusal remembered) with its events.
+    Commits what it wrote (the stock held, or the refusal remembered) with its events;
+    ``held_here`` is told of a reservation made.
     """
     sql = tx.sql
     wanted: dict[uuid.UUID, int] = {}
@@ -802,6 +832,8 @@ async def reserve(
         then=reserved,
         commit=True,
     )
+    if held_here is not None:
+        held_here.note(reference, reservation.id)
     return ReservationOutcome(reservation=reservation, lines=lines, currency=currency, names=names)
 
 
@@ -964,6 +996,53 @@ _CLOSE_AND_MOVE = select(
     _MOVED.c.reserved,
     _MOVED.c.quantity,
 ).select_from(_CLOSING.outerjoin(_MOVED, true()))
+
+
+_CLOSING_KNOWN = _CLOSE.where(_reservations.c.id == _bind("reservation", _reservations.c.id)).cte(
+    "closing"
+)
+_HELD_BY_KNOWN = (
+    select(_items.c.variant_id, _items.c.quantity)
+    .join_from(_items, _CLOSING_KNOWN, _items.c.reservation_id == _CLOSING_KNOWN.c.id)
+    .cte("held")
+)
+_MOVED_KNOWN = (
+    _moving(_locked(_variants.c.id.in_(select(_HELD_BY_KNOWN.c.variant_id))), _HELD_BY_KNOWN)
+    .returning(_variants.c.id, _variants.c.on_hand, _variants.c.reserved, _HELD_BY_KNOWN.c.quantity)
+    .cte("moved")
+)
+# PostgreSQL: a reservation whose id is known closed, its lines' variants moved by the
+# signs and each move written to the ledger, in one statement whose rows are the
+# ledger's (none when the reservation was not in ``was``, so nothing moved). The moves
+# leave the products' totals as they are (a sale), so nothing else is written.
+_SELL_KNOWN = insert(_movements).from_select(
+    [
+        "id",
+        "variant_id",
+        "kind",
+        "on_hand_delta",
+        "reserved_delta",
+        "on_hand_after",
+        "reserved_after",
+        "reason",
+        "actor_id",
+        "reservation_id",
+        "created_at",
+    ],
+    select(
+        func.gen_random_uuid(),
+        _MOVED_KNOWN.c.id,
+        _bind("kind", _movements.c.kind),
+        _MOVED_KNOWN.c.quantity * _bind("on_hand_sign", _movements.c.on_hand_delta),
+        _MOVED_KNOWN.c.quantity * _bind("reserved_sign", _movements.c.reserved_delta),
+        _MOVED_KNOWN.c.on_hand,
+        _MOVED_KNOWN.c.reserved,
+        _bind("reason", _movements.c.reason),
+        null(),
+        _bind("reservation", _movements.c.reservation_id),
+        _bind("at", _movements.c.created_at),
+    ),
+)
 
 
 async def _close_and_move(
@@ -1144,14 +1223,37 @@ async def _return_items(
     await _settle(tx, sql, moved, kind=kind, reason=reason, reservation_id=reservation_id, now=now)
 
 
-async def commit(tx: Transaction, reference: str) -> str:
+async def commit(
+    tx: Transaction, reference: str, *, held_here: HeldReferences | None = None
+) -> str:
     """The sale is final: reserved units leave on-hand stock. Committing twice is harmless.
 
-    Available stock does not change, so neither do the products' totals. Commits the
-    transaction when it made the sale.
+    Available stock does not change, so neither do the products' totals (nor does any
+    ``stock.changed``). Commits the transaction when it made the sale.
     """
     sql = tx.sql
     now = _now()
+    known = held_here.take(reference) if held_here is not None and sql.postgres else None
+    if known is not None:
+        # Reserved by this process: closed, moved, written to the ledger and announced
+        # in one statement, if it is still active under that id.
+        tx.publish(StockCommitted(reservation_id=known, reference=reference))
+        sold = await tx.commit_with(
+            _SELL_KNOWN,
+            {
+                "ref": reference,
+                "reservation": known,
+                "was": ReservationStatus.ACTIVE,
+                "becomes": ReservationStatus.COMMITTED,
+                "at": now,
+                "on_hand_sign": -1,
+                "reserved_sign": -1,
+                "kind": "sale",
+                "reason": f"sold ({reference})",
+            },
+        )
+        if sold:
+            return ReservationStatus.COMMITTED
     reservation_id, moved = await _close_and_move(
         sql,
         reference,
