@@ -235,6 +235,33 @@ async def test_a_webhook_for_a_payment_changed_elsewhere_takes_the_general_way(
     assert await deliver_here(payments, payments.provider.webhooks[-1]) == "duplicate"
 
 
+async def test_the_sagas_payment_costs_three_round_trips_webhook_included(
+    pg_payments: PaymentsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test provider's webhook comes at once, while the provider's answer is still
+    being recorded: it waits for that record, then settles in one statement."""
+    payments = pg_payments
+    user = uuid.uuid4()
+
+    async def pay(order: str) -> None:
+        response = await payments.client.post(
+            "/internal/payments",
+            json={"orderId": order, "userId": str(user), "amount": "10.00", "currency": "USD"}
+            | {"paymentMethod": "tok_visa"},
+            headers=payments.internal_headers,
+        )
+        assert response.status_code == 201, response.text
+        await payments.settle()
+
+    await pay("order-warm")
+    trips = RoundTrips(monkeypatch)
+    await pay("order-counted")
+    # The payment recorded, moved to processing, then settled with its record and event.
+    assert trips.verbs() == ["INSERT", "UPDATE", "WITH"]
+    monkeypatch.undo()
+    assert len(await payments.outbox("payment.succeeded")) == 2
+
+
 async def test_racing_refunds_never_give_back_more_than_was_taken(
     pg_payments: PaymentsService,
 ) -> None:

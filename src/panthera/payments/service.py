@@ -13,10 +13,12 @@ carries our payment id in its metadata, and when neither comes the reconciler
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -106,12 +108,29 @@ class WrittenPayments:
     (PostgreSQL): the webhook that settles one is applied without a read first
     (:func:`settle_known_and_record`). A guess, never trusted alone: that write holds
     only while the row still has the revision it had here.
+
+    A provider may send the webhook before its answer to the request is recorded (the
+    test provider's come at once): a webhook for a payment this process is still
+    confirming waits, up to ``wait_seconds``, for that answer to be written.
     """
 
     KEPT = 10_000
 
-    def __init__(self) -> None:
+    def __init__(self, wait_seconds: float = 2.0) -> None:
         self._payments: OrderedDict[uuid.UUID, Payment] = OrderedDict()
+        self._confirming: dict[uuid.UUID, asyncio.Event] = {}
+        self._wait = wait_seconds
+
+    @contextlib.contextmanager
+    def confirming(self, payment_id: uuid.UUID) -> Iterator[None]:
+        """While the provider is asked for ``payment_id`` and its answer recorded."""
+        done = self._confirming[payment_id] = asyncio.Event()
+        try:
+            yield
+        finally:
+            done.set()
+            if self._confirming.get(payment_id) is done:
+                del self._confirming[payment_id]
 
     def note(self, payment: Payment) -> None:
         self._payments[payment.id] = payment
@@ -119,8 +138,13 @@ class WrittenPayments:
         while len(self._payments) > self.KEPT:
             self._payments.popitem(last=False)
 
-    def take(self, payment_id: uuid.UUID) -> Payment | None:
+    async def take(self, payment_id: uuid.UUID) -> Payment | None:
         """The payment as last written here, forgotten: a webhook settles it once."""
+        done = self._confirming.get(payment_id)
+        if done is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._wait):
+                    await done.wait()
         return self._payments.pop(payment_id, None)
 
 
@@ -155,6 +179,20 @@ async def confirm_payment(
     Always the same request for a payment (its parameters and idempotency key
     come from the row), so asking again after a lost answer takes the money once.
     """
+    if written is None:
+        return await _confirm(uows, provider, payment, token, alone, None)
+    with written.confirming(payment.id):
+        return await _confirm(uows, provider, payment, token, alone, written)
+
+
+async def _confirm(
+    uows: UnitsOfWork,
+    provider: PaymentProvider,
+    payment: Payment,
+    token: str,
+    alone: Alone,
+    written: WrittenPayments | None,
+) -> Payment:
     try:
         answer = await provider.create_payment(
             amount=payment.amount,

@@ -92,7 +92,7 @@ async def apply_webhook(
     settling = _PAYMENT_OUTCOMES.get(event.kind)
     settles = settling is not None and settling is not PaymentOutcome.PROCESSING
     if settles and event.payment_id is not None and written is not None:
-        known = written.take(event.payment_id)
+        known = await written.take(event.payment_id)
     if known is not None and transaction is not None:
         # Waiting for this webhook as this process wrote it: settled, recorded and its
         # event written in one statement, if the row is still as written here.
