@@ -36,11 +36,13 @@ def _serve(asgi_app: object, host: str, port: int, log_level: str) -> None:
     import uvicorn
 
     from panthera.runtime.apps import heap_frozen_after_startup
+    from panthera.runtime.serving import http_protocol
 
     uvicorn.run(
         heap_frozen_after_startup(asgi_app),
         host=host,
         port=port,
+        http=http_protocol(),
         log_config=None,
         access_log=False,
         proxy_headers=False,
