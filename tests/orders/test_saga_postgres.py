@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from panthera.catalog.models import Variant
+from panthera.orders.models import Order
 from panthera.payments.models import Payment
 from panthera.runtime.registry import SERVICE_NAMES
 from tests.conftest import Platform, make_admin, make_settings, register_and_login, start_platform
@@ -28,8 +32,8 @@ BUYERS = 200
 UNITS = 10
 
 
-@pytest.fixture
-async def pg_platform(tmp_path: Path) -> AsyncIterator[Platform]:
+@asynccontextmanager
+async def platform_on_postgres(tmp_path: Path, **overrides: Any) -> AsyncIterator[Platform]:
     databases = ServiceDatabases(PostgresServer(DATABASE_URL), unique_prefix())
     try:
         await databases.create(SERVICE_NAMES)
@@ -43,6 +47,7 @@ async def pg_platform(tmp_path: Path) -> AsyncIterator[Platform]:
             # connections kept open (no overflow), so a burst does not reconnect.
             database_pool_size=5,
             database_max_overflow=0,
+            **overrides,
         )
         app, client = await start_platform(settings)
         try:
@@ -52,6 +57,69 @@ async def pg_platform(tmp_path: Path) -> AsyncIterator[Platform]:
             await app.state.platform.stop()
     finally:
         await databases.drop()
+
+
+@pytest.fixture
+async def pg_platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    async with platform_on_postgres(tmp_path) as platform:
+        yield platform
+
+
+async def test_a_payment_under_way_is_recorded_only_once_its_lease_runs_out(
+    tmp_path: Path,
+) -> None:
+    """On PostgreSQL the step that asks for the payment writes nothing while it is under
+    way: the order keeps the lease it was placed with, and its outcome's event moves it
+    on. With no event, the lease's end lets the poller ask again, which records the
+    wait and its deadline; the late webhook then confirms the order."""
+    async with platform_on_postgres(
+        tmp_path, saga_lease_seconds=1.0, saga_poll_seconds=0.2
+    ) as shop:
+        admin = await make_admin(shop)
+        buyer = await register_and_login(shop.client)
+        mug = await product(shop, admin, stock=5)
+        runtimes = shop.app.state.platform.runtimes
+        provider = runtimes["payments"].components["payments_deps"].provider
+        provider.delivery_delay_seconds = 3600
+
+        async def row(order_id: str) -> Order:
+            async with runtimes["orders"].database.read_sessions() as session:
+                order = await session.get(Order, uuid.UUID(order_id))
+            assert order is not None
+            return order
+
+        placed_at = datetime.now(UTC)
+        order_id = (await place(shop.client, buyer, [(mug, 1)])).json()["orderId"]
+        for _ in range(100):
+            if len(provider.webhooks) == 1:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        waiting = await row(order_id)
+        assert (waiting.saga_step, waiting.payment_id) == ("pay", None)
+        assert waiting.saga_lease_until is not None
+        assert waiting.saga_lease_until <= placed_at + timedelta(seconds=2)
+        for _ in range(100):
+            recorded = await row(order_id)
+            if recorded.saga_step == "await_payment":
+                break
+            await asyncio.sleep(0.05)
+        assert recorded.saga_step == "await_payment"
+        assert recorded.payment_id is not None
+        assert recorded.payment_deadline is not None
+        webhook = provider.webhooks[-1]
+        delivered = await shop.client.post(
+            "/api/v1/payments/webhooks/test",
+            content=webhook,
+            headers=provider.signed_headers(webhook),
+        )
+        assert delivered.status_code == 200, delivered.text
+        order = await settled(shop.client, buyer, order_id, timeout=20)
+        assert order["status"] == "CONFIRMED"
+        assert [change["status"] for change in order["statusHistory"]] == [
+            "PENDING",
+            "CONFIRMED",
+        ]
 
 
 async def test_200_buyers_of_the_last_10_units(pg_platform: Platform) -> None:

@@ -343,6 +343,12 @@ class Saga:
             change = self._retry(step, str(exc))
             outcome = "retry"
         SAGA_STEPS.labels(step.value, outcome).inc()
+        if isinstance(change, _Processing) and known is not None and self._unlocked_writes:
+            # The payment is under way and its event will say how it ended: nothing to
+            # record until then. The lease this run started with (taken as the order was
+            # placed) is kept: the event's write takes the order on, and should none
+            # come, the lease's end lets a poller ask again, which records the wait.
+            return False, True, order
         async with self._transaction() as tx:
             saved = None
             if self._unlocked_writes:
@@ -529,6 +535,8 @@ class Saga:
                 locked.payment_deadline = deadline
                 service.schedule(locked, SagaStep.AWAIT_PAYMENT, at=deadline)
 
+        if payment is not None and payment.status not in PAID and payment.status not in UNPAID:
+            return _Processing(change)
         return change
 
     def _cancel_for(self, reason: CancelReason, message: str | None) -> Change:
@@ -590,6 +598,17 @@ class Saga:
             service.schedule(locked, SagaStep.DONE)
 
         return change
+
+
+class _Processing:
+    """The change of a payment still under way (the order waits for its outcome): its
+    own kind, so that the step which asked for the payment can tell it apart."""
+
+    def __init__(self, change: Change) -> None:
+        self._change = change
+
+    async def __call__(self, tx: Transaction, locked: Order) -> None:
+        await self._change(tx, locked)
 
 
 def record_payment(order: Order, payment: PaymentState) -> None:
