@@ -23,7 +23,10 @@ TTL = timedelta(minutes=15)
 
 
 async def _reserve(
-    runtime: ServiceRuntime, reference: str, lines: Sequence[tuple[uuid.UUID, int]]
+    runtime: ServiceRuntime,
+    reference: str,
+    lines: Sequence[tuple[uuid.UUID, int]],
+    held_here: inventory.HeldReferences | None = None,
 ) -> inventory.ReservationOutcome:
     async with runtime.transaction() as uow:
         outcome = await inventory.reserve(
@@ -31,6 +34,7 @@ async def _reserve(
             reference,
             [inventory.LineRequest(quantity=q, variant_id=v) for v, q in lines],
             TTL,
+            held_here=held_here,
         )
         await uow.commit()
     return outcome
@@ -53,6 +57,25 @@ async def _race(
     failures = [r for r in results if isinstance(r, BaseException)]
     assert not failures, failures[:3]
     return [r for r in results if isinstance(r, inventory.ReservationOutcome)]
+
+
+async def _ledger(runtime: ServiceRuntime, *where: Any) -> list[Any]:
+    """The stock ledger's rows ``where`` says: kind, variant, deltas and what was after."""
+    async with runtime.database.sessions() as session:
+        return list(
+            (
+                await session.execute(
+                    select(
+                        StockMovement.kind,
+                        StockMovement.variant_id,
+                        StockMovement.on_hand_delta,
+                        StockMovement.reserved_delta,
+                        StockMovement.on_hand_after,
+                        StockMovement.reserved_after,
+                    ).where(*where)
+                )
+            ).all()
+        )
 
 
 async def _variant(runtime: ServiceRuntime, variant_id: uuid.UUID) -> Variant:
@@ -281,19 +304,7 @@ async def test_a_multi_line_sale_and_release_move_each_variant_by_its_own_quanti
         await uow.commit()
     s, m = [await _variant(pg_catalog, v) for v in (small, large)]
     assert (s.on_hand, s.reserved, m.on_hand, m.reserved) == (8, 0, 15, 0)
-    async with pg_catalog.database.sessions() as session:
-        ledger = (
-            await session.execute(
-                select(
-                    StockMovement.kind,
-                    StockMovement.variant_id,
-                    StockMovement.on_hand_delta,
-                    StockMovement.reserved_delta,
-                    StockMovement.on_hand_after,
-                    StockMovement.reserved_after,
-                ).where(StockMovement.kind.in_(("sale", "release")))
-            )
-        ).all()
+    ledger = await _ledger(pg_catalog, StockMovement.kind.in_(("sale", "release")))
     assert sorted(ledger) == sorted(
         [
             ("sale", small, -2, -2, 8, 1),
@@ -348,14 +359,7 @@ async def test_the_sale_of_a_reservation_made_here_is_one_statement(
     here = inventory.HeldReferences()
 
     async def reserve_here(reference: str, lines: list[tuple[uuid.UUID, int]]) -> uuid.UUID:
-        async with pg_catalog.transaction() as tx:
-            outcome = await inventory.reserve(
-                tx,
-                reference,
-                [inventory.LineRequest(quantity=q, variant_id=v) for v, q in lines],
-                TTL,
-                held_here=here,
-            )
+        outcome = await _reserve(pg_catalog, reference, lines, held_here=here)
         assert outcome.reservation is not None
         return outcome.reservation.id
 
@@ -373,21 +377,8 @@ async def test_the_sale_of_a_reservation_made_here_is_one_statement(
 
     s, m = [await _variant(pg_catalog, v) for v in (small, large)]
     assert (s.on_hand, s.reserved, m.on_hand, m.reserved) == (7, 0, 15, 0)
+    ledger = await _ledger(pg_catalog, StockMovement.reservation_id == reservation_id)
     async with pg_catalog.database.sessions() as session:
-        ledger = (
-            await session.execute(
-                select(
-                    StockMovement.variant_id,
-                    StockMovement.on_hand_delta,
-                    StockMovement.reserved_delta,
-                    StockMovement.on_hand_after,
-                    StockMovement.reserved_after,
-                    StockMovement.reason,
-                ).where(
-                    StockMovement.reservation_id == reservation_id, StockMovement.kind == "sale"
-                )
-            )
-        ).all()
         status = await session.scalar(
             select(Reservation.status).where(Reservation.id == reservation_id)
         )
@@ -403,8 +394,10 @@ async def test_the_sale_of_a_reservation_made_here_is_one_statement(
         )
     assert sorted(ledger) == sorted(
         [
-            (small, -2, -2, 7, 0, "sold (sold-here)"),
-            (large, -5, -5, 15, 0, "sold (sold-here)"),
+            ("reservation", small, 0, 2, 9, 2),
+            ("reservation", large, 0, 5, 20, 5),
+            ("sale", small, -2, -2, 7, 0),
+            ("sale", large, -5, -5, 15, 0),
         ]
     )
     assert status == "committed"
@@ -422,14 +415,7 @@ async def test_a_reservation_made_here_but_released_since_is_not_sold(
 ) -> None:
     _, (variant,) = await create_product(pg_catalog, name="Vase", variants=[("5.00", 3)])
     here = inventory.HeldReferences()
-    async with pg_catalog.transaction() as tx:
-        await inventory.reserve(
-            tx,
-            "let-go",
-            [inventory.LineRequest(quantity=2, variant_id=variant)],
-            TTL,
-            held_here=here,
-        )
+    await _reserve(pg_catalog, "let-go", [(variant, 2)], held_here=here)
     async with pg_catalog.transaction() as tx:
         await inventory.release(tx, "let-go")
         await tx.commit()

@@ -397,6 +397,24 @@ async def test_an_event_that_keeps_failing_is_parked_as_dead(users_db: Database)
     assert pending == 0
 
 
+def user_updated(user_id: uuid.UUID, first_name: str = "Grace") -> Envelope:
+    return Envelope.wrap(
+        UserUpdated(
+            user_id=user_id,
+            revision=2,
+            email="ada@example.com",
+            first_name=first_name,
+            last_name="Lovelace",
+            phone_number=None,
+            roles=["USER"],
+            email_verified=False,
+            changed=["first_name"],
+            updated_at=datetime.now(UTC),
+        ),
+        source="tests",
+    )
+
+
 async def test_a_concurrent_duplicate_delivery_is_applied_once(users_db: Database) -> None:
     """Two replicas of a consumer get the same envelope at once: the inbox lets one apply it."""
     (user,) = await register_users(users_db, 1)
@@ -412,21 +430,7 @@ async def test_a_concurrent_duplicate_delivery_is_applied_once(users_db: Databas
         await asyncio.sleep(0.3)
 
     consumer = dataclasses.replace(USERS, subscriptions=(Subscription(UserUpdated, rename),))
-    envelope = Envelope.wrap(
-        UserUpdated(
-            user_id=user.id,
-            revision=2,
-            email=user.email,
-            first_name="Grace",
-            last_name=user.last_name,
-            phone_number=None,
-            roles=["USER"],
-            email_verified=False,
-            changed=["first_name"],
-            updated_at=datetime.now(UTC),
-        ),
-        source="tests",
-    )
+    envelope = user_updated(user.id)
     replica = Database(users_db.url)
     try:
         handlers = [
@@ -521,25 +525,8 @@ async def test_an_event_consumed_on_its_own_costs_begin_claim_and_commit(
     consume = runtime_for(users_db, service=dataclasses.replace(USERS, subscriptions=(sub,)))
     handle = consume._consumer({UserUpdated.event_type: sub})
 
-    def updated() -> Envelope:
-        return Envelope.wrap(
-            UserUpdated(
-                user_id=uuid.uuid4(),
-                revision=2,
-                email="ada@example.com",
-                first_name="Ada",
-                last_name="Lovelace",
-                phone_number=None,
-                roles=["USER"],
-                email_verified=False,
-                changed=["first_name"],
-                updated_at=datetime.now(UTC),
-            ),
-            source="tests",
-        )
-
-    await handle(updated())  # prepares the claim on the pooled connection
-    envelope = updated()
+    await handle(user_updated(uuid.uuid4()))  # prepares the claim on the pooled connection
+    envelope = user_updated(uuid.uuid4())
     round_trips.clear()
     await handle(envelope)
     assert round_trips.verbs() == ["BEGIN", "INSERT", "COMMIT"]
@@ -547,24 +534,6 @@ async def test_an_event_consumed_on_its_own_costs_begin_claim_and_commit(
     await handle(envelope)  # a redelivery: claimed before, skipped
     assert round_trips.verbs() == ["BEGIN", "INSERT", "ROLLBACK"]
     assert await count(users_db, INBOX) == 2
-
-
-def user_updated(user_id: uuid.UUID, first_name: str = "Grace") -> Envelope:
-    return Envelope.wrap(
-        UserUpdated(
-            user_id=user_id,
-            revision=2,
-            email="ada@example.com",
-            first_name=first_name,
-            last_name="Lovelace",
-            phone_number=None,
-            roles=["USER"],
-            email_verified=False,
-            changed=["first_name"],
-            updated_at=datetime.now(UTC),
-        ),
-        source="tests",
-    )
 
 
 _RENAME_IF_UNCHANGED = (

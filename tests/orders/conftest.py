@@ -44,6 +44,15 @@ async def stock_of(platform: Platform, product_id: str) -> int:
     return stock
 
 
+async def deliver_last_webhook(platform: Platform, provider: Any) -> None:
+    """The test provider's last webhook, delivered through the gateway, as a late one is."""
+    webhook = provider.webhooks[-1]
+    delivered = await platform.client.post(
+        "/api/v1/payments/webhooks/test", content=webhook, headers=provider.signed_headers(webhook)
+    )
+    assert delivered.status_code == 200, delivered.text
+
+
 async def place(
     client: httpx.AsyncClient,
     buyer: Account,

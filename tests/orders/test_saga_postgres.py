@@ -24,7 +24,7 @@ from panthera.payments.models import Payment
 from panthera.runtime.registry import SERVICE_NAMES
 from tests.conftest import Platform, make_admin, make_settings, register_and_login, start_platform
 from tests.integration.conftest import DATABASE_URL, PostgresServer, ServiceDatabases, unique_prefix
-from tests.orders.conftest import place, product, saga_finished, settled
+from tests.orders.conftest import deliver_last_webhook, place, product, saga_finished, settled
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -107,13 +107,7 @@ async def test_a_payment_under_way_is_recorded_only_once_its_lease_runs_out(
         assert recorded.saga_step == "await_payment"
         assert recorded.payment_id is not None
         assert recorded.payment_deadline is not None
-        webhook = provider.webhooks[-1]
-        delivered = await shop.client.post(
-            "/api/v1/payments/webhooks/test",
-            content=webhook,
-            headers=provider.signed_headers(webhook),
-        )
-        assert delivered.status_code == 200, delivered.text
+        await deliver_last_webhook(shop, provider)
         order = await settled(shop.client, buyer, order_id, timeout=20)
         assert order["status"] == "CONFIRMED"
         assert [change["status"] for change in order["statusHistory"]] == [

@@ -40,7 +40,14 @@ async def pg_payments(tmp_path: Path) -> AsyncIterator[PaymentsService]:
     databases = ServiceDatabases(PostgresServer(DATABASE_URL), unique_prefix())
     try:
         await databases.create(["payments"])
-        service = await start_payments(make_settings(tmp_path, database_url=databases.url_template))
+        settings = make_settings(
+            tmp_path,
+            database_url=databases.url_template,
+            # Its one pass at start-up only: the tests that count round trips count the
+            # requests' own, and the reconciler's tests run replicas of their own.
+            payment_reconcile_poll_seconds=3600,
+        )
+        service = await start_payments(settings)
         try:
             yield service
         finally:
@@ -140,6 +147,18 @@ async def test_webhook_copies_apply_once(pg_payments: PaymentsService) -> None:
     assert len(await payments.outbox("payment.succeeded")) == 1
 
 
+def payment_trips(trips: RoundTrips) -> list[str]:
+    """The messages ``trips`` saw, less those of the service's loops on their own clocks:
+    the relay's (it marks handed-off events sent, polls, reports its lag) and any ORM
+    session's (asyncpg's transaction API, whose commands end in ";")."""
+    return [
+        verb
+        for query, verb in zip(trips.sent, trips.verbs(), strict=True)
+        if not query.rstrip().endswith(";")
+        and not ("outbox" in query and not query.lstrip().startswith("WITH"))
+    ]
+
+
 async def deliver_here(payments: PaymentsService, body: bytes) -> str:
     """A webhook of the test provider, applied as its own deliveries are: its outcome."""
     deps = payments.deps
@@ -172,7 +191,7 @@ async def _webhook_round_trips(
     assert payment["status"] == "processing"
     trips = RoundTrips(monkeypatch)
     outcome = await deliver_here(payments, payments.provider.webhooks[-1])
-    sent = trips.verbs()
+    sent = payment_trips(trips)
     monkeypatch.undo()
     assert warm["paymentId"] != payment["paymentId"]
     return await payments.get(user, payment["paymentId"]), sent, outcome
@@ -257,7 +276,7 @@ async def test_the_sagas_payment_costs_three_round_trips_webhook_included(
     trips = RoundTrips(monkeypatch)
     await pay("order-counted")
     # The payment recorded, moved to processing, then settled with its record and event.
-    assert trips.verbs() == ["INSERT", "UPDATE", "WITH"]
+    assert payment_trips(trips) == ["INSERT", "UPDATE", "WITH"]
     monkeypatch.undo()
     assert len(await payments.outbox("payment.succeeded")) == 2
 

@@ -966,24 +966,32 @@ async def _close(
     )
 
 
-_CLOSING = _CLOSE.cte("closing")
-_HELD_BY_CLOSING = (
-    select(_items.c.variant_id, _items.c.quantity)
-    .join_from(_items, _CLOSING, _items.c.reservation_id == _CLOSING.c.id)
-    .cte("held")
-)
-_MOVED = (
-    _moving(_locked(_variants.c.id.in_(select(_HELD_BY_CLOSING.c.variant_id))), _HELD_BY_CLOSING)
-    .returning(
-        _variants.c.id,
-        _variants.c.product_id,
-        _variants.c.sku,
-        _variants.c.on_hand,
-        _variants.c.reserved,
-        _HELD_BY_CLOSING.c.quantity,
+def _closing_and_moving(close: Any) -> tuple[Any, Any]:
+    """The CTEs ``closing`` (``close``, a reservation's UPDATE ... RETURNING id) and
+    ``moved``: each line of the reservation closed, its variant moved by the signs
+    (``_moving``), returning the variant as it now is and the line's quantity."""
+    closing = close.cte("closing")
+    held = (
+        select(_items.c.variant_id, _items.c.quantity)
+        .join_from(_items, closing, _items.c.reservation_id == closing.c.id)
+        .cte("held")
     )
-    .cte("moved")
-)
+    moved = (
+        _moving(_locked(_variants.c.id.in_(select(held.c.variant_id))), held)
+        .returning(
+            _variants.c.id,
+            _variants.c.product_id,
+            _variants.c.sku,
+            _variants.c.on_hand,
+            _variants.c.reserved,
+            held.c.quantity,
+        )
+        .cte("moved")
+    )
+    return closing, moved
+
+
+_CLOSING, _MOVED = _closing_and_moving(_CLOSE)
 # PostgreSQL: the reservation closed and each of its lines' variants moved by the signs,
 # in one statement. The lines were committed with the reservation, so the statement's
 # snapshot holds them; a reservation not in the status it must leave moves nothing.
@@ -998,18 +1006,8 @@ _CLOSE_AND_MOVE = select(
 ).select_from(_CLOSING.outerjoin(_MOVED, true()))
 
 
-_CLOSING_KNOWN = _CLOSE.where(_reservations.c.id == _bind("reservation", _reservations.c.id)).cte(
-    "closing"
-)
-_HELD_BY_KNOWN = (
-    select(_items.c.variant_id, _items.c.quantity)
-    .join_from(_items, _CLOSING_KNOWN, _items.c.reservation_id == _CLOSING_KNOWN.c.id)
-    .cte("held")
-)
-_MOVED_KNOWN = (
-    _moving(_locked(_variants.c.id.in_(select(_HELD_BY_KNOWN.c.variant_id))), _HELD_BY_KNOWN)
-    .returning(_variants.c.id, _variants.c.on_hand, _variants.c.reserved, _HELD_BY_KNOWN.c.quantity)
-    .cte("moved")
+_CLOSING_KNOWN, _MOVED_KNOWN = _closing_and_moving(
+    _CLOSE.where(_reservations.c.id == _bind("reservation", _reservations.c.id))
 )
 # PostgreSQL: a reservation whose id is known closed, its lines' variants moved by the
 # signs and each move written to the ledger, in one statement whose rows are the

@@ -429,29 +429,43 @@ async def _settle_row(
     return await sql.fetch_one(statement, params)
 
 
+@dataclass(frozen=True)
+class ProviderWord:
+    """What a provider's webhook says of a payment, and the webhook's provider_events
+    row (``record``, written with outcome "applied" by the one-statement ways)."""
+
+    outcome: PaymentOutcome
+    provider: str
+    provider_payment_id: str | None
+    failure_code: str | None
+    failure_message: str | None
+    record: dict[str, object]
+
+    def params(self, payment_id: uuid.UUID, provider_payment_id: str | None) -> dict[str, object]:
+        params = _settle_params(
+            payment_id,
+            self.outcome,
+            self.provider,
+            provider_payment_id,
+            self.failure_code,
+            self.failure_message,
+        )
+        params.update({f"event_{key}": value for key, value in self.record.items()})
+        return params
+
+
 async def settle_open_payment_and_record(
-    tx: Transaction,
-    payment_id: uuid.UUID,
-    outcome: PaymentOutcome,
-    *,
-    provider: str,
-    provider_payment_id: str | None,
-    failure_code: str | None,
-    failure_message: str | None,
-    event: dict[str, object],
+    tx: Transaction, payment_id: uuid.UUID, word: ProviderWord
 ) -> tuple[Payment, bool] | None:
     """PostgreSQL: :func:`settle_open_payment` for a webhook, with the webhook's record
-    (``event``: its provider_events row, outcome "applied") in the same statement.
+    in the same statement.
 
     None when the payment is not waiting (nothing written); else the payment and
     whether the record was new. When it was not, the webhook is a copy already
     applied: the caller must not commit.
     """
-    params = _settle_params(
-        payment_id, outcome, provider, provider_payment_id, failure_code, failure_message
-    )
-    params.update({f"event_{key}": value for key, value in event.items()})
-    statement = _settle_and_record_statement(outcome, bool(provider_payment_id))
+    params = word.params(payment_id, word.provider_payment_id)
+    statement = _settle_and_record_statement(word.outcome, bool(word.provider_payment_id))
     row = await tx.sql.fetch_one(statement, params)
     if row is None:
         return None
@@ -462,15 +476,7 @@ async def settle_open_payment_and_record(
 
 
 async def settle_known_and_record(
-    transaction: Callable[[], Transaction],
-    known: Payment,
-    outcome: PaymentOutcome,
-    *,
-    provider: str,
-    provider_payment_id: str | None,
-    failure_code: str | None,
-    failure_message: str | None,
-    event: dict[str, object],
+    transaction: Callable[[], Transaction], known: Payment, word: ProviderWord
 ) -> bool:
     """PostgreSQL: settle a payment that waits for its webhook, as ``known`` (this
     process's last write of it) says it is, with the webhook's record and the
@@ -480,9 +486,10 @@ async def settle_known_and_record(
     came first) or the webhook was recorded before (its record's key refuses the
     whole statement): the caller then takes the general way, which tells them apart.
     """
+    outcome, provider_payment_id = word.outcome, word.provider_payment_id
     if (
         known.status != PaymentStatus.PROCESSING
-        or known.provider != provider
+        or known.provider != word.provider
         or outcome is PaymentOutcome.PROCESSING
         or (
             provider_payment_id
@@ -491,14 +498,7 @@ async def settle_known_and_record(
         )
     ):
         return False
-    params = _settle_params(
-        known.id,
-        outcome,
-        provider,
-        provider_payment_id or known.provider_payment_id,
-        failure_code,
-        failure_message,
-    )
+    params = word.params(known.id, provider_payment_id or known.provider_payment_id)
     settled = Payment(**{key: getattr(known, key) for key in _PAYMENT_KEYS})
     settled.status = _SETTLED_STATUS[outcome]
     settled.payment_method = None
@@ -514,7 +514,6 @@ async def settle_known_and_record(
             "was_revision": known.revision,
             "new_revision": settled.revision,
             "new_status": settled.status,
-            **{f"event_{key}": value for key, value in event.items()},
         }
     )
     async with transaction() as tx:
@@ -544,13 +543,7 @@ def _settle_and_record_statement(outcome: PaymentOutcome, with_provider_id: bool
         return statement
     events = _PROVIDER_EVENTS
     settled = _settle_statement(outcome, True, with_provider_id).cte("settled")
-    values: dict[str, Any] = {
-        name: bindparam(f"event_{name}", type_=events.c[name].type)
-        for name in _EVENT_KEYS
-        if name != "payment_id"
-    }
-    values["payment_id"] = settled.c.id
-    values["outcome"] = literal("applied", type_=events.c.outcome.type)
+    values = _record_of(settled)
     recorded = (
         postgresql.insert(events)
         .from_select(list(values), select(*values.values()))
@@ -563,6 +556,20 @@ def _settle_and_record_statement(outcome: PaymentOutcome, with_provider_id: bool
     )
     _settle_and_record_statements[key] = statement
     return statement
+
+
+def _record_of(settled: Any) -> dict[str, Any]:
+    """The provider_events row of a webhook applied to the payment ``settled`` (a CTE
+    of its UPDATE ... RETURNING id), by column: parameters, the id, "applied"."""
+    events = _PROVIDER_EVENTS
+    values: dict[str, Any] = {
+        name: bindparam(f"event_{name}", type_=events.c[name].type)
+        for name in _EVENT_KEYS
+        if name != "payment_id"
+    }
+    values["payment_id"] = settled.c.id
+    values["outcome"] = literal("applied", type_=events.c.outcome.type)
+    return values
 
 
 _settle_known_statements: dict[bool, Any] = {}
@@ -600,13 +607,7 @@ def _settle_known_statement(failed: bool) -> Any:
         .returning(table.c.id)
         .cte("settled")
     )
-    recorded: dict[str, Any] = {
-        name: bindparam(f"event_{name}", type_=events.c[name].type)
-        for name in _EVENT_KEYS
-        if name != "payment_id"
-    }
-    recorded["payment_id"] = settled.c.id
-    recorded["outcome"] = literal("applied", type_=events.c.outcome.type)
+    recorded = _record_of(settled)
     statement = insert(events).from_select(list(recorded), select(*recorded.values()))
     _settle_known_statements[failed] = statement
     return statement

@@ -23,6 +23,7 @@ from panthera.payments.providers import (
 )
 from panthera.payments.refunds import settle_refund
 from panthera.payments.service import (
+    ProviderWord,
     UnitsOfWork,
     WrittenPayments,
     settle_known_and_record,
@@ -88,42 +89,35 @@ async def apply_webhook(
     (which changed nothing, the first copy having settled the payment) is let go.
     """
     settled_open = False
-    known = None
     settling = _PAYMENT_OUTCOMES.get(event.kind)
-    settles = settling is not None and settling is not PaymentOutcome.PROCESSING
-    if settles and event.payment_id is not None and written is not None:
-        known = await written.take(event.payment_id)
-    if known is not None and transaction is not None:
-        # Waiting for this webhook as this process wrote it: settled, recorded and its
-        # event written in one statement, if the row is still as written here.
-        applied = await settle_known_and_record(
-            transaction,
-            known,
-            _PAYMENT_OUTCOMES[event.kind],
+    if settling is not None and event.payment_id is not None and transaction is not None:
+        word = ProviderWord(
+            outcome=settling,
             provider=provider,
             provider_payment_id=event.provider_payment_id,
             failure_code=event.failure_code,
             failure_message=event.failure_message,
-            event=_record_of(provider, event),
+            record={
+                "provider": provider,
+                "event_id": event.id,
+                "type": event.type,
+                "received_at": _now(),
+                "payload": event.payload,
+            },
         )
-        if applied:
+        known = None
+        if written is not None and settling is not PaymentOutcome.PROCESSING:
+            known = await written.take(event.payment_id)
+        # Waiting for this webhook as this process wrote it: settled, recorded and its
+        # event written in one statement, if the row is still as written here.
+        if known is not None and await settle_known_and_record(transaction, known, word):
             return "applied"
-    if event.kind in _PAYMENT_OUTCOMES and event.payment_id is not None and transaction:
         # PostgreSQL: ours (from the metadata) and still waiting, settled and recorded
         # in one statement on the driver. A copy of a webhook applied before finds the
         # record taken; a payment not waiting takes the general way below.
         settled_open = True
         async with transaction() as tx:
-            done = await settle_open_payment_and_record(
-                tx,
-                event.payment_id,
-                _PAYMENT_OUTCOMES[event.kind],
-                provider=provider,
-                provider_payment_id=event.provider_payment_id,
-                failure_code=event.failure_code,
-                failure_message=event.failure_message,
-                event=_record_of(provider, event),
-            )
+            done = await settle_open_payment_and_record(tx, event.payment_id, word)
             if done is not None:
                 if not done[1]:
                     return DUPLICATE
@@ -145,17 +139,6 @@ async def apply_webhook(
             return DUPLICATE
         await uow.commit()
     return outcome
-
-
-def _record_of(provider: str, event: ProviderEvent) -> dict[str, object]:
-    """The webhook's provider_events row, as the one-statement ways write it."""
-    return {
-        "provider": provider,
-        "event_id": event.id,
-        "type": event.type,
-        "received_at": _now(),
-        "payload": event.payload,
-    }
 
 
 async def _payment_of_event(
