@@ -590,6 +590,37 @@ async def test_an_event_applied_by_one_statement_is_claimed_inside_it(
     assert sorted(claims) == sorted([committed[0], envelope.id])
 
 
+async def test_an_event_applied_by_one_statement_publishes_its_own_events_in_it(
+    users_db: Database, round_trips: RoundTrips
+) -> None:
+    """The inbox row and the events the handler published ride in the same statement."""
+    users = await register_users(users_db, 2)
+    before = await count(users_db, OUTBOX)
+
+    async def rename(runtime: ServiceRuntime, tx: Any, event: Any, e: Envelope) -> None:
+        user = new_user()
+        tx.publish(registered(user))
+        tx.publish(registered(new_user()))
+        values = {"user_id": event.user_id, "was": 1, "first_name": event.first_name}
+        assert await tx.commit_with(_RENAME_IF_UNCHANGED, values) == 1
+
+    handle = consumer_on_sql(users_db, rename)
+    await handle(user_updated(users[0].id))
+    envelope = user_updated(users[1].id)
+    round_trips.clear()
+    await handle(envelope)
+    assert round_trips.verbs() == ["WITH"]
+    assert await count(users_db, OUTBOX) == before + 4
+    assert await count(users_db, INBOX) == 2
+    # A redelivery writes neither the change, nor the claim, nor the events.
+    async with users_db.sessions() as session:
+        await session.execute(update(User).where(User.id == users[1].id).values(revision=1))
+        await session.commit()
+    await handle(envelope)
+    assert await count(users_db, OUTBOX) == before + 4
+    assert await count(users_db, INBOX) == 2
+
+
 async def test_a_statement_that_writes_nothing_leaves_the_claim_to_the_locked_way(
     users_db: Database, round_trips: RoundTrips
 ) -> None:
