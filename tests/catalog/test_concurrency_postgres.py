@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from panthera.catalog import errors, inventory
 from panthera.catalog.models import Product, Reservation, StockMovement, Variant
@@ -41,13 +41,15 @@ async def _reserve(
 
 
 async def _race(
-    runtime: ServiceRuntime, orders: Sequence[Sequence[tuple[uuid.UUID, int]]]
+    runtime: ServiceRuntime,
+    orders: Sequence[Sequence[tuple[uuid.UUID, int]]],
+    held_here: inventory.HeldReferences | None = None,
 ) -> list[inventory.ReservationOutcome]:
     """Every order at once, each in its own unit of work; all must finish without error."""
     results = await asyncio.wait_for(
         asyncio.gather(
             *(
-                _reserve(runtime, f"order-{n}-{uuid.uuid4().hex[:8]}", lines)
+                _reserve(runtime, f"order-{n}-{uuid.uuid4().hex[:8]}", lines, held_here)
                 for n, lines in enumerate(orders)
             ),
             return_exceptions=True,
@@ -83,11 +85,24 @@ async def _variant(runtime: ServiceRuntime, variant_id: uuid.UUID) -> Variant:
         return (await session.execute(select(Variant).where(Variant.id == variant_id))).scalar_one()
 
 
-async def test_200_buyers_for_10_units_get_exactly_10(pg_catalog: ServiceRuntime) -> None:
+# Reservations made the general way, and by a process that keeps the ones it made (one
+# statement while every line fits with stock to spare, the general way for the last).
+AT_ONCE = pytest.mark.parametrize("at_once", [False, True], ids=["general", "at-once"])
+
+
+def _kept(at_once: bool) -> inventory.HeldReferences | None:
+    return inventory.HeldReferences() if at_once else None
+
+
+@AT_ONCE
+async def test_200_buyers_for_10_units_get_exactly_10(
+    pg_catalog: ServiceRuntime, at_once: bool
+) -> None:
     product_id, (variant_id,) = await create_product(
         pg_catalog, name="Limited Sneaker", variants=[("120.00", 10)]
     )
-    outcomes = await _race(pg_catalog, [[(variant_id, 1)]] * 200)
+    held_here = _kept(at_once)
+    outcomes = await _race(pg_catalog, [[(variant_id, 1)]] * 200, held_here)
     won = [o for o in outcomes if o.reservation is not None]
     lost = [o for o in outcomes if o.rejected is not None]
     assert (len(won), len(lost)) == (10, 190)
@@ -119,13 +134,14 @@ async def test_200_buyers_for_10_units_get_exactly_10(pg_catalog: ServiceRuntime
     async with pg_catalog.transaction() as uow:
         await inventory.release(uow, first.reservation.reference)
         await uow.commit()
-    again = await _race(pg_catalog, [[(variant_id, 1)]] * 20)
+    again = await _race(pg_catalog, [[(variant_id, 1)]] * 20, held_here)
     assert sum(o.reservation is not None for o in again) == 1
     await assert_books_balance(pg_catalog)
 
 
+@AT_ONCE
 async def test_multi_line_orders_in_opposite_orders_neither_deadlock_nor_oversell(
-    pg_catalog: ServiceRuntime,
+    pg_catalog: ServiceRuntime, at_once: bool
 ) -> None:
     # Two variants of one product (their totals race on the product row) and a
     # variant of another product.
@@ -143,7 +159,8 @@ async def test_multi_line_orders_in_opposite_orders_neither_deadlock_nor_oversel
                 [(shirt_m, 1)],
             ][n % 4]
         )
-    outcomes = await _race(pg_catalog, orders)
+    held_here = _kept(at_once)
+    outcomes = await _race(pg_catalog, orders, held_here)
     assert len(outcomes) == 120
     won = [o for o in outcomes if o.reservation is not None]
     # Every order but the shirt_m-only ones needs one shirt_s, of which there are
@@ -164,13 +181,13 @@ async def test_multi_line_orders_in_opposite_orders_neither_deadlock_nor_oversel
 
     async def commit(reference: str) -> None:
         async with pg_catalog.transaction() as uow:
-            await inventory.commit(uow, reference)
+            await inventory.commit(uow, reference, held_here=held_here)
             await uow.commit()
 
     work: list[Coroutine[Any, Any, object]] = [
         (release if n % 2 else commit)(reference) for n, reference in enumerate(references)
     ]
-    work += [_reserve(pg_catalog, f"late-{n}", orders[n]) for n in range(30)]
+    work += [_reserve(pg_catalog, f"late-{n}", orders[n], held_here) for n in range(30)]
     results = await asyncio.wait_for(asyncio.gather(*work, return_exceptions=True), timeout=60)
     assert not [r for r in results if isinstance(r, BaseException)]
     await assert_books_balance(pg_catalog)
@@ -430,4 +447,101 @@ async def test_a_reservation_made_here_but_released_since_is_not_sold(
             select(func.count()).select_from(outbox).where(outbox.c.type == "stock.committed")
         )
     assert sold == 0
+    await assert_books_balance(pg_catalog)
+
+
+async def test_a_reservation_that_fits_with_stock_to_spare_is_a_read_and_one_statement(
+    pg_catalog: ServiceRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept here, every line fitting with stock to spare: the lines read before the
+    transaction, then the claim, holds, lines, ledger, totals and stock.reserved in one
+    statement. A reservation that takes the last units goes the general way, which
+    also tells the shop the variant ran out."""
+    product_id, (cup, pot) = await create_product(
+        pg_catalog, name="Tea set", variants=[("4.00", 10), ("30.00", 3)]
+    )
+    here = inventory.HeldReferences()
+    await _reserve(pg_catalog, "warm", [(cup, 1)], here)
+    trips = RoundTrips(monkeypatch)
+    fits = await _reserve(pg_catalog, "fits", [(pot, 2), (cup, 3)], here)
+    assert trips.verbs() == ["SELECT", "WITH"]
+    trips.clear()
+    last = await _reserve(pg_catalog, "takes-the-last", [(pot, 1)], here)
+    assert trips.verbs() == ["SELECT", "BEGIN", "WITH", "WITH", "COMMIT"]
+    monkeypatch.undo()
+
+    assert fits.reservation is not None
+    assert last.reservation is not None
+    assert [(item.id, quantity, price) for item, quantity, price in fits.lines] == sorted(
+        [(cup, 3, 400), (pot, 2, 3000)]
+    )
+    c, p = [await _variant(pg_catalog, v) for v in (cup, pot)]
+    assert (c.reserved, p.reserved) == (4, 3)
+    ledger = await _ledger(pg_catalog, StockMovement.reservation_id == fits.reservation.id)
+    assert sorted(ledger) == sorted(
+        [("reservation", cup, 0, 3, 10, 4), ("reservation", pot, 0, 2, 3, 2)]
+    )
+    async with pg_catalog.database.sessions() as session:
+        outbox = pg_catalog.definition.tables.outbox
+        events = (
+            await session.execute(select(outbox.c.type, outbox.c.payload).order_by(outbox.c.seq))
+        ).all()
+        product = await session.get(Product, product_id)
+    reserved = [payload for kind, payload in events if kind == "stock.reserved"]
+    assert [payload["reference"] for payload in reserved] == ["warm", "fits", "takes-the-last"]
+    assert {
+        (line["variant_id"], line["quantity"], line["unit_price_amount"])
+        for line in reserved[1]["lines"]
+    } == {(str(cup), 3, 400), (str(pot), 2, 3000)}
+    # The pot ran out with the last reservation: announced, as the general way does.
+    ran_out = [
+        payload["variant_id"]
+        for kind, payload in events
+        if kind == "stock.changed" and payload["cause"] == "reservation"
+    ]
+    assert ran_out == [str(pot)]
+    assert product is not None
+    assert product.available == 13 - 7
+    await assert_books_balance(pg_catalog)
+
+
+async def test_a_reference_answered_before_is_not_held_again_at_once(
+    pg_catalog: ServiceRuntime,
+) -> None:
+    _, (variant,) = await create_product(pg_catalog, name="Bowl", variants=[("6.00", 10)])
+    here = inventory.HeldReferences()
+    first = await _reserve(pg_catalog, "twice", [(variant, 2)], here)
+    again = await _reserve(pg_catalog, "twice", [(variant, 2)], here)
+    assert first.reservation is not None
+    assert again.reservation is not None
+    assert again.reservation.id == first.reservation.id
+    assert (await _variant(pg_catalog, variant)).reserved == 2
+    await assert_books_balance(pg_catalog)
+
+
+async def test_a_price_changed_after_the_read_is_held_the_general_way_at_the_new_price(
+    pg_catalog: ServiceRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    product_id, (variant,) = await create_product(
+        pg_catalog, name="Kettle", variants=[("25.00", 10)]
+    )
+    resolve = inventory._resolve
+
+    async def read_then_reprice(sql: Any, requests: Any) -> Any:
+        resolved = await resolve(sql, requests)
+        async with pg_catalog.database.sessions() as session:
+            # As a price change does: the variant's price and the product's lowest.
+            await session.execute(
+                update(Variant).where(Variant.id == variant).values(price_amount=2700)
+            )
+            await session.execute(
+                update(Product).where(Product.id == product_id).values(price_amount=2700)
+            )
+            await session.commit()
+        return resolved
+
+    monkeypatch.setattr(inventory, "_resolve", read_then_reprice)
+    outcome = await _reserve(pg_catalog, "repriced", [(variant, 1)], inventory.HeldReferences())
+    assert [price for _, _, price in outcome.lines] == [2700]
+    assert (await _variant(pg_catalog, variant)).reserved == 1
     await assert_books_balance(pg_catalog)

@@ -30,12 +30,14 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Table,
+    and_,
     any_,
     bindparam,
     column,
     exists,
     func,
     insert,
+    literal,
     null,
     or_,
     select,
@@ -660,6 +662,160 @@ _CLAIM_AND_HOLD = select(
 ).select_from(_CLAIMING.outerjoin(_HOLDING, true()))
 
 
+_WANTED_PRICED = (
+    func.unnest(
+        bindparam("variants", type_=postgresql.ARRAY(_variants.c.id.type)),
+        bindparam("quantities", type_=postgresql.ARRAY(_variants.c.reserved.type)),
+        bindparam("prices", type_=postgresql.ARRAY(_variants.c.price_amount.type)),
+    )
+    .table_valued(
+        column("variant_id", _variants.c.id.type),
+        column("quantity", _variants.c.reserved.type),
+        column("price", _variants.c.price_amount.type),
+    )
+    .render_derived(name="wanted")
+)
+_LOCKED_ROWS = (
+    select(_variants.c.id, _variants.c.on_hand, _variants.c.reserved, _variants.c.price_amount)
+    .where(
+        _variants.c.id == any_(bindparam("variants", type_=postgresql.ARRAY(_variants.c.id.type)))
+    )
+    .order_by(_variants.c.id)
+    .with_for_update()
+    .cte("locked")
+)
+# Every line can be held, at the price it was read at, and none runs out by it.
+_ALL_FIT = (
+    select(
+        and_(
+            func.count() == _bind("line_count", _variants.c.reserved),
+            func.bool_and(
+                and_(
+                    _LOCKED_ROWS.c.on_hand - _LOCKED_ROWS.c.reserved - _WANTED_PRICED.c.quantity
+                    > 0,
+                    _LOCKED_ROWS.c.price_amount == _WANTED_PRICED.c.price,
+                )
+            ),
+        ).label("fit")
+    )
+    .select_from(
+        _LOCKED_ROWS.join(_WANTED_PRICED, _LOCKED_ROWS.c.id == _WANTED_PRICED.c.variant_id)
+    )
+    .cte("fit")
+)
+_CLAIMED_IF_FIT = (
+    postgresql.insert(_reservations)
+    .from_select(
+        ["id", "reference", "status", "expires_at", "created_at", "updated_at"],
+        select(
+            _bind("id", _reservations.c.id),
+            _bind("reference", _reservations.c.reference),
+            _bind("status", _reservations.c.status),
+            _bind("expires_at", _reservations.c.expires_at),
+            _bind("created_at", _reservations.c.created_at),
+            _bind("updated_at", _reservations.c.updated_at),
+        ).where(select(_ALL_FIT.c.fit).scalar_subquery()),
+    )
+    .on_conflict_do_nothing(index_elements=[_reservations.c.reference])
+    .returning(_reservations.c.id)
+    .cte("claimed")
+)
+_HELD_AT_ONCE = (
+    update(_variants)
+    .where(
+        _variants.c.id == _WANTED_PRICED.c.variant_id,
+        exists(select(_CLAIMED_IF_FIT.c.id)),
+    )
+    .values(
+        reserved=_variants.c.reserved + _WANTED_PRICED.c.quantity,
+        updated_at=_bind("at", _variants.c.updated_at),
+    )
+    .returning(
+        _variants.c.id,
+        _variants.c.on_hand,
+        _variants.c.reserved,
+        _WANTED_PRICED.c.quantity,
+        _WANTED_PRICED.c.price,
+    )
+    .cte("held")
+)
+_LINES_OF_HELD = (
+    insert(_items)
+    .from_select(
+        list(_ITEM_KEYS),
+        select(
+            _bind("id", _items.c.reservation_id),
+            _HELD_AT_ONCE.c.id,
+            _HELD_AT_ONCE.c.quantity,
+            _HELD_AT_ONCE.c.price,
+        ),
+    )
+    .cte("lines")
+)
+_LEDGER_OF_HELD = insert(_movements).from_select(
+    list(_MOVEMENT_KEYS),
+    select(
+        func.gen_random_uuid(),
+        _HELD_AT_ONCE.c.id,
+        _bind("kind", _movements.c.kind),
+        literal(0, type_=_movements.c.on_hand_delta.type),
+        _HELD_AT_ONCE.c.quantity,
+        _HELD_AT_ONCE.c.on_hand,
+        _HELD_AT_ONCE.c.reserved,
+        _bind("reason", _movements.c.reason),
+        null(),
+        _bind("id", _movements.c.reservation_id),
+        _bind("at", _movements.c.created_at),
+    ),
+)
+_HELD_ANY = exists(select(_HELD_AT_ONCE.c.id))
+# PostgreSQL: a whole reservation in one statement, when every line fits with stock to
+# spare: the variants locked in id order, the reference claimed only if all fit, each
+# line held, the reservation's lines and ledger rows written from what was held and
+# the products' totals moved. Nothing at all is written otherwise (a line short or
+# running out, a price changed since it was read, the reference answered before): the
+# caller then takes the general way, which tells those apart. The ledger's rows are
+# the statement's own.
+_RESERVE_AT_ONCE = {
+    products: _LEDGER_OF_HELD.add_cte(
+        _LINES_OF_HELD,
+        (_MOVE_PRODUCT if products == 1 else _MOVE_PRODUCTS).where(_HELD_ANY).cte("totals"),
+    )
+    for products in (1, 2)
+}
+
+
+async def _reserve_at_once(
+    tx: Transaction,
+    reservation: HeldReservation,
+    lines: Sequence[tuple[StockItem, int, int]],
+    event: StockReserved,
+    now: datetime,
+) -> bool:
+    """:data:`_RESERVE_AT_ONCE` with ``event``, committed on its own; whether it held."""
+    deltas: dict[uuid.UUID, int] = {}
+    for item, quantity, _ in lines:
+        deltas[item.product_id] = deltas.get(item.product_id, 0) - quantity
+    products = sorted(deltas)
+    params: dict[str, Any] = {
+        **_claim_values(reservation, now),
+        "variants": [item.id for item, _, _ in lines],
+        "quantities": [quantity for _, quantity, _ in lines],
+        "prices": [price for _, _, price in lines],
+        "line_count": len(lines),
+        "at": now,
+        "kind": "reservation",
+        "reason": f"reserved for {reservation.reference}",
+    }
+    if len(products) == 1:
+        params.update({"product": products[0], "by": deltas[products[0]]})
+    else:
+        params.update({"products": products, "bys": [deltas[p] for p in products]})
+    tx.publish(event)
+    statement = _RESERVE_AT_ONCE[min(len(products), 2)]
+    return bool(await tx.commit_with(statement, params))
+
+
 async def _claim_and_hold(
     sql: Sql, reservation: HeldReservation, wanted: dict[uuid.UUID, int], now: datetime
 ) -> tuple[HeldReservation | None, dict[uuid.UUID, Any]]:
@@ -735,18 +891,24 @@ async def reserve(
     ``held_here`` is told of a reservation made.
     """
     sql = tx.sql
+    # PostgreSQL, with the reservations made here kept: the lines are read before the
+    # transaction, and when every one fits with stock to spare the whole reservation
+    # is one statement (``_reserve_at_once``).
+    at_once = held_here is not None and sql.postgres
     wanted: dict[uuid.UUID, int] = {}
     items: dict[uuid.UUID, StockItem] = {}
+    read: dict[uuid.UUID, Any] = {}
     currencies: set[str] = set()
     problems: list[RejectedLine] = []
     names: dict[uuid.UUID, tuple[str, uuid.UUID | None]] = {}
-    for request, row in await _resolve(sql, requests):
+    for request, row in await _resolve(await tx.sql_alone() if at_once else sql, requests):
         if row is None:
             problems.append(_unknown(request))
             continue
         items[row.id] = StockItem(id=row.id, product_id=row.product_id, sku=row.sku)
         names[row.id] = (line_name(row.name, row.title), row.category_id)
         wanted[row.id] = wanted.get(row.id, 0) + request.quantity
+        read[row.id] = row
         currencies.add(row.currency)
     if problems or len(currencies) > 1:
         reason = "unknown_product" if problems else "mixed_currencies"
@@ -758,6 +920,16 @@ async def reserve(
         status=ReservationStatus.ACTIVE,
         expires_at=now + ttl,
     )
+    if at_once and all(read[v].on_hand - read[v].reserved > wanted[v] for v in wanted):
+        lines = [(items[v], wanted[v], read[v].price_amount) for v in sorted(wanted)]
+        currency = next(iter(currencies))
+        event = _reserved_event(reservation, currency, lines)
+        if await _reserve_at_once(tx, reservation, lines, event, now):
+            assert held_here is not None
+            held_here.note(reference, reservation.id)
+            return ReservationOutcome(
+                reservation=reservation, lines=lines, currency=currency, names=names
+            )
     # A retry of a reference already answered gets that answer, and nothing is held.
     winner, held = await _claim_and_hold(sql, reservation, wanted, now)
     if winner is not None:
@@ -796,22 +968,7 @@ async def reserve(
         return await _reject(tx, reference, "insufficient_stock", short)
     lines = [(items[v], wanted[v], prices[v]) for v in sorted(wanted)]
     currency = currencies.pop()
-    reserved = StockReserved(
-        reservation_id=reservation.id,
-        reference=reference,
-        currency=currency,
-        lines=[
-            ReservedLine(
-                product_id=item.product_id,
-                variant_id=item.id,
-                sku=item.sku,
-                quantity=quantity,
-                unit_price_amount=price,
-            )
-            for item, quantity, price in lines
-        ],
-        expires_at=reservation.expires_at,
-    )
+    reserved = _reserved_event(reservation, currency, lines)
     await _settle(
         tx,
         sql,
@@ -835,6 +992,27 @@ async def reserve(
     if held_here is not None:
         held_here.note(reference, reservation.id)
     return ReservationOutcome(reservation=reservation, lines=lines, currency=currency, names=names)
+
+
+def _reserved_event(
+    reservation: HeldReservation, currency: str, lines: Sequence[tuple[StockItem, int, int]]
+) -> StockReserved:
+    return StockReserved(
+        reservation_id=reservation.id,
+        reference=reservation.reference,
+        currency=currency,
+        lines=[
+            ReservedLine(
+                product_id=item.product_id,
+                variant_id=item.id,
+                sku=item.sku,
+                quantity=quantity,
+                unit_price_amount=price,
+            )
+            for item, quantity, price in lines
+        ],
+        expires_at=reservation.expires_at,
+    )
 
 
 async def _reject(

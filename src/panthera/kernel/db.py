@@ -367,6 +367,10 @@ class UnitOfWork(EventsOnCommit):
         """Core statements in this unit of work's transaction (see :mod:`panthera.kernel.sql`)."""
         return SessionSql(self.session)
 
+    async def sql_alone(self) -> SessionSql:
+        """The unit of work's own ``sql``: on SQLite every statement queues on its writer."""
+        return self.sql
+
     async def __aenter__(self) -> Self:
         self._session = self._database.sessions()
         self._forget()

@@ -96,6 +96,12 @@ class Transaction(Protocol):
 
     def on_commit(self, callback: AfterCommit) -> None: ...
 
+    async def sql_alone(self) -> Sql:
+        """Statements to run before the transaction begins: on PostgreSQL each on the
+        transaction's connection, committed on its own (a read there costs no BEGIN);
+        once the transaction is under way, or on SQLite, its own ``sql``."""
+        ...
+
     async def commit(self) -> None: ...
 
     async def commit_with(self, statement: UpdateBase, values: Values | None = None) -> int:
@@ -675,6 +681,9 @@ class DirectTransaction(EventsOnCommit):
         if self._connection is None:
             self._connection = await self._connections.acquire()
         return DirectSql(self._connection, self._statements)
+
+    async def sql_alone(self) -> DirectSql:
+        return self.sql if self._in_transaction else await self._alone()
 
     async def commit(self) -> None:
         sql = self.sql
