@@ -662,6 +662,28 @@ _CLAIM_AND_HOLD = select(
 ).select_from(_CLAIMING.outerjoin(_HOLDING, true()))
 
 
+def _ledger_of(moved: Any, on_hand_delta: Any, reserved_delta: Any, *, reservation: str) -> Any:
+    """PostgreSQL: ``INSERT`` of a ledger row for each row of ``moved`` (a CTE returning a
+    variant's id, on_hand and reserved after its move): the deltas given, what was after,
+    and the kind, reason, reservation (the parameter named ``reservation``) and time."""
+    return insert(_movements).from_select(
+        list(_MOVEMENT_KEYS),
+        select(
+            func.gen_random_uuid(),
+            moved.c.id,
+            _bind("kind", _movements.c.kind),
+            on_hand_delta,
+            reserved_delta,
+            moved.c.on_hand,
+            moved.c.reserved,
+            _bind("reason", _movements.c.reason),
+            null(),
+            _bind(reservation, _movements.c.reservation_id),
+            _bind("at", _movements.c.created_at),
+        ),
+    )
+
+
 _WANTED_PRICED = (
     func.unnest(
         bindparam("variants", type_=postgresql.ARRAY(_variants.c.id.type)),
@@ -752,21 +774,11 @@ _LINES_OF_HELD = (
     )
     .cte("lines")
 )
-_LEDGER_OF_HELD = insert(_movements).from_select(
-    list(_MOVEMENT_KEYS),
-    select(
-        func.gen_random_uuid(),
-        _HELD_AT_ONCE.c.id,
-        _bind("kind", _movements.c.kind),
-        literal(0, type_=_movements.c.on_hand_delta.type),
-        _HELD_AT_ONCE.c.quantity,
-        _HELD_AT_ONCE.c.on_hand,
-        _HELD_AT_ONCE.c.reserved,
-        _bind("reason", _movements.c.reason),
-        null(),
-        _bind("id", _movements.c.reservation_id),
-        _bind("at", _movements.c.created_at),
-    ),
+_LEDGER_OF_HELD = _ledger_of(
+    _HELD_AT_ONCE,
+    literal(0, type_=_movements.c.on_hand_delta.type),
+    _HELD_AT_ONCE.c.quantity,
+    reservation="id",
 )
 _HELD_ANY = exists(select(_HELD_AT_ONCE.c.id))
 # PostgreSQL: a whole reservation in one statement, when every line fits with stock to
@@ -1191,33 +1203,11 @@ _CLOSING_KNOWN, _MOVED_KNOWN = _closing_and_moving(
 # signs and each move written to the ledger, in one statement whose rows are the
 # ledger's (none when the reservation was not in ``was``, so nothing moved). The moves
 # leave the products' totals as they are (a sale), so nothing else is written.
-_SELL_KNOWN = insert(_movements).from_select(
-    [
-        "id",
-        "variant_id",
-        "kind",
-        "on_hand_delta",
-        "reserved_delta",
-        "on_hand_after",
-        "reserved_after",
-        "reason",
-        "actor_id",
-        "reservation_id",
-        "created_at",
-    ],
-    select(
-        func.gen_random_uuid(),
-        _MOVED_KNOWN.c.id,
-        _bind("kind", _movements.c.kind),
-        _MOVED_KNOWN.c.quantity * _bind("on_hand_sign", _movements.c.on_hand_delta),
-        _MOVED_KNOWN.c.quantity * _bind("reserved_sign", _movements.c.reserved_delta),
-        _MOVED_KNOWN.c.on_hand,
-        _MOVED_KNOWN.c.reserved,
-        _bind("reason", _movements.c.reason),
-        null(),
-        _bind("reservation", _movements.c.reservation_id),
-        _bind("at", _movements.c.created_at),
-    ),
+_SELL_KNOWN = _ledger_of(
+    _MOVED_KNOWN,
+    _MOVED_KNOWN.c.quantity * _bind("on_hand_sign", _movements.c.on_hand_delta),
+    _MOVED_KNOWN.c.quantity * _bind("reserved_sign", _movements.c.reserved_delta),
+    reservation="reservation",
 )
 
 
