@@ -22,7 +22,6 @@ do not tell: adjustments, and a variant going out of stock or back in stock.
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -61,6 +60,7 @@ from panthera.catalog.events import (
 from panthera.catalog.models import Product, Reservation, ReservationItem, StockMovement, Variant
 from panthera.kernel.db import UnitOfWork
 from panthera.kernel.events import EventContract
+from panthera.kernel.recent import Recent
 from panthera.kernel.sql import Sql, Transaction
 
 _variants = cast(Table, Variant.__table__)
@@ -867,26 +867,11 @@ async def _hold_lines(
     return held
 
 
-class HeldReferences:
-    """The reservations this process made, by reference (PostgreSQL), so that the sale
-    of one is a single statement that needs no read of its id (:func:`commit`). A
-    guess, never trusted alone: that statement holds only for this id, still active.
+class HeldReferences(Recent[str, uuid.UUID]):
+    """The reservations this process made, their ids by reference (PostgreSQL), so that
+    the sale of one is a single statement that needs no read of its id (:func:`commit`).
+    A guess, never trusted alone: that statement holds only for this id, still active.
     """
-
-    KEPT = 10_000
-
-    def __init__(self) -> None:
-        self._ids: OrderedDict[str, uuid.UUID] = OrderedDict()
-
-    def note(self, reference: str, reservation_id: uuid.UUID) -> None:
-        self._ids[reference] = reservation_id
-        self._ids.move_to_end(reference)
-        while len(self._ids) > self.KEPT:
-            self._ids.popitem(last=False)
-
-    def take(self, reference: str) -> uuid.UUID | None:
-        """The reservation's id, forgotten: it is sold or released once."""
-        return self._ids.pop(reference, None)
 
 
 async def reserve(
@@ -906,14 +891,14 @@ async def reserve(
     # PostgreSQL, with the reservations made here kept: the lines are read before the
     # transaction, and when every one fits with stock to spare the whole reservation
     # is one statement (``_reserve_at_once``).
-    at_once = held_here is not None and sql.postgres
+    kept = held_here if sql.postgres else None
     wanted: dict[uuid.UUID, int] = {}
     items: dict[uuid.UUID, StockItem] = {}
     read: dict[uuid.UUID, Any] = {}
     currencies: set[str] = set()
     problems: list[RejectedLine] = []
     names: dict[uuid.UUID, tuple[str, uuid.UUID | None]] = {}
-    for request, row in await _resolve(await tx.sql_alone() if at_once else sql, requests):
+    for request, row in await _resolve(await tx.sql_alone() if kept is not None else sql, requests):
         if row is None:
             problems.append(_unknown(request))
             continue
@@ -932,13 +917,12 @@ async def reserve(
         status=ReservationStatus.ACTIVE,
         expires_at=now + ttl,
     )
-    if at_once and all(read[v].on_hand - read[v].reserved > wanted[v] for v in wanted):
+    if kept is not None and all(read[v].on_hand - read[v].reserved > wanted[v] for v in wanted):
         lines = [(items[v], wanted[v], read[v].price_amount) for v in sorted(wanted)]
         currency = next(iter(currencies))
         event = _reserved_event(reservation, currency, lines)
         if await _reserve_at_once(tx, reservation, lines, event, now):
-            assert held_here is not None
-            held_here.note(reference, reservation.id)
+            kept.put(reference, reservation.id)
             return ReservationOutcome(
                 reservation=reservation, lines=lines, currency=currency, names=names
             )
@@ -1001,8 +985,8 @@ async def reserve(
         then=reserved,
         commit=True,
     )
-    if held_here is not None:
-        held_here.note(reference, reservation.id)
+    if kept is not None:
+        kept.put(reference, reservation.id)
     return ReservationOutcome(reservation=reservation, lines=lines, currency=currency, names=names)
 
 
@@ -1399,7 +1383,7 @@ async def commit(
     """
     sql = tx.sql
     now = _now()
-    known = held_here.take(reference) if held_here is not None and sql.postgres else None
+    known = held_here.pop(reference) if held_here is not None and sql.postgres else None
     if known is not None:
         # Reserved by this process: closed, moved, written to the ledger and announced
         # in one statement, if it is still active under that id.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -28,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from panthera.kernel.db import Database
 from panthera.kernel.money import Money
 from panthera.kernel.observability import SAGA_OLDEST_DUE, SAGA_STEPS
+from panthera.kernel.recent import Recent
 from panthera.kernel.sql import SessionSql, Transaction
 from panthera.orders import service
 from panthera.orders.clients import (
@@ -106,11 +106,11 @@ class Saga:
         # The lines of orders this process placed and has not finished: an order's lines
         # never change, so the commit step's order.confirmed needs no read of them, also
         # when the payment's event (not this process's run) takes the order up again.
-        self._lines: OrderedDict[uuid.UUID, list[OrderItem]] = OrderedDict()
+        self._lines: Recent[uuid.UUID, list[OrderItem]] = Recent(LINES_KEPT)
         # Each unfinished order as this process last wrote it: an event about it can
         # be applied without the locked read, by a write that holds only if the row
         # is still exactly this (see ``last_written``).
-        self._written: OrderedDict[uuid.UUID, Order] = OrderedDict()
+        self._written: Recent[uuid.UUID, Order] = Recent(LINES_KEPT)
         self._closed = False
 
     @property
@@ -133,12 +133,9 @@ class Saga:
         if not self._unlocked_writes:
             return
         if order.saga_step == SagaStep.DONE:
-            self._written.pop(order.id, None)
+            self._written.pop(order.id)
             return
-        self._written[order.id] = order
-        self._written.move_to_end(order.id)
-        while len(self._written) > LINES_KEPT:
-            self._written.popitem(last=False)
+        self._written.put(order.id, order)
 
     def take_up_after_commit(
         self, tx: Transaction, order: Order, items: list[OrderItem] | None = None
@@ -242,9 +239,7 @@ class Saga:
             self._again.pop(order_id, None)
 
     def _remember(self, order_id: uuid.UUID, items: list[OrderItem]) -> None:
-        self._lines[order_id] = items
-        while len(self._lines) > LINES_KEPT:
-            self._lines.popitem(last=False)
+        self._lines.put(order_id, items)
 
     async def poll_forever(self) -> None:
         """Take up every order with a step due, now and every ``poll_seconds``."""
@@ -331,7 +326,7 @@ class Saga:
                 if order is not None and order.saga_step == SagaStep.RESERVE:
                     items = await service.items_of(SessionSql(session), order_id)
         if order is None or order.saga_step == SagaStep.DONE:
-            self._lines.pop(order_id, None)
+            self._lines.pop(order_id)
             return False, False, None
         if order.saga_next_at > service.now():
             return False, False, None
@@ -366,7 +361,7 @@ class Saga:
         self.note_written(locked)
         if locked.saga_step == SagaStep.DONE or locked.status != OrderStatus.PENDING:
             # Past the step that needs them (order.confirmed, or cancelled).
-            self._lines.pop(order_id, None)
+            self._lines.pop(order_id)
         return more, not more, locked
 
     def _hold_or_let_go(self, order: Order) -> bool:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.money import Money
+from panthera.kernel.recent import Recent
 from panthera.kernel.sql import Row as SqlRow
 from panthera.kernel.sql import Sql, Transaction, is_unique_violation
 from panthera.payments import errors, repository
@@ -114,10 +114,8 @@ class WrittenPayments:
     confirming waits, up to ``wait_seconds``, for that answer to be written.
     """
 
-    KEPT = 10_000
-
     def __init__(self, wait_seconds: float = 2.0) -> None:
-        self._payments: OrderedDict[uuid.UUID, Payment] = OrderedDict()
+        self._payments: Recent[uuid.UUID, Payment] = Recent()
         self._confirming: dict[uuid.UUID, asyncio.Event] = {}
         self._wait = wait_seconds
 
@@ -133,10 +131,7 @@ class WrittenPayments:
                 del self._confirming[payment_id]
 
     def note(self, payment: Payment) -> None:
-        self._payments[payment.id] = payment
-        self._payments.move_to_end(payment.id)
-        while len(self._payments) > self.KEPT:
-            self._payments.popitem(last=False)
+        self._payments.put(payment.id, payment)
 
     async def take(self, payment_id: uuid.UUID) -> Payment | None:
         """The payment as last written here, forgotten: a webhook settles it once."""
@@ -145,7 +140,7 @@ class WrittenPayments:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._wait):
                     await done.wait()
-        return self._payments.pop(payment_id, None)
+        return self._payments.pop(payment_id)
 
 
 async def create_payment(
@@ -179,9 +174,8 @@ async def confirm_payment(
     Always the same request for a payment (its parameters and idempotency key
     come from the row), so asking again after a lost answer takes the money once.
     """
-    if written is None:
-        return await _confirm(uows, provider, payment, token, alone, None)
-    with written.confirming(payment.id):
+    confirming = contextlib.nullcontext() if written is None else written.confirming(payment.id)
+    with confirming:
         return await _confirm(uows, provider, payment, token, alone, written)
 
 
