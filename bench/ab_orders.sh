@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Orders bench, side by side: the servers of BASE (a git revision) and of this checkout,
-# run after one another ROUNDS times, alternating, so that the machine's drift over the
-# minutes falls on both. The load generator, pgbench and the bench itself are this
-# checkout's; BASE's code only serves (its src/ first on PYTHONPATH).
+# run after one another ROUNDS times, alternating which goes first, so that the
+# machine's drift over the minutes falls on both. The load generator, pgbench and the
+# bench itself are this checkout's; BASE's code only serves (its src/ first on
+# PYTHONPATH).
 #
 #   bench/ab_orders.sh BASE [ROUNDS] [OUT_DIR]     e.g. bench/ab_orders.sh cf8ca52 2
 #
@@ -21,7 +22,11 @@ git -C "$ROOT" worktree add --detach --quiet "$TREE" "$BASE"
 
 cd "$ROOT"
 for round in $(seq 1 "$ROUNDS"); do
-    for side in base head; do
+    # base, head, then head, base: a machine that speeds up or slows down over the
+    # minutes favours neither side.
+    sides="base head"
+    if [ $((round % 2)) -eq 0 ]; then sides="head base"; fi
+    for side in $sides; do
         name="$side-$round"
         echo "ab: $name" >&2
         if [ "$side" = base ]; then

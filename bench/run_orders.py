@@ -403,10 +403,13 @@ def _cpu_snapshot(shape: Shape) -> dict[str, float]:
 
 
 _PG_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+# pg_counters adds this one from each database's pg_stat_user_tables.
+_PG_PER_ORDER = (*_PG_COUNTERS, "tup_hot_updated")
 
 
 def pg_counters(admin_dsn: str, prefix: str) -> dict[str, dict[str, int]]:
-    """pg_stat_database's counters of the run's databases, by service."""
+    """pg_stat_database's counters of the run's databases, by service, and the updates
+    each made in place (HOT)."""
     import asyncpg
 
     async def go() -> dict[str, dict[str, int]]:
@@ -417,12 +420,23 @@ def pg_counters(admin_dsn: str, prefix: str) -> dict[str, dict[str, int]]:
                 "WHERE datname LIKE $1",
                 prefix + "%",
             )
+            found = {
+                row["datname"].removeprefix(prefix): {k: int(row[k]) for k in _PG_COUNTERS}
+                for row in rows
+            }
+            # Updates made in place (HOT: no new index entries), per database.
+            for row in rows:
+                db = await asyncpg.connect(admin_dsn, database=row["datname"], timeout=10)
+                try:
+                    hot = await db.fetchval(
+                        "SELECT coalesce(sum(n_tup_hot_upd), 0) FROM pg_stat_user_tables"
+                    )
+                finally:
+                    await db.close()
+                found[row["datname"].removeprefix(prefix)]["tup_hot_updated"] = int(hot)
         finally:
             await conn.close()
-        return {
-            row["datname"].removeprefix(prefix): {k: int(row[k]) for k in _PG_COUNTERS}
-            for row in rows
-        }
+        return found
 
     return asyncio.run(go())
 
@@ -519,7 +533,7 @@ def run_load(
         result["pg_per_order"] = {
             db: {
                 k: (counters_after[db][k] - counters_before.get(db, {}).get(k, 0)) / orders
-                for k in _PG_COUNTERS
+                for k in _PG_PER_ORDER
             }
             for db in counters_after
         }
@@ -901,7 +915,9 @@ def summarise(report: dict[str, Any]) -> None:
         with_pg = [r["pg_per_order"] for r in runs if r.get("pg_per_order")]
         if with_pg:
             rows[shape]["pg_per_order"] = {
-                db: {k: _median([p.get(db, {}).get(k, 0.0) for p in with_pg]) for k in _PG_COUNTERS}
+                db: {
+                    k: _median([p.get(db, {}).get(k, 0.0) for p in with_pg]) for k in _PG_PER_ORDER
+                }
                 for db in with_pg[0]
                 if db != "pgbench"
             }
@@ -998,16 +1014,18 @@ def render(report: dict[str, Any]) -> str:
             "bench's own status reads; pgbench's equivalent: 1 transaction, 5 rows inserted, "
             "2 updated):",
             "",
-            "| database | commits | rollbacks | rows inserted | rows updated | rows deleted |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| database | commits | rollbacks | rows inserted | rows updated "
+            "| of them in place (HOT) | rows deleted |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for db, c in sorted(pg.items(), key=lambda kv: -kv[1]["xact_commit"]):
             lines.append(
                 f"| {db} | {c['xact_commit']:.1f} | {c['xact_rollback']:.1f} "
-                f"| {c['tup_inserted']:.1f} | {c['tup_updated']:.1f} | {c['tup_deleted']:.1f} |"
+                f"| {c['tup_inserted']:.1f} | {c['tup_updated']:.1f} "
+                f"| {c.get('tup_hot_updated', 0.0):.1f} | {c['tup_deleted']:.1f} |"
             )
         total = sum(c["xact_commit"] + c["xact_rollback"] for c in pg.values())
-        lines.append(f"| all | {total:.1f} transactions | | | | |")
+        lines.append(f"| all | {total:.1f} transactions | | | | | |")
     timeline = report.get("saga_timeline")
     if timeline:
         lines += [

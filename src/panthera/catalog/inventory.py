@@ -57,7 +57,15 @@ from panthera.catalog.events import (
     StockReleased,
     StockReserved,
 )
-from panthera.catalog.models import Product, Reservation, ReservationItem, StockMovement, Variant
+from panthera.catalog.models import (
+    RESERVATION_ACTIVE,
+    STILL_HELD,
+    Product,
+    Reservation,
+    ReservationItem,
+    StockMovement,
+    Variant,
+)
 from panthera.kernel.db import UnitOfWork
 from panthera.kernel.events import EventContract
 from panthera.kernel.recent import Recent
@@ -139,7 +147,7 @@ _CLAIM = {
 
 
 class ReservationStatus:
-    ACTIVE = "active"
+    ACTIVE = RESERVATION_ACTIVE
     RELEASED = "released"
     COMMITTED = "committed"
     EXPIRED = "expired"
@@ -1510,9 +1518,7 @@ async def due_for_expiry(session: AsyncSession, now: datetime, limit: int = 100)
         (
             await session.execute(
                 select(Reservation.reference)
-                .where(
-                    Reservation.status == ReservationStatus.ACTIVE, Reservation.expires_at <= now
-                )
+                .where(STILL_HELD, Reservation.expires_at <= now)
                 .order_by(Reservation.expires_at)
                 .limit(limit)
             )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -63,9 +64,13 @@ class Product(Base):
     # "active" or "archived": archived products leave the shop but stay for history.
     status: Mapped[str] = mapped_column(String(20), default="active", index=True)
     # Kept equal to the cheapest variant and the sum of available stock, in the
-    # same transaction as the variants, so lists sort and filter on indexes.
+    # same transaction as the variants, so lists sort and filter without a join.
     price_amount: Mapped[int] = mapped_column(Integer, index=True)
-    available: Mapped[int] = mapped_column(Integer, index=True)
+    # Not indexed: every reservation and release moves it, and a change to an indexed
+    # column writes a new entry into each of the table's indexes, where an unindexed
+    # one is updated in place in the heap (HOT). The in-stock filter reads it from the
+    # rows a listing's sort index gives.
+    available: Mapped[int] = mapped_column(Integer)
     # The storage key of the first image's list-size file (``cover_key``), kept with
     # the images in their transaction: a list page shows it for each product, and
     # looking it up among the images per row was a quarter of the page's statement.
@@ -106,8 +111,8 @@ class Reservation(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     # The caller's id for what the stock is held for (an order id): one reservation each.
     reference: Mapped[str] = mapped_column(String(100), unique=True)
-    status: Mapped[str] = mapped_column(String(20), index=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -163,6 +168,19 @@ class ProductImage(Base):
         return self.keys.get("medium") or self.keys["original"]
 
 
+# What the expiry sweep looks for, and only that: a reservation leaves the index as it
+# is committed, released or expired, so the index stays as small as the stock held at
+# the moment, and closing a reservation writes no entry into it.
+RESERVATION_ACTIVE = "active"
+# The status as a literal, as the index's condition has it: compared with a parameter,
+# a generic plan could not use the index.
+STILL_HELD = Reservation.status == literal_column(f"'{RESERVATION_ACTIVE}'")
+Index(
+    "ix_reservations_active_expiry",
+    Reservation.expires_at,
+    postgresql_where=STILL_HELD,
+    sqlite_where=STILL_HELD,
+)
 Index("ix_products_name", Product.name)
 # Listings filter on status and sort by one of these: an index per sort spares a
 # sort of every active product on each page.
