@@ -215,7 +215,7 @@ class Postgres:
                 conn = await asyncpg.connect(dsn, timeout=10)
                 try:
                     count = await conn.fetchval(
-                        "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND dead_at IS NULL"
+                        "SELECT count(*) FROM outbox WHERE dead_at IS NULL"
                     )
                 except asyncpg.UndefinedTableError:
                     count = 0

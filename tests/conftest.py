@@ -12,13 +12,47 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 
+from panthera.kernel.events import Envelope
+from panthera.kernel.events.embedded import EmbeddedTransport
+from panthera.kernel.events.outbox import envelope_of
+from panthera.kernel.service import ServiceRuntime
 from panthera.kernel.settings import Settings
 from panthera.runtime.apps import embedded_app
 
 # CI must prove the integration tests ran: there a missing server fails the run.
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PASSWORD = "correct horse battery staple"
+
+# Every event an embedded transport was given during the test, in order.
+_PUBLISHED: list[Envelope] = []
+
+
+@pytest.fixture(autouse=True)
+def _record_published(monkeypatch: pytest.MonkeyPatch) -> None:
+    _PUBLISHED.clear()
+    publish = EmbeddedTransport.publish
+
+    async def recorded(self: EmbeddedTransport, envelope: Envelope) -> None:
+        _PUBLISHED.append(envelope)
+        await publish(self, envelope)
+
+    monkeypatch.setattr(EmbeddedTransport, "publish", recorded)
+
+
+async def written_events(runtime: ServiceRuntime, event_type: str | None = None) -> list[Envelope]:
+    """Every event ``runtime``'s service wrote (of one type), oldest first: those its relay
+    sent, which have left the outbox, then those still in it."""
+    outbox = runtime.definition.tables.outbox
+    query = select(outbox).order_by(outbox.c.seq)
+    async with runtime.database.read_sessions() as session:
+        pending = [envelope_of(row, runtime.name) for row in (await session.execute(query)).all()]
+    found: dict[uuid.UUID, Envelope] = {}
+    for envelope in [*_PUBLISHED, *pending]:
+        if envelope.source == runtime.name and event_type in (None, envelope.type):
+            found.setdefault(envelope.id, envelope)
+    return list(found.values())
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

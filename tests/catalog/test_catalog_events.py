@@ -12,34 +12,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from panthera.catalog import inventory
 from panthera.catalog.models import Reservation
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
 from panthera.kernel.service import ServiceRuntime
-from tests.conftest import Account, Platform, make_admin
+from tests.conftest import Account, Platform, make_admin, written_events
 
 
 class Outbox:
-    """The catalog's outbox, read a step at a time."""
+    """The catalog's events, sent or still in its outbox, read a step at a time."""
 
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
-        self.seen = 0
+        self.seen: set[uuid.UUID] = set()
 
     async def new(self) -> list[tuple[str, dict[str, Any], str]]:
-        """``(type, payload, subject)`` of the rows written since the last call, in order."""
-        outbox = self.runtime.definition.tables.outbox
-        async with self.runtime.database.read_sessions() as session:
-            rows = (
-                await session.execute(
-                    select(outbox).where(outbox.c.seq > self.seen).order_by(outbox.c.seq)
-                )
-            ).all()
-        if rows:
-            self.seen = rows[-1].seq
-        return [(row.type, row.payload, row.subject) for row in rows]
+        """``(type, payload, subject)`` of the events written since the last call, in order."""
+        events = [e for e in await written_events(self.runtime) if e.id not in self.seen]
+        self.seen.update(e.id for e in events)
+        return [(e.type, e.payload, e.subject) for e in events]
 
     async def one(self, event_type: str) -> dict[str, Any]:
         """The new rows are exactly one event, of this type: its payload."""

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image, ImageCms
-from sqlalchemy import select
 
 from panthera.kernel.storage import InvalidObjectKey, LocalStorage, validate_key
 from tests.conftest import (
@@ -21,6 +20,7 @@ from tests.conftest import (
     make_settings,
     register_and_login,
     start_platform,
+    written_events,
 )
 
 MAX_IMAGE_BYTES = 400_000
@@ -183,16 +183,8 @@ async def test_product_shows_its_images_and_publishes_the_change(shop: Platform)
     assert listing[0]["imageUrl"] == first["urls"]["medium"]
 
     runtime = shop.app.state.platform.runtimes["catalog"]
-    outbox = runtime.definition.tables.outbox
-    async with runtime.database.read_sessions() as session:
-        rows = (
-            await session.execute(
-                select(outbox.c.payload)
-                .where(outbox.c.type == "product.updated")
-                .order_by(outbox.c.seq)
-            )
-        ).all()
-    updates = [row.payload for row in rows if row.payload["product_id"] == product_id]
+    events = await written_events(runtime, "product.updated")
+    updates = [event.payload for event in events if event.payload["product_id"] == product_id]
     assert [u["changed"] for u in updates] == [["images"], ["images"]]
     assert [u["revision"] for u in updates] == [2, 3]
 

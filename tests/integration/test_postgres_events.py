@@ -246,7 +246,7 @@ async def test_a_commit_writes_state_and_outbox_together(users_db: Database) -> 
     assert row.type == "user.registered"
     assert row.subject == str(user.id)
     assert row.payload["email"] == user.email
-    assert row.sent_at is None
+    assert row.dead_at is None
     assert row.attempts == 0
     async with users_db.sessions() as session:
         assert await session.get(User, user.id) is not None
@@ -315,6 +315,7 @@ async def drain(relay: OutboxRelay, database: Database, *, timeout: float = 30.0
 
 async def test_two_relay_replicas_deliver_every_row_exactly_once(users_db: Database) -> None:
     users = await register_users(users_db, 400)
+    written = {row.event_id for row in await outbox_rows(users_db)}
     # A second replica of the service: its own engine and pool on the same database.
     replica = Database(users_db.url)
     try:
@@ -328,11 +329,11 @@ async def test_two_relay_replicas_deliver_every_row_exactly_once(users_db: Datab
     published = Counter(envelope.id for envelope in transport.published)
     twice = [event_id for event_id, n in published.items() if n > 1]
     assert not twice, f"{len(twice)} events were published more than once"
-    rows = await outbox_rows(users_db)
-    assert len(rows) == len(users)
-    assert set(published) == {row.event_id for row in rows}
-    assert all(row.sent_at is not None and row.attempts == 0 for row in rows)
-    assert first.delivered + second.delivered == len(rows)
+    assert len(written) == len(users)
+    assert set(published) == written
+    # Each row deleted as its event was taken: none left, none sent twice.
+    assert await outbox_rows(users_db) == []
+    assert first.delivered + second.delivered == len(written)
     # Both replicas took part: the rows were shared out, not serialised behind one.
     assert first.delivered > 0
     assert second.delivered > 0
@@ -349,7 +350,6 @@ async def test_a_failing_transport_leaves_rows_pending_with_backoff(users_db: Da
     assert len(rows) == 3
     assert down.attempts == 3
     for row in rows:
-        assert row.sent_at is None
         assert row.dead_at is None
         assert row.attempts == 1
         assert "the broker is down" in row.last_error
@@ -368,7 +368,7 @@ async def test_a_failing_transport_leaves_rows_pending_with_backoff(users_db: Da
     up = RecordingTransport()
     await relay_for(users_db, up).relay_once()
     assert sorted(e.id for e in up.published) == sorted(row.event_id for row in rows)
-    assert all(row.sent_at is not None for row in await outbox_rows(users_db))
+    assert await outbox_rows(users_db) == []
 
 
 async def test_one_failing_event_does_not_hold_back_the_others(users_db: Database) -> None:
@@ -378,11 +378,12 @@ async def test_one_failing_event_does_not_hold_back_the_others(users_db: Databas
     transport = RecordingTransport(fail=lambda envelope: envelope.id == poisoned)
     await relay_for(users_db, transport).relay_once()
 
-    after = {row.event_id: row for row in await outbox_rows(users_db)}
-    assert {e.id for e in transport.published} == set(after) - {poisoned}
-    assert after[poisoned].sent_at is None
-    assert after[poisoned].attempts == 1
-    assert all(row.sent_at is not None for eid, row in after.items() if eid != poisoned)
+    assert {e.id for e in transport.published} == {row.event_id for row in rows} - {poisoned}
+    # Only the refused row is left, set back for another try.
+    (left,) = await outbox_rows(users_db)
+    assert left.event_id == poisoned
+    assert left.attempts == 1
+    assert left.dead_at is None
 
 
 async def test_an_event_that_keeps_failing_is_parked_as_dead(users_db: Database) -> None:
@@ -391,7 +392,6 @@ async def test_an_event_that_keeps_failing_is_parked_as_dead(users_db: Database)
     await relay.relay_once()
     (row,) = await outbox_rows(users_db)
     assert row.dead_at is not None
-    assert row.sent_at is None
     assert row.attempts == 1
     pending, _age = await relay.lag()
     assert pending == 0
@@ -696,7 +696,7 @@ async def test_a_rollback_gives_the_event_back_to_the_next_transaction(
     assert claims == [envelope.id]
 
 
-async def test_a_relay_pass_costs_begin_claim_and_commit(
+async def test_a_relay_pass_costs_begin_claim_delete_and_commit(
     users_db: Database, round_trips: RoundTrips
 ) -> None:
     transport = RecordingTransport()
@@ -704,13 +704,14 @@ async def test_a_relay_pass_costs_begin_claim_and_commit(
     await register_users(users_db, 1)
     await relay.relay_once()  # prepares the claim on the pooled connection
     await register_users(users_db, 30, per_transaction=30)
+    rows = await outbox_rows(users_db)
     round_trips.clear()
     assert await relay.relay_once() is False
-    # Rows are locked and marked sent by one statement, committed once published.
-    assert round_trips.verbs() == ["BEGIN", "UPDATE", "COMMIT"]
-    rows = await outbox_rows(users_db)
-    assert [e.id for e in transport.published] == [row.event_id for row in rows]
-    assert all(row.sent_at is not None for row in rows)
+    # Rows are locked by one statement and deleted by another once published.
+    assert round_trips.verbs() == ["BEGIN", "SELECT", "DELETE", "COMMIT"]
+    # After the first pass's one event, the thirty in the order written.
+    assert [e.id for e in transport.published[1:]] == [row.event_id for row in rows]
+    assert await outbox_rows(users_db) == []
 
 
 async def test_a_relay_stopped_while_publishing_leaves_its_rows_pending(
@@ -724,7 +725,8 @@ async def test_a_relay_stopped_while_publishing_leaves_its_rows_pending(
     await relay.stop()
     rows = await outbox_rows(users_db)
     # The rows' claim is rolled back with the transaction: the next pass sends them.
-    assert all(row.sent_at is None and row.attempts == 0 for row in rows)
+    assert len(rows) == 3
+    assert all(row.dead_at is None and row.attempts == 0 for row in rows)
     transport = RecordingTransport()
     await relay_for(users_db, transport).relay_once()
     assert [e.id for e in transport.published] == [row.event_id for row in rows]
@@ -742,7 +744,7 @@ async def test_an_idle_poll_reads_once_outside_a_transaction(
     await register_users(users_db, 2)
     round_trips.clear()
     assert await relay._poll_once() is False
-    assert round_trips.verbs() == ["SELECT", "BEGIN", "UPDATE", "COMMIT"]
+    assert round_trips.verbs() == ["SELECT", "BEGIN", "SELECT", "DELETE", "COMMIT"]
     assert len(transport.published) == 2
 
 
@@ -780,13 +782,12 @@ async def _published(transport: RecordingTransport, count: int) -> None:
     raise AssertionError(f"{len(transport.published)} of {count} events published")
 
 
-async def _all_marked(database: Database) -> list[Any]:
+async def _all_deleted(database: Database) -> None:
     for _ in range(250):
-        rows = await outbox_rows(database)
-        if all(row.sent_at is not None for row in rows):
-            return rows
+        if not await outbox_rows(database):
+            return
         await asyncio.sleep(0.02)
-    raise AssertionError("rows left unmarked")
+    raise AssertionError("rows of sent events left in the outbox")
 
 
 async def test_a_commit_hands_its_events_off_to_be_sent_without_reading_the_outbox(
@@ -802,19 +803,22 @@ async def test_a_commit_hands_its_events_off_to_be_sent_without_reading_the_outb
         round_trips.clear()
         committed_at = datetime.now(UTC)
         await register_with(runtime, 3)
+        # Read while the broker is still at it (the test's own read, not the relay's).
+        rows = await outbox_rows(users_db)
         for _ in range(250):
-            if runtime.relay.delivered == 3:  # counted once marked
+            if runtime.relay.delivered == 3:  # counted once deleted
                 break
             await asyncio.sleep(0.02)
         outbox_statements = [sql.split()[0] for sql in round_trips.sent if "outbox" in sql]
-        rows = await _all_marked(users_db)
+        await _all_deleted(users_db)
     finally:
         await runtime.relay.stop()
     assert [e.id for e in transport.published] == [row.event_id for row in rows]
     # Due for the poll only after the hand-off's grace.
     assert all(row.next_attempt_at >= committed_at + timedelta(seconds=4) for row in rows)
-    # Written by the commit, marked once confirmed; never read back or claimed.
-    assert outbox_statements == ["INSERT", "UPDATE"]
+    # Written by the commit, deleted once confirmed; never read or claimed by the relay
+    # (the SELECT is the test's own read above).
+    assert outbox_statements == ["INSERT", "SELECT", "DELETE"]
 
 
 async def test_events_the_hand_off_could_not_send_are_sent_by_the_poll(
@@ -833,12 +837,13 @@ async def test_events_the_hand_off_could_not_send_are_sent_by_the_poll(
     runtime.relay.start()
     try:
         await register_with(runtime, 1)
+        rows = await outbox_rows(users_db)
         await asyncio.sleep(0.15)
         # Refused by the broker, and not yet due for the poll.
         assert transport.published == []
         assert transport.attempts == 1
         await _published(transport, 1)
-        rows = await _all_marked(users_db)
+        await _all_deleted(users_db)
     finally:
         await runtime.relay.stop()
     assert [e.id for e in transport.published] == [row.event_id for row in rows]
@@ -854,7 +859,7 @@ async def test_the_hand_off_and_the_poll_send_each_event_once(users_db: Database
             await register_with(runtime, 2)
         await register_users(users_db, 5)  # committed elsewhere: for the poll
         await _published(transport, 25)
-        await _all_marked(users_db)
+        await _all_deleted(users_db)
         await asyncio.sleep(0.2)  # a few more polls
     finally:
         await runtime.relay.stop()
@@ -873,7 +878,7 @@ async def test_events_handed_off_to_a_relay_that_stops_are_left_to_the_poll(
     await asyncio.wait_for(stuck.publishing.wait(), timeout=5)
     await runtime.relay.stop()
     rows = await outbox_rows(users_db)
-    assert [(row.sent_at, row.attempts) for row in rows] == [(None, 0)]
+    assert [(row.dead_at, row.attempts) for row in rows] == [(None, 0)]
     await asyncio.sleep(0.25)
     transport = RecordingTransport()
     await relay_for(users_db, transport).relay_once()

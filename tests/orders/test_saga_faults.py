@@ -19,9 +19,16 @@ from panthera.catalog import inventory
 from panthera.kernel.events import Envelope
 from panthera.orders import handlers, service
 from panthera.orders.clients import Unavailable
-from panthera.orders.models import EVENT_TABLES, Order, OrderItem
+from panthera.orders.models import Order, OrderItem
 from panthera.payments.events import PaymentFailed
-from tests.conftest import Platform, make_admin, make_settings, register_and_login, start_platform
+from tests.conftest import (
+    Platform,
+    make_admin,
+    make_settings,
+    register_and_login,
+    start_platform,
+    written_events,
+)
 from tests.orders.conftest import (
     deliver_last_webhook,
     place,
@@ -268,16 +275,13 @@ async def test_the_saga_reads_back_nothing_its_own_transactions_hold(
     # from the order as the payment's event left it, and order.confirmed carries the
     # lines placed.
     assert reads == []
-    outbox = EVENT_TABLES.outbox
-    async with _runtime(shop, "orders").database.read_sessions() as session:
-        confirmed = (
-            await session.execute(
-                select(outbox.c.payload).where(
-                    outbox.c.type == "order.confirmed", outbox.c.subject == order_id
-                )
-            )
-        ).scalar_one()
-    assert [(line["product_id"], line["quantity"]) for line in confirmed["items"]] == [(mug, 2)]
+    (confirmed,) = [
+        event
+        for event in await written_events(_runtime(shop, "orders"), "order.confirmed")
+        if event.subject == order_id
+    ]
+    items = confirmed.payload["items"]
+    assert [(line["product_id"], line["quantity"]) for line in items] == [(mug, 2)]
     assert await stock_of(shop, mug) == 3
 
 

@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from panthera.kernel.events import Envelope
 from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
 from panthera.kernel.security.tokens import SigningKey, TokenIssuer, jwks_document
 from panthera.kernel.service import ServiceRuntime
@@ -24,7 +25,7 @@ from panthera.payments.deps import PaymentsDeps
 from panthera.payments.models import Payment
 from panthera.payments.providers import TestProvider
 from panthera.runtime.platform import Platform
-from tests.conftest import make_settings
+from tests.conftest import make_settings, written_events
 
 
 @dataclass(frozen=True)
@@ -117,14 +118,9 @@ class PaymentsService:
         body: dict[str, Any] = response.json()
         return body
 
-    async def outbox(self, event_type: str | None = None) -> list[Any]:
-        """The outbox rows (of one type), oldest first."""
-        outbox = self.runtime.definition.tables.outbox
-        query = select(outbox).order_by(outbox.c.seq)
-        if event_type is not None:
-            query = query.where(outbox.c.type == event_type)
-        async with self.runtime.database.read_sessions() as session:
-            return list((await session.execute(query)).all())
+    async def events(self, event_type: str | None = None) -> list[Envelope]:
+        """The events the service wrote (of one type), sent or not, oldest first."""
+        return await written_events(self.runtime, event_type)
 
     async def payment_count(self, **filters: Any) -> int:
         async with self.runtime.database.read_sessions() as session:

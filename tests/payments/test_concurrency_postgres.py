@@ -85,7 +85,7 @@ async def test_duplicates_and_rivals_take_the_money_once(pg_payments: PaymentsSe
     await payments.settle()
     assert await payments.payment_count(order_reference="order-1") == 1
     assert await payments.payment_count(order_reference="order-2") == 1
-    assert len(await payments.outbox("payment.succeeded")) == 2
+    assert len(await payments.events("payment.succeeded")) == 2
 
 
 async def test_the_sagas_duplicates_and_rivals_make_one_payment(
@@ -124,7 +124,7 @@ async def test_the_sagas_duplicates_and_rivals_make_one_payment(
     }
     await payments.settle()
     assert await payments.payment_count(order_reference="order-9") == 1
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
 
 
 async def test_webhook_copies_apply_once(pg_payments: PaymentsService) -> None:
@@ -144,7 +144,7 @@ async def test_webhook_copies_apply_once(pg_payments: PaymentsService) -> None:
     outcomes = sorted(r.json()["outcome"] for r in responses)
     assert outcomes == ["applied"] + ["duplicate"] * 9
     assert (await payments.get(user, payment["paymentId"]))["status"] == "succeeded"
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
 
 
 def payment_trips(trips: RoundTrips) -> list[str]:
@@ -173,7 +173,7 @@ async def deliver_here(payments: PaymentsService, body: bytes) -> str:
 
 
 async def events_of(payments: PaymentsService, event_type: str, payment_id: str) -> list[Any]:
-    rows = await payments.outbox(event_type)
+    rows = await payments.events(event_type)
     payloads = [row.payload for row in rows]
     return [payload for payload in payloads if payload["payment_id"] == payment_id]
 
@@ -249,7 +249,7 @@ async def test_a_webhook_for_a_payment_changed_elsewhere_takes_the_general_way(
     assert outcome == "applied"
     state = await payments.get(user, payment["paymentId"])
     assert (state["status"], state["revision"]) == ("succeeded", 4)
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
     # And the same webhook again is a duplicate, whichever way it takes.
     assert await deliver_here(payments, payments.provider.webhooks[-1]) == "duplicate"
 
@@ -278,7 +278,7 @@ async def test_the_sagas_payment_costs_three_round_trips_webhook_included(
     # The payment recorded, moved to processing, then settled with its record and event.
     assert payment_trips(trips) == ["INSERT", "UPDATE", "WITH"]
     monkeypatch.undo()
-    assert len(await payments.outbox("payment.succeeded")) == 2
+    assert len(await payments.events("payment.succeeded")) == 2
 
 
 async def test_racing_refunds_never_give_back_more_than_was_taken(
@@ -301,7 +301,7 @@ async def test_racing_refunds_never_give_back_more_than_was_taken(
     state = await payments.get(user, payment["paymentId"])
     assert state["amountRefunded"] == "9.00"
     assert state["status"] == "partially_refunded"
-    assert len(await payments.outbox("payment.refunded")) == 3
+    assert len(await payments.events("payment.refunded")) == 3
 
 
 async def test_replicas_reconciling_at_once_settle_each_payment_once(
@@ -342,7 +342,7 @@ async def test_replicas_reconciling_at_once_settle_each_payment_once(
         assert (await payments.get(user, payment["paymentId"]))["status"] == "succeeded"
     for payment in declined:
         assert (await payments.get(user, payment["paymentId"]))["status"] == "failed"
-    assert len(await payments.outbox("payment.succeeded")) == 7
-    assert len(await payments.outbox("payment.failed")) == 4
+    assert len(await payments.events("payment.succeeded")) == 7
+    assert len(await payments.events("payment.failed")) == 4
     assert (await payments.get(user, refunded["paymentId"]))["status"] == "refunded"
-    assert len(await payments.outbox("payment.refunded")) == 1
+    assert len(await payments.events("payment.refunded")) == 1

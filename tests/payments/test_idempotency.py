@@ -43,7 +43,7 @@ async def test_the_same_key_and_body_replay_the_first_answer(payments: PaymentsS
     assert again.content == first.content
     assert again.headers["Idempotent-Replayed"] == "true"
     assert await payments.payment_count() == 1
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
 
 
 async def test_the_same_key_with_another_body_is_422(payments: PaymentsService) -> None:
@@ -82,7 +82,7 @@ async def test_twenty_concurrent_duplicates_make_exactly_one_payment(
             assert response.headers["Retry-After"] == "1"
     await payments.settle()
     assert await payments.payment_count() == 1
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
 
 
 async def test_twenty_concurrent_keys_for_one_order_take_the_money_once(

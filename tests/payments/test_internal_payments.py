@@ -59,7 +59,7 @@ async def test_a_replay_answers_the_orders_payment_as_it_is_now(payments: Paymen
     assert again.json()["paymentId"] == first.json()["paymentId"]
     assert again.json()["status"] == "succeeded"
     assert await payments.payment_count(order_reference="order-1") == 1
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
     assert await idempotency_rows(payments) == 0
 
 
@@ -114,7 +114,7 @@ async def test_a_waiting_payment_is_not_resumed_with_another_token(
     state = await payment_of_order(payments, "order-4")
     assert state.json()["paymentId"] == retry.json()["paymentId"]
     assert state.json()["status"] == "succeeded"
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
 
 
 async def test_a_failed_attempt_replays_and_a_new_key_may_try_again(

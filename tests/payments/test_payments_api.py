@@ -23,7 +23,7 @@ async def test_a_payment_is_processing_then_succeeds_by_webhook(
     settled = await payments.get(user, created["paymentId"])
     assert settled["status"] == "succeeded"
     assert settled["revision"] > created["revision"]
-    (event,) = await payments.outbox("payment.succeeded")
+    (event,) = await payments.events("payment.succeeded")
     assert event.subject == "order-1"
     assert event.payload["payment_id"] == created["paymentId"]
     assert event.payload["amount"] == 1999
@@ -47,16 +47,16 @@ async def test_declines_fail_with_their_reason(
     payment = await payments.pay(user, token=token)
     assert payment["status"] == "failed"
     assert payment["failureCode"] == code
-    (event,) = await payments.outbox("payment.failed")
+    (event,) = await payments.events("payment.failed")
     assert event.payload["reason"] == code
-    assert not await payments.outbox("payment.succeeded")
+    assert not await payments.events("payment.succeeded")
 
 
 async def test_an_unknown_token_fails_at_once(payments: PaymentsService) -> None:
     payment = await payments.pay(payments.caller(), token="tok_madeUp", settle=False)
     assert payment["status"] == "failed"
     assert payment["failureCode"] == "invalid_payment_method"
-    assert len(await payments.outbox("payment.failed")) == 1
+    assert len(await payments.events("payment.failed")) == 1
 
 
 async def test_another_attempt_after_a_failure_is_allowed_but_never_two_live_ones(
@@ -174,7 +174,7 @@ async def test_bad_input_is_a_clear_400(
 async def test_zero_decimal_currencies(payments: PaymentsService) -> None:
     payment = await payments.pay(payments.caller(), amount="1500", currency="JPY")
     assert payment["amount"] == "1500"
-    (event,) = await payments.outbox("payment.succeeded")
+    (event,) = await payments.events("payment.succeeded")
     assert event.payload["amount"] == 1500
 
 
@@ -187,6 +187,6 @@ async def test_the_answers_and_the_event_show_the_payment_as_stored(
     assert await payments.get(user, created["paymentId"]) == created
     await payments.settle()
     settled = await payments.get(user, created["paymentId"])
-    (event,) = await payments.outbox("payment.succeeded")
+    (event,) = await payments.events("payment.succeeded")
     assert event.payload["revision"] == settled["revision"] == created["revision"] + 1
     assert event.payload["provider_payment_id"] == settled["providerPaymentId"]

@@ -99,9 +99,9 @@ async def test_a_payment_whose_webhook_died_with_the_process_is_settled(
     settled = await payments.get(user, payment["paymentId"])
     assert settled["status"] == status
     assert settled["failureCode"] == code
-    (event,) = await payments.outbox(event_type)
+    (event,) = await payments.events(event_type)
     assert event.payload["payment_id"] == payment["paymentId"]
-    assert len(await payments.outbox()) == 1
+    assert len(await payments.events()) == 1
     assert await reconcile(payments) == Reconciled(claimed=0, moved=0)
     # The saga's compensation now gets an answer instead of 409 for ever.
     refund = await payments.client.post(
@@ -124,8 +124,8 @@ async def test_a_late_webhook_after_reconciling_changes_nothing(
     late = await deliver(payments, webhook)
     assert late["outcome"] == "ignored"
     assert await payments.get(user, payment["paymentId"]) == reconciled
-    assert len(await payments.outbox("payment.succeeded")) == 1
-    assert len(await payments.outbox()) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
+    assert len(await payments.events()) == 1
 
 
 async def test_a_payment_settled_by_its_webhook_is_left_alone(
@@ -145,7 +145,7 @@ async def test_a_payment_settled_by_its_webhook_is_left_alone(
     await deliver(payments, payments.provider.webhooks[-1])
     assert await reconcile(payments) == Reconciled(claimed=0, moved=0)
     assert (await payments.get(user, young["paymentId"]))["status"] == "succeeded"
-    assert len(await payments.outbox()) == 1
+    assert len(await payments.events()) == 1
 
 
 class LostAnswers:
@@ -194,7 +194,7 @@ async def test_a_payment_whose_answer_was_lost_is_asked_again_under_the_same_key
     assert settled.payment_method is None
     assert lossy.keys == [f"panthera-payment-{payment_id}"] * 2
     assert len(payments.provider.webhooks) == 1  # one charge at the provider
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
 
 
 async def test_a_payment_the_provider_never_heard_of_is_confirmed_after_a_restart(
@@ -220,7 +220,7 @@ async def test_a_payment_the_provider_never_heard_of_is_confirmed_after_a_restar
     assert failed.provider_payment_id is not None
     assert failed.provider_payment_id.startswith("pi_test_declined_")
     assert len(fresh.webhooks) == 1
-    (event,) = await payments.outbox("payment.failed")
+    (event,) = await payments.events("payment.failed")
     assert event.payload["reason"] == "card_declined"
 
 
@@ -270,7 +270,7 @@ async def test_two_reconcilers_at_once_settle_a_payment_once(payments: PaymentsS
     passes = await asyncio.gather(*(reconciler(payments).reconcile_once() for _ in range(4)))
     assert sum(p.claimed for p in passes) == 1
     assert sum(p.moved for p in passes) == 1
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
 
 
 def body(order: str, token: str) -> dict[str, str]:
@@ -323,7 +323,7 @@ async def test_a_pending_refund_is_settled(payments: PaymentsService, answer: st
     after = await payments.get(user, payment["paymentId"])
     assert after["status"] == "refunded"
     assert [r["status"] for r in after["refunds"]] == ["succeeded"]
-    assert len(await payments.outbox("payment.refunded")) == 1
+    assert len(await payments.events("payment.refunded")) == 1
     assert await reconcile(payments) == Reconciled(claimed=0, moved=0)
 
 
@@ -352,7 +352,7 @@ async def test_a_restarted_service_settles_what_the_old_one_left_processing(
                 break
             await asyncio.sleep(AGE)
         assert state.status == "succeeded"
-        assert len(await after.outbox("payment.succeeded")) == 1
+        assert len(await after.events("payment.succeeded")) == 1
         assert not after.provider.webhooks
     finally:
         await after.client.aclose()
@@ -383,4 +383,4 @@ async def test_a_stripe_payment_whose_webhook_never_came_is_retrieved(
     assert [r.url.path for r in fake.requests if r.method == "GET"] == [
         f"/v1/payment_intents/{intent_id}"
     ] * 2
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1

@@ -42,7 +42,7 @@ async def test_a_full_refund(payments: PaymentsService) -> None:
     assert after["status"] == "refunded"
     assert after["amountRefunded"] == "25.00"
     assert [r["status"] for r in after["refunds"]] == ["succeeded"]
-    (event,) = await payments.outbox("payment.refunded")
+    (event,) = await payments.events("payment.refunded")
     assert event.subject == payment["orderId"]
     assert event.payload["refund_amount"] == 2500
     assert event.payload["amount_refunded"] == 2500
@@ -69,7 +69,7 @@ async def test_partial_refunds_up_to_the_amount_and_no_further(
     assert (state["status"], state["amountRefunded"]) == ("refunded", "10.00")
     nothing_left = await refund(payments, admin, payment["paymentId"], "0.01")
     assert nothing_left.status_code == 409
-    events = await payments.outbox("payment.refunded")
+    events = await payments.events("payment.refunded")
     assert [(e.payload["refund_amount"], e.payload["amount_refunded"]) for e in events] == [
         (300, 300),
         (700, 1000),
@@ -149,7 +149,7 @@ async def test_the_saga_pays_idempotently_by_order(payments: PaymentsService) ->
     assert changed.status_code == 422
     await payments.settle()
     assert await payments.payment_count(order_reference="order-saga-1") == 1
-    (event,) = await payments.outbox("payment.succeeded")
+    (event,) = await payments.events("payment.succeeded")
     assert event.payload["user_id"] == user_id
 
 
@@ -169,7 +169,7 @@ async def test_the_saga_refunds_what_is_left_once(payments: PaymentsService) -> 
         url, json={"reason": "order_cancelled"}, headers=payments.internal_headers
     )
     assert again.content == first.content
-    assert len(await payments.outbox("payment.refunded")) == 2
+    assert len(await payments.events("payment.refunded")) == 2
 
 
 async def test_the_saga_refund_of_a_failed_or_unknown_payment(payments: PaymentsService) -> None:

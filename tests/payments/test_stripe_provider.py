@@ -325,7 +325,7 @@ async def test_the_service_with_stripe_settles_at_once_and_ignores_the_echo(
     echo = await payments.client.post("/webhooks/stripe", content=body, headers=headers)
     assert echo.status_code == 200, echo.text
     assert echo.json() == {"received": True, "duplicate": False, "outcome": "ignored"}
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
     declined = await payments.client.post(
         "/payments",
         json={
@@ -338,5 +338,5 @@ async def test_the_service_with_stripe_settles_at_once_and_ignores_the_echo(
     )
     assert declined.json()["status"] == "failed"
     assert declined.json()["failureCode"] == "insufficient_funds"
-    (failed,) = await payments.outbox("payment.failed")
+    (failed,) = await payments.events("payment.failed")
     assert failed.payload["reason"] == "insufficient_funds"

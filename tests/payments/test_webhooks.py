@@ -32,7 +32,7 @@ async def test_a_redelivered_webhook_changes_nothing(payments: PaymentsService) 
     again = await deliver(payments, webhook)
     assert again == {"received": True, "duplicate": True, "outcome": "duplicate"}
     assert (await payments.get(user, payment["paymentId"])) == payment
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
     async with payments.runtime.database.read_sessions() as session:
         records = list((await session.execute(select(ProviderEventRecord))).scalars())
     assert [(r.outcome, str(r.payment_id)) for r in records] == [("applied", payment["paymentId"])]
@@ -46,7 +46,7 @@ async def test_concurrent_copies_of_one_webhook_apply_once(payments: PaymentsSer
     answers = await asyncio.gather(*(deliver(payments, webhook) for _ in range(10)))
     assert sorted(str(a["outcome"]) for a in answers) == ["applied"] + ["duplicate"] * 9
     assert (await payments.get(user, payment["paymentId"]))["status"] == "succeeded"
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
 
 
 async def test_a_new_event_about_a_settled_payment_is_ignored(payments: PaymentsService) -> None:
@@ -64,8 +64,8 @@ async def test_a_new_event_about_a_settled_payment_is_ignored(payments: Payments
         answer = await deliver(payments, orjson.dumps(event))
         assert answer["outcome"] == "ignored"
     assert (await payments.get(user, payment["paymentId"]))["status"] == "failed"
-    assert len(await payments.outbox("payment.failed")) == 1
-    assert not await payments.outbox("payment.succeeded")
+    assert len(await payments.events("payment.failed")) == 1
+    assert not await payments.events("payment.succeeded")
 
 
 async def test_unknown_payments_and_event_types_are_acknowledged(
@@ -109,7 +109,7 @@ async def test_forged_stale_or_unsigned_webhooks_are_400(payments: PaymentsServi
     )
     assert response.status_code == 400
     assert (await payments.get(user, payment["paymentId"]))["status"] == "processing"
-    assert not await payments.outbox("payment.succeeded")
+    assert not await payments.events("payment.succeeded")
 
 
 async def test_the_test_providers_own_deliveries_are_verified(payments: PaymentsService) -> None:
@@ -124,10 +124,10 @@ async def test_the_test_providers_own_deliveries_are_verified(payments: Payments
     with pytest.raises(InvalidWebhook):
         await deliver_in_process(forged, webhook)
     assert (await payments.get(user, payment["paymentId"]))["status"] == "processing"
-    assert not await payments.outbox("payment.succeeded")
+    assert not await payments.events("payment.succeeded")
     await deliver_in_process(payments.provider.signed_headers(webhook), webhook)
     assert (await payments.get(user, payment["paymentId"]))["status"] == "succeeded"
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1
     again = await deliver(payments, webhook)
     assert again["outcome"] == "duplicate"
 
@@ -152,4 +152,4 @@ async def test_a_webhook_may_beat_the_providers_answer(payments: PaymentsService
     provider.create_payment = answer_after_the_webhook  # type: ignore[method-assign,assignment]
     payment = await payments.pay(user, settle=False)
     assert payment["status"] == "succeeded"
-    assert len(await payments.outbox("payment.succeeded")) == 1
+    assert len(await payments.events("payment.succeeded")) == 1

@@ -57,6 +57,18 @@ def _include_object(
     return not (type_ == "table" and reflected and compare_to is None)
 
 
+def schema_differences(connection: Connection, metadata: MetaData) -> list[Any]:
+    """What autogenerate would change to make the database at ``connection`` match
+    ``metadata``: nothing, when a service's migrations and its models agree."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": _include_object}
+    )
+    return list(compare_metadata(context, metadata))
+
+
 def run_env(metadata: MetaData) -> None:
     """The body of every service's ``migrations/env.py``."""
     config = context.config
@@ -92,3 +104,31 @@ def new_revision(migrations_dir: Path, service: str, url: str, message: str) -> 
         command.upgrade(config, "head")
         command.revision(config, message=message, autogenerate=True)
     engine.dispose()
+
+
+def outbox_keeps_only_unsent() -> None:
+    """Migration steps for every service's event tables: an outbox row leaves once its
+    event is sent (no more ``sent_at``), and the inbox gains the index of its purge."""
+    from alembic import op
+
+    # Sent rows were kept until now; nothing reads them.
+    op.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL")
+    op.drop_index("ix_outbox_pending", table_name="outbox")
+    with op.batch_alter_table("outbox") as batch:
+        batch.drop_column("sent_at")
+    op.create_index("ix_outbox_pending", "outbox", ["dead_at", "next_attempt_at"])
+    op.create_index(
+        "ix_inbox_applied_at", "inbox", ["applied_at"], postgresql_using="brin", unique=False
+    )
+
+
+def outbox_keeps_sent() -> None:
+    """The downgrade of :func:`outbox_keeps_only_unsent` (sent rows deleted stay gone)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.drop_index("ix_inbox_applied_at", table_name="inbox")
+    op.drop_index("ix_outbox_pending", table_name="outbox")
+    with op.batch_alter_table("outbox") as batch:
+        batch.add_column(sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_outbox_pending", "outbox", ["sent_at", "dead_at", "next_attempt_at"])

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from panthera.kernel.events.outbox import (
     OutboxRelay,
     inbox_claim,
     outbox_writer,
+    purge_inbox,
     record_all_in_inbox,
     record_in_inbox,
 )
@@ -157,6 +159,19 @@ class ServiceRuntime:
         if self.definition.handlers_on_sql:
             return self.transaction()
         return self.uow()
+
+    async def purge_inbox(self, batch: int = 1000) -> int:
+        """Forget the events applied longer ago than the inbox retention; how many."""
+        before = datetime.now(UTC) - timedelta(hours=self.settings.inbox_retention_hours)
+        purged = 0
+        while True:
+            # A transaction per batch: locks stay few and short beside the consumers.
+            async with self.transaction() as tx:
+                deleted = await purge_inbox(tx.sql, self.definition.tables, before, batch)
+                await tx.commit()
+            purged += deleted
+            if deleted < batch:
+                return purged
 
     def subscribed_event_types(self) -> list[str]:
         """The event types this service consumes."""

@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     # Events a commit wrote are published from memory right after it; their rows fall
     # due for the poll only this much later (0: every event waits for the relay's read).
     relay_hand_off_seconds: float = Field(default=5.0, ge=0)
+    # How long a consumer remembers an event it applied (its inbox record), so that a
+    # redelivered copy is a no-op; older records are purged every hour.
+    inbox_retention_hours: float = Field(default=168.0, gt=0)
     # OpenTelemetry: where spans go (an OTLP/HTTP collector, e.g. http://collector:4318);
     # empty records none. New traces are kept with this probability; traces that
     # arrive sampled stay sampled.

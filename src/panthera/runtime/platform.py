@@ -53,6 +53,8 @@ def _transport(settings: Settings) -> EventTransport:
 # Events handed to a platform consumer at once: at most what the broker lets a
 # consumer hold unacknowledged.
 CONSUMER_BATCH = 32
+# How often each service forgets the events it applied longer ago than its retention.
+INBOX_PURGE_EVERY_SECONDS = 3600.0
 
 
 class Platform:
@@ -107,6 +109,7 @@ class Platform:
             self._add(definition(name))
         self._started = False
         self._gauges: asyncio.Task[None] | None = None
+        self._purges: asyncio.Task[None] | None = None
 
     def add_consumer(
         self, consumer: str, event_types: Iterable[str], handler: BatchDeliveryHandler
@@ -220,6 +223,8 @@ class Platform:
             runtime.relay.start()
         if self.runtimes:
             self._gauges = asyncio.create_task(self._report_outbox_lag(), name="outbox-gauges")
+            if consume:
+                self._purges = asyncio.create_task(self._purge_inboxes(), name="inbox-purges")
         self._started = True
         log.info("services started", extra={"services": list(self.runtimes)})
 
@@ -243,11 +248,12 @@ class Platform:
         """Stop relays and consumers, then close connections."""
         if not self._started:
             return
-        if self._gauges is not None:
-            self._gauges.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gauges
-            self._gauges = None
+        for task in (self._gauges, self._purges):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._gauges = self._purges = None
         for runtime in self.runtimes.values():
             await runtime.relay.stop()
         await self.transport.close()
@@ -259,6 +265,21 @@ class Platform:
         if self.redis is not None:
             await self.redis.aclose()
         self._started = False
+
+    async def _purge_inboxes(self, every_seconds: float = INBOX_PURGE_EVERY_SECONDS) -> None:
+        while True:
+            for runtime in self.runtimes.values():
+                try:
+                    purged = await runtime.purge_inbox()
+                except Exception:
+                    log.warning("purging the inbox failed", exc_info=True)
+                    continue
+                if purged:
+                    log.info(
+                        "inbox records past their retention purged",
+                        extra={"service": runtime.name, "records": purged},
+                    )
+            await asyncio.sleep(every_seconds)
 
     async def _report_outbox_lag(self, every_seconds: float = 10.0) -> None:
         while True:

@@ -29,9 +29,11 @@ from sqlalchemy import (
     Uuid,
     any_,
     bindparam,
+    delete,
     func,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -78,10 +80,11 @@ def event_tables(metadata: MetaData) -> EventTables:
         Column("attempts", Integer, nullable=False, default=0),
         Column("next_attempt_at", UTCDateTime, nullable=False),
         Column("last_error", Text),
-        Column("sent_at", UTCDateTime),
+        # Set on a row parked after ``max_attempts``: it stays for an operator. Every
+        # other row leaves the table once the broker has confirmed its event.
         Column("dead_at", UTCDateTime),
     )
-    Index("ix_outbox_pending", outbox.c.sent_at, outbox.c.dead_at, outbox.c.next_attempt_at)
+    Index("ix_outbox_pending", outbox.c.dead_at, outbox.c.next_attempt_at)
     inbox = Table(
         "inbox",
         metadata,
@@ -90,6 +93,9 @@ def event_tables(metadata: MetaData) -> EventTables:
         Column("event_type", String(120), nullable=False),
         Column("applied_at", UTCDateTime, nullable=False),
     )
+    # For the purge of rows past their retention. PostgreSQL: a BRIN index, a few
+    # pages for the whole table, since rows are written in the order they are applied.
+    Index("ix_inbox_applied_at", inbox.c.applied_at, postgresql_using="brin")
     return EventTables(outbox=outbox, inbox=inbox)
 
 
@@ -131,11 +137,7 @@ def outbox_writer(
     return write
 
 
-def _seq(row: Any) -> int:
-    return int(row.seq)
-
-
-def _envelope_of(row: Any, source: str) -> Envelope:
+def envelope_of(row: Any, source: str) -> Envelope:
     payload = row.payload
     if isinstance(payload, str):
         # A JSON column read on the driver comes as its text.
@@ -152,20 +154,21 @@ def _envelope_of(row: Any, source: str) -> Envelope:
     )
 
 
-# How often the rows of handed-off events the broker confirmed are marked sent.
-MARK_EVERY = 0.05
+# How often the rows of handed-off events the broker confirmed are deleted.
+DELETE_EVERY = 0.05
 
 
 class OutboxRelay:
     """Delivers a service's outbox rows to the transport, at least once.
 
-    A row's mark as sent commits only after the transport has taken it. A failing row
-    backs off on its own (consumers tolerate reordering: they check versions), and
-    after ``max_attempts`` it is parked as dead for an operator to inspect.
+    A row is deleted once the transport has taken its event, never before: the table
+    holds only what is still to be sent, and what was parked. A failing row backs off
+    on its own (consumers tolerate reordering: they check versions), and after
+    ``max_attempts`` it is parked as dead for an operator to inspect.
 
     With ``hand_off_seconds``, a transaction of this process gives the relay the
     events it wrote as it commits (``committed``): they are published from memory at
-    once and their rows marked sent after the broker's confirm, with no read of the
+    once and their rows deleted after the broker's confirm, with no read of the
     outbox. Their rows are written due only that many seconds later, so the poll
     does not send them too; it takes over whatever the hand-off did not get out (a
     process that died, a broker that refused) once they fall due.
@@ -190,7 +193,7 @@ class OutboxRelay:
         self.source = source
         self._sessions = sessions
         self._read_sessions = read_sessions or sessions
-        # PostgreSQL (skip_locked): the claim and the marks run in these transactions,
+        # PostgreSQL (skip_locked): the claim and the deletes run in these transactions,
         # and the idle poll in these reads, on the driver (kernel/sql.py).
         if skip_locked and (transactions is None or reads is None):
             raise ValueError("a relay that skips locked rows needs its transactions and reads")
@@ -200,61 +203,35 @@ class OutboxRelay:
         outbox = tables.outbox
         # Built once and run on the session's connection: every event of every
         # service passes through these, and the ORM layer adds nothing to them.
-        due = (
-            outbox.c.sent_at.is_(None),
-            outbox.c.dead_at.is_(None),
-            outbox.c.next_attempt_at <= bindparam("now"),
-        )
+        due = (outbox.c.dead_at.is_(None), outbox.c.next_attempt_at <= bindparam("now"))
         self._due = select(outbox).where(*due).order_by(outbox.c.seq).limit(batch_size)
         # Replicas of one service share the outbox: the row locks, held while
-        # publishing, give each row to exactly one relay. The rows are marked
-        # sent as they are locked, saving the round trip of a second UPDATE: the
-        # mark only commits once the transport has taken them, and a row it
-        # refused is set back (``_record_failure``) before the commit.
-        self._claim = (
-            update(outbox)
-            .where(
-                outbox.c.seq.in_(
-                    select(outbox.c.seq)
-                    .where(*due)
-                    .order_by(outbox.c.seq)
-                    .limit(batch_size)
-                    .with_for_update(skip_locked=True)
-                    .scalar_subquery()
-                )
-            )
-            .values(sent_at=bindparam("now"))
-            .returning(*outbox.c)
+        # publishing, give each row to exactly one relay; the rows the transport took
+        # are deleted and a row it refused is set back (``_record``) before the commit.
+        self._claim = self._due.with_for_update(skip_locked=True)
+        self._delete_sent = delete(outbox).where(
+            outbox.c.seq == any_(bindparam("seqs", type_=ARRAY(outbox.c.seq.type)))
         )
-        self._mark_sent = (
-            update(outbox)
-            .where(outbox.c.seq.in_(bindparam("seqs", expanding=True)))
-            .values(sent_at=bindparam("sent_at"))
+        self._delete_sent_sqlite = delete(outbox).where(
+            outbox.c.seq.in_(bindparam("seqs", expanding=True))
         )
-        # Handed-off events, by id; a row the poll took over meanwhile keeps its mark.
-        handed = outbox.c.sent_at.is_(None), outbox.c.dead_at.is_(None)
-        self._mark_handed = (
-            update(outbox)
-            .where(
-                outbox.c.event_id == any_(bindparam("ids", type_=ARRAY(outbox.c.event_id.type))),
-                *handed,
-            )
-            .values(sent_at=bindparam("sent_at"))
+        # Handed-off events, by id; a row the poll took over meanwhile is its to delete,
+        # and a parked one stays.
+        self._delete_handed = delete(outbox).where(
+            outbox.c.event_id == any_(bindparam("ids", type_=ARRAY(outbox.c.event_id.type))),
+            outbox.c.dead_at.is_(None),
         )
-        self._mark_handed_sqlite = (
-            update(outbox)
-            .where(outbox.c.event_id.in_(bindparam("ids", expanding=True)), *handed)
-            .values(sent_at=bindparam("sent_at"))
+        self._delete_handed_sqlite = delete(outbox).where(
+            outbox.c.event_id.in_(bindparam("ids", expanding=True)), outbox.c.dead_at.is_(None)
         )
-        # A row the transport refused: its mark taken back, its next try set (or,
-        # past the attempts, parked dead).
+        # A row the transport refused: its next try set (or, past the attempts, parked
+        # dead).
         self._set_back = (
             update(outbox)
             .where(outbox.c.seq == bindparam("row_seq"))
             .values(
                 attempts=bindparam("new_attempts"),
                 last_error=bindparam("new_last_error"),
-                sent_at=None,
                 dead_at=bindparam("new_dead_at", type_=outbox.c.dead_at.type),
                 next_attempt_at=func.coalesce(
                     bindparam("new_next_attempt_at", type_=outbox.c.next_attempt_at.type),
@@ -276,10 +253,10 @@ class OutboxRelay:
         self._handed: list[Envelope] = []
         self._handed_ready = asyncio.Event()
         self._hand_off_task: asyncio.Task[None] | None = None
-        # Handed-off events the broker confirmed, their rows not yet marked sent.
+        # Handed-off events the broker confirmed, their rows not yet deleted.
         self._confirmed: list[uuid.UUID] = []
         self._confirmed_ready = asyncio.Event()
-        self._marker_task: asyncio.Task[None] | None = None
+        self._deleter_task: asyncio.Task[None] | None = None
 
     def notify(self) -> None:
         """Deliver due rows now rather than at the next poll."""
@@ -308,27 +285,27 @@ class OutboxRelay:
             self._hand_off_task = asyncio.create_task(
                 self._hand_off_run(), name=f"outbox-hand-off-{self.source}"
             )
-            self._marker_task = asyncio.create_task(
-                self._mark_run(), name=f"outbox-marks-{self.source}"
+            self._deleter_task = asyncio.create_task(
+                self._delete_run(), name=f"outbox-deletes-{self.source}"
             )
 
     async def stop(self) -> None:
         """Stop the loop after the batch in flight."""
         hand_off, self._hand_off_task = self._hand_off_task, None
-        marker, self._marker_task = self._marker_task, None
-        for task in (hand_off, marker):
+        deleter, self._deleter_task = self._deleter_task, None
+        for task in (hand_off, deleter):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        # Events handed off and not yet out stay in the outbox for the poll; those
-        # out are marked now, or sent once more after their grace.
+        # Events handed off and not yet out stay in the outbox for the poll; the rows
+        # of those out are deleted now, or sent once more after their grace.
         self._handed = []
         if self._confirmed:
             try:
-                await self._mark_confirmed()
+                await self._delete_confirmed()
             except Exception:
-                log.warning("marking handed-off events sent failed", exc_info=True)
+                log.warning("deleting handed-off events' rows failed", exc_info=True)
         if self._task is not None:
             # A cancellation can be lost (asyncio.wait_for on Python 3.11 drops one
             # that races the wake-up; a consumer may swallow one): the flag still
@@ -373,36 +350,36 @@ class OutboxRelay:
             self._confirmed.extend(sent)
             self._confirmed_ready.set()
 
-    async def _mark_run(self) -> None:
-        """Mark confirmed events' rows sent, what gathered over ``MARK_EVERY`` in one write.
+    async def _delete_run(self) -> None:
+        """Delete confirmed events' rows, what gathered over ``DELETE_EVERY`` in one write.
 
-        A mark costs a write per transaction that published, or one per tick here: a
-        row the mark missed (a process that died first) is sent again after its grace.
+        A delete costs a write per transaction that published, or one per tick here: a
+        row it missed (a process that died first) is sent again after its grace.
         """
         while True:
             await self._confirmed_ready.wait()
-            await asyncio.sleep(MARK_EVERY)
+            await asyncio.sleep(DELETE_EVERY)
             self._confirmed_ready.clear()
             try:
-                await self._mark_confirmed()
+                await self._delete_confirmed()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception(
-                    "marking handed-off events sent failed", extra={"service": self.source}
+                    "deleting handed-off events' rows failed", extra={"service": self.source}
                 )
 
-    async def _mark_confirmed(self) -> None:
+    async def _delete_confirmed(self) -> None:
         sent, self._confirmed = self._confirmed, []
         if not sent:
             return
-        values = {"ids": sent, "sent_at": datetime.now(UTC)}
+        values = {"ids": sent}
         if self._transactions is not None:
             async with self._transactions() as tx:
-                await tx.commit_with(self._mark_handed, values)
+                await tx.commit_with(self._delete_handed, values)
         else:
             async with self._sessions() as session:
-                await SessionSql(session).execute(self._mark_handed_sqlite, values)
+                await SessionSql(session).execute(self._delete_handed_sqlite, values)
                 await session.commit()
         self.delivered += len(sent)
 
@@ -449,16 +426,13 @@ class OutboxRelay:
         if self._skip_locked:
             assert self._transactions is not None
             async with self._transactions() as tx:
-                claimed = await tx.sql.fetch(self._claim, due)
-                if not claimed:
+                rows = await tx.sql.fetch(self._claim, due)
+                if not rows:
                     # Nothing was locked or written: leaving ends the transaction
                     # without a commit.
                     return False
-                # RETURNING follows no order; events go out in the order written.
-                rows = sorted(claimed, key=_seq)
                 sent, failures = await self._publish(rows)
-                for row, error in failures:
-                    await self._record_failure(tx.sql, row, error)
+                await self._record(tx.sql, sent, failures)
                 await tx.commit()
         else:
             # SQLite has one relay per database (one process) and a single writer:
@@ -476,7 +450,7 @@ class OutboxRelay:
         return len(rows) == self._batch_size and bool(sent)
 
     async def _publish(self, rows: Sequence[Any]) -> tuple[list[int], list[tuple[Any, Exception]]]:
-        outcomes = await self._send([_envelope_of(row, self.source) for row in rows])
+        outcomes = await self._send([envelope_of(row, self.source) for row in rows])
         sent = [row.seq for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
         failures = [
             (row, outcome)
@@ -516,12 +490,13 @@ class OutboxRelay:
         ]
 
     async def _record(
-        self, sql: SessionSql, sent: list[int], failures: list[tuple[Any, Exception]]
+        self, sql: Sql, sent: list[int], failures: list[tuple[Any, Exception]]
     ) -> None:
         for row, error in failures:
             await self._record_failure(sql, row, error)
         if sent:
-            await sql.execute(self._mark_sent, {"seqs": sent, "sent_at": datetime.now(UTC)})
+            statement = self._delete_sent if sql.postgres else self._delete_sent_sqlite
+            await sql.execute(statement, {"seqs": sent})
 
     async def _record_failure(self, sql: Sql, row: Any, exc: Exception) -> None:
         attempts = row.attempts + 1
@@ -554,12 +529,33 @@ class OutboxRelay:
             count, oldest = (
                 await session.execute(
                     select(func.count(), func.min(self._outbox.c.occurred_at)).where(
-                        self._outbox.c.sent_at.is_(None), self._outbox.c.dead_at.is_(None)
+                        self._outbox.c.dead_at.is_(None)
                     )
                 )
             ).one()
         age = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
         return int(count), age
+
+
+@functools.cache
+def _expired_inbox_rows(inbox: Table) -> Any:
+    # Built once per table: a bounded batch, so one purge never holds many locks.
+    oldest = (
+        select(inbox.c.consumer, inbox.c.event_id)
+        .where(inbox.c.applied_at < bindparam("before"))
+        .limit(bindparam("limit"))
+    )
+    return delete(inbox).where(tuple_(inbox.c.consumer, inbox.c.event_id).in_(oldest))
+
+
+async def purge_inbox(sql: Sql, tables: EventTables, before: datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` inbox records of events applied before ``before``; how many.
+
+    A record is what makes a redelivered event a no-op, so ``before`` must lie further
+    back than any redelivery can: the relay's retries and the broker's together take
+    minutes, not the days the retention setting keeps.
+    """
+    return await sql.execute(_expired_inbox_rows(tables.inbox), {"before": before, "limit": limit})
 
 
 async def record_in_inbox(sql: Sql, tables: EventTables, consumer: str, envelope: Envelope) -> bool:

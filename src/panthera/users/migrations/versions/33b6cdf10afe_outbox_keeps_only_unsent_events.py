@@ -1,0 +1,23 @@
+"""outbox keeps only unsent events
+
+Revision ID: 33b6cdf10afe
+Revises: e2fcca972932
+Create Date: 2026-11-24 22:30:00.000000
+"""
+
+from collections.abc import Sequence
+
+from panthera.kernel.migrations import outbox_keeps_only_unsent, outbox_keeps_sent
+
+revision: str = "33b6cdf10afe"
+down_revision: str | None = "e2fcca972932"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    outbox_keeps_only_unsent()
+
+
+def downgrade() -> None:
+    outbox_keeps_sent()
