@@ -154,6 +154,14 @@ def envelope_of(row: Any, source: str) -> Envelope:
     )
 
 
+def _among(column: Any, name: str, postgres: bool) -> Any:
+    """``column`` is one of the values of parameter ``name``: ``= ANY`` of an array on
+    PostgreSQL (the driver path takes no expanding IN), ``IN`` on SQLite."""
+    if postgres:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
 # How often the rows of handed-off events the broker confirmed are deleted.
 DELETE_EVERY = 0.05
 
@@ -209,21 +217,18 @@ class OutboxRelay:
         # publishing, give each row to exactly one relay; the rows the transport took
         # are deleted and a row it refused is set back (``_record``) before the commit.
         self._claim = self._due.with_for_update(skip_locked=True)
-        self._delete_sent = delete(outbox).where(
-            outbox.c.seq == any_(bindparam("seqs", type_=ARRAY(outbox.c.seq.type)))
-        )
-        self._delete_sent_sqlite = delete(outbox).where(
-            outbox.c.seq.in_(bindparam("seqs", expanding=True))
-        )
+        # Each by dialect (True: PostgreSQL).
+        self._delete_sent = {
+            pg: delete(outbox).where(_among(outbox.c.seq, "seqs", pg)) for pg in (True, False)
+        }
         # Handed-off events, by id; a row the poll took over meanwhile is its to delete,
         # and a parked one stays.
-        self._delete_handed = delete(outbox).where(
-            outbox.c.event_id == any_(bindparam("ids", type_=ARRAY(outbox.c.event_id.type))),
-            outbox.c.dead_at.is_(None),
-        )
-        self._delete_handed_sqlite = delete(outbox).where(
-            outbox.c.event_id.in_(bindparam("ids", expanding=True)), outbox.c.dead_at.is_(None)
-        )
+        self._delete_handed = {
+            pg: delete(outbox).where(
+                _among(outbox.c.event_id, "ids", pg), outbox.c.dead_at.is_(None)
+            )
+            for pg in (True, False)
+        }
         # A row the transport refused: its next try set (or, past the attempts, parked
         # dead).
         self._set_back = (
@@ -376,10 +381,10 @@ class OutboxRelay:
         values = {"ids": sent}
         if self._transactions is not None:
             async with self._transactions() as tx:
-                await tx.commit_with(self._delete_handed, values)
+                await tx.commit_with(self._delete_handed[True], values)
         else:
             async with self._sessions() as session:
-                await SessionSql(session).execute(self._delete_handed_sqlite, values)
+                await SessionSql(session).execute(self._delete_handed[False], values)
                 await session.commit()
         self.delivered += len(sent)
 
@@ -495,8 +500,7 @@ class OutboxRelay:
         for row, error in failures:
             await self._record_failure(sql, row, error)
         if sent:
-            statement = self._delete_sent if sql.postgres else self._delete_sent_sqlite
-            await sql.execute(statement, {"seqs": sent})
+            await sql.execute(self._delete_sent[sql.postgres], {"seqs": sent})
 
     async def _record_failure(self, sql: Sql, row: Any, exc: Exception) -> None:
         attempts = row.attempts + 1
