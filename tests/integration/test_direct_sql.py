@@ -27,9 +27,17 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import StatementError
 
-from panthera.kernel.db import Database, UnitOfWork, UTCDateTime, service_metadata
+from panthera.kernel.db import (
+    Database,
+    UnitOfWork,
+    UTCDateTime,
+    WrittenBeforeCommit,
+    service_metadata,
+)
 from panthera.kernel.events.envelope import Envelope, EventContract
 from panthera.kernel.events.outbox import EventTables, event_tables, outbox_rows, outbox_writer
 from panthera.kernel.sql import (
@@ -208,6 +216,84 @@ async def test_rowcounts_returning_and_many_rows(shape: Shape) -> None:
     assert bumped == [1, 0, 1]
     assert [(row.hits, row.seen_at) for row in answered] == [(5, later)]
     assert await _count(shape, THINGS) == 3
+
+
+def _upsert(postgres: bool) -> Any:
+    # Each dialect's own INSERT: ON CONFLICT is not part of the generic one.
+    statement = (pg_insert if postgres else sqlite_insert)(THINGS)
+    return statement.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"hits": THINGS.c.hits + statement.excluded.hits, "doc": statement.excluded.doc},
+        where=THINGS.c.name != "frozen",
+    ).returning(THINGS.c.id, THINGS.c.hits)
+
+
+_UPSERTS = {True: _upsert(True), False: _upsert(False)}
+
+
+async def test_many_rows_in_one_insert_answer_what_it_returned(shape: Shape) -> None:
+    """``fetch_many``: one INSERT of many rows, its ON CONFLICT applied to each, and
+    every row it wrote answered (on PostgreSQL as one array per column)."""
+    first, frozen = _thing("a"), _thing("frozen")
+    async with shape.transaction() as tx:
+        await tx.sql.execute_many(ADD, [first, frozen])
+        await tx.commit()
+    new = [_thing("b"), _thing("c")]
+    rows = [
+        {**thing, "hits": hits}
+        for thing, hits in ((first, 4), (frozen, 5), (new[0], 1), (new[1], 2))
+    ]
+    rows[0]["doc"] = {"moved": True}
+    async with shape.transaction() as tx:
+        answered = await tx.sql.fetch_many(_UPSERTS[tx.sql.postgres], rows)
+        none = await tx.sql.fetch_many(_UPSERTS[tx.sql.postgres], [])
+        await tx.commit()
+    assert none == []
+    # The frozen row refused the update, so it is not among the rows written.
+    assert sorted((row[0], row[1]) for row in answered) == sorted(
+        [(first["id"], 4), (new[0]["id"], 1), (new[1]["id"], 2)]
+    )
+    async with shape.transaction() as tx:
+        stored = {
+            thing["id"]: await tx.sql.fetch_one(ONE, {"thing_id": thing["id"]})
+            for thing in (first, frozen, *new)
+        }
+    assert stored[frozen["id"]].hits == 0
+    doc = stored[first["id"]].doc
+    assert (json.loads(doc) if isinstance(doc, str) else doc) == {"moved": True}
+    # Timestamps keep their instant and zone through the arrays.
+    assert stored[new[1]["id"]].seen_at == new[1]["seen_at"]
+    assert stored[new[1]["id"]].name == "c"
+
+
+_PENDING: WrittenBeforeCommit[list[int]] = WrittenBeforeCommit(
+    "test rows", list, lambda found: bool(found)
+)
+
+
+async def test_gathered_work_left_unwritten_refuses_the_commit(shape: Shape) -> None:
+    async with shape.transaction() as tx:
+        await tx.sql.execute(ADD, _thing())
+        _PENDING.of(tx).append(1)
+        with pytest.raises(RuntimeError, match="test rows were not written"):
+            await tx.commit()
+    assert await _count(shape, THINGS) == 0
+    async with shape.transaction() as tx:
+        _PENDING.of(tx).append(1)
+        # commit_with is refused too, before its statement runs.
+        with pytest.raises(RuntimeError, match="test rows were not written"):
+            await tx.commit_with(ADD, _thing())
+    assert await _count(shape, THINGS) == 0
+    async with shape.transaction() as tx:
+        _PENDING.of(tx).append(2)
+        await tx.rollback()
+        assert _PENDING.gathered(tx) is None
+        gathered = _PENDING.of(tx)
+        await tx.sql.execute(ADD, _thing())
+        gathered.clear()  # written
+        await tx.commit()
+        assert _PENDING.gathered(tx) is None
+    assert await _count(shape, THINGS) == 1
 
 
 async def test_statements_alone_commit_each_on_their_own(shape: Shape) -> None:

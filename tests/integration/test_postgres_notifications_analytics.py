@@ -30,7 +30,7 @@ from panthera.notifications.service import Rendered, queue, write_queued
 from panthera.orders.events import OrderConfirmed, OrderLine, OrderPlaced
 from panthera.runtime.registry import definition
 from panthera.users.events import UserRegistered, UserUpdated
-from tests.integration.conftest import ServiceDatabases
+from tests.integration.conftest import RoundTrips, ServiceDatabases
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -396,6 +396,39 @@ async def test_concurrent_batches_add_every_sale_once_to_the_roll_ups(
             expected[str(event.items[0].product_id)] += event.items[0].quantity
         assert Counter({r["productId"]: r["units"] for r in top}) == expected
         assert by_status == [{"status": "CONFIRMED", "orders": 48}]
+    finally:
+        await runtime.database.dispose()
+
+
+async def test_a_batch_is_applied_on_the_driver_in_round_trips_that_do_not_grow_with_it(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]],
+    tmp_path: Path,
+    round_trips: RoundTrips,
+) -> None:
+    """Analytics applies a batch with one claim for all its events, one upsert per kind
+    of fact and one per roll-up table: as many round trips for 4 events as for 16."""
+    databases = await service_databases("analytics")
+    runtime = await _runtime("analytics", databases.url_for("analytics"), tmp_path)
+    try:
+        consume = runtime._batch_consumer(
+            {s.contract.event_type: s for s in runtime.definition.subscriptions}
+        )
+        day = datetime(2026, 11, 3, 12, tzinfo=UTC)
+        product = uuid.uuid4()
+
+        async def trips_for(orders: int) -> list[str]:
+            events = [_confirmed(day, product, 1) for _ in range(orders)]
+            round_trips.clear()
+            outcomes = await consume([Envelope.wrap(event, source="orders") for event in events])
+            assert outcomes == [None] * orders
+            return round_trips.verbs()
+
+        await trips_for(2)  # prepares the statements on the pooled connection
+        assert await trips_for(4) == await trips_for(16)
+        assert await trips_for(16) == ["BEGIN", "INSERT", "INSERT", *["INSERT"] * 3, "COMMIT"]
+        async with runtime.database.sessions() as session:
+            (row,) = (await session.execute(select(DailySales))).scalars()
+        assert row.orders == 2 + 4 + 16 + 16
     finally:
         await runtime.database.dispose()
 

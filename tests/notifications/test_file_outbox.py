@@ -9,6 +9,9 @@ from email import policy as email_policy
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from panthera.notifications import channels
 from panthera.notifications.channels import FileOutbox, build_message
 from panthera.notifications.sender import DeliverySender, Outgoing, RetryPolicy
 from panthera.notifications.service import NotificationsDeps, template_environment
@@ -111,3 +114,33 @@ def test_a_message_is_written_as_the_email_package_would_write_it() -> None:
         )
         # Header lines that fit are written as they are, the long one folded.
         assert message.as_bytes() == message.as_bytes(policy=stock)
+
+
+def test_the_boundary_is_one_no_body_contains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A boundary the bodies happen to contain is left to the email package to choose."""
+    taken = uuid.UUID("00000000-0000-4000-8000-000000000001")
+    monkeypatch.setattr(channels.uuid, "uuid4", lambda: taken)
+    plain = build_message(
+        sender="shop@example.com",
+        to="ada@example.com",
+        subject="Order",
+        text="Thanks\n",
+        html="<p>Thanks</p>\n",
+        message_id="one",
+    )
+    assert plain.get_boundary() == f"=_{taken.hex}"
+    quoting = build_message(
+        sender="shop@example.com",
+        to="ada@example.com",
+        subject="Order",
+        text=f"A line that quotes --=_{taken.hex} as it is\n",
+        html="<p>Thanks</p>\n",
+        message_id="two",
+    )
+    written = quoting.as_bytes()
+    boundary = quoting.get_boundary()
+    assert boundary is not None
+    assert boundary != f"=_{taken.hex}"
+    parsed = message_from_bytes(written)
+    parts = [part.get_payload(decode=True) for part in parsed.walk() if not part.is_multipart()]
+    assert parts == [f"A line that quotes --=_{taken.hex} as it is\n".encode(), b"<p>Thanks</p>\n"]

@@ -39,6 +39,7 @@ def _definition() -> ServiceDefinition:
         # few orders rather than per event or two is what that buys.
         consume_linger=0.2,
         before_commit=write_batch,
+        handlers_on_sql=True,
     )
 
 

@@ -1,6 +1,6 @@
 """Applying events to the analytics store: order facts and additive daily roll-ups.
 
-Every function runs inside the consumer's unit of work, beside the inbox record
+Every function runs inside the consumer's transaction, beside the inbox record
 that makes a redelivered event a no-op. Order facts and roll-up increments are
 collected in the transaction and written just before it commits, the facts by
 :func:`write_facts` (one upsert per kind of event for a batch, more only for an
@@ -22,10 +22,10 @@ from typing import Any
 from sqlalchemy import case
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from panthera.analytics.models import DailyCount, DailyProductSales, DailySales, OrderFact
 from panthera.kernel.db import WrittenBeforeCommit
+from panthera.kernel.sql import Sql, Transaction
 
 
 class Metric(StrEnum):
@@ -87,13 +87,13 @@ class Rollups:
     def pending(self) -> bool:
         return any(table.rows for table in self._tables.values())
 
-    async def write(self, session: AsyncSession) -> None:
+    async def write(self, sql: Sql) -> None:
         """One upsert per table; rows in key order so concurrent writers lock alike."""
         tables, self._tables = self._tables, {}
         for model, table in tables.items():
             if table.rows:
                 await _add_many(
-                    session,
+                    sql,
                     model,
                     table.key,
                     [table.rows[key] for key in sorted(table.rows, key=_sortable)],
@@ -110,23 +110,23 @@ def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
 _ROLLUPS = WrittenBeforeCommit("analytics roll-ups", Rollups, lambda found: bool(found.pending))
 
 
-def rollups(session: AsyncSession) -> Rollups:
-    """The roll-ups of ``session``'s transaction, to be written by ``write_rollups``."""
-    return _ROLLUPS.of(session)
+def rollups(tx: Transaction) -> Rollups:
+    """The roll-ups of ``tx``, to be written by ``write_rollups``."""
+    return _ROLLUPS.of(tx)
 
 
-async def write_rollups(session: AsyncSession) -> None:
+async def write_rollups(tx: Transaction) -> None:
     """Write what the transaction's events added to the roll-ups."""
-    found = _ROLLUPS.gathered(session)
+    found = _ROLLUPS.gathered(tx)
     if found is not None:
-        await found.write(session)
+        await found.write(tx.sql)
 
 
 _ROLLUP_UPSERTS: dict[tuple[Any, ...], Any] = {}
 
 
 async def _add_many(
-    session: AsyncSession,
+    sql: Sql,
     model: Any,
     key: list[str],
     rows: list[dict[str, Any]],
@@ -137,11 +137,10 @@ async def _add_many(
     """Many roll-up rows in one round trip, each added to, labels replaced."""
     # Rows as executemany parameters, not inlined VALUES, and the statement kept
     # per dialect and table: built and compiled once, whatever the batch holds.
-    dialect = session.get_bind().dialect.name
-    shape = (dialect, model, tuple(key), frozenset(increments), frozenset(labels))
+    shape = (sql.postgres, model, tuple(key), frozenset(increments), frozenset(labels))
     statement = _ROLLUP_UPSERTS.get(shape)
     if statement is None:
-        insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+        insert = (pg_insert if sql.postgres else sqlite_insert)(model)
         table = model.__table__
         changes: dict[str, Any] = {
             name: table.c[name] + insert.excluded[name] for name in increments
@@ -150,7 +149,7 @@ async def _add_many(
         statement = _ROLLUP_UPSERTS[shape] = insert.on_conflict_do_update(
             index_elements=key, set_=changes
         )
-    await session.execute(statement, rows)
+    await sql.execute_many(statement, rows)
 
 
 def _fact_upserts(insert: Any) -> dict[str, Any]:
@@ -199,7 +198,8 @@ def _fact_upserts(insert: Any) -> dict[str, Any]:
     }
 
 
-_FACT_UPSERTS = {"postgresql": _fact_upserts(pg_insert), "sqlite": _fact_upserts(sqlite_insert)}
+# By whether the statements run on PostgreSQL.
+_FACT_UPSERTS = {True: _fact_upserts(pg_insert), False: _fact_upserts(sqlite_insert)}
 
 
 @dataclass
@@ -216,7 +216,7 @@ class _Facts:
     def __init__(self) -> None:
         self.pending: list[_Fact] = []
 
-    async def write(self, session: AsyncSession) -> None:
+    async def write(self, sql: Sql) -> None:
         """Each event's upsert, as few statements as keep every order's events in order.
 
         An order's n-th event of the transaction goes in the n-th round, so one
@@ -234,7 +234,7 @@ class _Facts:
             if index == len(rounds):
                 rounds.append([])
             rounds[index].append(fact)
-        upserts = _FACT_UPSERTS[session.get_bind().dialect.name]
+        upserts = _FACT_UPSERTS[sql.postgres]
         for facts in rounds:
             for kind in ("placed", "confirmed", "changed"):
                 of_kind = [fact for fact in facts if fact.kind == kind]
@@ -242,9 +242,11 @@ class _Facts:
                     continue
                 rows = [fact.row for fact in of_kind]
                 if kind == "changed":
-                    await session.execute(upserts["changed"], rows)
+                    await sql.execute_many(upserts["changed"], rows)
                     continue
-                counted = set((await session.execute(upserts[f"{kind}_returning"], rows)).scalars())
+                counted = {
+                    row[0] for row in await sql.fetch_many(upserts[f"{kind}_returning"], rows)
+                }
                 later: list[dict[str, Any]] = []
                 for fact in of_kind:
                     if fact.row["order_id"] in counted:
@@ -255,25 +257,25 @@ class _Facts:
                         # carry a newer status.
                         later.append(fact.row)
                 if later:
-                    await session.execute(upserts["changed"], later)
+                    await sql.execute_many(upserts["changed"], later)
 
 
 _FACTS = WrittenBeforeCommit("analytics order facts", _Facts, lambda found: bool(found.pending))
 
 
-def _facts(session: AsyncSession) -> _Facts:
-    return _FACTS.of(session)
+def _facts(tx: Transaction) -> _Facts:
+    return _FACTS.of(tx)
 
 
-async def write_facts(session: AsyncSession) -> None:
+async def write_facts(tx: Transaction) -> None:
     """Write the order facts the transaction's events moved (before its roll-ups)."""
-    found = _FACTS.gathered(session)
+    found = _FACTS.gathered(tx)
     if found is not None:
-        await found.write(session)
+        await found.write(tx.sql)
 
 
 def _order_fact(
-    session: AsyncSession,
+    tx: Transaction,
     kind: str,
     event: Any,
     *,
@@ -296,26 +298,26 @@ def _order_fact(
         "confirmed_at": confirmed_at,
         "updated_at": event.occurred_at,
     }
-    _facts(session).pending.append(_Fact(kind, row, counted))
+    _facts(tx).pending.append(_Fact(kind, row, counted))
 
 
-async def order_placed(session: AsyncSession, event: Any) -> None:
+async def order_placed(tx: Transaction, event: Any) -> None:
     """``order.created``: a new order counts on the day it was placed."""
     day = day_of(event.occurred_at)
 
     def counted() -> None:
-        rollups(session).count(Metric.ORDERS_PLACED, day)
+        rollups(tx).count(Metric.ORDERS_PLACED, day)
 
     # One order is placed once, whatever the events say.
-    _order_fact(session, "placed", event, placed_at=event.occurred_at, counted=counted)
+    _order_fact(tx, "placed", event, placed_at=event.occurred_at, counted=counted)
 
 
-async def order_confirmed(session: AsyncSession, event: Any) -> None:
+async def order_confirmed(tx: Transaction, event: Any) -> None:
     """``order.confirmed``: its money, units and products count on the confirmation day."""
 
     def counted() -> None:
         day = day_of(event.occurred_at)
-        added = rollups(session)
+        added = rollups(tx)
         added.count(Metric.ORDERS_CONFIRMED, day)
         units = sum(line.quantity for line in event.items)
         added.add(
@@ -332,7 +334,7 @@ async def order_confirmed(session: AsyncSession, event: Any) -> None:
             )
 
     # One order is sold once, whatever the events say.
-    _order_fact(session, "confirmed", event, confirmed_at=event.occurred_at, counted=counted)
+    _order_fact(tx, "confirmed", event, confirmed_at=event.occurred_at, counted=counted)
 
 
 def _merged(items: Iterable[Any]) -> list[dict[str, Any]]:
@@ -354,16 +356,16 @@ def _merged(items: Iterable[Any]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-async def order_changed(session: AsyncSession, event: Any, *, cancelled: bool = False) -> None:
+async def order_changed(tx: Transaction, event: Any, *, cancelled: bool = False) -> None:
     """Another status (cancelled, shipped, delivered, refunded): the fact follows it."""
-    _order_fact(session, "changed", event)
+    _order_fact(tx, "changed", event)
     if cancelled:
-        rollups(session).count(Metric.ORDERS_CANCELLED, day_of(event.occurred_at))
+        rollups(tx).count(Metric.ORDERS_CANCELLED, day_of(event.occurred_at))
 
 
-async def payment_refunded(session: AsyncSession, event: Any) -> None:
+async def payment_refunded(tx: Transaction, event: Any) -> None:
     """``payment.refunded``: the refund's amount counts on the day the money went back."""
-    rollups(session).add(
+    rollups(tx).add(
         DailySales,
         {"day": day_of(event.occurred_at), "currency": event.currency},
         {"refunded": event.refund_amount, "refunds": 1, "gross": 0, "orders": 0, "units": 0},

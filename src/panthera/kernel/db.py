@@ -30,6 +30,7 @@ from panthera.kernel.sql import (
     SessionSql,
     Sql,
     Statements,
+    Transaction,
     Values,
 )
 
@@ -394,6 +395,7 @@ class UnitOfWork(EventsOnCommit):
     async def commit(self) -> None:
         """Write pending events to the outbox and commit, atomically."""
         session = self.session
+        self._refuse_unwritten()
         pending = self._take_pending()
         if pending:
             await self._outbox_insert(session, pending)
@@ -431,26 +433,15 @@ class WrittenBeforeCommit(Generic[Pending]):
     def __init__(
         self, name: str, make: Callable[[], Pending], unwritten: Callable[[Pending], bool]
     ) -> None:
-        self._key = f"panthera.pending.{name}"
         self._name = name
         self._make = make
         self._unwritten = unwritten
 
-    def of(self, session: AsyncSession) -> Pending:
+    def of(self, tx: Transaction) -> Pending:
         """The transaction's gathered work, started (and guarded) on first use."""
-        info = session.sync_session.info
-        found: Pending | None = info.get(self._key)
-        if found is None:
-            found = info[self._key] = self._make()
-            event.listen(session.sync_session, "before_commit", self._refuse_unwritten)
-        return found
+        return tx.gathering(self._name, self._make, self._unwritten)
 
-    def gathered(self, session: AsyncSession) -> Pending | None:
+    def gathered(self, tx: Transaction) -> Pending | None:
         """The transaction's gathered work, if it has any."""
-        found: Pending | None = session.sync_session.info.get(self._key)
+        found: Pending | None = tx.gathered(self._name)
         return found
-
-    def _refuse_unwritten(self, sync_session: Any) -> None:
-        found: Pending | None = sync_session.info.get(self._key)
-        if found is not None and self._unwritten(found):
-            raise RuntimeError(f"{self._name} were not written before the commit")

@@ -36,7 +36,8 @@ log = logging.getLogger("panthera.events")
 
 # The handler's transaction: a UnitOfWork, or with ``handlers_on_sql`` any Transaction.
 EventHandler = Callable[["ServiceRuntime", Any, Any, Envelope], Awaitable[None]]
-BeforeCommit = Callable[["ServiceRuntime", UnitOfWork], Awaitable[None]]
+# Given the transaction the batch's handlers had (see ``EventHandler``).
+BeforeCommit = Callable[["ServiceRuntime", Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,10 @@ class ServiceDefinition:
     # Runs in every transaction that applies events, after their handlers and
     # before the commit: handlers may leave work for it to do once per batch.
     before_commit: BeforeCommit | None = None
-    # Whether the handlers use nothing of their transaction but ``sql``, ``publish``
-    # and ``on_commit`` (kernel/sql.py's Transaction): then, on PostgreSQL, events
-    # are applied on the driver. Consumers of one event at a time only.
+    # Whether the handlers (and ``before_commit``) use nothing of their transaction but
+    # what kernel/sql.py's Transaction offers (``sql``, ``publish``, ``on_commit``,
+    # ``gathering``): then, on PostgreSQL, events are applied on the driver.
     handlers_on_sql: bool = False
-
-    def __post_init__(self) -> None:
-        if self.handlers_on_sql and (self.consume_batch > 1 or self.before_commit is not None):
-            raise ValueError("handlers on sql apply one event at a time, with no before_commit")
 
     @property
     def api_prefix(self) -> str:
@@ -224,15 +221,15 @@ class ServiceRuntime:
                 set_traceparent(outer)
 
     async def _handle(
-        self, subscription: Subscription, uow: UnitOfWork, payload: Any, envelope: Envelope
+        self, subscription: Subscription, tx: Transaction, payload: Any, envelope: Envelope
     ) -> None:
         with self._consuming(envelope):
-            await subscription.handler(self, uow, payload, envelope)
+            await subscription.handler(self, tx, payload, envelope)
 
-    async def _commit_applied(self, uow: UnitOfWork) -> None:
+    async def _commit_applied(self, tx: Transaction) -> None:
         if self.definition.before_commit is not None:
-            await self.definition.before_commit(self, uow)
-        await uow.commit()
+            await self.definition.before_commit(self, tx)
+        await tx.commit()
 
     def _batch_consumer(
         self, by_type: dict[str, Subscription]
@@ -277,19 +274,19 @@ class ServiceRuntime:
             if payload is not None:
                 todo.setdefault(envelope.id, (by_type[envelope.type], payload, envelope))
         applied: list[Envelope] = []
-        async with self.uow() as uow:
+        async with self._applying() as tx:
             if todo:
                 fresh = await record_all_in_inbox(
-                    uow.session,
+                    tx.sql,
                     self.definition.tables,
                     self.name,
                     [envelope for _, _, envelope in todo.values()],
                 )
                 for subscription, payload, envelope in todo.values():
                     if envelope.id in fresh:
-                        await self._handle(subscription, uow, payload, envelope)
+                        await self._handle(subscription, tx, payload, envelope)
                         applied.append(envelope)
-            await self._commit_applied(uow)
+            await self._commit_applied(tx)
         fresh_ids = {envelope.id for envelope in applied}
         for envelope in envelopes:
             if envelope.id in fresh_ids:
@@ -316,10 +313,7 @@ class ServiceRuntime:
                         ):
                             raise AlreadyApplied()
                         await subscription.handler(self, tx, payload, envelope)
-                        if isinstance(tx, UnitOfWork):
-                            await self._commit_applied(tx)
-                        else:
-                            await tx.commit()
+                        await self._commit_applied(tx)
                 except AlreadyApplied:
                     EVENTS_CONSUMED.labels(self.name, envelope.type, "duplicate").inc()
                     span.set_attribute("panthera.duplicate", True)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast
 
 from sqlalchemy import bindparam, exists, func, insert, literal_column, select, union_all
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import ClauseElement
@@ -43,6 +44,7 @@ log = logging.getLogger("panthera.db")
 
 # A row of either path: SQLAlchemy's Row, or asyncpg's Record as ``DirectRow``.
 Row = Any
+G = TypeVar("G")
 AfterCommit = Callable[[], None]
 Values = Mapping[str, Any]
 
@@ -67,6 +69,11 @@ class Sql(Protocol):
 
     async def fetch_one(self, statement: ClauseElement, values: Values | None = None) -> Row | None:
         """The first row ``statement`` answers, or None."""
+        ...
+
+    async def fetch_many(self, statement: Insert, rows: Sequence[Values]) -> list[Row]:
+        """What an INSERT of ``rows`` (with its ON CONFLICT and RETURNING) answers, in one
+        round trip; every row names the same columns. The rows come back in no set order."""
         ...
 
     async def fetch_value(self, statement: ClauseElement, values: Values | None = None) -> Any:
@@ -95,6 +102,15 @@ class Transaction(Protocol):
     def publish(self, event: EventContract) -> Envelope: ...
 
     def on_commit(self, callback: AfterCommit) -> None: ...
+
+    def gathering(self, key: str, make: Callable[[], G], unwritten: Callable[[G], bool]) -> G:
+        """Work gathered under ``key`` to write in one go before the commit, made on first
+        use; the commit is refused while ``unwritten`` says some of it is left."""
+        ...
+
+    def gathered(self, key: str) -> Any:
+        """The work gathered under ``key``, or None."""
+        ...
 
     async def sql_alone(self) -> Sql:
         """Statements to run before the transaction begins: on PostgreSQL each on the
@@ -311,6 +327,7 @@ class Statements:
         self._with_events: _ByStatement[
             tuple[int, tuple[str, ...], tuple[str, ...], str | None], Any
         ] = _ByStatement()
+        self._unnested: _ByStatement[tuple[str, ...], Insert] = _ByStatement()
 
     def with_events(
         self,
@@ -343,6 +360,20 @@ class Statements:
     def of(self, statement: ClauseElement, values: Values | None) -> Compiled:
         keys = tuple(values) if values and getattr(statement, "is_insert", False) else ()
         return self._compiled.get(statement, keys, lambda: compile_for_postgres(statement, keys))
+
+    def unnested(self, statement: Insert, keys: tuple[str, ...]) -> Insert:
+        """:func:`unnested`, built once per statement and columns."""
+        return self._unnested.get(statement, keys, lambda: unnested(statement, keys))
+
+
+def unnested(statement: Insert, keys: Sequence[str]) -> Insert:
+    """PostgreSQL: ``statement`` (an INSERT naming no values of its own) as ``INSERT ..
+    SELECT unnest($1::type[]), unnest($2::type[]) ..``, its ON CONFLICT and RETURNING
+    kept: many rows in one statement of one shape, each column one array parameter
+    named by its key, whatever the number of rows."""
+    table = cast(Table, statement.table)
+    arrays = select(*(func.unnest(bindparam(key, type_=ARRAY(table.c[key].type))) for key in keys))
+    return statement.from_select(list(keys), arrays)
 
 
 def is_unique_violation(exc: BaseException) -> bool:
@@ -395,6 +426,14 @@ class SessionSql:
     async def fetch_one(self, statement: ClauseElement, values: Values | None = None) -> Row | None:
         rows = await self.fetch(statement, values)
         return rows[0] if rows else None
+
+    async def fetch_many(self, statement: Insert, rows: Sequence[Values]) -> list[Row]:
+        if not rows:
+            return []
+        connection = await self._session.connection()
+        # SQLAlchemy sends the rows as one multi-row INSERT ("insertmanyvalues").
+        result = await connection.execute(statement, [dict(row) for row in rows])
+        return list(result.all())
 
     async def fetch_value(self, statement: ClauseElement, values: Values | None = None) -> Any:
         row = await self.fetch_one(statement, values)
@@ -453,6 +492,13 @@ class DirectSql:
         compiled = self._statements.of(statement, values)
         arguments = compiled.arguments(values)
         return await (await self._connected()).fetchval(compiled.sql, *arguments)
+
+    async def fetch_many(self, statement: Insert, rows: Sequence[Values]) -> list[Row]:
+        if not rows:
+            return []
+        keys = tuple(rows[0])
+        columns = {key: [row[key] for row in rows] for key in keys}
+        return await self.fetch(self._statements.unnested(statement, keys), columns)
 
 
 @functools.cache
@@ -533,6 +579,26 @@ class EventsOnCommit:
         self._traceparent = traceparent
         self._pending: list[Envelope] = []
         self._on_commit: list[AfterCommit] = []
+        self._gathered: dict[str, tuple[Any, Callable[[Any], bool]]] = {}
+
+    def gathering(self, key: str, make: Callable[[], G], unwritten: Callable[[G], bool]) -> G:
+        """:meth:`Transaction.gathering`."""
+        found = self._gathered.get(key)
+        if found is None:
+            found = self._gathered[key] = (make(), unwritten)
+        work: G = found[0]
+        return work
+
+    def gathered(self, key: str) -> Any:
+        found = self._gathered.get(key)
+        return None if found is None else found[0]
+
+    def _refuse_unwritten(self) -> None:
+        """Committing with gathered work unwritten would lose it while keeping what
+        caused it (an event recorded as applied): the commit is refused instead."""
+        for key, (work, unwritten) in self._gathered.items():
+            if unwritten(work):
+                raise RuntimeError(f"{key} were not written before the commit")
 
     def publish(self, event: EventContract) -> Envelope:
         """Queue an event; it is written to the outbox by ``commit``."""
@@ -548,12 +614,14 @@ class EventsOnCommit:
     def _forget(self) -> None:
         self._pending = []
         self._on_commit = []
+        self._gathered = {}
 
     def _take_pending(self) -> list[Envelope]:
         pending, self._pending = self._pending, []
         return pending
 
     def _committed(self, published: list[Envelope]) -> None:
+        self._gathered = {}
         if published and self._after_commit is not None:
             self._after_commit(published)
         callbacks, self._on_commit = self._on_commit, []
@@ -687,6 +755,7 @@ class DirectTransaction(EventsOnCommit):
 
     async def commit(self) -> None:
         sql = self.sql
+        self._refuse_unwritten()
         pending = self._take_pending()
         if pending:
             await sql.execute_many(self._outbox_insert, self._outbox_rows(pending))
@@ -702,6 +771,7 @@ class DirectTransaction(EventsOnCommit):
 
     async def commit_with(self, statement: UpdateBase, values: Values | None = None) -> int:
         self.sql  # noqa: B018 - refuses a transaction that is not open
+        self._refuse_unwritten()
         pending = self._take_pending()
         # A claim still to make goes into the statement (nothing ran before it).
         claim = self._claim

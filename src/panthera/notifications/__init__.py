@@ -120,6 +120,7 @@ def _definition() -> ServiceDefinition:
         consume_linger=0.2,
         # The messages of all the events a transaction applies, in one insert.
         before_commit=write_batch,
+        handlers_on_sql=True,
     )
 
 

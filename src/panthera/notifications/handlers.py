@@ -17,13 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from panthera.kernel.db import UnitOfWork
 from panthera.kernel.events import Envelope, EventContract
 from panthera.kernel.money import InvalidAmount, Money
 from panthera.kernel.service import EventHandler, ServiceRuntime, Subscription
+from panthera.kernel.sql import Transaction
 from panthera.notifications.service import (
     NotificationsDeps,
-    find_recipient,
     forget_recipient,
     notify_user,
     remember_recipient,
@@ -135,11 +134,11 @@ def _mail(template: str, context: Callable[[Any], dict[str, Any]]) -> EventHandl
     """A handler that mails the address the event names with ``template``."""
 
     async def handle(
-        runtime: ServiceRuntime, uow: UnitOfWork, event: Any, envelope: Envelope
+        runtime: ServiceRuntime, tx: Transaction, event: Any, envelope: Envelope
     ) -> None:
         await send_email(
             _deps(runtime),
-            uow,
+            tx,
             event_id=envelope.id,
             user_id=event.user_id,
             to=event.email,
@@ -154,12 +153,12 @@ def _notify(template: str, context: Callable[[Any], dict[str, Any]]) -> EventHan
     """A handler that tells the event's user, on every channel they chose."""
 
     async def handle(
-        runtime: ServiceRuntime, uow: UnitOfWork, event: Any, envelope: Envelope
+        runtime: ServiceRuntime, tx: Transaction, event: Any, envelope: Envelope
     ) -> None:
         values = context(event)
         await notify_user(
             _deps(runtime),
-            uow,
+            tx,
             event_id=envelope.id,
             user_id=event.user_id,
             template=template,
@@ -171,10 +170,10 @@ def _notify(template: str, context: Callable[[Any], dict[str, Any]]) -> EventHan
 
 
 async def on_user_registered(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: UserRegistered, envelope: Envelope
+    runtime: ServiceRuntime, tx: Transaction, event: UserRegistered, envelope: Envelope
 ) -> None:
-    recipient = await remember_recipient(
-        uow,
+    takes_marketing = await remember_recipient(
+        tx,
         user_id=event.user_id,
         email=event.email,
         first_name=event.first_name,
@@ -182,10 +181,10 @@ async def on_user_registered(
         phone_number=None,
         revision=0,
     )
-    if recipient.marketing_email:
+    if takes_marketing:
         await send_email(
             _deps(runtime),
-            uow,
+            tx,
             event_id=envelope.id,
             user_id=event.user_id,
             to=event.email,
@@ -196,10 +195,10 @@ async def on_user_registered(
 
 
 async def on_user_updated(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: UserUpdated, envelope: Envelope
+    runtime: ServiceRuntime, tx: Transaction, event: UserUpdated, envelope: Envelope
 ) -> None:
     await remember_recipient(
-        uow,
+        tx,
         user_id=event.user_id,
         email=event.email,
         first_name=event.first_name,
@@ -210,15 +209,14 @@ async def on_user_updated(
 
 
 async def on_user_deleted(
-    runtime: ServiceRuntime, uow: UnitOfWork, event: UserDeleted, envelope: Envelope
+    runtime: ServiceRuntime, tx: Transaction, event: UserDeleted, envelope: Envelope
 ) -> None:
-    if await find_recipient(uow, event.user_id) is not None:
-        await forget_recipient(uow, event.user_id)
+    await forget_recipient(tx, event.user_id)
 
 
-async def write_batch(runtime: ServiceRuntime, uow: UnitOfWork) -> None:
+async def write_batch(runtime: ServiceRuntime, tx: Transaction) -> None:
     """Once per consuming transaction: the messages all its events queued."""
-    await write_queued(uow)
+    await write_queued(tx)
 
 
 _MAILS: tuple[tuple[type[EventContract], str, Callable[[Any], dict[str, Any]]], ...] = (

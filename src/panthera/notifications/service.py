@@ -23,11 +23,12 @@ from jinja2 import (
     TemplateNotFound,
     select_autoescape,
 )
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from panthera.kernel.db import UnitOfWork, WrittenBeforeCommit
+from panthera.kernel.sql import Transaction
 from panthera.notifications.channels import EmailChannel, PushProvider, SmsProvider
 from panthera.notifications.errors import DeliveryInFlight, DeliveryNotFound, RecipientNotFound
 from panthera.notifications.models import Channel, Delivery, DeliveryStatus, Recipient
@@ -88,8 +89,35 @@ def render(templates: Environment, template: str, context: dict[str, Any]) -> Re
 # --- The recipients directory -------------------------------------------------------------
 
 
+_RECIPIENTS = cast(Table, Recipient.__table__)
+
+
+def _remember(insert: Any) -> Any:
+    # A newer revision moves the addresses; an older event arriving late, or the same
+    # one again, changes nothing. The choices (channels, tokens) are the user's own
+    # and no event moves them.
+    statement = insert(_RECIPIENTS)
+    moved = {
+        name: statement.excluded[name]
+        for name in ("email", "first_name", "last_name", "phone_number", "revision", "updated_at")
+    }
+    return statement.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_=moved,
+        where=_RECIPIENTS.c.revision < statement.excluded.revision,
+    ).returning(_RECIPIENTS.c.marketing_email)
+
+
+# By whether the statements run on PostgreSQL.
+_REMEMBER = {True: _remember(pg_insert), False: _remember(sqlite_insert)}
+_TAKES_MARKETING = select(_RECIPIENTS.c.marketing_email).where(
+    _RECIPIENTS.c.user_id == bindparam("user_id")
+)
+_FORGET = delete(_RECIPIENTS).where(_RECIPIENTS.c.user_id == bindparam("user_id"))
+
+
 async def remember_recipient(
-    uow: UnitOfWork,
+    tx: Transaction,
     *,
     user_id: uuid.UUID,
     email: str,
@@ -97,50 +125,33 @@ async def remember_recipient(
     last_name: str,
     phone_number: str | None,
     revision: int,
-) -> Recipient:
-    """Copy a user's addresses; a stale revision (an older event arriving late) changes nothing."""
-    now = datetime.now(UTC)
-    dialect = uow.session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    # The registration and a first update may be applied at once by two consumers:
-    # the insert that loses the race does nothing, and both go on with the one row.
-    created = await uow.session.execute(
-        insert(Recipient)
-        .values(
-            user_id=user_id,
-            email=email,
-            first_name=first_name,
-            last_name=last_name,
-            phone_number=phone_number,
-            push_tokens=[],
-            revision=revision,
-            marketing_email=True,
-            sms_enabled=False,
-            push_enabled=False,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["user_id"])
-    )
-    recipient = await uow.session.get(
-        Recipient, user_id, with_for_update=True, populate_existing=True
-    )
-    assert recipient is not None
-    if created.rowcount == 1 or revision <= recipient.revision:  # type: ignore[attr-defined]
-        return recipient
-    recipient.email = email
-    recipient.first_name = first_name
-    recipient.last_name = last_name
-    recipient.phone_number = phone_number
-    recipient.revision = revision
-    recipient.updated_at = now
-    return recipient
+) -> bool:
+    """Copy a user's addresses; a stale revision (an older event arriving late) changes
+    nothing. Whether the user takes mail that is not transactional."""
+    # One atomic statement: the registration and a first update applied at once by
+    # two consumers end with the newer addresses, whichever runs first.
+    values = {
+        "user_id": user_id,
+        "email": email,
+        "first_name": first_name,
+        "last_name": last_name,
+        "phone_number": phone_number,
+        "push_tokens": [],
+        "revision": revision,
+        "marketing_email": True,
+        "sms_enabled": False,
+        "push_enabled": False,
+        "updated_at": datetime.now(UTC),
+    }
+    written = await tx.sql.fetch_one(_REMEMBER[tx.sql.postgres], values)
+    if written is not None:
+        return bool(written[0])
+    return bool(await tx.sql.fetch_value(_TAKES_MARKETING, {"user_id": user_id}))
 
 
-async def forget_recipient(uow: UnitOfWork, user_id: uuid.UUID) -> None:
+async def forget_recipient(tx: Transaction, user_id: uuid.UUID) -> None:
     """A deleted account leaves no address or choice behind."""
-    recipient = await uow.session.get(Recipient, user_id)
-    if recipient is not None:
-        await uow.session.delete(recipient)
+    await tx.sql.execute(_FORGET, {"user_id": user_id})
 
 
 async def find_recipient(uow: UnitOfWork, user_id: uuid.UUID) -> Recipient | None:
@@ -153,27 +164,27 @@ async def find_recipient(uow: UnitOfWork, user_id: uuid.UUID) -> Recipient | Non
 _TAKEN_UP = "notifications.taken_up"
 
 
-def _after_commit(deps: NotificationsDeps, uow: UnitOfWork, delivery: Delivery) -> None:
+def _after_commit(deps: NotificationsDeps, tx: Transaction, delivery: Delivery) -> None:
     """Have ``delivery`` sent once the transaction that queued it commits."""
-    sync_session = uow.session.sync_session
-    queued: list[Delivery] | None = sync_session.info.get(_TAKEN_UP)
+    queued: list[Delivery] | None = tx.gathered(_TAKEN_UP)
     if queued is None:
-        queued = sync_session.info[_TAKEN_UP] = []
+        # Nothing to write: the list only goes to the sender after the commit.
+        queued = tx.gathering(_TAKEN_UP, list, lambda _: False)
         take_up = deps.take_up
         if take_up is None:
-            uow.on_commit(deps.wake)
+            tx.on_commit(deps.wake)
         else:
-            uow.on_commit(lambda: take_up(queued))
+            tx.on_commit(lambda: take_up(queued))
     queued.append(delivery)
 
 
 # Built once per dialect; a repeat of an event's message inserts nothing, and
 # only the ids really inserted come back.
 _QUEUE = {
-    dialect: insert(cast(Table, Delivery.__table__))
+    postgres: insert(cast(Table, Delivery.__table__))
     .on_conflict_do_nothing(index_elements=["id"])
     .returning(Delivery.__table__.c.id)
-    for dialect, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+    for postgres, insert in ((True, pg_insert), (False, sqlite_insert))
 }
 
 
@@ -189,29 +200,29 @@ class _Queued:
 _QUEUED = WrittenBeforeCommit("queued notifications", _Queued, lambda found: bool(found.rows))
 
 
-def _queued(deps: NotificationsDeps, uow: UnitOfWork) -> _Queued:
-    found = _QUEUED.of(uow.session)
+def _queued(deps: NotificationsDeps, tx: Transaction) -> _Queued:
+    found = _QUEUED.of(tx)
     found.deps = deps
     return found
 
 
-async def write_queued(uow: UnitOfWork) -> None:
+async def write_queued(tx: Transaction) -> None:
     """Insert the messages the transaction queued, in one statement, before it commits."""
-    found = _QUEUED.gathered(uow.session)
+    found = _QUEUED.gathered(tx)
     if found is None or found.deps is None or not found.rows:
         return
     deps = found.deps
     rows, found.rows = found.rows, {}
-    statement = _QUEUE[uow.session.get_bind().dialect.name]
-    inserted = set((await uow.session.execute(statement, list(rows.values()))).scalars())
+    written = await tx.sql.fetch_many(_QUEUE[tx.sql.postgres], list(rows.values()))
+    inserted = {row[0] for row in written}
     for delivery_id, row in rows.items():
         if delivery_id in inserted:
-            _after_commit(deps, uow, Delivery(**row))
+            _after_commit(deps, tx, Delivery(**row))
 
 
 async def queue(
     deps: NotificationsDeps,
-    uow: UnitOfWork,
+    tx: Transaction,
     *,
     event_id: uuid.UUID,
     user_id: uuid.UUID | None,
@@ -256,13 +267,13 @@ async def queue(
     }
     # Inserted with the transaction's other messages just before it commits:
     # one round trip for a batch of events rather than one per message.
-    _queued(deps, uow).rows.setdefault(delivery_id, row)
+    _queued(deps, tx).rows.setdefault(delivery_id, row)
     return delivery_id
 
 
 async def send_email(
     deps: NotificationsDeps,
-    uow: UnitOfWork,
+    tx: Transaction,
     *,
     event_id: uuid.UUID,
     user_id: uuid.UUID | None,
@@ -281,7 +292,7 @@ async def send_email(
     rendered = render(deps.templates, template, values)
     return await queue(
         deps,
-        uow,
+        tx,
         event_id=event_id,
         user_id=user_id,
         channel=Channel.EMAIL,
@@ -306,7 +317,7 @@ _ADDRESSES = select(
 
 async def notify_user(
     deps: NotificationsDeps,
-    uow: UnitOfWork,
+    tx: Transaction,
     *,
     event_id: uuid.UUID,
     user_id: uuid.UUID,
@@ -321,7 +332,7 @@ async def notify_user(
     """
     # A Core read on the transaction's connection: the ORM's execution path around it
     # cost more than the statement, once per event.
-    recipient = await uow.sql.fetch_one(_ADDRESSES, {"user_id": user_id})
+    recipient = await tx.sql.fetch_one(_ADDRESSES, {"user_id": user_id})
     if recipient is None:
         return []
     values = {**context, "base_url": deps.base_url, "first_name": recipient.first_name}
@@ -333,15 +344,15 @@ async def notify_user(
         "rendered": rendered,
         "transactional": True,
     }
-    deliveries = [await queue(deps, uow, channel=Channel.EMAIL, to=recipient.email, **common)]
+    deliveries = [await queue(deps, tx, channel=Channel.EMAIL, to=recipient.email, **common)]
     if recipient.sms_enabled and recipient.phone_number:
         deliveries.append(
-            await queue(deps, uow, channel=Channel.SMS, to=recipient.phone_number, **common)
+            await queue(deps, tx, channel=Channel.SMS, to=recipient.phone_number, **common)
         )
     if recipient.push_enabled:
         for token in recipient.push_tokens:
             deliveries.append(
-                await queue(deps, uow, channel=Channel.PUSH, to=token, data=data, **common)
+                await queue(deps, tx, channel=Channel.PUSH, to=token, data=data, **common)
             )
     return deliveries
 

@@ -597,8 +597,9 @@ def _inbox_row(consumer: str, envelope: Envelope) -> dict[str, Any]:
 
 
 @functools.cache
-def _claim(inbox: Table, dialect: str) -> Any:
-    # Built once per table and dialect: every event consumed runs it.
+def _claim(inbox: Table, dialect: str) -> Insert:
+    # Built once per table and dialect: every event consumed runs it (a batch of
+    # events, each as one row of it).
     insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
     return (
         insert_(inbox)
@@ -608,7 +609,7 @@ def _claim(inbox: Table, dialect: str) -> Any:
 
 
 async def record_all_in_inbox(
-    session: AsyncSession, tables: EventTables, consumer: str, envelopes: Sequence[Envelope]
+    sql: Sql, tables: EventTables, consumer: str, envelopes: Sequence[Envelope]
 ) -> set[uuid.UUID]:
     """Claim several events for this consumer in one statement; the ids not applied before.
 
@@ -618,8 +619,6 @@ async def record_all_in_inbox(
     if not envelopes:
         return set()
     now = datetime.now(UTC)
-    dialect = session.get_bind().dialect.name
-    insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
     rows = {
         envelope.id: {
             "consumer": consumer,
@@ -629,11 +628,5 @@ async def record_all_in_inbox(
         }
         for envelope in envelopes
     }
-    # Parameters rather than inlined VALUES: one statement shape, compiled once,
-    # that SQLAlchemy still sends as a single multi-row INSERT.
-    statement = (
-        insert_(tables.inbox)
-        .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-        .returning(tables.inbox.c.event_id)
-    )
-    return set((await session.execute(statement, list(rows.values()))).scalars())
+    statement = _claim(tables.inbox, "postgresql" if sql.postgres else "sqlite")
+    return {row[0] for row in await sql.fetch_many(statement, list(rows.values()))}
