@@ -484,6 +484,66 @@ async def test_a_registration_racing_its_first_update_leaves_one_recipient(
         await runtime.database.dispose()
 
 
+async def test_a_batch_tells_each_user_on_the_channels_they_chose(
+    service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
+) -> None:
+    """The batch's users are read together; each message goes to its own user's email,
+    phone and every push token, and a user the directory does not know gets nothing."""
+    databases = await service_databases("notifications")
+    runtime = await _notifications(databases.url_for("notifications"), tmp_path)
+    try:
+        now = datetime.now(UTC)
+        everywhere, mail_only, unknown = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        async with runtime.database.sessions() as session:
+            for user_id, email, sms, push in (
+                (everywhere, "ada@example.com", True, True),
+                (mail_only, "grace@example.com", False, False),
+            ):
+                session.add(
+                    Recipient(
+                        user_id=user_id,
+                        email=email,
+                        first_name="Ada",
+                        last_name="Doe",
+                        phone_number="+15551234567",
+                        push_tokens=["device-1", "device-2"],
+                        revision=1,
+                        marketing_email=True,
+                        sms_enabled=sms,
+                        push_enabled=push,
+                        updated_at=now,
+                    )
+                )
+            await session.commit()
+        consume = runtime._batch_consumer(
+            {s.contract.event_type: s for s in runtime.definition.subscriptions}
+        )
+        events = []
+        for user_id in (everywhere, mail_only, unknown, everywhere):
+            event = _confirmed(now, uuid.uuid4(), 1)
+            events.append(event.model_copy(update={"user_id": user_id}))
+        envelopes = [Envelope.wrap(event, source="orders") for event in events]
+        assert await consume(envelopes) == [None] * 4
+        assert await consume(envelopes) == [None] * 4  # delivered again: nothing more
+        async with runtime.database.sessions() as session:
+            deliveries = list((await session.execute(select(Delivery))).scalars())
+        sent = Counter((d.user_id, d.channel, d.recipient) for d in deliveries)
+        assert sent == {
+            (everywhere, Channel.EMAIL.value, "ada@example.com"): 2,
+            (everywhere, Channel.SMS.value, "+15551234567"): 2,
+            (everywhere, Channel.PUSH.value, "device-1"): 2,
+            (everywhere, Channel.PUSH.value, "device-2"): 2,
+            (mail_only, Channel.EMAIL.value, "grace@example.com"): 1,
+        }
+        # Each message is about its own event's order, for that event's user.
+        user_of = {
+            envelope.id: event.user_id for envelope, event in zip(envelopes, events, strict=True)
+        }
+        assert all(user_of[d.event_id] == d.user_id for d in deliveries)
+    finally:
+        await runtime.database.dispose()
+
+
 async def test_messages_queued_together_are_inserted_once_and_never_committed_unwritten(
     service_databases: Callable[..., Awaitable[ServiceDatabases]], tmp_path: Path
 ) -> None:

@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast
 
-from sqlalchemy import bindparam, exists, func, insert, literal_column, select, union_all
+from sqlalchemy import (
+    any_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
@@ -226,6 +235,14 @@ def compile_for_postgres(statement: ClauseElement, keys: Sequence[str] = ()) -> 
         constants=constants,
         returns_rows=bool(compiled.returning) or bool(getattr(statement, "is_select", False)),
     )
+
+
+def among(column: Any, name: str, postgres: bool) -> Any:
+    """``column`` is one of the values of parameter ``name``: ``= ANY`` of an array on
+    PostgreSQL (the driver path takes no expanding IN), ``IN`` on SQLite."""
+    if postgres:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 # The parameters of the n-th event's outbox row in a statement ``with_events`` built.

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 from jinja2 import (
     Environment,
     FileSystemLoader,
@@ -28,7 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from panthera.kernel.db import UnitOfWork, WrittenBeforeCommit
-from panthera.kernel.sql import Transaction
+from panthera.kernel.sql import Transaction, among
 from panthera.notifications.channels import EmailChannel, PushProvider, SmsProvider
 from panthera.notifications.errors import DeliveryInFlight, DeliveryNotFound, RecipientNotFound
 from panthera.notifications.models import Channel, Delivery, DeliveryStatus, Recipient
@@ -188,16 +189,30 @@ _QUEUE = {
 }
 
 
+@dataclass(frozen=True)
+class _Notice:
+    """A message about a user's order, to address once the user's choices are read."""
+
+    event_id: uuid.UUID
+    user_id: uuid.UUID
+    template: str
+    context: dict[str, Any]
+    data: dict[str, str] | None
+
+
 class _Queued:
     """The messages a transaction queued, inserted together by ``write_queued``."""
 
     def __init__(self) -> None:
         self.deps: NotificationsDeps | None = None
         self.rows: dict[uuid.UUID, dict[str, Any]] = {}
+        self.notices: list[_Notice] = []
 
 
 # Messages left unwritten would be lost for good with their event recorded as applied.
-_QUEUED = WrittenBeforeCommit("queued notifications", _Queued, lambda found: bool(found.rows))
+_QUEUED = WrittenBeforeCommit(
+    "queued notifications", _Queued, lambda found: bool(found.rows or found.notices)
+)
 
 
 def _queued(deps: NotificationsDeps, tx: Transaction) -> _Queued:
@@ -209,9 +224,14 @@ def _queued(deps: NotificationsDeps, tx: Transaction) -> _Queued:
 async def write_queued(tx: Transaction) -> None:
     """Insert the messages the transaction queued, in one statement, before it commits."""
     found = _QUEUED.gathered(tx)
-    if found is None or found.deps is None or not found.rows:
+    if found is None or found.deps is None:
         return
     deps = found.deps
+    if found.notices:
+        notices, found.notices = found.notices, []
+        await _address(deps, tx, notices)
+    if not found.rows:
+        return
     rows, found.rows = found.rows, {}
     written = await tx.sql.fetch_many(_QUEUE[tx.sql.postgres], list(rows.values()))
     inserted = {row[0] for row in written}
@@ -304,15 +324,19 @@ async def send_email(
     )
 
 
-# What telling a user takes, read without loading the directory entry as an object.
-_ADDRESSES = select(
-    Recipient.email,
-    Recipient.first_name,
-    Recipient.phone_number,
-    Recipient.push_tokens,
-    Recipient.sms_enabled,
-    Recipient.push_enabled,
-).where(Recipient.user_id == bindparam("user_id"))
+# What telling users takes, read without loading their directory entries as objects.
+_ADDRESSES = {
+    postgres: select(
+        Recipient.user_id,
+        Recipient.email,
+        Recipient.first_name,
+        Recipient.phone_number,
+        Recipient.push_tokens,
+        Recipient.sms_enabled,
+        Recipient.push_enabled,
+    ).where(among(_RECIPIENTS.c.user_id, "user_ids", postgres))
+    for postgres in (True, False)
+}
 
 
 async def notify_user(
@@ -324,37 +348,47 @@ async def notify_user(
     template: str,
     context: dict[str, Any],
     data: dict[str, str] | None = None,
-) -> list[uuid.UUID]:
+) -> None:
     """A transactional message about a user's order: email, plus SMS and push where opted in.
 
-    Without a directory entry (an account deleted since, or an event from before
-    this service knew the user) there is nobody to write to: nothing is queued.
+    The user's addresses and choices are read by ``write_queued`` for all the
+    transaction's messages at once, as it commits, rather than one round trip per
+    event. Without a directory entry then (an account deleted since, or an event from
+    before this service knew the user) there is nobody to write to: nothing is queued.
     """
-    # A Core read on the transaction's connection: the ORM's execution path around it
-    # cost more than the statement, once per event.
-    recipient = await tx.sql.fetch_one(_ADDRESSES, {"user_id": user_id})
-    if recipient is None:
-        return []
-    values = {**context, "base_url": deps.base_url, "first_name": recipient.first_name}
-    rendered = render(deps.templates, template, values)
-    common: dict[str, Any] = {
-        "event_id": event_id,
-        "user_id": user_id,
-        "template": template,
-        "rendered": rendered,
-        "transactional": True,
-    }
-    deliveries = [await queue(deps, tx, channel=Channel.EMAIL, to=recipient.email, **common)]
-    if recipient.sms_enabled and recipient.phone_number:
-        deliveries.append(
+    _queued(deps, tx).notices.append(_Notice(event_id, user_id, template, context, data))
+
+
+async def _address(deps: NotificationsDeps, tx: Transaction, notices: list[_Notice]) -> None:
+    """Render and queue each notice for its user's channels, the users read in one go."""
+    user_ids = list(dict.fromkeys(notice.user_id for notice in notices))
+    found = await tx.sql.fetch(_ADDRESSES[tx.sql.postgres], {"user_ids": user_ids})
+    recipients = {row.user_id: row for row in found}
+    for notice in notices:
+        recipient = recipients.get(notice.user_id)
+        if recipient is None:
+            continue
+        values = {**notice.context, "base_url": deps.base_url, "first_name": recipient.first_name}
+        rendered = render(deps.templates, notice.template, values)
+        common: dict[str, Any] = {
+            "event_id": notice.event_id,
+            "user_id": notice.user_id,
+            "template": notice.template,
+            "rendered": rendered,
+            "transactional": True,
+        }
+        await queue(deps, tx, channel=Channel.EMAIL, to=recipient.email, **common)
+        if recipient.sms_enabled and recipient.phone_number:
             await queue(deps, tx, channel=Channel.SMS, to=recipient.phone_number, **common)
-        )
-    if recipient.push_enabled:
-        for token in recipient.push_tokens:
-            deliveries.append(
-                await queue(deps, tx, channel=Channel.PUSH, to=token, data=data, **common)
-            )
-    return deliveries
+        if recipient.push_enabled:
+            for token in _tokens(recipient.push_tokens):
+                await queue(deps, tx, channel=Channel.PUSH, to=token, data=notice.data, **common)
+
+
+def _tokens(stored: Any) -> list[str]:
+    # JSON comes back decoded through SQLAlchemy, as text from the driver.
+    tokens: list[str] = orjson.loads(stored) if isinstance(stored, str) else stored
+    return tokens
 
 
 # --- Preferences --------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
-    ARRAY,
     JSON,
     BigInteger,
     Column,
@@ -27,7 +26,6 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
-    any_,
     bindparam,
     delete,
     func,
@@ -43,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from panthera.kernel.db import UTCDateTime
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.events.transport import EventTransport
-from panthera.kernel.sql import InboxClaim, SessionSql, Sql, Transaction
+from panthera.kernel.sql import InboxClaim, SessionSql, Sql, Transaction, among
 
 log = logging.getLogger("panthera.events")
 
@@ -154,14 +152,6 @@ def envelope_of(row: Any, source: str) -> Envelope:
     )
 
 
-def _among(column: Any, name: str, postgres: bool) -> Any:
-    """``column`` is one of the values of parameter ``name``: ``= ANY`` of an array on
-    PostgreSQL (the driver path takes no expanding IN), ``IN`` on SQLite."""
-    if postgres:
-        return column == any_(bindparam(name, type_=ARRAY(column.type)))
-    return column.in_(bindparam(name, expanding=True))
-
-
 # How often the rows of handed-off events the broker confirmed are deleted.
 DELETE_EVERY = 0.05
 
@@ -219,13 +209,13 @@ class OutboxRelay:
         self._claim = self._due.with_for_update(skip_locked=True)
         # Each by dialect (True: PostgreSQL).
         self._delete_sent = {
-            pg: delete(outbox).where(_among(outbox.c.seq, "seqs", pg)) for pg in (True, False)
+            pg: delete(outbox).where(among(outbox.c.seq, "seqs", pg)) for pg in (True, False)
         }
         # Handed-off events, by id; a row the poll took over meanwhile is its to delete,
         # and a parked one stays.
         self._delete_handed = {
             pg: delete(outbox).where(
-                _among(outbox.c.event_id, "ids", pg), outbox.c.dead_at.is_(None)
+                among(outbox.c.event_id, "ids", pg), outbox.c.dead_at.is_(None)
             )
             for pg in (True, False)
         }
