@@ -43,11 +43,19 @@ from panthera.kernel.http.direct import (
     bounded_int,
     bounded_text,
     direct_route,
+    json_body,
+    model_response,
+    parsed,
     single_values,
 )
 from panthera.kernel.http.paging import total_count_headers
 from panthera.kernel.money import InvalidAmount, Money
-from panthera.kernel.security.permissions import AdminPrincipal, internal_only, public
+from panthera.kernel.security.permissions import (
+    AdminPrincipal,
+    internal_only,
+    is_internal_caller,
+    public,
+)
 
 router = APIRouter()
 Responses = dict[int | str, dict[str, Any]]
@@ -549,13 +557,7 @@ def _line_requests(lines: list[ReservationLineIn]) -> list[inventory.LineRequest
     return requests
 
 
-@router.post(
-    "/internal/reservations",
-    response_model=ReservationOut,
-    include_in_schema=False,
-    dependencies=[Depends(internal_only)],
-)
-async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
+async def _reserve(catalog: CatalogDeps, body: ReservationIn) -> ReservationOut:
     requests = _line_requests(body.lines)
     async with catalog.transaction() as tx:
         outcome = await inventory.reserve(
@@ -566,6 +568,33 @@ async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
             held_here=catalog.held_here,
         )
     return _reservation_out(outcome, body.reference, catalog.default_currency)
+
+
+async def _reserve_direct(request: Request) -> Response | None:
+    """A reservation from another service, sent as the orders saga sends it, without
+    FastAPI's per-request work; anything else goes to :func:`reserve`."""
+    if not is_internal_caller(request):
+        return None
+    try:
+        body = parsed(ReservationIn, await json_body(request))
+    except Declined:
+        return None
+    return model_response(await _reserve(request.app.state.catalog_deps, body))
+
+
+async def reserve(body: ReservationIn, catalog: Catalog) -> ReservationOut:
+    return await _reserve(catalog, body)
+
+
+router.add_api_route(
+    "/internal/reservations",
+    reserve,
+    methods=["POST"],
+    response_model=ReservationOut,
+    include_in_schema=False,
+    dependencies=[Depends(internal_only)],
+    route_class_override=direct_route(_reserve_direct),
+)
 
 
 @router.post(
@@ -581,16 +610,33 @@ async def release(reference: str, catalog: Catalog) -> Response:
     return Response(status_code=204)
 
 
-@router.post(
-    "/internal/reservations/{reference}/commit",
-    status_code=204,
-    include_in_schema=False,
-    dependencies=[Depends(internal_only)],
-)
-async def commit(reference: str, catalog: Catalog) -> Response:
+async def _commit(catalog: CatalogDeps, reference: str) -> Response:
     async with catalog.transaction() as tx:
         await inventory.commit(tx, reference, held_here=catalog.held_here)
     return Response(status_code=204)
+
+
+async def _commit_direct(request: Request) -> Response | None:
+    """The sale of a reservation without FastAPI's per-request work: the route reads
+    nothing but its path, which the router has matched already."""
+    if not is_internal_caller(request):
+        return None
+    return await _commit(request.app.state.catalog_deps, request.path_params["reference"])
+
+
+async def commit(reference: str, catalog: Catalog) -> Response:
+    return await _commit(catalog, reference)
+
+
+router.add_api_route(
+    "/internal/reservations/{reference}/commit",
+    commit,
+    methods=["POST"],
+    status_code=204,
+    include_in_schema=False,
+    dependencies=[Depends(internal_only)],
+    route_class_override=direct_route(_commit_direct),
+)
 
 
 @router.post(

@@ -9,8 +9,10 @@ import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy import func, select
 
+from panthera.kernel.http.direct import Declined, direct_route, json_body, parsed
 from panthera.kernel.http.paging import total_count_headers
 from panthera.kernel.idempotency import (
+    IDEMPOTENCY_HEADER,
     Claim,
     IdempotencyKeyHeader,
     checked_key,
@@ -21,11 +23,12 @@ from panthera.kernel.security.permissions import (
     AdminPrincipal,
     CurrentPrincipal,
     internal_only,
+    is_internal_caller,
     public,
 )
 from panthera.payments import errors, presenters, refunds, repository, service, webhooks
-from panthera.payments.cards import refuse_card_numbers
-from panthera.payments.deps import Payments
+from panthera.payments.cards import contains_card_number, refuse_card_numbers
+from panthera.payments.deps import Payments, PaymentsDeps
 from panthera.payments.models import REFUNDED_STATUSES, Payment, Refund
 from panthera.payments.providers import InvalidWebhook
 from panthera.payments.schemas import (
@@ -288,25 +291,9 @@ async def receive_webhook(provider: str, request: Request, payments: Payments) -
 # ------------------------------------------------------- the orders saga's calls
 
 
-@router.post(
-    "/internal/payments",
-    status_code=201,
-    response_model=PaymentOut,
-    include_in_schema=False,
-    dependencies=[Depends(internal_only), Depends(refuse_card_numbers)],
-)
-async def create_payment_for_order(
-    body: InternalPaymentCreate,
-    payments: Payments,
-    idempotency_key: IdempotencyKeyHeader = None,
+async def _pay_for_order(
+    payments: PaymentsDeps, body: InternalPaymentCreate, idempotency_key: str | None
 ) -> Response:
-    """Idempotent by order: the key defaults to ``payment:<orderId>``.
-
-    No idempotency key row: the payment itself, unique by order and key, is the
-    record of the request. Sent again, it answers that payment as it is now (422
-    ``idempotency_key_reused`` if it asks for another amount, currency, payer or
-    token); while another payment of the order is live, 409.
-    """
     key = checked_key(idempotency_key or f"payment:{body.orderId}")
     request = _payment_request(body, body.userId, f"{INTERNAL_SCOPE}:{key}")
     payment = await service.create_payment(
@@ -321,6 +308,52 @@ async def create_payment_for_order(
         status_code=201,
         media_type="application/json",
     )
+
+
+async def _pay_for_order_direct(request: Request) -> Response | None:
+    """The orders saga's payment without FastAPI's per-request work, for a well-formed
+    request; anything else goes to :func:`create_payment_for_order`."""
+    if not is_internal_caller(request):
+        return None
+    try:
+        raw = await json_body(request)
+        if contains_card_number(raw):
+            # Refused by the route's own dependency, before any model sees the number
+            # (or, when the JSON is broken too, answered with FastAPI's parse error).
+            raise Declined
+        body = parsed(InternalPaymentCreate, raw)
+    except Declined:
+        return None
+    return await _pay_for_order(
+        request.app.state.payments_deps, body, request.headers.get(IDEMPOTENCY_HEADER)
+    )
+
+
+async def create_payment_for_order(
+    body: InternalPaymentCreate,
+    payments: Payments,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    """Idempotent by order: the key defaults to ``payment:<orderId>``.
+
+    No idempotency key row: the payment itself, unique by order and key, is the
+    record of the request. Sent again, it answers that payment as it is now (422
+    ``idempotency_key_reused`` if it asks for another amount, currency, payer or
+    token); while another payment of the order is live, 409.
+    """
+    return await _pay_for_order(payments, body, idempotency_key)
+
+
+router.add_api_route(
+    "/internal/payments",
+    create_payment_for_order,
+    methods=["POST"],
+    status_code=201,
+    response_model=PaymentOut,
+    include_in_schema=False,
+    dependencies=[Depends(internal_only), Depends(refuse_card_numbers)],
+    route_class_override=direct_route(_pay_for_order_direct),
+)
 
 
 @router.post(

@@ -8,19 +8,26 @@ errors) and puts a handler in front of it that answers the requests it fully
 understands and passes on everything else. The handler must decline (answer
 ``None``) whenever FastAPI could answer differently, so that a malformed request
 gets exactly the error it always got.
+
+An exception a handler raises is answered by the app's exception handlers exactly
+as one raised by the endpoint: both are raised inside the same route application.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message
 
 DirectHandler = Callable[[Request], Awaitable[Response | None]]
+Model = TypeVar("Model", bound=BaseModel)
+JSON = "application/json"
 
 # What pydantic reads as a boolean from a query string, in lax mode, lower-cased.
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
@@ -36,7 +43,12 @@ def direct_route(handler: DirectHandler) -> type[APIRoute]:
             full = super().get_route_handler()
 
             async def route_handler(request: Request) -> Response:
-                response = await handler(request)
+                try:
+                    response = await handler(request)
+                except _UnreadBody as unread:
+                    # The body is gone with the failure: FastAPI is given a request whose
+                    # reading fails the same way, and answers it as it always does.
+                    return await full(Request(request.scope, unread.receive))
                 if response is None:
                     return await full(request)
                 return response
@@ -47,7 +59,50 @@ def direct_route(handler: DirectHandler) -> type[APIRoute]:
 
 
 class Declined(Exception):
-    """The query is not one the direct path answers: FastAPI's endpoint takes it."""
+    """The request is not one the direct path answers: FastAPI's endpoint takes it."""
+
+
+class _UnreadBody(Exception):
+    """Reading the body failed (the client went away, it was too large): FastAPI answers."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+    async def receive(self) -> Message:
+        raise self.error
+
+
+async def json_body(request: Request) -> bytes:
+    """The body of a request sent as plain ``application/json``; :class:`Declined` for any
+    other content type (FastAPI reads ``+json`` types, parameters and a missing type in
+    ways only it words the errors of)."""
+    if request.headers.get("content-type") != JSON:
+        raise Declined
+    try:
+        return await request.body()
+    except Exception as exc:
+        raise _UnreadBody(exc) from exc
+
+
+def parsed(model: type[Model], body: bytes) -> Model:
+    """``body`` read as ``model``; :class:`Declined` when it is not valid JSON of that model.
+
+    Read from JSON in one pass, where FastAPI loads the JSON (``json.loads``) then
+    validates what it got. For models of plain, bounded fields what the first accepts the
+    second accepts too and reads the same; each direct route's tests hold its model to
+    that. A body refused here goes to FastAPI, which words the error.
+    """
+    try:
+        return model.model_validate_json(body)
+    except ValidationError:
+        raise Declined from None
+
+
+def model_response(model: BaseModel, status_code: int = 200) -> Response:
+    """``model`` answered as FastAPI answers a route's response model of that class: the
+    same JSON (by alias, nothing left out), the same status and content type."""
+    return Response(model.model_dump_json(by_alias=True), status_code=status_code, media_type=JSON)
 
 
 def single_values(query_string: bytes, known: frozenset[str]) -> dict[str, str]:

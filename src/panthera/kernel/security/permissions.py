@@ -92,12 +92,17 @@ async def admin_only(principal: Annotated[Principal, Depends(authenticated)]) ->
     return principal
 
 
+def is_internal_caller(request: Request) -> bool:
+    """Whether the request carries the platform's internal token: one of its services."""
+    expected: str = request.app.state.internal_token
+    supplied = request.headers.get(INTERNAL_TOKEN_HEADER, "")
+    return hmac.compare_digest(supplied.encode(), expected.encode())
+
+
 @_permission("internal")
 async def internal_only(request: Request) -> None:
     """Other services of the platform only, never the public (the gateway refuses the path)."""
-    expected: str = request.app.state.internal_token
-    supplied = request.headers.get(INTERNAL_TOKEN_HEADER, "")
-    if not hmac.compare_digest(supplied.encode(), expected.encode()):
+    if not is_internal_caller(request):
         raise Forbidden("Internal endpoint.")
 
 
