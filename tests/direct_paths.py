@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 # Headers that differ between any two requests.
 _PER_REQUEST_HEADERS = frozenset({"date", "x-request-id", "traceparent"})
 # Body members whose values are made afresh for each request: a request id, new rows' ids.
-VOLATILE = frozenset({"requestId", "reservationId", "paymentId", "providerPaymentId"})
+VOLATILE = frozenset({"requestId", "reservationId", "paymentId", "providerPaymentId", "orderId"})
 _HEX = re.compile(r"[0-9a-f]")
 
 

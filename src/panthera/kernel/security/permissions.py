@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from panthera.kernel.errors import Forbidden, Unauthenticated
 from panthera.kernel.security.principal import Principal, Revocations
@@ -78,10 +79,26 @@ async def authenticated(
     """Any signed-in user; ownership is checked by the use case."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("A bearer access token is required.")
+    return await principal_of(request, credentials.credentials)
+
+
+async def principal_of(request: Request, token: str) -> Principal:
+    """The principal of the request's bearer ``token``, kept on the request for the
+    middleware; ``Unauthenticated`` when the token is not a valid, unrevoked one."""
     authenticator: Authenticator = request.app.state.authenticator
-    principal = await authenticator.authenticate(credentials.credentials)
+    principal = await authenticator.authenticate(token)
     request.state.principal = principal
     return principal
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, read as :func:`authenticated`
+    reads it (FastAPI's HTTPBearer); None where that dependency would refuse the request."""
+    authorization = request.headers.get("authorization")
+    scheme, token = get_authorization_scheme_param(authorization)
+    if not (authorization and scheme and token) or scheme.lower() != "bearer":
+        return None
+    return token
 
 
 @_permission("admin")
