@@ -214,9 +214,7 @@ class Postgres:
                 )
                 conn = await asyncpg.connect(dsn, timeout=10)
                 try:
-                    count = await conn.fetchval(
-                        "SELECT count(*) FROM outbox WHERE dead_at IS NULL"
-                    )
+                    count = await conn.fetchval("SELECT count(*) FROM outbox WHERE dead_at IS NULL")
                 except asyncpg.UndefinedTableError:
                     count = 0
                 finally:
