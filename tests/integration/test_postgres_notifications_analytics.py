@@ -95,7 +95,7 @@ async def test_sender_replicas_send_each_message_once(
             await uow.commit()
         replicas = [
             DeliverySender(
-                sessions=runtime.database.sessions,
+                transactions=runtime.transaction,
                 deps=deps,
                 policy=RetryPolicy(),
                 skip_locked=True,
@@ -121,7 +121,7 @@ async def test_messages_are_sent_by_the_process_that_queued_them_or_after_its_le
         deps.email = mailbox
         sender: DeliverySender = runtime.components["notifications_sender"]
         other = DeliverySender(
-            sessions=runtime.database.sessions,
+            transactions=runtime.transaction,
             deps=deps,
             policy=RetryPolicy(),
             skip_locked=True,
@@ -185,7 +185,7 @@ async def test_a_message_held_past_half_its_lease_is_left_to_the_poll(
         mailbox = SlowMailbox()
         deps.email = mailbox
         sender = DeliverySender(
-            sessions=runtime.database.sessions,
+            transactions=runtime.transaction,
             deps=deps,
             policy=RetryPolicy(lease_seconds=4.0),
             skip_locked=True,
@@ -265,7 +265,7 @@ async def test_a_batch_records_each_message_by_its_own_outcome(
             await write_queued(uow)
             await uow.commit()
         sender = DeliverySender(
-            sessions=runtime.database.sessions,
+            transactions=runtime.transaction,
             deps=deps,
             policy=RetryPolicy(base_seconds=60.0),
             skip_locked=True,
@@ -552,7 +552,7 @@ async def test_messages_queued_together_are_inserted_once_and_never_committed_un
     try:
         deps = runtime.components["notifications_deps"]
         taken_up: list[uuid.UUID] = []
-        deps.take_up = lambda deliveries: taken_up.extend(d.id for d in deliveries)
+        deps.take_up = lambda deliveries: taken_up.extend(d["id"] for d in deliveries)
         rendered = Rendered(subject="Order confirmed", text="t", html="<p>t</p>", short=None)
         event_id = uuid.uuid4()
 

@@ -64,7 +64,7 @@ async def test_the_sender_hands_a_batch_of_mail_over_together(tmp_path: Path) ->
         unsubscribe=UnsubscribeTokens(b"key"),
     )
     sender = DeliverySender(
-        sessions=lambda: None,  # type: ignore[arg-type,return-value]
+        transactions=lambda: None,  # type: ignore[arg-type,return-value]
         deps=deps,
         policy=RetryPolicy(),
         skip_locked=False,

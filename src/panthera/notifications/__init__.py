@@ -61,7 +61,7 @@ def _state(runtime: ServiceRuntime) -> dict[str, Any]:
         unsubscribe=UnsubscribeTokens(settings.internal_token.get_secret_value().encode()),
     )
     sender = DeliverySender(
-        sessions=runtime.database.sessions,
+        transactions=runtime.transaction,
         deps=deps,
         policy=RetryPolicy(
             max_attempts=settings.notification_max_attempts,

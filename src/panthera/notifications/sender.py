@@ -19,16 +19,17 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
-from typing import Any
+from typing import Any, cast
 
+import orjson
 from prometheus_client import Counter
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, bindparam, select, update
 
+from panthera.kernel.sql import Sql, Transaction, among
 from panthera.notifications.channels import PermanentFailure, build_message
 from panthera.notifications.models import Channel, Delivery, DeliveryStatus
 from panthera.notifications.service import NotificationsDeps
@@ -75,17 +76,49 @@ class Outgoing:
     lease_until: datetime
 
     @classmethod
-    def of(cls, delivery: Delivery, lease_until: datetime) -> Outgoing:
+    def of(cls, row: Any, lease_until: datetime) -> Outgoing:
+        """From a delivery's row: a mapping, or a row of the statements below (SQLAlchemy's,
+        by name through its mapping, or the driver's)."""
+        get = getattr(row, "_mapping", row).__getitem__
+        content = get("content")
         return cls(
-            id=delivery.id,
-            channel=delivery.channel,
-            recipient=delivery.recipient,
-            subject=delivery.subject,
-            content=delivery.content,
-            attempts=delivery.attempts,
-            created_at=delivery.created_at,
+            id=get("id"),
+            channel=get("channel"),
+            recipient=get("recipient"),
+            subject=get("subject"),
+            # JSON comes back decoded through SQLAlchemy, as text from the driver.
+            content=orjson.loads(content) if isinstance(content, str) else content,
+            attempts=get("attempts"),
+            created_at=get("created_at"),
             lease_until=lease_until,
         )
+
+
+_DELIVERIES = cast(Table, Delivery.__table__)
+_c = _DELIVERIES.c
+# By whether the statements run on PostgreSQL.
+_RECORD_SENT = {
+    postgres: update(_DELIVERIES)
+    .where(among(_c.id, "ids", postgres))
+    .values(
+        status=DeliveryStatus.SENT.value,
+        attempts=_c.attempts + 1,
+        sent_at=bindparam("at", type_=_c.sent_at.type),
+        next_attempt_at=None,
+        last_error=None,
+    )
+    for postgres in (True, False)
+}
+_RECORD_FAILED = (
+    update(_DELIVERIES)
+    .where(_c.id == bindparam("delivery_id"))
+    .values(
+        status=bindparam("new_status"),
+        attempts=bindparam("new_attempts"),
+        next_attempt_at=bindparam("due", type_=_c.next_attempt_at.type),
+        last_error=bindparam("error"),
+    )
+)
 
 
 class DeliverySender:
@@ -94,7 +127,7 @@ class DeliverySender:
     def __init__(
         self,
         *,
-        sessions: Callable[[], AsyncSession],
+        transactions: Callable[[], Transaction],
         deps: NotificationsDeps,
         policy: RetryPolicy,
         skip_locked: bool,
@@ -102,7 +135,7 @@ class DeliverySender:
         # As many as one consuming transaction queues (its batch of 32 events).
         batch_size: int = 32,
     ) -> None:
-        self._sessions = sessions
+        self._transactions = transactions
         self._deps = deps
         self._policy = policy
         self._skip_locked = skip_locked
@@ -117,6 +150,27 @@ class DeliverySender:
         # Queued here, leased to this process, and not sent yet.
         self._taken_up: list[Outgoing] = []
         self._polled_at = -float("inf")
+        # Built once: the due messages, oldest first, leased and read in one statement;
+        # replicas skip each other's locked rows, so each message goes to one sender.
+        due = (
+            select(_c.id)
+            .where(
+                _c.status == DeliveryStatus.QUEUED.value,
+                _c.next_attempt_at <= bindparam("now", type_=_c.next_attempt_at.type),
+            )
+            .order_by(_c.next_attempt_at)
+            .limit(batch_size)
+        )
+        if skip_locked:
+            due = due.with_for_update(skip_locked=True)
+        self._lease_due = (
+            update(_DELIVERIES)
+            .where(_c.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=bindparam("until", type_=_c.next_attempt_at.type))
+            .returning(
+                _c.id, _c.channel, _c.recipient, _c.subject, _c.content, _c.attempts, _c.created_at
+            )
+        )
 
     @property
     def lease(self) -> timedelta:
@@ -126,11 +180,12 @@ class DeliverySender:
         """Messages were queued: send them now rather than at the next poll."""
         self._wakeup.set()
 
-    def take_up(self, deliveries: Sequence[Delivery]) -> None:
-        """Send these messages, queued leased to this process by a committed transaction."""
+    def take_up(self, deliveries: Sequence[Mapping[str, Any]]) -> None:
+        """Send these messages (their rows), queued leased to this process by a committed
+        transaction."""
         for delivery in deliveries:
-            if delivery.next_attempt_at is not None:
-                self._taken_up.append(Outgoing.of(delivery, delivery.next_attempt_at))
+            if delivery["next_attempt_at"] is not None:
+                self._taken_up.append(Outgoing.of(delivery, delivery["next_attempt_at"]))
         self._wakeup.set()
 
     def start(self) -> None:
@@ -263,51 +318,22 @@ class DeliverySender:
 
     async def _lease(self) -> list[Outgoing]:
         now = datetime.now(UTC)
-        due = (
-            select(Delivery.id)
-            .where(
-                Delivery.status == DeliveryStatus.QUEUED.value,
-                Delivery.next_attempt_at <= now,
-            )
-            .order_by(Delivery.next_attempt_at)
-            .limit(self._batch_size)
-        )
-        if self._skip_locked:
-            due = due.with_for_update(skip_locked=True)
         lease_until = now + self.lease
-        lease = (
-            update(Delivery)
-            .where(Delivery.id.in_(due.scalar_subquery()))
-            .values(next_attempt_at=lease_until)
-            .returning(Delivery)
-            .execution_options(synchronize_session=False)
-        )
-        async with self._sessions() as session:
-            rows = [
-                Outgoing.of(row, lease_until) for row in (await session.execute(lease)).scalars()
-            ]
-            await session.commit()
-        return rows
+        async with self._transactions() as tx:
+            rows = await tx.sql.fetch(self._lease_due, {"now": now, "until": lease_until})
+            await tx.commit()
+        return [Outgoing.of(row, lease_until) for row in rows]
 
     async def _record(self, sent: list[Outgoing], failed: list[tuple[Outgoing, Exception]]) -> None:
-        now = datetime.now(UTC)
-        async with self._sessions() as session:
+        async with self._transactions() as tx:
             if sent:
-                await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_([delivery.id for delivery in sent]))
-                    .values(
-                        status=DeliveryStatus.SENT.value,
-                        attempts=Delivery.attempts + 1,
-                        sent_at=now,
-                        next_attempt_at=None,
-                        last_error=None,
-                    )
-                    .execution_options(synchronize_session=False)
+                await tx.sql.execute(
+                    _RECORD_SENT[tx.sql.postgres],
+                    {"ids": [delivery.id for delivery in sent], "at": datetime.now(UTC)},
                 )
             for delivery, exc in failed:
-                await self._failure(session, delivery, exc)
-            await session.commit()
+                await self._failure(tx.sql, delivery, exc)
+            await tx.commit()
         for delivery in sent:
             MESSAGES.labels(delivery.channel, "sent").inc()
 
@@ -331,7 +357,7 @@ class DeliverySender:
         else:
             raise PermanentFailure(f"unknown channel {delivery.channel!r}")
 
-    async def _failure(self, session: AsyncSession, delivery: Outgoing, exc: Exception) -> None:
+    async def _failure(self, sql: Sql, delivery: Outgoing, exc: Exception) -> None:
         attempts = delivery.attempts + 1
         error = f"{type(exc).__name__}: {exc}"[:2000]
         if isinstance(exc, PermanentFailure) or attempts >= self._policy.max_attempts:
@@ -355,10 +381,14 @@ class DeliverySender:
                     "error": error,
                 },
             )
-        await session.execute(
-            update(Delivery)
-            .where(Delivery.id == delivery.id)
-            .values(status=status.value, attempts=attempts, next_attempt_at=due, last_error=error)
-            .execution_options(synchronize_session=False)
+        await sql.execute(
+            _RECORD_FAILED,
+            {
+                "delivery_id": delivery.id,
+                "new_status": status.value,
+                "new_attempts": attempts,
+                "due": due,
+                "error": error,
+            },
         )
         MESSAGES.labels(delivery.channel, outcome).inc()

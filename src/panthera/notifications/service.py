@@ -47,11 +47,11 @@ class NotificationsDeps:
     unsubscribe: UnsubscribeTokens
     # Wakes the sender loop; called once a transaction that queued messages commits.
     wake: Callable[[], None] = field(default=lambda: None)
-    # Given the messages a transaction queued once it commits, to send them at
-    # once: they are queued leased to this process for ``take_up_lease``, so no
-    # other sender takes them, and no transaction of its own has to lease them.
+    # Given the messages (their rows) a transaction queued once it commits, to send
+    # them at once: they are queued leased to this process for ``take_up_lease``, so
+    # no other sender takes them, and no transaction of its own has to lease them.
     # Without it they are queued due now, for whichever sender polls first.
-    take_up: Callable[[list[Delivery]], None] | None = None
+    take_up: Callable[[list[dict[str, Any]]], None] | None = None
     take_up_lease: timedelta = timedelta(0)
 
 
@@ -165,9 +165,9 @@ async def find_recipient(uow: UnitOfWork, user_id: uuid.UUID) -> Recipient | Non
 _TAKEN_UP = "notifications.taken_up"
 
 
-def _after_commit(deps: NotificationsDeps, tx: Transaction, delivery: Delivery) -> None:
-    """Have ``delivery`` sent once the transaction that queued it commits."""
-    queued: list[Delivery] | None = tx.gathered(_TAKEN_UP)
+def _after_commit(deps: NotificationsDeps, tx: Transaction, delivery: dict[str, Any]) -> None:
+    """Have ``delivery`` (its row) sent once the transaction that queued it commits."""
+    queued: list[dict[str, Any]] | None = tx.gathered(_TAKEN_UP)
     if queued is None:
         # Nothing to write: the list only goes to the sender after the commit.
         queued = tx.gathering(_TAKEN_UP, list, lambda _: False)
@@ -237,7 +237,7 @@ async def write_queued(tx: Transaction) -> None:
     inserted = {row[0] for row in written}
     for delivery_id, row in rows.items():
         if delivery_id in inserted:
-            _after_commit(deps, tx, Delivery(**row))
+            _after_commit(deps, tx, row)
 
 
 async def queue(
