@@ -24,27 +24,17 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from fastapi import FastAPI
-from fastapi.routing import APIRoute, request_response
+from fastapi.routing import APIRoute
+
+from panthera.kernel.http.direct import fastapi_only
 
 RESERVE = "/internal/reservations"
 COMMIT = "/internal/reservations/{reference}/commit"
-
-
-@contextmanager
-def fastapi_only(route: APIRoute) -> Iterator[None]:
-    direct = route.app
-    route.app = request_response(APIRoute.get_route_handler(route))
-    try:
-        yield
-    finally:
-        route.app = direct
 
 
 def _route(app: FastAPI, path: str) -> APIRoute:

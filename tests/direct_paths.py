@@ -8,24 +8,68 @@ id), which are paired up and checked to have the same shape.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import httpx
+import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute, request_response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+
+from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
 
 # Headers that differ between any two requests.
 _PER_REQUEST_HEADERS = frozenset({"date", "x-request-id", "traceparent"})
 # Body members whose values are made afresh for each request: a request id, new rows' ids.
 VOLATILE = frozenset({"requestId", "reservationId", "paymentId", "providerPaymentId", "orderId"})
 _HEX = re.compile(r"[0-9a-f]")
+
+
+T = TypeVar("T")
+
+
+def on_a_fixed_clock(module: Any, now: datetime, make: Callable[[], T]) -> Iterator[T]:
+    """A module fixture's body: ``make()`` with ``module._now`` answering ``now`` (so that
+    both paths' answers carry the same times), closed (``close()``) at the end."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "_now", lambda: now)
+        fixture = make()
+        try:
+            yield fixture
+        finally:
+            fixture.close()  # type: ignore[attr-defined]
+
+
+def stop_on_own_loop(loop: asyncio.AbstractEventLoop, client: Any, platform: Any) -> None:
+    """Close a service a test runs on an event loop of its own, then the loop."""
+    loop.run_until_complete(client.aclose())
+    loop.run_until_complete(platform.stop())
+    loop.close()
+
+
+# Who calls an internal route: the internal token as each kind of caller sends it.
+INTERNAL_CALLERS = ("good", "missing", "wrong", "empty", "good-then-wrong", "wrong-then-good")
+
+
+def internal_token_headers(token: str, caller: str) -> list[tuple[str, str | bytes]]:
+    """The internal-token headers of ``caller`` (one of :data:`INTERNAL_CALLERS`)."""
+    tokens = {
+        "good": [token],
+        "missing": [],
+        "wrong": ["not-the-token"],
+        "empty": [""],
+        "good-then-wrong": [token, "not-the-token"],
+        "wrong-then-good": ["not-the-token", token],
+    }[caller]
+    return [(INTERNAL_TOKEN_HEADER, value) for value in tokens]
 
 
 def route_of(app: FastAPI, method: str, path: str) -> APIRoute:
@@ -35,17 +79,6 @@ def route_of(app: FastAPI, method: str, path: str) -> APIRoute:
         if isinstance(route, APIRoute) and route.path == path and method in route.methods
     ]
     return route
-
-
-@contextmanager
-def fastapi_only(route: APIRoute) -> Iterator[None]:
-    """``route`` answered by its FastAPI endpoint alone, as it was before its direct path."""
-    direct = route.app
-    route.app = request_response(APIRoute.get_route_handler(route))
-    try:
-        yield
-    finally:
-        route.app = direct
 
 
 @contextmanager

@@ -27,16 +27,19 @@ from panthera.catalog import service as catalog_service
 from panthera.catalog.models import Reservation
 from panthera.catalog.schemas import ReservationIn
 from panthera.catalog.search import search_for
-from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
+from panthera.kernel.http.direct import fastapi_only
 from panthera.runtime.platform import Platform
 from tests.conftest import make_settings
 from tests.direct_paths import (
+    INTERNAL_CALLERS,
     Answer,
     as_first,
     endpoint_calls,
-    fastapi_only,
+    internal_token_headers,
+    on_a_fixed_clock,
     reads_as_fastapi,
     route_of,
+    stop_on_own_loop,
 )
 
 RESERVATIONS = "/internal/reservations"
@@ -109,15 +112,7 @@ class _Catalog:
         return f"ra{number:06d}", f"rb{number:06d}"
 
     def headers(self, auth: str = "good", content_type: str | None = "application/json") -> Any:
-        tokens = {
-            "good": [self.token],
-            "missing": [],
-            "wrong": ["not-the-token"],
-            "empty": [""],
-            "good-then-wrong": [self.token, "not-the-token"],
-            "wrong-then-good": ["not-the-token", self.token],
-        }[auth]
-        headers = [(INTERNAL_TOKEN_HEADER, token) for token in tokens]
+        headers = internal_token_headers(self.token, auth)
         if content_type is not None:
             headers.append(("content-type", content_type))
         return headers
@@ -172,20 +167,14 @@ class _Catalog:
         return value
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.client.aclose())
-        self.loop.run_until_complete(self.platform.stop())
-        self.loop.close()
+        stop_on_own_loop(self.loop, self.client, self.platform)
 
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Catalog]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(inventory, "_now", lambda: NOW)
-        fixture = _Catalog(tmp_path_factory.mktemp("internal-direct"))
-        try:
-            yield fixture
-        finally:
-            fixture.close()
+    yield from on_a_fixed_clock(
+        inventory, NOW, lambda: _Catalog(tmp_path_factory.mktemp("internal-direct"))
+    )
 
 
 # What a well-formed line may name: the catalog's products and variants, and one it lacks.
@@ -267,9 +256,7 @@ _CONTENT_TYPES = st.sampled_from(
     ["application/json"] * 6
     + ["application/json; charset=utf-8", "application/vnd.panthera+json", "text/plain", None]
 )
-_AUTH = st.sampled_from(
-    ["good"] * 8 + ["missing", "wrong", "empty", "good-then-wrong", "wrong-then-good"]
-)
+_AUTH = st.sampled_from(["good"] * 8 + [caller for caller in INTERNAL_CALLERS if caller != "good"])
 
 
 @settings(
@@ -418,9 +405,7 @@ _COMMITTED = {
 
 
 @pytest.mark.parametrize("state", sorted(_COMMITTED))
-@pytest.mark.parametrize(
-    "auth", ["good", "missing", "wrong", "empty", "good-then-wrong", "wrong-then-good"]
-)
+@pytest.mark.parametrize("auth", INTERNAL_CALLERS)
 @pytest.mark.parametrize("suffix", ["", " x", "-é", "%41"])
 def test_a_commit_gets_the_same_answer_on_both_paths(
     catalog: _Catalog, state: str, auth: str, suffix: str

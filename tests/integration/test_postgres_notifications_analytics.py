@@ -47,6 +47,13 @@ async def _runtime(name: str, url: str, data_dir: Path) -> ServiceRuntime:
     )
 
 
+def _batch_consumer(runtime: ServiceRuntime) -> Any:
+    """What the transport calls with each batch of the service's events."""
+    return runtime._batch_consumer(
+        {s.contract.event_type: s for s in runtime.definition.subscriptions}
+    )
+
+
 async def _notifications(url: str, data_dir: Path) -> ServiceRuntime:
     """The notifications runtime with its state (deps, sender) made, not yet started."""
     runtime = await _runtime("notifications", url, data_dir)
@@ -363,9 +370,7 @@ async def test_concurrent_batches_add_every_sale_once_to_the_roll_ups(
     databases = await service_databases("analytics")
     runtime = await _runtime("analytics", databases.url_for("analytics"), tmp_path)
     try:
-        consume = runtime._batch_consumer(
-            {s.contract.event_type: s for s in runtime.definition.subscriptions}
-        )
+        consume = _batch_consumer(runtime)
         day = datetime(2026, 11, 3, 12, tzinfo=UTC)
         products = [uuid.uuid4(), uuid.uuid4()]
         events = [_confirmed(day, products[index % 2], 1 + index % 3) for index in range(48)]
@@ -410,9 +415,7 @@ async def test_a_batch_is_applied_on_the_driver_in_round_trips_that_do_not_grow_
     databases = await service_databases("analytics")
     runtime = await _runtime("analytics", databases.url_for("analytics"), tmp_path)
     try:
-        consume = runtime._batch_consumer(
-            {s.contract.event_type: s for s in runtime.definition.subscriptions}
-        )
+        consume = _batch_consumer(runtime)
         day = datetime(2026, 11, 3, 12, tzinfo=UTC)
         product = uuid.uuid4()
 
@@ -515,9 +518,7 @@ async def test_a_batch_tells_each_user_on_the_channels_they_chose(
                     )
                 )
             await session.commit()
-        consume = runtime._batch_consumer(
-            {s.contract.event_type: s for s in runtime.definition.subscriptions}
-        )
+        consume = _batch_consumer(runtime)
         events = []
         for user_id in (everywhere, mail_only, unknown, everywhere):
             event = _confirmed(now, uuid.uuid4(), 1)

@@ -20,6 +20,7 @@ from panthera.kernel.http.app import add_routes, create_app
 from panthera.kernel.http.direct import (
     Declined,
     direct_route,
+    fastapi_only,
     json_body,
     model_response,
     parsed,
@@ -29,7 +30,7 @@ from panthera.kernel.security.permissions import (
     internal_only,
     is_internal_caller,
 )
-from tests.direct_paths import Answer, as_first, endpoint_calls, fastapi_only, route_of
+from tests.direct_paths import Answer, as_first, endpoint_calls, route_of
 
 TOKEN = "internal-secret"
 INTERNAL = {INTERNAL_TOKEN_HEADER: TOKEN, "content-type": "application/json"}

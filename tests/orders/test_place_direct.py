@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
+from panthera.kernel.http.direct import fastapi_only
 from tests.conftest import Account, Platform, make_admin, register_and_login
-from tests.direct_paths import Answer, as_first, endpoint_calls, fastapi_only, route_of
+from tests.direct_paths import Answer, as_first, endpoint_calls, route_of
 from tests.orders.conftest import product
 
 PLACE = "/api/v1/orders"

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from panthera.kernel.security.permissions import INTERNAL_TOKEN_HEADER
+from panthera.kernel.http.direct import fastapi_only
 from panthera.payments import service
 from panthera.payments.schemas import InternalPaymentCreate
 from tests.conftest import make_settings
@@ -28,9 +28,11 @@ from tests.direct_paths import (
     Answer,
     as_first,
     endpoint_calls,
-    fastapi_only,
+    internal_token_headers,
+    on_a_fixed_clock,
     reads_as_fastapi,
     route_of,
+    stop_on_own_loop,
 )
 from tests.payments.conftest import PaymentsService, start_payments
 
@@ -66,16 +68,7 @@ class _Payments:
         content_type: str | None = "application/json",
         keys: tuple[str | bytes, ...] = (),
     ) -> list[tuple[str, str | bytes]]:
-        tokens = {
-            "good": [self.token],
-            "missing": [],
-            "wrong": ["not-the-token"],
-            "good-then-wrong": [self.token, "not-the-token"],
-            "wrong-then-good": ["not-the-token", self.token],
-        }[auth]
-        headers: list[tuple[str, str | bytes]] = [
-            (INTERNAL_TOKEN_HEADER, token) for token in tokens
-        ]
+        headers = internal_token_headers(self.token, auth)
         if content_type is not None:
             headers.append(("content-type", content_type))
         headers.extend(("Idempotency-Key", key) for key in keys)
@@ -126,20 +119,14 @@ class _Payments:
         )
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.service.client.aclose())
-        self.loop.run_until_complete(self.service.platform.stop())
-        self.loop.close()
+        stop_on_own_loop(self.loop, self.service.client, self.service.platform)
 
 
 @pytest.fixture(scope="module")
 def payments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Payments]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(service, "_now", lambda: NOW)
-        fixture = _Payments(tmp_path_factory.mktemp("internal-direct"))
-        try:
-            yield fixture
-        finally:
-            fixture.close()
+    yield from on_a_fixed_clock(
+        service, NOW, lambda: _Payments(tmp_path_factory.mktemp("internal-direct"))
+    )
 
 
 def _body(**changes: Any) -> dict[str, Any]:

@@ -15,11 +15,12 @@ as one raised by the endpoint: both are raised inside the same route application
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, request_response
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -56,6 +57,18 @@ def direct_route(handler: DirectHandler) -> type[APIRoute]:
             return route_handler
 
     return DirectRoute
+
+
+@contextmanager
+def fastapi_only(route: APIRoute) -> Iterator[None]:
+    """``route`` answered by its FastAPI endpoint alone while inside the block, as it was
+    before its direct path: what the direct path's tests and benches compare it with."""
+    direct = route.app
+    route.app = request_response(APIRoute.get_route_handler(route))
+    try:
+        yield
+    finally:
+        route.app = direct
 
 
 class Declined(Exception):
