@@ -12,6 +12,7 @@ Everything a test creates is uniquely named and removed afterwards: databases
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import re
@@ -172,17 +173,20 @@ class RoundTrips:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[str] = []
+        # The name of the asyncio task that sent each, to tell a flow's own statements
+        # from those of the loops running beside it (the outbox relay's).
+        self.senders: list[str] = []
         simple = asyncpg.Connection.execute
         do_execute = asyncpg.prepared_stmt.PreparedStatement._PreparedStatement__do_execute  # type: ignore[attr-defined]
         trips = self
 
         async def execute(connection: Any, query: str, *args: Any, **kwargs: Any) -> Any:
             if not args:  # the simple query protocol; with arguments it prepares and binds
-                trips.sent.append(query)
+                trips.note(query)
             return await simple(connection, query, *args, **kwargs)
 
         async def bound(statement: Any, executor: Any) -> Any:
-            trips.sent.append(statement._query)
+            trips.note(statement._query)
             return await do_execute(statement, executor)
 
         # Statements with arguments run on the connection itself (fetch, execute with
@@ -191,11 +195,11 @@ class RoundTrips:
         many = asyncpg.Connection._executemany
 
         async def with_arguments(connection: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-            trips.sent.append(query)
+            trips.note(query)
             return await on_connection(connection, query, *args, **kwargs)
 
         async def executemany(connection: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-            trips.sent.append(query)
+            trips.note(query)
             return await many(connection, query, *args, **kwargs)
 
         monkeypatch.setattr(asyncpg.Connection, "execute", execute)
@@ -205,8 +209,14 @@ class RoundTrips:
             asyncpg.prepared_stmt.PreparedStatement, "_PreparedStatement__do_execute", bound
         )
 
+    def note(self, query: str) -> None:
+        task = asyncio.current_task()
+        self.sent.append(query)
+        self.senders.append("" if task is None else task.get_name())
+
     def clear(self) -> None:
         self.sent.clear()
+        self.senders.clear()
 
     def verbs(self) -> list[str]:
         """The first word of each message: ``["BEGIN", "INSERT", "COMMIT"]``."""
