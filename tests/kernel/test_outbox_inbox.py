@@ -9,8 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from sqlalchemy import event, func, select
 
+from panthera.kernel import tracing
 from panthera.kernel.db import Database, UnitOfWork
 from panthera.kernel.events import Envelope, EventContract
 from panthera.kernel.events.embedded import ConsumerFailed, EmbeddedTransport
@@ -296,3 +301,40 @@ async def test_embedded_delivery_to_a_batch_consumer_raises_for_a_failure(
     with pytest.raises(ConsumerFailed, match="poison"):
         await runtime.transport.publish(Envelope.wrap(ThingHappened(name="poison"), source="x"))
     assert await _noted(runtime) == ["fine"]
+
+
+INCOMING_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def _traceparents(runtime: ServiceRuntime) -> list[str | None]:
+    return [row.traceparent for row in await _outbox_rows(runtime)]
+
+
+async def test_without_an_exporter_events_published_while_consuming_carry_the_trace_on(
+    batching: tuple[ServiceRuntime, list[int]],
+) -> None:
+    runtime, _ = batching
+    envelope = Envelope.wrap(
+        ThingHappened(name="traced"), source="elsewhere", traceparent=INCOMING_TRACE
+    )
+    assert await _batch_consumer(runtime)([envelope]) == [None]
+    assert await _traceparents(runtime) == [INCOMING_TRACE]
+
+
+async def test_with_an_exporter_each_event_consumed_is_a_span_its_events_continue(
+    batching: tuple[ServiceRuntime, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, _ = batching
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
+    envelope = Envelope.wrap(
+        ThingHappened(name="traced"), source="elsewhere", traceparent=INCOMING_TRACE
+    )
+    assert await _batch_consumer(runtime)([envelope]) == [None]
+    (span,) = exporter.get_finished_spans()
+    assert (span.name, span.kind) == ("consume test.thing_happened", SpanKind.CONSUMER)
+    (passed_on,) = await _traceparents(runtime)
+    assert passed_on == f"00-{INCOMING_TRACE.split('-')[1]}-{span.context.span_id:016x}-01"
+    provider.shutdown()

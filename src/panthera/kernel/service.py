@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import INVALID_SPAN, SpanKind
 from sqlalchemy import MetaData
 
 from panthera.kernel.db import Database, UnitOfWork
@@ -30,7 +30,7 @@ from panthera.kernel.events.transport import EventTransport
 from panthera.kernel.observability import EVENTS_CONSUMED, current_traceparent, set_traceparent
 from panthera.kernel.settings import Settings
 from panthera.kernel.sql import AlreadyApplied, DirectTransaction, Transaction
-from panthera.kernel.tracing import continue_trace
+from panthera.kernel.tracing import continue_trace, recording
 
 log = logging.getLogger("panthera.events")
 
@@ -207,6 +207,17 @@ class ServiceRuntime:
     @contextmanager
     def _consuming(self, envelope: Envelope) -> Iterator[Any]:
         """The consumer span of ``envelope``; events published inside it continue its trace."""
+        if not recording():
+            # No span goes anywhere: the event's trace is passed on as it came, which is
+            # what a span of the no-op tracer would pass on, without building one per
+            # event.
+            outer = current_traceparent()
+            set_traceparent(envelope.traceparent)
+            try:
+                yield INVALID_SPAN
+            finally:
+                set_traceparent(outer)
+            return
         with continue_trace(
             f"consume {envelope.type}",
             kind=SpanKind.CONSUMER,
