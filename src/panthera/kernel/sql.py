@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast
 
+import orjson
 from sqlalchemy import (
     any_,
     bindparam,
@@ -235,6 +236,12 @@ def compile_for_postgres(statement: ClauseElement, keys: Sequence[str] = ()) -> 
         constants=constants,
         returns_rows=bool(compiled.returning) or bool(getattr(statement, "is_select", False)),
     )
+
+
+def json_column(value: Any) -> Any:
+    """A JSON column's value as either path reads it: decoded through SQLAlchemy, its
+    text from the driver."""
+    return orjson.loads(value) if isinstance(value, str) else value
 
 
 def among(column: Any, name: str, postgres: bool) -> Any:

@@ -25,11 +25,10 @@ from datetime import UTC, datetime, timedelta
 from email.message import Message
 from typing import Any, cast
 
-import orjson
 from prometheus_client import Counter
 from sqlalchemy import Table, bindparam, select, update
 
-from panthera.kernel.sql import Sql, Transaction, among
+from panthera.kernel.sql import Sql, Transaction, among, json_column
 from panthera.notifications.channels import PermanentFailure, build_message
 from panthera.notifications.models import Channel, Delivery, DeliveryStatus
 from panthera.notifications.service import NotificationsDeps
@@ -80,14 +79,12 @@ class Outgoing:
         """From a delivery's row: a mapping, or a row of the statements below (SQLAlchemy's,
         by name through its mapping, or the driver's)."""
         get = getattr(row, "_mapping", row).__getitem__
-        content = get("content")
         return cls(
             id=get("id"),
             channel=get("channel"),
             recipient=get("recipient"),
             subject=get("subject"),
-            # JSON comes back decoded through SQLAlchemy, as text from the driver.
-            content=orjson.loads(content) if isinstance(content, str) else content,
+            content=json_column(get("content")),
             attempts=get("attempts"),
             created_at=get("created_at"),
             lease_until=lease_until,

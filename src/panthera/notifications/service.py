@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import orjson
 from jinja2 import (
     Environment,
     FileSystemLoader,
@@ -29,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from panthera.kernel.db import UnitOfWork, WrittenBeforeCommit
-from panthera.kernel.sql import Transaction, among
+from panthera.kernel.sql import Transaction, among, json_column
 from panthera.notifications.channels import EmailChannel, PushProvider, SmsProvider
 from panthera.notifications.errors import DeliveryInFlight, DeliveryNotFound, RecipientNotFound
 from panthera.notifications.models import Channel, Delivery, DeliveryStatus, Recipient
@@ -162,23 +161,6 @@ async def find_recipient(uow: UnitOfWork, user_id: uuid.UUID) -> Recipient | Non
 # --- Queuing messages ---------------------------------------------------------------------
 
 
-_TAKEN_UP = "notifications.taken_up"
-
-
-def _after_commit(deps: NotificationsDeps, tx: Transaction, delivery: dict[str, Any]) -> None:
-    """Have ``delivery`` (its row) sent once the transaction that queued it commits."""
-    queued: list[dict[str, Any]] | None = tx.gathered(_TAKEN_UP)
-    if queued is None:
-        # Nothing to write: the list only goes to the sender after the commit.
-        queued = tx.gathering(_TAKEN_UP, list, lambda _: False)
-        take_up = deps.take_up
-        if take_up is None:
-            tx.on_commit(deps.wake)
-        else:
-            tx.on_commit(lambda: take_up(queued))
-    queued.append(delivery)
-
-
 # Built once per dialect; a repeat of an event's message inserts nothing, and
 # only the ids really inserted come back.
 _QUEUE = {
@@ -207,6 +189,21 @@ class _Queued:
         self.deps: NotificationsDeps | None = None
         self.rows: dict[uuid.UUID, dict[str, Any]] = {}
         self.notices: list[_Notice] = []
+        # The rows inserted, for the sender once the transaction commits.
+        self.inserted: list[dict[str, Any]] = []
+
+    def take_up_after_commit(self, tx: Transaction, rows: list[dict[str, Any]]) -> None:
+        """Have ``rows`` (inserted deliveries) sent once ``tx`` commits."""
+        assert self.deps is not None
+        if not rows:
+            return
+        if not self.inserted:
+            take_up, inserted = self.deps.take_up, self.inserted
+            if take_up is None:
+                tx.on_commit(self.deps.wake)
+            else:
+                tx.on_commit(lambda: take_up(inserted))
+        self.inserted.extend(rows)
 
 
 # Messages left unwritten would be lost for good with their event recorded as applied.
@@ -235,9 +232,9 @@ async def write_queued(tx: Transaction) -> None:
     rows, found.rows = found.rows, {}
     written = await tx.sql.fetch_many(_QUEUE[tx.sql.postgres], list(rows.values()))
     inserted = {row[0] for row in written}
-    for delivery_id, row in rows.items():
-        if delivery_id in inserted:
-            _after_commit(deps, tx, row)
+    found.take_up_after_commit(
+        tx, [row for delivery_id, row in rows.items() if delivery_id in inserted]
+    )
 
 
 async def queue(
@@ -381,14 +378,8 @@ async def _address(deps: NotificationsDeps, tx: Transaction, notices: list[_Noti
         if recipient.sms_enabled and recipient.phone_number:
             await queue(deps, tx, channel=Channel.SMS, to=recipient.phone_number, **common)
         if recipient.push_enabled:
-            for token in _tokens(recipient.push_tokens):
+            for token in json_column(recipient.push_tokens):
                 await queue(deps, tx, channel=Channel.PUSH, to=token, data=notice.data, **common)
-
-
-def _tokens(stored: Any) -> list[str]:
-    # JSON comes back decoded through SQLAlchemy, as text from the driver.
-    tokens: list[str] = orjson.loads(stored) if isinstance(stored, str) else stored
-    return tokens
 
 
 # --- Preferences --------------------------------------------------------------------------

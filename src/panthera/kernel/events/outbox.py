@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -41,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from panthera.kernel.db import UTCDateTime
 from panthera.kernel.events.envelope import Envelope
 from panthera.kernel.events.transport import EventTransport
-from panthera.kernel.sql import InboxClaim, SessionSql, Sql, Transaction, among
+from panthera.kernel.sql import InboxClaim, SessionSql, Sql, Transaction, among, json_column
 
 log = logging.getLogger("panthera.events")
 
@@ -136,10 +135,7 @@ def outbox_writer(
 
 
 def envelope_of(row: Any, source: str) -> Envelope:
-    payload = row.payload
-    if isinstance(payload, str):
-        # A JSON column read on the driver comes as its text.
-        payload = orjson.loads(payload)
+    payload = json_column(row.payload)
     return Envelope(
         id=row.event_id,
         type=row.type,
