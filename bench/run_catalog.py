@@ -580,8 +580,47 @@ def _area(filename: str) -> str:
     return parts[0]
 
 
+# Every package a service's samples land in, by the layer it belongs to: what the
+# platform's own code, its frameworks, and the I/O underneath each cost.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "Panthera's code": ("panthera/",),
+    "web framework and models (FastAPI, Starlette, pydantic)": (
+        "fastapi",
+        "starlette",
+        "pydantic",
+        "pydantic_core",
+        "annotated_types",
+    ),
+    "SQLAlchemy": ("sqlalchemy",),
+    "HTTP server and client (uvicorn, httptools, aiohttp)": (
+        "uvicorn",
+        "httptools",
+        "aiohttp",
+        "multidict",
+        "yarl",
+        "h11",
+        "propcache",
+        "aiohappyeyeballs",
+    ),
+    "PostgreSQL driver (asyncpg)": ("asyncpg",),
+    "broker client (aio-pika, aiormq, pamqp)": ("aio_pika", "aiormq", "pamqp"),
+    "Redis client": ("redis",),
+    "event loop (asyncio, uvloop)": ("asyncio", "uvloop", "selectors", "concurrent"),
+}
+OTHER_LAYER = "everything else (standard library, mail, templates, metrics, logging)"
+
+
+def layer_of(area: str) -> str:
+    """The layer (a key of :data:`LAYERS`, or :data:`OTHER_LAYER`) of a package ``area``."""
+    for layer, prefixes in LAYERS.items():
+        if any(area == p or (p.endswith("/") and area.startswith(p)) for p in prefixes):
+            return layer
+    return OTHER_LAYER
+
+
 def fold_profile(raw_file: Path, top: int = 10) -> dict[str, Any]:
-    """Self time by package and function, inclusive time of Panthera's functions (% of samples).
+    """Self time by package, function and layer, inclusive time of Panthera's functions
+    (% of samples).
 
     The samples are GIL-holding only (``py-spy --gil``): what costs Python CPU, without
     threads idling in a queue (aiosqlite's, the thread pool's) that py-spy may count.
@@ -613,8 +652,12 @@ def fold_profile(raw_file: Path, top: int = 10) -> dict[str, Any]:
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(k, 100 * v / total) for k, v in counter.most_common(top)]
 
+    by_layer: Counter[str] = Counter()
+    for area, count in by_area.items():
+        by_layer[layer_of(area)] += count
     return {
         "samples": total,
+        "self_by_layer": {k: 100 * v / total for k, v in by_layer.items()},
         "self_by_package": share(by_area),
         "self_by_function": share(by_function),
         "panthera_inclusive": share(ours),

@@ -84,6 +84,7 @@ from benchlib import (
     wait_ready,
 )
 from run_catalog import (
+    LAYERS,
     RAISED_LIMITS,
     Postgres,
     RabbitNamespace,
@@ -1057,6 +1058,7 @@ def render(report: dict[str, Any]) -> str:
             f"py-spy --gil on the distributed processes ({load['orders_per_second']:.0f} "
             "orders/s while sampled), % of samples:",
         ]
+        lines += _by_layer(report)
         for name, found in prof["processes"].items():
             lines += ["", f"{name} ({found['samples']} samples):"]
             for key, title in (
@@ -1066,6 +1068,55 @@ def render(report: dict[str, Any]) -> str:
             ):
                 lines.append(f"- {title}: " + ", ".join(f"{k} {v:.0f}%" for k, v in found[key]))
     return "\n".join(lines)
+
+
+# The layers of a profile that are the platform itself: its code and what it is built on.
+LAYERS_OURS = tuple(list(LAYERS)[:3])
+
+
+def _by_layer(report: dict[str, Any]) -> list[str]:
+    """The distributed shape's CPU per order by layer: each process's CPU per order (the
+    measured rounds) shared out as its profile's self samples are, with PostgreSQL, the
+    broker and Redis as they are; and what an order would cost with the platform's code
+    and its frameworks costing nothing, as orders per second at the measured busy share."""
+    dist = report.get("summary", {}).get("distributed")
+    prof = report.get("profile")
+    if dist is None or not prof:
+        return []
+    cpu: dict[str, float] = dist["cpu_ms_per_order"]
+    layers: dict[str, float] = {}
+    for name, found in prof["processes"].items():
+        for layer, pct in found.get("self_by_layer", {}).items():
+            layers[layer] = layers.get(layer, 0.0) + cpu.get(name, 0.0) * pct / 100
+    servers = {"postgres": "PostgreSQL", "rabbitmq": "RabbitMQ", "redis": "Redis"}
+    for name, title in servers.items():
+        layers[f"{title} (server)"] = cpu.get(name, 0.0)
+    total = sum(layers.values())
+    if not total:
+        return []
+    ours = (LAYERS_OURS[0], LAYERS_OURS[1], LAYERS_OURS[2])
+    rest = total - sum(layers.get(k, 0.0) for k in ours)
+    rate = dist["orders_per_second"]
+    lines = [
+        "",
+        "Distributed, CPU ms per confirmed order by layer (each process's CPU per order "
+        "shared out as its py-spy self samples are):",
+        "",
+        "| layer | ms per order | share |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [
+        f"| {layer} | {ms:.2f} | {100 * ms / total:.0f}% |"
+        for layer, ms in sorted(layers.items(), key=lambda kv: -kv[1])
+    ]
+    lines += [
+        f"| all | {total:.2f} | 100% |",
+        "",
+        f"Without {', '.join(ours)} (as if they cost nothing): {rest:.2f} ms per order, so at "
+        f"most {rate * total / rest:.0f} orders/s where {rate:.0f} were measured (the same "
+        "machine time over less CPU per order).",
+    ]
+    return lines
 
 
 # --------------------------------------------------------------------- main
