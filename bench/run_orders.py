@@ -876,6 +876,92 @@ def profile_distributed(
     return {"load": load, "processes": found}
 
 
+def _code_kind(dso: str) -> str:
+    """What a shared object ``perf`` names runs: the interpreter, the kernel, or compiled code."""
+    if dso.startswith("libpython"):
+        return "interpreter"
+    if dso.startswith("[kernel") or dso in ("[vdso]", "[vsyscall]"):
+        return "kernel"
+    return "compiled"
+
+
+_SERVER_COMMS = {"postgres": "postgres", "beam.smp": "rabbitmq", "redis-server": "redis"}
+
+
+def _process_name(tid: int, comm: str, names: Mapping[int, str]) -> str:
+    """The process a sampled thread belongs to, by the shape's names for its pids."""
+    tgid = tid
+    with contextlib.suppress(OSError, ValueError):
+        status = Path(f"/proc/{tid}/status").read_text()
+        tgid = int(re.search(r"^Tgid:\s*(\d+)", status, re.M)[1])  # type: ignore[index]
+        comm = Path(f"/proc/{tgid}/comm").read_text().strip()
+    if tgid in names:
+        return names[tgid]
+    return _SERVER_COMMS.get(comm, "other")
+
+
+def perf_distributed(
+    shape: Shape, scratch: Path, *, seconds: float, concurrency: int, poll_ms: float
+) -> dict[str, Any]:
+    """``perf record`` on the whole machine while the load runs once more: each process's
+    share of the on-CPU samples, split into the Python interpreter (bytecode: the platform's
+    and its pure-Python libraries'), the kernel, and compiled code (C extensions, libc,
+    PostgreSQL, the Erlang VM).
+
+    Unlike py-spy, a process waiting for a core is never sampled: the figures are where
+    the CPU went, not where each process stood.
+    """
+    perf = shutil.which("perf")
+    if perf is None:
+        raise BenchError("perf not found: apt-get install -y linux-perf")
+    data = scratch / "perf.data"
+    recorder: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        argv = [perf, "record", "-a", "-F", "499", "-e", "cpu-clock", "-o", str(data)]
+        argv += ["--", "sleep", str(round(seconds))]
+        recorder.append(
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+
+    try:
+        load = run_load(
+            shape,
+            scratch,
+            concurrency=concurrency,
+            seconds=seconds + 1,
+            warmup=2,
+            poll_ms=poll_ms,
+            during=start,
+        )
+        if not recorder or recorder[0].wait(timeout=seconds + 60) != 0 or not data.exists():
+            raise BenchError("perf record failed (perf_event_paranoid, or not root?)")
+    finally:
+        for proc in recorder:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    report = subprocess.run(
+        [perf, "report", "-i", str(data), "--sort", "pid,dso", "--stdio", "-F", "overhead,pid,dso"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    names = {pid: name for name, pid in shape.pids.items()}
+    by_process: dict[str, dict[str, float]] = {}
+    line_re = re.compile(r"^\s*([\d.]+)%\s+(\d+):(\S+)\s+(\S+)")
+    for line in report.splitlines():
+        found = line_re.match(line)
+        if found is None:
+            continue
+        pct, pid, comm, dso = float(found[1]), int(found[2]), found[3], found[4]
+        name = _process_name(pid, comm, names)
+        kinds = by_process.setdefault(name, {"interpreter": 0.0, "kernel": 0.0, "compiled": 0.0})
+        kinds[_code_kind(dso)] += pct
+    return {"load": load, "processes": by_process}
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -1050,6 +1136,7 @@ def render(report: dict[str, Any]) -> str:
     }
     if any(failures.values()):
         lines += ["", "**Failed orders**: " + json.dumps(failures)]
+    lines += _perf_lines(report.get("perf"))
     prof = report.get("profile")
     if prof:
         load = prof["load"]
@@ -1068,6 +1155,34 @@ def render(report: dict[str, Any]) -> str:
             ):
                 lines.append(f"- {title}: " + ", ".join(f"{k} {v:.0f}%" for k, v in found[key]))
     return "\n".join(lines)
+
+
+def _perf_lines(found: dict[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    rows = sorted(found["processes"].items(), key=lambda kv: -sum(kv[1].values()))
+    lines = [
+        "",
+        f"perf on the whole machine ({found['load']['orders_per_second']:.0f} orders/s while "
+        "sampled), on-CPU samples: each process's share of all, and of its own the Python "
+        "interpreter's (bytecode), the kernel's and compiled code's (C extensions, libc, "
+        "the servers' own binaries):",
+        "",
+        "| process | of all samples | interpreter | kernel | compiled |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, kinds in rows:
+        total = sum(kinds.values())
+        if total < 0.5:
+            continue
+        lines.append(
+            f"| {name} | {total:.1f}% | "
+            + " | ".join(
+                f"{100 * kinds[k] / total:.0f}%" for k in ("interpreter", "kernel", "compiled")
+            )
+            + " |"
+        )
+    return lines
 
 
 # The layers of a profile that are the platform itself: its code and what it is built on.
@@ -1152,6 +1267,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         metavar="SECONDS",
         help="afterwards, py-spy the distributed processes this long under load (0: no)",
+    )
+    parser.add_argument(
+        "--perf",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="afterwards, perf record the whole machine this long under load: where the "
+        "CPU goes by process and kind of code (0: no; needs perf and root)",
+    )
+    parser.add_argument(
+        "--profile-concurrency",
+        type=int,
+        default=0,
+        help="clients while profiling (0: --concurrency). py-spy counts a process that "
+        "is ready to run but waiting for a core as busy where it was preempted, mostly "
+        "in a socket write that woke another process: with cores to spare, its shares "
+        "are nearer to where the CPU goes",
     )
     parser.add_argument("--out", "--json", dest="json", type=Path, help="write every figure here")
     parser.add_argument("--markdown", type=Path, help="also write the report here")
@@ -1359,6 +1491,15 @@ def main() -> int:
                     shapes["distributed"],
                     scratch,
                     seconds=args.profile,
+                    concurrency=args.profile_concurrency or args.concurrency,
+                    poll_ms=args.poll_ms,
+                )
+            if args.perf > 0:
+                log(f"perf on the machine for {args.perf:g} s")
+                report["perf"] = perf_distributed(
+                    shapes["distributed"],
+                    scratch,
+                    seconds=args.perf,
                     concurrency=args.concurrency,
                     poll_ms=args.poll_ms,
                 )
