@@ -832,28 +832,17 @@ def saga_timeline(dsn_of: Callable[[str], str], since: datetime) -> dict[str, An
 # ------------------------------------------------------------------ profile
 
 
-def profile_distributed(
-    shape: Shape, scratch: Path, *, seconds: float, concurrency: int, poll_ms: float
-) -> dict[str, Any]:
-    """py-spy (``--gil``) on each process of the shape while the load runs once more."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(py_spy).exists():
-        raise BenchError("py-spy not found: pip install py-spy into the bench's virtualenv")
-    recorders: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
-
-    def start() -> None:
-        for name, pid in shape.pids.items():
-            if name in _NOT_PANTHERA:
-                continue  # not Python
-            out = scratch / f"profile-{name}.raw"
-            argv = [py_spy, "record", "--nonblocking", "--gil", "-r", "100"]
-            argv += ["-d", str(round(seconds)), "-f", "raw", "-o", str(out), "-p", str(pid)]
-            recorders[name] = (
-                out,
-                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-            )
-
-    found: dict[str, Any] = {}
+def _load_while(
+    shape: Shape,
+    scratch: Path,
+    recorders: Callable[[], list[subprocess.Popen[bytes]]],
+    seconds: float,
+    concurrency: int,
+    poll_ms: float,
+) -> tuple[dict[str, Any], list[int]]:
+    """Load the shape once more, ``recorders`` started as the measured window opens; the
+    load's figures and each recorder's exit status (recorders left running are killed)."""
+    started: list[subprocess.Popen[bytes]] = []
     try:
         load = run_load(
             shape,
@@ -862,17 +851,41 @@ def profile_distributed(
             seconds=seconds + 1,
             warmup=2,
             poll_ms=poll_ms,
-            during=start,
+            during=lambda: started.extend(recorders()),
         )
-        for name, (out, proc) in recorders.items():
-            proc.wait(timeout=seconds + 60)
-            if out.exists():
-                found[name] = fold_profile(out)
+        codes = [proc.wait(timeout=seconds + 60) for proc in started]
     finally:
-        for _, proc in recorders.values():
+        for proc in started:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    return load, codes
+
+
+def profile_distributed(
+    shape: Shape, scratch: Path, *, seconds: float, concurrency: int, poll_ms: float
+) -> dict[str, Any]:
+    """py-spy (``--gil``) on each process of the shape while the load runs once more."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        raise BenchError("py-spy not found: pip install py-spy into the bench's virtualenv")
+    outputs = {
+        name: scratch / f"profile-{name}.raw" for name in shape.pids if name not in _NOT_PANTHERA
+    }
+
+    def start() -> list[subprocess.Popen[bytes]]:
+        procs = []
+        for name, out in outputs.items():
+            argv = [py_spy, "record", "--nonblocking", "--gil", "-r", "100"]
+            argv += ["-d", str(round(seconds)), "-f", "raw", "-o", str(out)]
+            argv += ["-p", str(shape.pids[name])]
+            procs.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        return procs
+
+    load, _ = _load_while(shape, scratch, start, seconds, concurrency, poll_ms)
+    found = {name: fold_profile(out) for name, out in outputs.items() if out.exists()}
     return {"load": load, "processes": found}
 
 
@@ -915,32 +928,15 @@ def perf_distributed(
     if perf is None:
         raise BenchError("perf not found: apt-get install -y linux-perf")
     data = scratch / "perf.data"
-    recorder: list[subprocess.Popen[bytes]] = []
 
-    def start() -> None:
+    def start() -> list[subprocess.Popen[bytes]]:
         argv = [perf, "record", "-a", "-F", "499", "-e", "cpu-clock", "-o", str(data)]
         argv += ["--", "sleep", str(round(seconds))]
-        recorder.append(
-            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
+        return [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
 
-    try:
-        load = run_load(
-            shape,
-            scratch,
-            concurrency=concurrency,
-            seconds=seconds + 1,
-            warmup=2,
-            poll_ms=poll_ms,
-            during=start,
-        )
-        if not recorder or recorder[0].wait(timeout=seconds + 60) != 0 or not data.exists():
-            raise BenchError("perf record failed (perf_event_paranoid, or not root?)")
-    finally:
-        for proc in recorder:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    load, codes = _load_while(shape, scratch, start, seconds, concurrency, poll_ms)
+    if codes != [0] or not data.exists():
+        raise BenchError("perf record failed (perf_event_paranoid, or not root?)")
     report = subprocess.run(
         [perf, "report", "-i", str(data), "--sort", "pid,dso", "--stdio", "-F", "overhead,pid,dso"],
         capture_output=True,
@@ -1182,7 +1178,40 @@ def _perf_lines(found: dict[str, Any] | None) -> list[str]:
             )
             + " |"
         )
-    return lines
+    return lines + _target_budget(found)
+
+
+def _target_budget(found: dict[str, Any]) -> list[str]:
+    """What the services would have to cost per order for the target rate on this machine,
+    with the servers' work per order and everything else on it as sampled."""
+    shares = {name: sum(kinds.values()) for name, kinds in found["processes"].items()}
+    rate = found["load"]["orders_per_second"]
+    servers = sum(shares.get(name, 0.0) for name in ("postgres", "rabbitmq", "redis"))
+    other = shares.get("other", 0.0)
+    services = {n: k for n, k in found["processes"].items() if n not in _NOT_SERVICES}
+    now = sum(sum(k.values()) for k in services.values()) / rate
+    below_python = sum(k["kernel"] + k["compiled"] for k in services.values()) / rate
+    left = 100 - servers * TARGET_ORDERS_PER_SECOND / rate - other
+    budget = left / TARGET_ORDERS_PER_SECOND
+    if left <= 0:
+        return [
+            "",
+            f"At {TARGET_ORDERS_PER_SECOND:.0f} orders/s the servers alone would need "
+            f"{servers * TARGET_ORDERS_PER_SECOND / rate:.0f}% of the machine.",
+        ]
+    return [
+        "",
+        f"At {TARGET_ORDERS_PER_SECOND:.0f} orders/s, with PostgreSQL's, RabbitMQ's and "
+        f"Redis's work per order as now ({servers:.1f}% of the machine at {rate:.0f} "
+        f"orders/s, so {servers * TARGET_ORDERS_PER_SECOND / rate:.0f}%) and the rest of the "
+        f"machine as sampled ({other:.1f}%), the services would have {budget:.3f}% of the "
+        f"machine per order per second against {now:.3f}% now: {now / budget:.1f} x less "
+        f"CPU per order. Their kernel and compiled code alone take {below_python:.3f}%.",
+    ]
+
+
+# The services' processes in a perf sample are all but these.
+_NOT_SERVICES = frozenset({"postgres", "rabbitmq", "redis", "other"})
 
 
 # The layers of a profile that are the platform itself: its code and what it is built on.
@@ -1485,24 +1514,21 @@ def main() -> int:
                 )
             except Exception as exc:  # a figure less, not a failed run
                 log(f"saga timeline unavailable: {exc!r}")
-            if args.profile > 0:
-                log(f"profiling the distributed shape for {args.profile:g} s")
-                report["profile"] = profile_distributed(
-                    shapes["distributed"],
-                    scratch,
-                    seconds=args.profile,
-                    concurrency=args.profile_concurrency or args.concurrency,
-                    poll_ms=args.poll_ms,
-                )
-            if args.perf > 0:
-                log(f"perf on the machine for {args.perf:g} s")
-                report["perf"] = perf_distributed(
-                    shapes["distributed"],
-                    scratch,
-                    seconds=args.perf,
-                    concurrency=args.concurrency,
-                    poll_ms=args.poll_ms,
-                )
+            # Each recorder loads the distributed shape once more while it samples.
+            recordings = (
+                ("profile", profile_distributed, args.profile, args.profile_concurrency),
+                ("perf", perf_distributed, args.perf, 0),
+            )
+            for key, record, seconds, clients in recordings:
+                if seconds > 0:
+                    log(f"{key}: the distributed shape sampled for {seconds:g} s")
+                    report[key] = record(
+                        shapes["distributed"],
+                        scratch,
+                        seconds=seconds,
+                        concurrency=clients or args.concurrency,
+                        poll_ms=args.poll_ms,
+                    )
         except BenchError as exc:
             report["error"] = str(exc)
             log(f"measurement failed: {exc}")
