@@ -1186,7 +1186,7 @@ def _target_budget(found: dict[str, Any]) -> list[str]:
     with the servers' work per order and everything else on it as sampled."""
     shares = {name: sum(kinds.values()) for name, kinds in found["processes"].items()}
     rate = found["load"]["orders_per_second"]
-    servers = sum(shares.get(name, 0.0) for name in ("postgres", "rabbitmq", "redis"))
+    servers = sum(shares.get(name, 0.0) for name in _SERVERS)
     other = shares.get("other", 0.0)
     services = {n: k for n, k in found["processes"].items() if n not in _NOT_SERVICES}
     now = sum(sum(k.values()) for k in services.values()) / rate
@@ -1210,19 +1210,22 @@ def _target_budget(found: dict[str, Any]) -> list[str]:
     ]
 
 
+# The servers the services use, by the names the bench gives their processes.
+_SERVERS = {"postgres": "PostgreSQL", "rabbitmq": "RabbitMQ", "redis": "Redis"}
 # The services' processes in a perf sample are all but these.
-_NOT_SERVICES = frozenset({"postgres", "rabbitmq", "redis", "other"})
+_NOT_SERVICES = frozenset({*_SERVERS, "other"})
 
 
 # The layers of a profile that are the platform itself: its code and what it is built on.
-LAYERS_OURS = tuple(list(LAYERS)[:3])
+LAYERS_OURS = tuple(LAYERS)[:3]
 
 
 def _by_layer(report: dict[str, Any]) -> list[str]:
     """The distributed shape's CPU per order by layer: each process's CPU per order (the
     measured rounds) shared out as its profile's self samples are, with PostgreSQL, the
     broker and Redis as they are; and what an order would cost with the platform's code
-    and its frameworks costing nothing, as orders per second at the measured busy share."""
+    and its frameworks costing nothing, as the orders per second that would make of the
+    same machine time."""
     dist = report.get("summary", {}).get("distributed")
     prof = report.get("profile")
     if dist is None or not prof:
@@ -1232,14 +1235,12 @@ def _by_layer(report: dict[str, Any]) -> list[str]:
     for name, found in prof["processes"].items():
         for layer, pct in found.get("self_by_layer", {}).items():
             layers[layer] = layers.get(layer, 0.0) + cpu.get(name, 0.0) * pct / 100
-    servers = {"postgres": "PostgreSQL", "rabbitmq": "RabbitMQ", "redis": "Redis"}
-    for name, title in servers.items():
+    for name, title in _SERVERS.items():
         layers[f"{title} (server)"] = cpu.get(name, 0.0)
     total = sum(layers.values())
     if not total:
         return []
-    ours = (LAYERS_OURS[0], LAYERS_OURS[1], LAYERS_OURS[2])
-    rest = total - sum(layers.get(k, 0.0) for k in ours)
+    rest = total - sum(layers.get(k, 0.0) for k in LAYERS_OURS)
     rate = dist["orders_per_second"]
     lines = [
         "",
@@ -1256,9 +1257,9 @@ def _by_layer(report: dict[str, Any]) -> list[str]:
     lines += [
         f"| all | {total:.2f} | 100% |",
         "",
-        f"Without {', '.join(ours)} (as if they cost nothing): {rest:.2f} ms per order, so at "
-        f"most {rate * total / rest:.0f} orders/s where {rate:.0f} were measured (the same "
-        "machine time over less CPU per order).",
+        f"Without {', '.join(LAYERS_OURS)} (as if they cost nothing): {rest:.2f} ms per "
+        f"order, so at most {rate * total / rest:.0f} orders/s where {rate:.0f} were "
+        "measured (the same machine time over less CPU per order).",
     ]
     return lines
 
