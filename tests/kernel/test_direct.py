@@ -18,12 +18,10 @@ from starlette.types import Message
 from panthera.kernel.errors import Conflict
 from panthera.kernel.http.app import add_routes, create_app
 from panthera.kernel.http.direct import (
-    Declined,
+    body_as,
     direct_route,
     fastapi_only,
-    json_body,
     model_response,
-    parsed,
 )
 from panthera.kernel.security.permissions import (
     INTERNAL_TOKEN_HEADER,
@@ -83,9 +81,8 @@ def _thing(body: ThingIn) -> ThingOut:
 async def _thing_direct(request: Request) -> Response | None:
     if not is_internal_caller(request):
         return None
-    try:
-        body = parsed(ThingIn, await json_body(request))
-    except Declined:
+    body = await body_as(ThingIn, request)
+    if body is None:
         return None
     return model_response(_thing(body), status_code=201)
 

@@ -39,13 +39,12 @@ from panthera.catalog.schemas import (
 from panthera.kernel.errors import InvalidInput
 from panthera.kernel.http.direct import (
     Declined,
+    body_as,
     boolean,
     bounded_int,
     bounded_text,
     direct_route,
-    json_body,
     model_response,
-    parsed,
     single_values,
 )
 from panthera.kernel.http.paging import total_count_headers
@@ -575,9 +574,8 @@ async def _reserve_direct(request: Request) -> Response | None:
     FastAPI's per-request work; anything else goes to :func:`reserve`."""
     if not is_internal_caller(request):
         return None
-    try:
-        body = parsed(ReservationIn, await json_body(request))
-    except Declined:
+    body = await body_as(ReservationIn, request)
+    if body is None:
         return None
     return model_response(await _reserve(request.app.state.catalog_deps, body))
 

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import func, select
 
-from panthera.kernel.http.direct import Declined, direct_route, json_body, parsed
+from panthera.kernel.http.direct import body_as, direct_route
 from panthera.kernel.http.paging import total_count_headers
 from panthera.kernel.idempotency import (
     IDEMPOTENCY_HEADER,
@@ -110,9 +110,8 @@ async def _place_order_direct(request: Request) -> Response | None:
     malformed and unauthenticated gets FastAPI's answer, a well-formed one the
     same ``Unauthenticated`` from either path.
     """
-    try:
-        body = parsed(OrderCreate, await json_body(request))
-    except Declined:
+    body = await body_as(OrderCreate, request)
+    if body is None:
         return None
     token = bearer_token(request)
     if token is None:

@@ -112,6 +112,15 @@ def parsed(model: type[Model], body: bytes) -> Model:
         raise Declined from None
 
 
+async def body_as(model: type[Model], request: Request) -> Model | None:
+    """The request's plain JSON body read as ``model`` (:func:`json_body`, :func:`parsed`);
+    None when the direct path declines it."""
+    try:
+        return parsed(model, await json_body(request))
+    except Declined:
+        return None
+
+
 def model_response(model: BaseModel, status_code: int = 200) -> Response:
     """``model`` answered as FastAPI answers a route's response model of that class: the
     same JSON (by alias, nothing left out), the same status and content type."""
